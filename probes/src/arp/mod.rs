@@ -1,0 +1,130 @@
+//! `netprobe arp`: every MAC that answers ARP for an address (a MetalLB layer-2 VIP), live or from
+//! a capture file.
+//!
+//! Live, requests always go out as broadcast (a speaker that only sees unicast re-checks would hide)
+//! and the capture keeps listening until the deadline, so late answerers count too. The same
+//! [`tally::Tally`] reads live frames and capture files, so both give the same verdict.
+
+mod report;
+mod tally;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
+pub use tally::Tally;
+
+use crate::net::capture::LiveCapture;
+use crate::net::{capture_file, interface};
+use crate::wire::arp::{self, ArpFrame};
+use crate::wire::MacAddr;
+use crate::{Error, Result};
+
+/// A node name and its IP, from `--node NAME=IP`: responders sharing the node's MAC get its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub target: Ipv4Addr,
+    /// `None`: the interface of the route to `target`.
+    pub interface: Option<String>,
+    pub count: u32,
+    pub interval: Duration,
+    /// How long to keep listening after the last request.
+    pub wait: Duration,
+    /// `None`: the interface's first IPv4 address.
+    pub source: Option<Ipv4Addr>,
+    pub nodes: Vec<Node>,
+}
+
+impl Config {
+    pub fn new(target: Ipv4Addr) -> Config {
+        Config {
+            target,
+            interface: None,
+            count: 3,
+            interval: Duration::from_millis(200),
+            wait: Duration::from_secs(1),
+            source: None,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// Probes live: `count` broadcast requests for the target (and one per unresolved node each round),
+/// then listens until `wait` after the last.
+pub fn probe(config: &Config) -> Result<ArpReport> {
+    if config.count == 0 {
+        return Err(Error::invalid("--count 0", "send at least one request"));
+    }
+    let name = match &config.interface {
+        Some(name) => name.clone(),
+        None => interface::for_route_to(config.target)?,
+    };
+    let iface = interface::lookup(&name)?;
+    let mac = iface.mac.filter(|m| *m != MacAddr::ZERO).ok_or_else(|| {
+        Error::could_not_run(
+            format!("probing ARP on {name}"),
+            "it has no Ethernet address: pick another with -i",
+        )
+    })?;
+    let source = match config.source.or_else(|| iface.ipv4.first().copied()) {
+        Some(ip) => ip,
+        None => {
+            return Err(Error::could_not_run(
+                format!("probing ARP on {name}"),
+                "it has no IPv4 address to ask from: give one with -s/--source",
+            ))
+        }
+    };
+
+    // Filter first, then send: nothing can answer before we listen.
+    let mut capture = LiveCapture::open(&name, "arp")?;
+    let mut tally = Tally::new(config.target, config.nodes.clone(), false);
+    let start = Instant::now();
+    let mut last_send = start;
+    for round in 0..config.count {
+        let send_at = start + config.interval * round;
+        drain(&mut capture, &mut tally, send_at)?;
+        last_send = Instant::now();
+        let at = capture.send(&arp::request(mac, source, config.target))?;
+        tally.request_sent(at);
+        for node in config.nodes.iter().filter(|n| !tally.node_resolved(n.ip)) {
+            capture.send(&arp::request(mac, source, node.ip))?;
+        }
+    }
+    drain(&mut capture, &mut tally, last_send + config.wait)?;
+
+    let mut report = tally.finish();
+    report.interface = Some(name);
+    report.source_ip = Some(source);
+    Ok(report)
+}
+
+/// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2) of an ARP exchange and gives the
+/// same report as a live probe. Requests for the target in the capture count as `sent`.
+pub fn from_capture(path: &Path, target: Ipv4Addr, nodes: Vec<Node>) -> Result<ArpReport> {
+    let mut tally = Tally::new(target, nodes, true);
+    capture_file::for_each_frame(path, |frame| {
+        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+            tally.observe(frame.at, &arp);
+        }
+    })?;
+    let mut report = tally.finish();
+    report.capture_file = Some(path.display().to_string());
+    Ok(report)
+}
+
+fn drain(capture: &mut LiveCapture, tally: &mut Tally, until: Instant) -> Result<()> {
+    while let Some(frame) = capture.next_before(until)? {
+        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+            tally.observe(frame.at, &arp);
+        }
+    }
+    Ok(())
+}

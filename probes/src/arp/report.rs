@@ -1,0 +1,86 @@
+//! What `netprobe arp` found, as plain data: the JSON output is this, serialised, and the table is
+//! drawn from it.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::wire::MacAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Exactly one MAC answered.
+    Ok,
+    /// More than one MAC answered: several hosts claim the address.
+    Duplicate,
+    /// Nothing answered.
+    NoReply,
+}
+
+impl Verdict {
+    pub fn is_healthy(self) -> bool {
+        self == Verdict::Ok
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Duplicate => "duplicate",
+            Verdict::NoReply => "no-reply",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArpReport {
+    pub probe: &'static str,
+    pub target: Ipv4Addr,
+    /// The interface probed (live) or `None` (capture file).
+    pub interface: Option<String>,
+    pub source_ip: Option<Ipv4Addr>,
+    /// The capture analysed instead of probing, if any.
+    pub capture_file: Option<String>,
+    /// Requests for the target: sent by us (live) or seen in the capture.
+    pub sent: u32,
+    pub verdict: Verdict,
+    /// The verdict in one sentence.
+    pub summary: String,
+    /// One entry per MAC that answered, in order of first reply.
+    pub responders: Vec<Responder>,
+    /// The `--node` addresses and the MACs that answered for them.
+    pub nodes: Vec<NodeAddress>,
+    /// Where to look next, when something is wrong.
+    pub next_step: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Responder {
+    pub mac: MacAddr,
+    pub replies: u32,
+    /// Reply times, each matched to the request it answers (the n-th reply of a MAC to the n-th
+    /// request); `None` when no reply could be matched.
+    pub rtt_ms: Option<RttMs>,
+    pub vendor: Option<String>,
+    pub locally_administered: bool,
+    /// The `--node` whose MAC this is; `None` when no listed node has it.
+    pub node: Option<String>,
+    /// Ethernet source addresses that differed from the ARP sender MAC (a proxy, a bridge that
+    /// rewrites, or a forged reply). Empty when they always matched.
+    pub ethernet_sources: Vec<MacAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RttMs {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeAddress {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    /// Every MAC that answered for the node's IP (normally one; empty when it did not answer).
+    pub macs: Vec<MacAddr>,
+}

@@ -1,0 +1,16 @@
+//! The packet side of netprobe.
+//!
+//! - [`wire`]: typed views over bytes (MAC addresses, ARP frames, link-layer headers).
+//! - [`net`]: the only code that touches the operating system (captures, interfaces, privileges).
+//! - one engine per probe ([`arp`]): a `Config` goes in, a serialisable `Report` comes out.
+//!
+//! This crate never prints, never parses command-line flags and never exits: the `netprobe`
+//! binary does that with the reports and [`Error`]s returned from here.
+
+pub mod arp;
+pub mod error;
+pub mod net;
+pub mod oui;
+pub mod wire;
+
+pub use error::{Error, Result};

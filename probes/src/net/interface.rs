@@ -1,0 +1,155 @@
+//! Interfaces of the current network namespace (names, MAC, IPv4 addresses) and the route to an
+//! address. Read with getifaddrs(3) and /proc/thread-self/net/route, which both follow the
+//! namespace of the calling thread.
+
+use std::ffi::CStr;
+use std::net::Ipv4Addr;
+
+use crate::wire::MacAddr;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    /// `None` for interfaces without an Ethernet address (loopback has 00:00:00:00:00:00, tunnels
+    /// have none).
+    pub mac: Option<MacAddr>,
+    pub ipv4: Vec<Ipv4Addr>,
+}
+
+/// The interface called `name`, or [`Error::NoSuchInterface`].
+pub fn lookup(name: &str) -> Result<Interface> {
+    all()?
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| Error::NoSuchInterface { name: name.to_string() })
+}
+
+/// Every interface with its addresses, in the order the kernel lists them.
+pub fn all() -> Result<Vec<Interface>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::could_not_run("listing interfaces (getifaddrs)", err.to_string()));
+    }
+    let mut out: Vec<Interface> = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned and has not been freed.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(entry.ifa_name) }.to_string_lossy().into_owned();
+        let index = match out.iter().position(|i| i.name == name) {
+            Some(index) => index,
+            None => {
+                out.push(Interface { name, mac: None, ipv4: Vec::new() });
+                out.len() - 1
+            }
+        };
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points at a sockaddr whose family says its real type.
+        match i32::from(unsafe { (*entry.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                out[index].ipv4.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            libc::AF_PACKET => {
+                let sll = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_ll) };
+                if sll.sll_halen == 6 {
+                    out[index].mac = MacAddr::from_slice(&sll.sll_addr[..6]);
+                }
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// The interface the main routing table sends `destination` out of (longest prefix, then lowest
+/// metric), like the `dev` of `ip route get`. Policy routing rules are not consulted.
+pub fn for_route_to(destination: Ipv4Addr) -> Result<String> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/route")
+        .map_err(|e| Error::could_not_run("reading /proc/net/route", e.to_string()))?;
+    best_route(&table, destination).ok_or_else(|| {
+        Error::could_not_run(
+            format!("finding the interface towards {destination}"),
+            "no route matches it: pass the interface on the VIP's segment with -i/--interface",
+        )
+    })
+}
+
+/// Picks the interface from /proc/net/route text. Addresses there are hex in host byte order.
+fn best_route(table: &str, destination: Ipv4Addr) -> Option<String> {
+    const RTF_UP: u32 = 0x1;
+    let dst = u32::from(destination);
+    let mut best: Option<(u32, u32, &str)> = None; // (prefix length, metric, interface)
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 8 {
+            continue;
+        }
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
+        let (Some(net), Some(flags), Some(mask)) =
+            (hex(cols[1]), u32::from_str_radix(cols[3], 16).ok(), hex(cols[7]))
+        else {
+            continue;
+        };
+        let metric: u32 = cols[6].parse().unwrap_or(u32::MAX);
+        if flags & RTF_UP == 0 || dst & mask != net {
+            continue;
+        }
+        let prefix = mask.count_ones();
+        let better = match best {
+            None => true,
+            Some((p, m, _)) => prefix > p || (prefix == p && metric < m),
+        };
+        if better {
+            best = Some((prefix, metric, cols[0]));
+        }
+    }
+    best.map(|(_, _, name)| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // As the kernel prints it: default via 203.0.113.1 on wan0, 192.0.2.0/24 on lan0 (metric 0),
+    // 192.0.2.0/25 on lan1 (metric 100).
+    const TABLE: &str = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+wan0\t00000000\t017100CB\t0003\t0\t0\t0\t00000000\t0\t0\t0
+lan0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+lan1\t000200C0\t00000000\t0001\t0\t0\t100\t80FFFFFF\t0\t0\t0
+";
+
+    #[test]
+    fn longest_prefix_wins() {
+        assert_eq!(best_route(TABLE, Ipv4Addr::new(192, 0, 2, 5)).as_deref(), Some("lan1"));
+        assert_eq!(best_route(TABLE, Ipv4Addr::new(192, 0, 2, 200)).as_deref(), Some("lan0"));
+        assert_eq!(best_route(TABLE, Ipv4Addr::new(198, 51, 100, 1)).as_deref(), Some("wan0"));
+    }
+
+    #[test]
+    fn no_default_route_means_none() {
+        let table: String = TABLE.lines().filter(|l| !l.starts_with("wan0")).collect::<Vec<_>>().join("\n");
+        assert_eq!(best_route(&table, Ipv4Addr::new(198, 51, 100, 1)), None);
+        assert_eq!(best_route("garbage\nnot a route", Ipv4Addr::new(192, 0, 2, 1)), None);
+    }
+
+    #[test]
+    fn loopback_is_listed() {
+        let lo = lookup("lo").expect("every namespace has lo");
+        assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST) || lo.ipv4.is_empty());
+        assert!(matches!(lookup("no-such-if0"), Err(Error::NoSuchInterface { .. })));
+    }
+}

@@ -1,0 +1,20 @@
+//! The only code in netprobe that touches the operating system: live captures and injection,
+//! capture files, interfaces and routes, privileges.
+
+pub mod capture;
+pub mod capture_file;
+pub mod interface;
+pub mod privilege;
+
+use std::time::Duration;
+
+use crate::wire::link::LinkType;
+
+/// One frame as a capture saw it, live or from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// Capture timestamp since the Unix epoch (the kernel's receive time for live captures).
+    pub at: Duration,
+    pub link: LinkType,
+    pub data: Vec<u8>,
+}

@@ -1,0 +1,148 @@
+//! Link-layer headers as they appear in captures: Ethernet (what `tcpdump -i eth0` writes) and the
+//! Linux "cooked" headers SLL and SLL2 (what `tcpdump -i any` writes). Each is reduced to the same
+//! [`LinkFrame`]: who sent it at layer 2, which EtherType it carries, and the payload.
+
+use super::MacAddr;
+
+/// DLT/LINKTYPE numbers from the tcpdump.org registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkType {
+    Ethernet,
+    LinuxSll,
+    LinuxSll2,
+}
+
+impl LinkType {
+    pub fn from_dlt(dlt: u32) -> Option<LinkType> {
+        match dlt {
+            1 => Some(LinkType::Ethernet),
+            113 => Some(LinkType::LinuxSll),
+            276 => Some(LinkType::LinuxSll2),
+            _ => None,
+        }
+    }
+}
+
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkFrame<'a> {
+    /// The layer-2 source: Ethernet source address, or the SLL "link-layer address" (the sender for
+    /// packets that came in). `None` when a cooked header carries no 6-byte address.
+    pub source: Option<MacAddr>,
+    pub ethertype: u16,
+    pub payload: &'a [u8],
+}
+
+/// Decodes a captured frame; `None` when it is too short for its header. One 802.1Q tag is skipped.
+pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
+    let frame = match link {
+        LinkType::Ethernet => {
+            // dst(6) src(6) ethertype(2)
+            let header = bytes.get(..14)?;
+            LinkFrame {
+                source: MacAddr::from_slice(&header[6..12]),
+                ethertype: u16::from_be_bytes([header[12], header[13]]),
+                payload: &bytes[14..],
+            }
+        }
+        LinkType::LinuxSll => {
+            // packet type(2) ARPHRD(2) address length(2) address(8) protocol(2)
+            let header = bytes.get(..16)?;
+            let addr_len = u16::from_be_bytes([header[4], header[5]]);
+            LinkFrame {
+                source: (addr_len == 6).then(|| MacAddr::from_slice(&header[6..12])).flatten(),
+                ethertype: u16::from_be_bytes([header[14], header[15]]),
+                payload: &bytes[16..],
+            }
+        }
+        LinkType::LinuxSll2 => {
+            // protocol(2) reserved(2) ifindex(4) ARPHRD(2) packet type(1) address length(1) address(8)
+            let header = bytes.get(..20)?;
+            LinkFrame {
+                source: (header[11] == 6).then(|| MacAddr::from_slice(&header[12..18])).flatten(),
+                ethertype: u16::from_be_bytes([header[0], header[1]]),
+                payload: &bytes[20..],
+            }
+        }
+    };
+    if frame.ethertype == ETHERTYPE_VLAN {
+        // TCI(2) inner ethertype(2)
+        let tag = frame.payload.get(..4)?;
+        return Some(LinkFrame {
+            ethertype: u16::from_be_bytes([tag[2], tag[3]]),
+            payload: &frame.payload[4..],
+            ..frame
+        });
+    }
+    Some(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD: [u8; 2] = [0xca, 0xfe];
+
+    #[test]
+    fn ethernet() {
+        let mut bytes = vec![0xff; 6]; // destination: broadcast
+        bytes.extend([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]); // source
+        bytes.extend([0x08, 0x06]); // EtherType ARP
+        bytes.extend(PAYLOAD);
+        let frame = decode(LinkType::Ethernet, &bytes).unwrap();
+        assert_eq!(frame.source.unwrap().to_string(), "00:00:5e:00:53:01");
+        assert_eq!(frame.ethertype, 0x0806);
+        assert_eq!(frame.payload, PAYLOAD);
+    }
+
+    #[test]
+    fn ethernet_with_vlan_tag() {
+        let mut bytes = vec![0xff; 6];
+        bytes.extend([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]);
+        bytes.extend([0x81, 0x00, 0x00, 0x64, 0x08, 0x06]); // 802.1Q, VLAN 100, then ARP
+        bytes.extend(PAYLOAD);
+        let frame = decode(LinkType::Ethernet, &bytes).unwrap();
+        assert_eq!(frame.ethertype, 0x0806);
+        assert_eq!(frame.payload, PAYLOAD);
+    }
+
+    #[test]
+    fn linux_sll() {
+        let mut bytes = vec![0x00, 0x00]; // packet type: to us
+        bytes.extend([0x00, 0x01]); // ARPHRD_ETHER
+        bytes.extend([0x00, 0x06]); // address length
+        bytes.extend([0x00, 0x00, 0x5e, 0x00, 0x53, 0x02, 0x00, 0x00]); // address, padded to 8
+        bytes.extend([0x08, 0x06]); // protocol
+        bytes.extend(PAYLOAD);
+        let frame = decode(LinkType::LinuxSll, &bytes).unwrap();
+        assert_eq!(frame.source.unwrap().to_string(), "00:00:5e:00:53:02");
+        assert_eq!(frame.ethertype, 0x0806);
+        assert_eq!(frame.payload, PAYLOAD);
+    }
+
+    #[test]
+    fn linux_sll2() {
+        let mut bytes = vec![0x08, 0x06]; // protocol
+        bytes.extend([0x00, 0x00]); // reserved
+        bytes.extend([0x00, 0x00, 0x00, 0x02]); // interface index
+        bytes.extend([0x00, 0x01]); // ARPHRD_ETHER
+        bytes.extend([0x00, 0x06]); // packet type, address length
+        bytes.extend([0x00, 0x00, 0x5e, 0x00, 0x53, 0x03, 0x00, 0x00]); // address
+        bytes.extend(PAYLOAD);
+        let frame = decode(LinkType::LinuxSll2, &bytes).unwrap();
+        assert_eq!(frame.source.unwrap().to_string(), "00:00:5e:00:53:03");
+        assert_eq!(frame.ethertype, 0x0806);
+        assert_eq!(frame.payload, PAYLOAD);
+    }
+
+    #[test]
+    fn short_frames_are_none_not_panics() {
+        for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2] {
+            for len in 0..20 {
+                let _ = decode(link, &vec![0x81; len]);
+            }
+        }
+        assert_eq!(decode(LinkType::Ethernet, &[0; 13]), None);
+    }
+}

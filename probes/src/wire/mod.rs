@@ -1,0 +1,8 @@
+//! Typed views over bytes. Nothing here does I/O; every parser takes untrusted bytes and returns
+//! `None` (or an error) instead of panicking.
+
+pub mod arp;
+pub mod link;
+pub mod mac;
+
+pub use mac::MacAddr;

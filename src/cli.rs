@@ -1,0 +1,154 @@
+//! The command line: every subcommand, flag and help text. Parsing only; `main` dispatches.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use netprobe_probes::arp::Node;
+
+use crate::output::Format;
+
+pub const EXIT_CODES: &str = "\
+Exit codes (the same for every subcommand):
+  0  healthy: the probe found nothing wrong
+  1  a fault was found: the verdict is bad
+  2  invalid usage or input: a bad flag, an unreadable or malformed file
+  3  the probe could not run: missing privilege, no such interface, agent unreachable";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netprobe",
+    version,
+    about = "Packet-level probes for Kubernetes clusters on your own network: one command, a verdict, and where to look next.",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Output format: a table for people, json for scripts.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// Same as -o json.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.output
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Find every MAC that answers ARP for an address (duplicate MetalLB speakers).
+    Arp(ArpArgs),
+    /// Test VXLAN (UDP 8472) between nodes in both directions [not built yet].
+    Vxlan(NotBuilt),
+    /// Run the node agent that vxlan talks to [not built yet].
+    Agent(NotBuilt),
+    /// Query each CoreDNS endpoint directly and compare [not built yet].
+    Dns(NotBuilt),
+    /// Count and explain iptables rule bloat, and clean it up [not built yet].
+    Iptables(NotBuilt),
+    /// Print a shell completion script: netprobe completions bash > /etc/bash_completion.d/netprobe
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Subcommands that exist in the interface but not yet in the code take any arguments and say so.
+#[derive(Debug, Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Find every MAC that answers ARP for an address, not just the first.\n\n\
+Run it from a host on the VIP's layer-2 segment. It broadcasts --count who-has requests \
+--interval apart and keeps listening until --wait after the last one, so a speaker that answers \
+late still counts. More than one MAC for a MetalLB layer-2 VIP means more than one speaker claims it.\n\n\
+Needs CAP_NET_RAW (sudo, or setcap cap_net_raw,cap_net_admin+ep on the binary); --pcap needs none.",
+    after_help = "Examples:\n  \
+sudo netprobe arp 192.0.2.100\n  \
+sudo netprobe arp 192.0.2.100 -i eth0 --node node-a=192.0.2.11 --node node-b=192.0.2.12\n  \
+sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n  \
+netprobe arp 192.0.2.100 --pcap vip.pcap -o json"
+)]
+pub struct ArpArgs {
+    /// The address to resolve, e.g. a LoadBalancer VIP.
+    pub vip: Ipv4Addr,
+
+    /// Interface to probe on [default: the interface of the route to VIP].
+    #[arg(short, long)]
+    pub interface: Option<String>,
+
+    /// Number of broadcast requests to send.
+    #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub count: u32,
+
+    /// Time between requests (250ms, 1s, ...).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// How long to keep listening after the last request.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// Source IP of the requests [default: the interface's first IPv4 address].
+    #[arg(short, long)]
+    pub source: Option<Ipv4Addr>,
+
+    /// Label responders with node names: NAME=IP, repeatable. Each node IP is resolved in the same
+    /// run; a responder whose MAC matches no node is called out.
+    #[arg(long = "node", value_name = "NAME=IP", value_parser = parse_node)]
+    pub nodes: Vec<Node>,
+
+    /// Analyse a capture (pcap or pcapng, from tcpdump -w) instead of probing. Needs no privilege.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["interface", "source"])]
+    pub pcap: Option<PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write durations like 250ms, 1s, 10m)"))
+}
+
+fn parse_node(text: &str) -> Result<Node, String> {
+    let (name, ip) = text.split_once('=').ok_or("expected NAME=IP, e.g. node-a=192.0.2.11")?;
+    if name.is_empty() {
+        return Err("the node name before '=' is empty".into());
+    }
+    let ip = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+    Ok(Node { name: name.to_string(), ip })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn nodes_parse() {
+        let node = parse_node("sp1=192.0.2.11").unwrap();
+        assert_eq!((node.name.as_str(), node.ip), ("sp1", Ipv4Addr::new(192, 0, 2, 11)));
+        assert!(parse_node("sp1").is_err());
+        assert!(parse_node("=192.0.2.11").is_err());
+        assert!(parse_node("sp1=not-an-ip").is_err());
+    }
+}

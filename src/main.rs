@@ -1,0 +1,51 @@
+//! netprobe: the command line. Parses arguments, runs one probe from `netprobe-probes`, renders its
+//! report and turns the verdict into the exit code. Packets are built in the probes crate only.
+
+mod arp;
+mod cli;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::exit::Exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // --help and --version also arrive here, and are not errors.
+            return if err.use_stderr() { Exit::BadInput.into() } else { Exit::Healthy.into() };
+        }
+    };
+    let format = cli.format();
+    let result = match cli.command {
+        Command::Arp(args) => arp::run(args, format),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "netprobe", &mut text);
+            output::emit(&String::from_utf8_lossy(&text));
+            Ok(Exit::Healthy)
+        }
+        Command::Vxlan(_) => Ok(not_built("vxlan")),
+        Command::Agent(_) => Ok(not_built("agent")),
+        Command::Dns(_) => Ok(not_built("dns")),
+        Command::Iptables(_) => Ok(not_built("iptables")),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            eprintln!("netprobe: {err}");
+            Exit::from_error(&err).into()
+        }
+    }
+}
+
+fn not_built(name: &str) -> Exit {
+    eprintln!("netprobe: `{name}` is not built yet: it is planned (see the README for what works today)");
+    Exit::BadInput
+}

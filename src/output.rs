@@ -1,0 +1,51 @@
+//! Rendering shared by every subcommand: JSON, and tables a tired person reads at a glance.
+
+use std::io::{IsTerminal, Write};
+
+use clap::ValueEnum;
+use comfy_table::{presets, ContentArrangement, Table};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Writes `text` to stdout. A closed pipe (`netprobe ... | head`) is not an error worth a panic.
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+pub fn json<T: Serialize>(value: &T) -> String {
+    // Serialising our own report types cannot fail: they hold no maps with non-string keys.
+    let mut text = serde_json::to_string(value).expect("reports serialise");
+    text.push('\n');
+    text
+}
+
+/// Colour only for a terminal, and never when NO_COLOR is set (no-color.org).
+pub fn color_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+/// The verdict word, upper case, green when healthy and red when not (on a colour terminal).
+pub fn verdict(word: &str, healthy: bool) -> String {
+    let word = word.to_uppercase();
+    if !color_enabled() {
+        return word;
+    }
+    let code = if healthy { "32" } else { "31" };
+    format!("\x1b[1;{code}m{word}\x1b[0m")
+}
+
+/// A borderless table with a header row, like kubectl's.
+pub fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().map(|h| h.to_uppercase()));
+    table
+}

@@ -1,0 +1,325 @@
+//! `netprobe arp` against the kernel's own ARP in a lab: a client and speakers on one bridge.
+//! Each test builds its own namespaces and removes them on Drop.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use netprobe_lab::{lab_or_skip, Lab, Netns};
+use netprobe_probes::net::capture::LiveCapture;
+use netprobe_probes::wire::arp::{self, ArpFrame, Op};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const VIP: &str = "192.0.2.100";
+const CLIENT: &str = "192.0.2.1/24";
+// Speakers use MACs from the IANA documentation block (RFC 7042): a real OUI, so the vendor
+// lookup has something to find.
+const SP1: (&str, &str, &str) = ("sp1", "192.0.2.11", "00:00:5e:00:53:11");
+const SP2: (&str, &str, &str) = ("sp2", "192.0.2.12", "00:00:5e:00:53:12");
+
+struct Segment {
+    lab: Lab,
+    client: Netns,
+    speakers: Vec<Netns>,
+}
+
+/// A bridge with a client and one namespace per speaker. A speaker with `owns_vip` has the VIP as
+/// a second address, so its kernel answers ARP for it, as a MetalLB speaker's node does.
+fn segment(test: &str, speakers: &[((&str, &str, &str), bool)]) -> Option<Segment> {
+    let mut lab = lab_or_skip(test)?;
+    let switch = lab.switch("sw").unwrap();
+    let client = lab.host("client").unwrap();
+    lab.plug(&switch, &client, CLIENT, None).unwrap();
+    let mut hosts = Vec::new();
+    for ((role, ip, mac), owns_vip) in speakers {
+        let host = lab.host(role).unwrap();
+        lab.plug(&switch, &host, &format!("{ip}/24"), Some(mac)).unwrap();
+        if *owns_vip {
+            host.sh(&format!("ip addr add {VIP}/32 dev eth0")).unwrap();
+        }
+        hosts.push(host);
+    }
+    Some(Segment { lab, client, speakers: hosts })
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {:?} / {:?}", self.stdout, self.stderr))
+    }
+}
+
+fn netprobe_in(ns: &Netns, args: &[&str]) -> Run {
+    let output = ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn macs(report: &Value) -> Vec<String> {
+    let mut macs: Vec<String> = report["responders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mac"].as_str().unwrap().to_string())
+        .collect();
+    macs.sort();
+    macs
+}
+
+#[test]
+fn one_owner_is_ok() -> TestResult {
+    let Some(seg) = segment("arp-ok", &[(SP1, true), (SP2, false)]) else { return Ok(()) };
+    let run = netprobe_in(&seg.client, &["arp", VIP, "-o", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["probe"], "arp");
+    assert_eq!(report["verdict"], "ok");
+    assert_eq!(report["interface"], "eth0", "found from the route to the VIP");
+    assert_eq!(report["source_ip"], "192.0.2.1");
+    assert_eq!(report["sent"], 3);
+    assert_eq!(macs(&report), vec![SP1.2]);
+    let responder = &report["responders"][0];
+    assert_eq!(responder["replies"], 3, "every broadcast request is answered");
+    let rtt = &responder["rtt_ms"];
+    assert!(rtt["min"].as_f64().unwrap() <= rtt["avg"].as_f64().unwrap());
+    assert!(rtt["max"].as_f64().unwrap() < 200.0, "the kernel answers at once: {rtt}");
+    assert_eq!(responder["locally_administered"], false);
+    if std::path::Path::new("/usr/share/ieee-data/oui.txt").exists() {
+        assert_eq!(responder["vendor"], "ICANN, IANA Department");
+    }
+    Ok(())
+}
+
+#[test]
+fn two_owners_are_a_duplicate_labelled_by_node() -> TestResult {
+    let Some(seg) = segment("arp-dup", &[(SP1, true), (SP2, true)]) else { return Ok(()) };
+    let nodes = ["--node", "sp1=192.0.2.11", "--node", "sp2=192.0.2.12"];
+    let run = netprobe_in(&seg.client, &[&["arp", VIP, "--json"][..], &nodes].concat());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["verdict"], "duplicate");
+    assert_eq!(macs(&report), vec![SP1.2, SP2.2]);
+    for responder in report["responders"].as_array().unwrap() {
+        let want = if responder["mac"] == SP1.2 { "sp1" } else { "sp2" };
+        assert_eq!(responder["node"], want);
+        assert_eq!(responder["replies"], 3);
+    }
+    assert_eq!(report["nodes"][0]["macs"][0], SP1.2);
+
+    // The table a person reads: verdict first, one row per MAC.
+    let run = netprobe_in(&seg.client, &[&["arp", VIP], &nodes[..]].concat());
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.starts_with("DUPLICATE  2 MACs answer for 192.0.2.100"), "{}", run.stdout);
+    let rows: Vec<&str> = run.stdout.lines().filter(|l| l.contains("00:00:5e:00:53:1")).collect();
+    assert_eq!(rows.len(), 2, "{}", run.stdout);
+    assert!(rows.iter().any(|r| r.contains("sp1")) && rows.iter().any(|r| r.contains("sp2")));
+    assert!(run.stdout.contains("next: "), "{}", run.stdout);
+    Ok(())
+}
+
+#[test]
+fn a_responder_outside_the_listed_nodes_is_called_out() -> TestResult {
+    let Some(seg) = segment("arp-unknown", &[(SP1, true), (SP2, true)]) else { return Ok(()) };
+    let run = netprobe_in(&seg.client, &["arp", VIP, "--node", "sp1=192.0.2.11", "-o", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    let unknown: Vec<&Value> =
+        report["responders"].as_array().unwrap().iter().filter(|r| r["node"].is_null()).collect();
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(unknown[0]["mac"], SP2.2);
+    let run = netprobe_in(&seg.client, &["arp", VIP, "--node", "sp1=192.0.2.11"]);
+    assert!(run.stdout.contains("UNKNOWN HOST"), "{}", run.stdout);
+    assert!(run.stdout.contains("match no --node"), "{}", run.stdout);
+    Ok(())
+}
+
+#[test]
+fn a_silent_vip_is_no_reply() -> TestResult {
+    let Some(seg) = segment("arp-silent", &[(SP1, false)]) else { return Ok(()) };
+    let run = netprobe_in(&seg.client, &["arp", VIP, "-c", "2", "--wait", "300ms", "-o", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["verdict"], "no-reply");
+    assert_eq!(report["sent"], 2);
+    assert_eq!(report["responders"].as_array().unwrap().len(), 0);
+    Ok(())
+}
+
+/// Answers ARP requests for the VIP from user space, `delay` late, from a thread inside `ns`.
+struct LateResponder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LateResponder {
+    fn start(ns: Netns, vip: Ipv4Addr, delay: Duration) -> LateResponder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            ns.enter_current_thread().unwrap();
+            let own = netprobe_probes::net::interface::lookup("eth0").unwrap().mac.unwrap();
+            let mut capture = LiveCapture::open("eth0", "arp").unwrap();
+            ready_tx.send(()).unwrap();
+            let mut due: Vec<(Instant, [u8; arp::FRAME_LEN])> = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                let tick = Instant::now() + Duration::from_millis(10);
+                while let Some(frame) = capture.next_before(tick).unwrap() {
+                    let Some(req) = ArpFrame::from_link(frame.link, &frame.data) else { continue };
+                    if req.op == Op::Request && req.target_ip == vip && !req.is_gratuitous() {
+                        let answer = arp::reply(own, vip, req.sender_mac, req.sender_ip);
+                        due.push((Instant::now() + delay, answer));
+                    }
+                }
+                let now = Instant::now();
+                for (_, frame) in due.iter().filter(|(at, _)| *at <= now) {
+                    capture.send(frame).unwrap();
+                }
+                due.retain(|(at, _)| *at > now);
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("late responder started");
+        LateResponder { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for LateResponder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn a_responder_300ms_late_is_still_found() -> TestResult {
+    const LATE: (&str, &str, &str) = ("late", "192.0.2.13", "02:00:00:00:53:13");
+    let Some(seg) = segment("arp-late", &[(SP1, true), (LATE, false)]) else { return Ok(()) };
+    let _late = LateResponder::start(seg.speakers[1].clone(), VIP.parse()?, Duration::from_millis(300));
+    let run = netprobe_in(&seg.client, &["arp", VIP, "-o", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["verdict"], "duplicate");
+    assert_eq!(macs(&report), vec![SP1.2, LATE.2]);
+    let late = report["responders"].as_array().unwrap().iter().find(|r| r["mac"] == LATE.2).unwrap().clone();
+    assert_eq!(late["replies"], 3, "all three late answers arrive before the deadline");
+    assert!(late["rtt_ms"]["min"].as_f64().unwrap() >= 300.0, "{late}");
+    assert!(late["rtt_ms"]["max"].as_f64().unwrap() < 450.0, "matched to its own request: {late}");
+    assert_eq!(late["locally_administered"], true);
+    assert!(late["vendor"].is_null());
+    Ok(())
+}
+
+#[test]
+fn a_missing_interface_is_exit_3_with_the_fix() -> TestResult {
+    let Some(seg) = segment("arp-noif", &[(SP1, true)]) else { return Ok(()) };
+    let run = netprobe_in(&seg.client, &["arp", VIP, "-i", "nosuch0"]);
+    assert_eq!(run.code, 3);
+    assert!(run.stderr.contains("no interface named nosuch0"), "{}", run.stderr);
+    assert!(run.stderr.contains("ip -br link"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    assert!(run.stdout.is_empty());
+    Ok(())
+}
+
+#[test]
+fn without_cap_net_raw_it_is_exit_3_naming_sudo_and_setcap() -> TestResult {
+    let Some(seg) = segment("arp-nocap", &[(SP1, true)]) else { return Ok(()) };
+    // setpriv (util-linux) drops CAP_NET_RAW from the bounding set, so even root runs without it.
+    let run = netprobe_in(&seg.client, &[]);
+    assert_eq!(run.code, 2, "no subcommand is a usage error");
+    let output = seg
+        .client
+        .command("setpriv")
+        .args([
+            "--bounding-set",
+            "-net_raw",
+            "--inh-caps",
+            "-net_raw",
+            env!("CARGO_BIN_EXE_netprobe"),
+            "arp",
+            VIP,
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("CAP_NET_RAW") && stderr.contains("sudo") && stderr.contains("setcap"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// Captures the client's side of a probe with tcpdump into `file` (`extra` adds tcpdump flags).
+fn capture_probe(seg: &mut Segment, file: &std::path::Path, extra: &[&str], nodes: &[&str]) -> Value {
+    let mut argv = vec!["tcpdump", "-U", "-n", "-w", file.to_str().unwrap()];
+    argv.extend(extra);
+    argv.push("arp");
+    let pid = seg.lab.spawn(&seg.client, &argv).unwrap();
+    // tcpdump writes the file header once its capture is active.
+    let start = Instant::now();
+    while std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) < 24 {
+        assert!(start.elapsed() < Duration::from_secs(10), "tcpdump did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = netprobe_in(&seg.client, &[&["arp", VIP, "-o", "json"], nodes].concat());
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    run.json()
+}
+
+#[test]
+fn a_tcpdump_capture_gives_the_live_verdict() -> TestResult {
+    let Some(mut seg) = segment("arp-pcap", &[(SP1, true), (SP2, true)]) else { return Ok(()) };
+    let dir = std::env::temp_dir().join(format!("netprobe-arp-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (name, extra) in [("eth.pcap", &["-i", "eth0"][..]), ("sll2.pcap", &["-i", "any"][..])] {
+        let file = dir.join(name);
+        let live = capture_probe(&mut seg, &file, extra, &[]);
+        let output = Command::new(env!("CARGO_BIN_EXE_netprobe"))
+            .args(["arp", VIP, "--pcap", file.to_str().unwrap(), "-o", "json"])
+            .output()?;
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let offline: Value = serde_json::from_slice(&output.stdout)?;
+        assert_eq!(offline["verdict"], live["verdict"], "{name}");
+        assert_eq!(macs(&offline), macs(&live), "{name}");
+        assert_eq!(offline["sent"], 3, "{name}: the capture holds our three requests");
+        for responder in offline["responders"].as_array().unwrap() {
+            assert_eq!(responder["replies"], 3, "{name}");
+        }
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Not a test: rebuilds the fixtures in pcaps/ (see pcaps/README.md). Run with
+/// `cargo test --test arp_lab -- --ignored regenerate_pcap_fixtures`.
+#[test]
+#[ignore]
+fn regenerate_pcap_fixtures() -> TestResult {
+    let pcaps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps");
+    let nodes = ["--node", "sp1=192.0.2.11", "--node", "sp2=192.0.2.12"];
+    let mut seg = segment("fx-single", &[(SP1, true), (SP2, false)]).expect("a lab");
+    capture_probe(&mut seg, &pcaps.join("arp-single.pcap"), &["-i", "eth0"], &nodes);
+    drop(seg);
+    let mut seg = segment("fx-dup", &[(SP1, true), (SP2, true)]).expect("a lab");
+    capture_probe(&mut seg, &pcaps.join("arp-duplicate.pcap"), &["-i", "eth0"], &nodes);
+    capture_probe(&mut seg, &pcaps.join("arp-duplicate-any.pcap"), &["-i", "any", "-y", "LINUX_SLL"], &nodes);
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The command line's shared behaviour: exit codes, help, version, completions, unbuilt commands.
+
+use std::process::{Command, Output};
+
+fn netprobe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netprobe")).args(args).output().unwrap()
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let help = netprobe(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Exit codes") && text.contains("3  the probe could not run"), "{text}");
+    let version = netprobe(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("netprobe {}", env!("CARGO_PKG_VERSION"))
+    );
+    let arp_help = netprobe(&["arp", "--help"]);
+    assert!(String::from_utf8_lossy(&arp_help.stdout).contains("--node <NAME=IP>"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["nonsense"],
+        &["arp"],
+        &["arp", "not-an-ip"],
+        &["arp", "192.0.2.100", "--interval", "soon"],
+        &["arp", "192.0.2.100", "--node", "sp1"],
+        &["arp", "192.0.2.100", "-c", "0"],
+        &["arp", "192.0.2.100", "-o", "yaml"],
+    ] {
+        let output = netprobe(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"), "{args:?}");
+    }
+}
+
+#[test]
+fn unbuilt_subcommands_say_so_and_exit_2() {
+    for name in ["vxlan", "agent", "dns", "iptables"] {
+        let output = netprobe(&[name, "node1", "--anything"]);
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("`{name}` is not built yet")), "{stderr}");
+    }
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = netprobe(&["completions", shell]);
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains("netprobe") && script.contains("arp"), "{shell}");
+    }
+}

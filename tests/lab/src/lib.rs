@@ -1,0 +1,216 @@
+//! Network-namespace labs for netprobe's tests (and, later, `netprobe demo`).
+//!
+//! A [`Lab`] creates namespaces with unique names, wires them with veth pairs and bridges, starts
+//! background processes in them, and removes all of it on Drop, also when a test panics. Hosts get
+//! addresses only from the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)
+//! chosen by the caller; nothing here sends a packet anywhere.
+//!
+//! ```no_run
+//! let mut lab = netprobe_lab::Lab::new("arp-ok").unwrap();
+//! let switch = lab.switch("sw").unwrap();
+//! let client = lab.host("client").unwrap();
+//! lab.plug(&switch, &client, "192.0.2.1/24", None).unwrap();
+//! client.sh("ping -c1 -W1 192.0.2.1").unwrap();
+//! ```
+
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Debug)]
+pub struct LabError(pub String);
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LabError {}
+
+pub type Result<T> = std::result::Result<T, LabError>;
+
+/// A lab for a test, or `None` (with the reason printed) when this machine cannot make one.
+/// Under `CI=true` a missing lab is a failure, never a silent skip.
+pub fn lab_or_skip(test: &str) -> Option<Lab> {
+    match Lab::new(test) {
+        Ok(lab) => Some(lab),
+        Err(err) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: CI must be able to build network namespaces: {err}")
+        }
+        Err(err) => {
+            eprintln!("skipping {test}: {err}");
+            None
+        }
+    }
+}
+
+/// A set of namespaces and processes that lives as long as this value.
+pub struct Lab {
+    id: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    /// Per-namespace counter for the next ethN name.
+    next_port: u32,
+}
+
+impl Lab {
+    /// Checks that namespaces can be made here (root, iproute2) and reserves a unique name prefix.
+    pub fn new(tag: &str) -> Result<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LabError("network namespaces need root (run the tests with sudo)".into()));
+        }
+        run(Command::new("ip").arg("netns").arg("list"))
+            .map_err(|e| LabError(format!("iproute2 is needed (apt-get install iproute2): {e}")))?;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let id = format!("np{}x{n}-{tag}", std::process::id());
+        Ok(Lab { id, namespaces: Vec::new(), children: Vec::new(), next_port: 0 })
+    }
+
+    /// A new namespace with loopback up.
+    pub fn host(&mut self, role: &str) -> Result<Netns> {
+        let name = format!("{}-{role}", self.id);
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        self.namespaces.push(name.clone());
+        let ns = Netns { name };
+        ns.sh("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    /// A namespace holding bridge `br0`: a layer-2 switch that hosts are plugged into.
+    pub fn switch(&mut self, role: &str) -> Result<Netns> {
+        let ns = self.host(role)?;
+        // No STP and no forwarding delay: ports forward as soon as they are up.
+        ns.sh("ip link add br0 type bridge forward_delay 0 stp_state 0 && ip link set br0 up")?;
+        Ok(ns)
+    }
+
+    /// A namespace that routes between its links (ip_forward on): the place for a firewall.
+    pub fn router(&mut self, role: &str) -> Result<Netns> {
+        let ns = self.host(role)?;
+        ns.sh("sysctl -qw net.ipv4.ip_forward=1")?;
+        Ok(ns)
+    }
+
+    /// Plugs `host` into the bridge of `switch` with a new veth and returns the host side's name
+    /// (eth0, eth1, ...). `cidr` is the host's address, `mac` an optional fixed MAC.
+    pub fn plug(&mut self, switch: &Netns, host: &Netns, cidr: &str, mac: Option<&str>) -> Result<String> {
+        let port = self.next_port;
+        self.next_port += 1;
+        let inside = format!("eth{}", host.interfaces()?.iter().filter(|i| i.starts_with("eth")).count());
+        let outside = format!("p{port}");
+        switch.sh(&format!(
+            "ip link add {outside} type veth peer name {inside} netns {host} && \
+             ip link set {outside} master br0 up",
+            host = host.name
+        ))?;
+        let mac_cmd = mac.map(|m| format!("ip link set {inside} address {m} && ")).unwrap_or_default();
+        host.sh(&format!("{mac_cmd}ip addr add {cidr} dev {inside} && ip link set {inside} up"))?;
+        Ok(inside)
+    }
+
+    /// A point-to-point veth between two namespaces, with an address on each end. Returns the two
+    /// interface names (in `a`, in `b`).
+    pub fn link(&mut self, a: &Netns, a_cidr: &str, b: &Netns, b_cidr: &str) -> Result<(String, String)> {
+        let a_if = format!("eth{}", a.interfaces()?.iter().filter(|i| i.starts_with("eth")).count());
+        let b_if = format!("eth{}", b.interfaces()?.iter().filter(|i| i.starts_with("eth")).count());
+        a.sh(&format!("ip link add {a_if} type veth peer name {b_if} netns {}", b.name))?;
+        a.sh(&format!("ip addr add {a_cidr} dev {a_if} && ip link set {a_if} up"))?;
+        b.sh(&format!("ip addr add {b_cidr} dev {b_if} && ip link set {b_if} up"))?;
+        Ok((a_if, b_if))
+    }
+
+    /// Starts `argv` in `ns` in the background; it is killed when the lab is dropped.
+    pub fn spawn(&mut self, ns: &Netns, argv: &[&str]) -> Result<u32> {
+        let child = ns
+            .command(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| LabError(format!("starting {argv:?} in {}: {e}", ns.name)))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A named network namespace (under /run/netns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// `program` run inside this namespace (through `ip netns exec`, which also remounts /sys).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs a shell script inside the namespace; its stdout, or an error with its stderr.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        let output = run(self.command("sh").args(["-c", script]))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The MAC of `interface`, lower case.
+    pub fn mac(&self, interface: &str) -> Result<String> {
+        Ok(self.sh(&format!("cat /sys/class/net/{interface}/address"))?.trim().to_string())
+    }
+
+    pub fn interfaces(&self) -> Result<Vec<String>> {
+        let text = self.sh("ls /sys/class/net")?;
+        Ok(text.split_whitespace().map(str::to_string).collect())
+    }
+
+    /// Moves the calling thread into this namespace (setns). Use it on a thread of its own that
+    /// ends before the lab is dropped.
+    pub fn enter_current_thread(&self) -> Result<()> {
+        let file = File::open(format!("/run/netns/{}", self.name))
+            .map_err(|e| LabError(format!("opening namespace {}: {e}", self.name)))?;
+        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(LabError(format!("entering namespace {}: {err}", self.name)));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Netns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let output = cmd.output().map_err(|e| LabError(format!("{cmd:?}: {e}")))?;
+    if !output.status.success() {
+        return Err(LabError(format!(
+            "{cmd:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(output)
+}
