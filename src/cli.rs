@@ -57,8 +57,8 @@ pub enum Command {
     Agent(NotBuilt),
     /// Query each CoreDNS endpoint directly and compare [not built yet].
     Dns(NotBuilt),
-    /// Count and explain iptables rule bloat, and clean it up [not built yet].
-    Iptables(NotBuilt),
+    /// Count and explain iptables rule bloat (duplicate rules), and print a cleanup script.
+    Iptables(IptablesArgs),
     /// Print a shell completion script: netprobe completions bash > /etc/bash_completion.d/netprobe
     Completions {
         #[arg(value_enum)]
@@ -118,6 +118,63 @@ pub struct ArpArgs {
     /// Analyse a capture (pcap or pcapng, from tcpdump -w) instead of probing. Needs no privilege.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["interface", "source"])]
     pub pcap: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Count and explain iptables rule bloat, and print a safe cleanup script.\n\n\
+Reads iptables-save output: live by default (also reporting ip6tables and the other backend, \
+legacy or nft, when they hold rules), or a saved dump with --file. Counts the rules per chain, the \
+duplicates (the same rule text in the same chain, counters ignored), the owner of each chain, and \
+orphan chains. Verdict `bloated` (exit 1) when one chain holds more than --max-copies copies of a \
+rule, more than --max-duplicate-percent of all rules are duplicates, or there are more than \
+--max-rules rules.\n\n\
+Nothing here changes a rule, except --self-test, which uses a scratch chain and removes it.",
+    after_help = "Examples:\n  \
+sudo netprobe iptables\n  \
+sudo iptables-save | netprobe iptables --file -\n  \
+netprobe iptables --file node1.rules -o json\n  \
+sudo netprobe iptables --self-test --check-latency\n  \
+sudo netprobe iptables --cleanup-script > cleanup.rules   # review it, then: iptables-restore --noflush < cleanup.rules"
+)]
+pub struct IptablesArgs {
+    /// Analyse an iptables-save dump instead of the live tables; - reads standard input.
+    #[arg(long, value_name = "FILE|-")]
+    pub file: Option<PathBuf>,
+
+    /// Bloated when one chain holds more copies than this of one rule.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_copies: u64,
+
+    /// Bloated when more than this percentage of all rules are duplicates.
+    #[arg(long, default_value_t = 10.0, value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_duplicate_percent: f64,
+
+    /// Bloated when there are more rules than this in total.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub max_rules: u64,
+
+    /// Time `iptables -C` on the live table (what each existence check of a sync costs).
+    #[arg(long, conflicts_with = "file")]
+    pub check_latency: bool,
+
+    /// Check whether this host's `iptables -C` finds a kube-router-shaped rule it was just given
+    /// (adds it to a scratch chain and removes the chain again).
+    #[arg(long, conflicts_with = "file")]
+    pub self_test: bool,
+
+    /// Print an `iptables-restore --noflush` script that removes every duplicate, keeping the first
+    /// copy of each rule in order, instead of the report. It is never applied by netprobe.
+    #[arg(long, conflicts_with_all = ["check_latency", "self_test"])]
+    pub cleanup_script: bool,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if !(0.0..=100.0).contains(&value) {
+        return Err("a percentage is between 0 and 100".into());
+    }
+    Ok(value)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -4,6 +4,7 @@
 mod arp;
 mod cli;
 mod exit;
+mod iptables;
 mod output;
 
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         Command::Vxlan(_) => Ok(not_built("vxlan")),
         Command::Agent(_) => Ok(not_built("agent")),
         Command::Dns(_) => Ok(not_built("dns")),
-        Command::Iptables(_) => Ok(not_built("iptables")),
+        Command::Iptables(args) => iptables::run(args, format),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -9,6 +9,7 @@
 
 pub mod arp;
 pub mod error;
+pub mod iptables;
 pub mod net;
 pub mod oui;
 pub mod wire;

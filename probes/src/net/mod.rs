@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod capture_file;
 pub mod interface;
+pub mod iptables;
 pub mod privilege;
 
 use std::time::Duration;

@@ -13,6 +13,8 @@
 //! client.sh("ping -c1 -W1 192.0.2.1").unwrap();
 //! ```
 
+pub mod iptables_dump;
+
 use std::fmt;
 use std::fs::File;
 use std::os::fd::AsRawFd;
