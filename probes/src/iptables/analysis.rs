@@ -235,7 +235,7 @@ impl Analysis {
                 })
             })
             .collect();
-        duplicate_groups.sort_by(|a, b| b.copies.cmp(&a.copies));
+        duplicate_groups.sort_by_key(|g| std::cmp::Reverse(g.copies));
 
         let mut hashes: IndexMap<&str, HashGroup> = IndexMap::new();
         for (t, c) in self.chains() {
@@ -255,7 +255,7 @@ impl Analysis {
             }
         }
         let mut kube_router_hashes: Vec<HashGroup> = hashes.into_values().collect();
-        kube_router_hashes.sort_by(|a, b| b.copies.cmp(&a.copies));
+        kube_router_hashes.sort_by_key(|g| std::cmp::Reverse(g.copies));
 
         let orphan_chains = self
             .chains()

@@ -86,12 +86,17 @@ impl Loaded {
             for reason in &other_report.reasons {
                 report.reasons.push(format!("{command}: {reason}"));
             }
+            // Mixed backends are a known cause, not bloat by themselves: say it, don't fail on it.
             if command.contains("legacy") || command.contains("nft") {
-                report.reasons.push(format!(
-                    "{command} also holds {} rules: both iptables backends are in use, and tools that \
-                     check one backend and write the other duplicate rules",
+                let note = format!(
+                    "{command} also holds {} rules: both iptables backends are in use, and a tool that \
+                     checks one backend but writes the other adds a copy on every sync.",
                     other.total_rules()
-                ));
+                );
+                report.explanation = Some(match report.explanation.take() {
+                    Some(why) => format!("{why} {note}"),
+                    None => note,
+                });
             }
             report.other_rulesets.push(OtherRuleset {
                 command: command.clone(),
