@@ -56,8 +56,8 @@ fn render_table(report: &IptablesReport) -> String {
     let mut text = format!(
         "{}  {} rules, {} of them duplicates ({share:.1}%)\n",
         output::verdict(report.verdict.as_str(), healthy),
-        report.total_rules,
-        report.duplicate_rules,
+        output::count(report.total_rules),
+        output::count(report.duplicate_rules),
     );
     let version = match (&report.version, &report.backend) {
         (Some(v), Some(b)) => format!(", iptables {v} ({b})"),
@@ -74,8 +74,8 @@ fn render_table(report: &IptablesReport) -> String {
             chain.table.clone(),
             chain.chain.clone(),
             chain.owner.unwrap_or("-").to_string(),
-            chain.rules.to_string(),
-            chain.duplicates.to_string(),
+            output::count(chain.rules),
+            output::count(chain.duplicates),
         ]);
     }
     if !report.chains.is_empty() {
@@ -89,17 +89,31 @@ fn render_table(report: &IptablesReport) -> String {
         let mut groups = output::table(&["copies", "chain", "rule"]);
         for group in report.duplicate_groups.iter().take(TOP) {
             groups.add_row(vec![
-                group.copies.to_string(),
+                output::count(group.copies),
                 format!("{}/{}", group.table, group.chain),
                 shorten(&group.rule, 100),
             ]);
         }
         text.push_str(&format!("\n{groups}\n"));
     }
+    if !report.kube_router_hashes.is_empty() {
+        text.push_str("\nby kube-router comment hash:\n");
+        for group in report.kube_router_hashes.iter().take(TOP) {
+            text.push_str(&format!(
+                "  {}  {} copies in {}  \"{}\"\n",
+                group.hash,
+                output::count(group.copies),
+                group.chains.join(", "),
+                group.comment
+            ));
+        }
+    }
     for other in &report.other_rulesets {
         text.push_str(&format!(
             "\nalso: {} holds {} rules ({} duplicates)\n",
-            other.command, other.total_rules, other.duplicate_rules
+            other.command,
+            output::count(other.total_rules),
+            output::count(other.duplicate_rules)
         ));
     }
     if !report.orphan_chains.is_empty() {

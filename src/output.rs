@@ -49,3 +49,29 @@ pub fn table(header: &[&str]) -> Table {
         .set_header(header.iter().map(|h| h.to_uppercase()));
     table
 }
+
+/// A count with thousands separators, as people read them: 1055488 -> 1,055,488.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_055_488), "1,055,488");
+    }
+}

@@ -357,10 +357,10 @@ fn explain(groups: &[DuplicateGroup], version: Option<&str>, duplicates: u64) ->
     if kube_router {
         let this_host = match version {
             Some(v) if check_bug_version(v) => {
-                format!(" This dump was written by iptables {v}, one of them.")
+                format!(" These rules were written by iptables {v}, one of them.")
             }
             Some(v) => format!(
-                " This dump was written by iptables {v}; the host running kube-router may bundle its own."
+                " These rules were written by iptables {v}, which is not one of them, but kube-router may bundle its own."
             ),
             None => String::new(),
         };
