@@ -1,6 +1,6 @@
 //! The command line: every subcommand, flag and help text. Parsing only; `main` dispatches.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,8 +55,8 @@ pub enum Command {
     Vxlan(NotBuilt),
     /// Run the node agent that vxlan talks to [not built yet].
     Agent(NotBuilt),
-    /// Query each CoreDNS endpoint directly and compare [not built yet].
-    Dns(NotBuilt),
+    /// Query each CoreDNS pod and the kube-dns Service directly, and compare.
+    Dns(DnsArgs),
     /// Count and explain iptables rule bloat (duplicate rules), and print a cleanup script.
     Iptables(IptablesArgs),
     /// Print a shell completion script: netprobe completions bash > /etc/bash_completion.d/netprobe
@@ -175,6 +175,98 @@ fn parse_percent(text: &str) -> Result<f64, String> {
         return Err("a percentage is between 0 and 100".into());
     }
     Ok(value)
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
+Service VIP itself the same question, all at once, and say which endpoint fails and why.\n\n\
+Endpoints come from --endpoints, or from the Kubernetes API: the EndpointSlices labelled \
+kubernetes.io/service-name=SERVICE in NAMESPACE (kubeconfig from KUBECONFIG or ~/.kube/config, or the \
+in-cluster service account), with each pod's node. Each query uses a fresh source port; replies must \
+carry our ID and question and come from the address asked. A truncated UDP reply is asked again over TCP.\n\n\
+Verdicts per endpoint: ok, failing (no answers), degraded (some lost, server errors, or p95 above \
+--slow), inconsistent (answers differ from the majority). Findings explain them: endpoint-unreachable, \
+inconsistent-answers, service-failures-explained, cross-node (failing pods all on other nodes: check \
+the overlay with netprobe vxlan).",
+    after_help = "Examples:\n  \
+netprobe dns --each-endpoint                      # discover kube-system/kube-dns, this node from NODE_NAME\n  \
+netprobe dns --endpoints 10.42.0.5,10.42.1.7 --service-ip 10.43.0.10 --node node-a\n  \
+netprobe dns --endpoints 192.0.2.53:5353 --protocol udp --count 1000 --interval 0 --concurrency 64"
+)]
+pub struct DnsArgs {
+    /// Query every endpoint separately (what this command always does; the flag documents intent).
+    #[arg(long)]
+    pub each_endpoint: bool,
+
+    /// The endpoints to query, IP or IP:PORT, comma separated [default: discovered from the API].
+    #[arg(long, value_name = "IP[:PORT],...", value_delimiter = ',', value_parser = parse_dns_server)]
+    pub endpoints: Option<Vec<SocketAddr>>,
+
+    /// The Service VIP to query as a row of its own [default: the Service's ClusterIP, if discovered].
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_dns_server)]
+    pub service_ip: Option<SocketAddr>,
+
+    /// Namespace of the DNS Service, for discovery.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+
+    /// Name of the DNS Service, for discovery.
+    #[arg(long, default_value = "kube-dns")]
+    pub service: String,
+
+    /// The name to ask for.
+    #[arg(long, default_value = "kubernetes.default.svc.cluster.local.")]
+    pub name: String,
+
+    /// The record type to ask for (A, AAAA, SRV, TXT, ...).
+    #[arg(long = "type", default_value = "A")]
+    pub record_type: String,
+
+    /// Queries per endpoint and protocol.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+
+    /// Time between queries to one endpoint; 0 sends as fast as --concurrency allows.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Queries in flight per endpoint and protocol.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+
+    /// How long to wait for each reply.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Transport to ask over.
+    #[arg(long, value_enum, default_value_t = DnsProtocol::Both)]
+    pub protocol: DnsProtocol,
+
+    /// A p95 latency above this makes an endpoint degraded.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub slow: Duration,
+
+    /// The node this runs on, for the cross-node finding [default: $NODE_NAME].
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DnsProtocol {
+    Udp,
+    Tcp,
+    Both,
+}
+
+/// `IP` or `IP:PORT` (`[IPv6]:PORT`); port 53 when absent.
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

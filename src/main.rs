@@ -3,6 +3,7 @@
 
 mod arp;
 mod cli;
+mod dns;
 mod exit;
 mod iptables;
 mod output;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         }
         Command::Vxlan(_) => Ok(not_built("vxlan")),
         Command::Agent(_) => Ok(not_built("agent")),
-        Command::Dns(_) => Ok(not_built("dns")),
+        Command::Dns(args) => dns::run(args, format),
         Command::Iptables(args) => iptables::run(args, format),
     };
     match result {

@@ -42,7 +42,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_exit_2() {
-    for name in ["vxlan", "agent", "dns", "iptables"] {
+    for name in ["vxlan", "agent"] {
         let output = netprobe(&[name, "node1", "--anything"]);
         assert_eq!(output.status.code(), Some(2), "{name}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -57,5 +57,25 @@ fn completions_for_each_shell() {
         assert_eq!(output.status.code(), Some(0), "{shell}");
         let script = String::from_utf8_lossy(&output.stdout);
         assert!(script.contains("netprobe") && script.contains("arp"), "{shell}");
+    }
+}
+
+#[test]
+fn dns_bad_input_is_exit_2_in_one_line() {
+    for (args, env_kubeconfig) in [
+        (&["dns", "--endpoints", "not-an-ip"][..], None),
+        (&["dns", "--endpoints", "192.0.2.53", "--type", "BOGUS"][..], None),
+        (&["dns", "--endpoints", "192.0.2.53", "--protocol", "sctp"][..], None),
+        (&["dns"][..], Some("/nonexistent/kubeconfig")),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netprobe"));
+        cmd.args(args);
+        if let Some(path) = env_kubeconfig {
+            cmd.env("KUBECONFIG", path);
+        }
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }

@@ -8,8 +8,10 @@
 //! binary does that with the reports and [`Error`]s returned from here.
 
 pub mod arp;
+pub mod dns;
 pub mod error;
 pub mod iptables;
+pub mod k8s;
 pub mod net;
 pub mod oui;
 pub mod wire;

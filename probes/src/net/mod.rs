@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod capture_file;
+pub mod dns;
 pub mod interface;
 pub mod iptables;
 pub mod privilege;

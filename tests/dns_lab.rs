@@ -1,0 +1,366 @@
+//! `netprobe dns` against real DNS servers (dnsmasq) in a lab: a client, three servers on a bridge,
+//! and a Service VIP made with iptables DNAT (`-m statistic --mode random`) as kube-proxy does.
+//! Discovery goes through kube's client to a small HTTP server in the client's namespace that
+//! serves the responses in tests/fixtures/k8s/.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use netprobe_lab::{lab_or_skip, Lab, Netns};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const NAME: &str = "kubernetes.default.svc.cluster.local";
+
+struct DnsLab {
+    /// Keeps the namespaces and dnsmasq processes alive for the test.
+    _lab: Lab,
+    client: Netns,
+    dir: PathBuf,
+}
+
+/// Servers at 192.0.2.53 (answers 10.96.0.1), .54 (same, but its port 53 is dropped by iptables)
+/// and .55 (answers 10.96.0.99); the Service VIP 192.0.2.10 spreads over .53 and .54.
+fn dns_lab(test: &str) -> Option<DnsLab> {
+    let mut lab = lab_or_skip(test)?;
+    let dir = std::env::temp_dir().join(format!("netprobe-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let switch = lab.switch("sw").unwrap();
+    let client = lab.host("client").unwrap();
+    lab.plug(&switch, &client, "192.0.2.1/24", None).unwrap();
+    for (role, ip, answer) in [
+        ("dns1", "192.0.2.53", "10.96.0.1"),
+        ("dns2", "192.0.2.54", "10.96.0.1"),
+        ("dns3", "192.0.2.55", "10.96.0.99"),
+    ] {
+        let host = lab.host(role).unwrap();
+        lab.plug(&switch, &host, &format!("{ip}/24"), None).unwrap();
+        let pid_file = dir.join(format!("{role}.pid"));
+        let argv = vec![
+            "dnsmasq".to_string(),
+            "--keep-in-foreground".into(),
+            "--conf-file=/dev/null".into(),
+            "--no-resolv".into(),
+            "--no-hosts".into(),
+            "--user=root".into(),
+            format!("--listen-address={ip}"),
+            "--bind-interfaces".into(),
+            format!("--address=/{NAME}/{answer}"),
+            // Four 200-byte TXT records: too big for a 512-byte UDP reply, so it comes truncated.
+            format!("--txt-record=big.test,{}", "a".repeat(200)),
+            format!("--txt-record=big.test,{}", "b".repeat(200)),
+            format!("--txt-record=big.test,{}", "c".repeat(200)),
+            format!("--txt-record=big.test,{}", "d".repeat(200)),
+            format!("--pid-file={}", pid_file.display()),
+        ];
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        lab.spawn(&host, &argv).unwrap();
+        if role == "dns2" {
+            host.sh(
+                "iptables -A INPUT -p udp --dport 53 -j DROP && iptables -A INPUT -p tcp --dport 53 -j DROP",
+            )
+            .unwrap();
+        }
+        // dnsmasq writes its pid file once it is listening.
+        for _ in 0..200 {
+            if pid_file.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(pid_file.exists(), "dnsmasq in {role} did not start (apt-get install dnsmasq-base)");
+    }
+    for proto in ["udp", "tcp"] {
+        client
+            .sh(&format!(
+                "iptables -t nat -A OUTPUT -d 192.0.2.10 -p {proto} --dport 53 -m statistic --mode random --probability 0.5 -j DNAT --to-destination 192.0.2.53 && \
+                 iptables -t nat -A OUTPUT -d 192.0.2.10 -p {proto} --dport 53 -j DNAT --to-destination 192.0.2.54"
+            ))
+            .unwrap();
+    }
+    Some(DnsLab { _lab: lab, client, dir })
+}
+
+impl Drop for DnsLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn netprobe(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_netprobe"));
+    cmd.args(args).env_remove("NODE_NAME").env_remove("KUBECONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
+fn endpoint<'a>(report: &'a Value, address: &str) -> &'a Value {
+    report["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == address).unwrap()
+}
+
+fn kinds(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn each_endpoint_gets_its_verdict_over_udp_and_tcp() -> TestResult {
+    let Some(lab) = dns_lab("dns-verdicts") else { return Ok(()) };
+    let args = [
+        "dns",
+        "--each-endpoint",
+        "--endpoints",
+        "192.0.2.53,192.0.2.54,192.0.2.55",
+        "--service-ip",
+        "192.0.2.10",
+        "--count",
+        "20",
+        "--interval",
+        "10ms",
+        "--timeout",
+        "300ms",
+        "-o",
+        "json",
+    ];
+    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["probe"], "dns");
+    assert_eq!(report["name"], "kubernetes.default.svc.cluster.local.");
+    assert_eq!(report["verdict"], "fault");
+
+    let healthy = endpoint(&report, "192.0.2.53");
+    assert_eq!(healthy["verdict"], "ok");
+    assert_eq!((healthy["sent"].as_u64(), healthy["answered"].as_u64()), (Some(40), Some(40)));
+    assert_eq!(healthy["rcodes"]["NOERROR"], 40);
+    assert_eq!(healthy["answers"], serde_json::json!(["10.96.0.1"]));
+    for proto in ["udp", "tcp"] {
+        assert_eq!(healthy["protocols"][proto]["answered"], 20, "{proto}");
+    }
+    assert!(healthy["latency_ms"]["p50"].as_f64().unwrap() <= healthy["latency_ms"]["max"].as_f64().unwrap());
+
+    let dropped = endpoint(&report, "192.0.2.54");
+    assert_eq!(dropped["verdict"], "failing");
+    assert_eq!((dropped["answered"].as_u64(), dropped["timeouts"].as_u64()), (Some(0), Some(40)));
+
+    let other = endpoint(&report, "192.0.2.55");
+    assert_eq!(other["verdict"], "inconsistent");
+    assert_eq!(other["answers"], serde_json::json!(["10.96.0.99"]));
+
+    // Half the Service's queries land on the dropped server: roughly half fail.
+    let service = &report["service"];
+    let failed = service["sent"].as_u64().unwrap() - service["answered"].as_u64().unwrap();
+    assert!((5..=35).contains(&failed), "{service}");
+    assert_eq!(service["verdict"], "degraded");
+    let kinds = kinds(&report);
+    assert!(kinds.contains(&"endpoint-unreachable".into()), "{kinds:?}");
+    assert!(kinds.contains(&"inconsistent-answers".into()), "{kinds:?}");
+
+    // The table a person reads: the failing endpoint shouts.
+    let table_args: Vec<&str> = args[..args.len() - 2].to_vec();
+    let (code, out, _) = netprobe(&lab.client, &table_args, &[]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("FAULT"), "{out}");
+    assert!(out.lines().any(|l| l.contains("192.0.2.54:53") && l.contains("FAILING")), "{out}");
+    Ok(())
+}
+
+#[test]
+fn a_truncated_udp_reply_is_asked_again_over_tcp() -> TestResult {
+    let Some(lab) = dns_lab("dns-trunc") else { return Ok(()) };
+    let args = [
+        "dns",
+        "--endpoints",
+        "192.0.2.53",
+        "--name",
+        "big.test",
+        "--type",
+        "TXT",
+        "--protocol",
+        "udp",
+        "--count",
+        "5",
+        "-o",
+        "json",
+    ];
+    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    assert_eq!(code, 0, "{err}{out}");
+    let report: Value = serde_json::from_str(&out)?;
+    let e = endpoint(&report, "192.0.2.53");
+    assert_eq!(e["answered"], 5);
+    assert_eq!(e["truncated_retried"], 5, "{e}");
+    assert_eq!(e["answers"].as_array().unwrap().len(), 4, "the full answer came over TCP: {e}");
+    Ok(())
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 inside `ns`, answering GETs from `routes` (path prefix,
+/// status, body). Stops when dropped.
+struct FakeApi {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeApi {
+    fn start(ns: Netns, routes: Vec<(&'static str, u16, String)>) -> FakeApi {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            ns.enter_current_thread().unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        serve(stream, &routes);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        FakeApi { port, stop, thread: Some(thread) }
+    }
+
+    fn kubeconfig(&self, dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://127.0.0.1:{}\n\
+                 contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n\
+                 users:\n- name: lab\n  user:\n    token: lab-token\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers requests on one keep-alive connection until the client closes it.
+fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)]) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut content_length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; content_length];
+        let _ = reader.read_exact(&mut body);
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let (status, body) = routes
+            .iter()
+            .find(|(prefix, _, _)| path.starts_with(prefix))
+            .map(|(_, status, body)| (*status, body.clone()))
+            .unwrap_or((
+                404,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
+                    .into(),
+            ));
+        let response = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s").join(name))
+        .unwrap()
+}
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices";
+const SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
+
+#[test]
+fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
+    let Some(lab) = dns_lab("dns-discover") else { return Ok(()) };
+    let api = FakeApi::start(
+        lab.client.clone(),
+        vec![
+            (SLICES, 200, fixture("endpointslices-kube-dns.json")),
+            (SERVICE, 200, fixture("service-kube-dns.json")),
+        ],
+    );
+    let kubeconfig = api.kubeconfig(&lab.dir);
+    let args =
+        ["dns", "--each-endpoint", "--count", "20", "--interval", "5ms", "--timeout", "300ms", "-o", "json"];
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap()), ("NODE_NAME", "node-a")];
+    let (code, out, err) = netprobe(&lab.client, &args, &env);
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["this_node"], "node-a");
+    let a = endpoint(&report, "192.0.2.53");
+    assert_eq!((a["node"].as_str(), a["pod"].as_str()), (Some("node-a"), Some("coredns-7db6d8ff4d-m2q8x")));
+    assert_eq!(a["ready"], true);
+    assert_eq!(a["verdict"], "ok");
+    let b = endpoint(&report, "192.0.2.54");
+    assert_eq!((b["node"].as_str(), b["verdict"].as_str()), (Some("node-b"), Some("failing")));
+    assert_eq!(report["service"]["address"], "192.0.2.10", "the ClusterIP came from the Service");
+
+    let kinds = kinds(&report);
+    assert!(kinds.contains(&"cross-node".into()), "{kinds:?}");
+    assert!(kinds.contains(&"service-failures-explained".into()), "{kinds:?}");
+    let cross = report["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "cross-node").unwrap();
+    assert!(cross["message"].as_str().unwrap().contains("netprobe vxlan node-a node-b"), "{cross}");
+    Ok(())
+}
+
+#[test]
+fn a_forbidden_api_is_exit_3_naming_the_permission() -> TestResult {
+    let Some(lab) = dns_lab("dns-rbac") else { return Ok(()) };
+    let api = FakeApi::start(lab.client.clone(), vec![(SLICES, 403, fixture("forbidden.json"))]);
+    let kubeconfig = api.kubeconfig(&lab.dir);
+    let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("list endpointslices in discovery.k8s.io"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // An API nobody listens on: exit 3 too.
+    drop(api);
+    let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+    Ok(())
+}
