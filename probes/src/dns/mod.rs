@@ -92,8 +92,8 @@ pub fn parse_type(text: &str) -> Result<RecordType> {
 
 /// Runs the probe on a runtime of its own and returns the report.
 pub fn run(config: Config) -> Result<DnsReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the work is syscalls, and a second worker only adds wake-ups between threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::could_not_run("starting the DNS runtime", e.to_string()))?;
@@ -203,10 +203,15 @@ async fn run_series(server: SocketAddr, protocol: Protocol, config: Arc<Config>)
     tally
 }
 
-/// A query ID: a process-wide counter, scrambled so consecutive queries differ in every bit.
+/// A query ID: a process-wide counter (seeded from the clock), scrambled so consecutive queries
+/// differ in many bits.
 fn next_id() -> u16 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(std::process::id());
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(seed);
     (n.wrapping_mul(0x9E37_79B1) >> 16) as u16
 }
 

@@ -2,6 +2,7 @@
 //! fresh source port and a fresh conntrack entry (and a fresh DNAT choice behind a Service VIP).
 
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,15 +27,10 @@ pub async fn udp<T>(
     timeout: Duration,
     accept: impl Fn(&[u8]) -> Option<T>,
 ) -> Exchange<T> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-    let socket = match UdpSocket::bind(bind).await {
+    let socket = match connected_udp(server) {
         Ok(s) => s,
         Err(e) => return Exchange::Failed(format!("udp socket: {e}")),
     };
-    // connect(2): the kernel drops datagrams from any other address for us.
-    if let Err(e) = socket.connect(server).await {
-        return Exchange::Failed(format!("udp connect: {e}"));
-    }
     let start = Instant::now();
     if let Err(e) = socket.send(query).await {
         return Exchange::Failed(format!("udp send: {e}"));
@@ -52,6 +48,22 @@ pub async fn udp<T>(
             }
         }
     }
+}
+
+/// A non-blocking UDP socket connected to `server`. connect(2) picks the fresh source port (no bind
+/// call needed) and makes the kernel drop datagrams from any other address.
+fn connected_udp(server: SocketAddr) -> std::io::Result<UdpSocket> {
+    let family = if server.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2); the fd is owned by the OwnedFd right after.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = std::net::UdpSocket::from(owned);
+    socket.connect(server)?;
+    UdpSocket::from_std(socket)
 }
 
 /// Sends `query` to `server` over TCP (RFC 1035 4.2.2: a two-byte length before each message) and
