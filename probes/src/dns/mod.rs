@@ -209,7 +209,10 @@ fn next_id() -> u16 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(seed);
     (n.wrapping_mul(0x9E37_79B1) >> 16) as u16
