@@ -3,12 +3,10 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use netprobe_lab::{lab_or_skip, Lab, Netns};
+use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
 use netprobe_probes::net::capture::LiveCapture;
 use netprobe_probes::wire::arp::{self, ArpFrame, Op};
 use serde_json::Value;
@@ -160,57 +158,36 @@ fn a_silent_vip_is_no_reply() -> TestResult {
 }
 
 /// Answers ARP requests for the VIP from user space, `delay` late, from a thread inside `ns`.
-struct LateResponder {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl LateResponder {
-    fn start(ns: Netns, vip: Ipv4Addr, delay: Duration) -> LateResponder {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            ns.enter_current_thread().unwrap();
-            let own = netprobe_probes::net::interface::lookup("eth0").unwrap().mac.unwrap();
-            let mut capture = LiveCapture::open("eth0", "arp").unwrap();
-            ready_tx.send(()).unwrap();
-            let mut due: Vec<(Instant, [u8; arp::FRAME_LEN])> = Vec::new();
-            while !stopping.load(Ordering::Relaxed) {
-                let tick = Instant::now() + Duration::from_millis(10);
-                while let Some(frame) = capture.next_before(tick).unwrap() {
-                    let Some(req) = ArpFrame::from_link(frame.link, &frame.data) else { continue };
-                    if req.op == Op::Request && req.target_ip == vip && !req.is_gratuitous() {
-                        let answer = arp::reply(own, vip, req.sender_mac, req.sender_ip);
-                        due.push((Instant::now() + delay, answer));
-                    }
+fn late_responder(ns: &Netns, vip: Ipv4Addr, delay: Duration) -> NsThread {
+    let (thread, ()) = NsThread::start(ns, move |stop, ready| {
+        let own = netprobe_probes::net::interface::lookup("eth0").unwrap().mac.unwrap();
+        let mut capture = LiveCapture::open("eth0", "arp").unwrap();
+        ready.send(()).unwrap();
+        let mut due: Vec<(Instant, [u8; arp::FRAME_LEN])> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let tick = Instant::now() + Duration::from_millis(10);
+            while let Some(frame) = capture.next_before(tick).unwrap() {
+                let Some(req) = ArpFrame::from_link(frame.link, &frame.data) else { continue };
+                if req.op == Op::Request && req.target_ip == vip && !req.is_gratuitous() {
+                    due.push((Instant::now() + delay, arp::reply(own, vip, req.sender_mac, req.sender_ip)));
                 }
-                let now = Instant::now();
-                for (_, frame) in due.iter().filter(|(at, _)| *at <= now) {
-                    capture.send(frame).unwrap();
-                }
-                due.retain(|(at, _)| *at > now);
             }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("late responder started");
-        LateResponder { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for LateResponder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let now = Instant::now();
+            for (_, frame) in due.iter().filter(|(at, _)| *at <= now) {
+                capture.send(frame).unwrap();
+            }
+            due.retain(|(at, _)| *at > now);
         }
-    }
+    })
+    .expect("late responder started");
+    thread
 }
 
 #[test]
 fn a_responder_300ms_late_is_still_found() -> TestResult {
     const LATE: (&str, &str, &str) = ("late", "192.0.2.13", "02:00:00:00:53:13");
     let Some(seg) = segment("arp-late", &[(SP1, true), (LATE, false)]) else { return Ok(()) };
-    let _late = LateResponder::start(seg.speakers[1].clone(), VIP.parse()?, Duration::from_millis(300));
+    let _late = late_responder(&seg.speakers[1], VIP.parse()?, Duration::from_millis(300));
     let run = netprobe_in(&seg.client, &["arp", VIP, "-o", "json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let report = run.json();

@@ -6,12 +6,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use netprobe_lab::{lab_or_skip, Lab, Netns};
+use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -207,21 +205,16 @@ fn a_truncated_udp_reply_is_asked_again_over_tcp() -> TestResult {
 /// status, body). Stops when dropped.
 struct FakeApi {
     port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: NsThread,
 }
 
 impl FakeApi {
-    fn start(ns: Netns, routes: Vec<(&'static str, u16, String)>) -> FakeApi {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            ns.enter_current_thread().unwrap();
+    fn start(ns: &Netns, routes: Vec<(&'static str, u16, String)>) -> FakeApi {
+        let (thread, port) = NsThread::start(ns, move |stop, ready| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
-            tx.send(listener.local_addr().unwrap().port()).unwrap();
-            while !stopping.load(Ordering::Relaxed) {
+            ready.send(listener.local_addr().unwrap().port()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false).unwrap();
@@ -231,9 +224,9 @@ impl FakeApi {
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
-        });
-        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        FakeApi { port, stop, thread: Some(thread) }
+        })
+        .expect("fake API server started");
+        FakeApi { port, _thread: thread }
     }
 
     fn kubeconfig(&self, dir: &std::path::Path) -> PathBuf {
@@ -249,15 +242,6 @@ impl FakeApi {
         )
         .unwrap();
         path
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -317,7 +301,7 @@ const SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
 fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
     let Some(lab) = dns_lab("dns-discover") else { return Ok(()) };
     let api = FakeApi::start(
-        lab.client.clone(),
+        &lab.client,
         vec![
             (SLICES, 200, fixture("endpointslices-kube-dns.json")),
             (SERVICE, 200, fixture("service-kube-dns.json")),
@@ -350,7 +334,7 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
 #[test]
 fn a_forbidden_api_is_exit_3_naming_the_permission() -> TestResult {
     let Some(lab) = dns_lab("dns-rbac") else { return Ok(()) };
-    let api = FakeApi::start(lab.client.clone(), vec![(SLICES, 403, fixture("forbidden.json"))]);
+    let api = FakeApi::start(&lab.client, vec![(SLICES, 403, fixture("forbidden.json"))]);
     let kubeconfig = api.kubeconfig(&lab.dir);
     let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert_eq!(code, 3, "{err}");

@@ -19,7 +19,10 @@ use std::fmt;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct LabError(pub String);
@@ -196,6 +199,45 @@ impl Netns {
             return Err(LabError(format!("entering namespace {}: {err}", self.name)));
         }
         Ok(())
+    }
+}
+
+/// A thread that runs inside a namespace (a user-space responder, a fake API server) until it is
+/// dropped. Declare it after the [`Lab`] so it stops before the namespaces go.
+pub struct NsThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl NsThread {
+    /// Runs `body` on a new thread inside `ns`. `body` sends one value on `ready` once it is set up
+    /// (a port, say), which this returns, and must return soon after `stop` turns true.
+    pub fn start<R: Send + 'static>(
+        ns: &Netns,
+        body: impl FnOnce(&AtomicBool, mpsc::Sender<R>) + Send + 'static,
+    ) -> Result<(NsThread, R)> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready, setup) = mpsc::channel();
+        let ns = ns.clone();
+        let stopping = stop.clone();
+        let handle = std::thread::spawn(move || {
+            if ns.enter_current_thread().is_ok() {
+                body(&stopping, ready);
+            }
+        });
+        let value = setup
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| LabError("a thread in the lab did not start within 10 s".into()))?;
+        Ok((NsThread { stop, handle: Some(handle) }, value))
+    }
+}
+
+impl Drop for NsThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 
