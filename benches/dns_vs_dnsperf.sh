@@ -27,9 +27,14 @@ ip netns exec "$ns" dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --user=
 sleep 0.5
 echo "kubernetes.default.svc.cluster.local A" > "$work/queries.txt"
 
-hyperfine --warmup 1 --runs 10 --export-json "$work/times.json" \
-    -n dnsperf "ip netns exec $ns dnsperf -s 192.0.2.53 -d $work/queries.txt -n 10000 -q 64 > $work/dnsperf.out" \
-    -n netprobe "ip netns exec $ns ./target/release/netprobe dns --endpoints 192.0.2.53 --protocol udp --count 10000 --interval 0 --concurrency 64 -o json > $work/netprobe.out"
+# Timed without a shell (-N) and with output to a pipe, the same for both; one more run of each
+# keeps its output for the summary below.
+hyperfine -N --output=pipe --warmup 2 --runs 15 --export-json "$work/times.json" \
+    -n dnsperf "ip netns exec $ns dnsperf -s 192.0.2.53 -d $work/queries.txt -n 10000 -q 64" \
+    -n netprobe "ip netns exec $ns ./target/release/netprobe dns --endpoints 192.0.2.53 --protocol udp --count 10000 --interval 0 --concurrency 64 -o json"
+ip netns exec "$ns" dnsperf -s 192.0.2.53 -d "$work/queries.txt" -n 10000 -q 64 > "$work/dnsperf.out"
+ip netns exec "$ns" ./target/release/netprobe dns --endpoints 192.0.2.53 --protocol udp --count 10000 \
+    --interval 0 --concurrency 64 -o json > "$work/netprobe.out"
 
 python3 - "$work/times.json" "$work/netprobe.out" "$work/dnsperf.out" <<'PY'
 import json, re, sys

@@ -174,6 +174,22 @@ fn each_endpoint_gets_its_verdict_over_udp_and_tcp() -> TestResult {
 }
 
 #[test]
+fn a_port_without_a_server_is_refused_at_once_not_timed_out() -> TestResult {
+    let Some(lab) = dns_lab("dns-refused") else { return Ok(()) };
+    let args = ["dns", "--endpoints", "192.0.2.55:5300", "--count", "3", "--timeout", "2s", "-o", "json"];
+    let started = std::time::Instant::now();
+    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "ICMP port unreachable ends each query at once");
+    let report: Value = serde_json::from_str(&out)?;
+    let e = endpoint(&report, "192.0.2.55");
+    assert_eq!(e["verdict"], "failing");
+    assert_eq!((e["errors"].as_u64(), e["timeouts"].as_u64()), (Some(6), Some(0)), "{e}");
+    assert!(e["first_error"].as_str().unwrap().contains("refused"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn a_truncated_udp_reply_is_asked_again_over_tcp() -> TestResult {
     let Some(lab) = dns_lab("dns-trunc") else { return Ok(()) };
     let args = [

@@ -180,6 +180,61 @@ fn endpoint_report(
 
 /// `count` queries to one server over one protocol, `interval` apart, at most `concurrency` in flight.
 async fn run_series(server: SocketAddr, protocol: Protocol, config: Arc<Config>) -> Tally {
+    match protocol {
+        Protocol::Udp => run_udp_series(server, config).await,
+        Protocol::Tcp => run_tcp_series(server, config).await,
+    }
+}
+
+/// UDP on a thread of its own (one poll(2) for all sockets in flight); replies with the TC bit are
+/// asked again over TCP afterwards, as a resolver would, and counted as such.
+async fn run_udp_series(server: SocketAddr, config: Arc<Config>) -> Tally {
+    let shared = config.clone();
+    let exchanges = tokio::task::spawn_blocking(move || {
+        let template = message::query(0, &shared.name, shared.record_type);
+        let pacing = exchange::Pacing {
+            count: shared.count,
+            interval: shared.interval,
+            concurrency: shared.concurrency,
+            timeout: shared.timeout,
+        };
+        // Replies are nearly always the same bytes but for the ID: decode each distinct one once.
+        let mut last: Option<(Vec<u8>, message::Reply)> = None;
+        let accept = |id: u16, bytes: &[u8]| {
+            if bytes.get(..2) != Some(&id.to_be_bytes()[..]) {
+                return None;
+            }
+            if let Some((body, reply)) = &last {
+                if body[..] == bytes[2..] {
+                    return Some(reply.clone());
+                }
+            }
+            let reply = message::check_reply(bytes, id, &shared.name, shared.record_type)?;
+            last = Some((bytes[2..].to_vec(), reply.clone()));
+            Some(reply)
+        };
+        exchange::udp_series(server, &template, pacing, next_id, accept)
+    })
+    .await
+    .unwrap_or_default();
+    let mut tally = Tally::default();
+    for outcome in exchanges {
+        tally.add(match outcome {
+            Exchange::Reply(reply, latency) if reply.truncated => match tcp_query(server, &config).await {
+                Outcome::Answered { rcode, answers, latency: more, .. } => {
+                    Outcome::Answered { rcode, answers, latency: latency + more, truncated_retried: true }
+                }
+                Outcome::Failed(reason) => Outcome::Failed(format!("TCP retry after truncation: {reason}")),
+                timeout => timeout,
+            },
+            other => outcome_of(other),
+        });
+    }
+    tally
+}
+
+/// TCP queries as tasks, at most `concurrency` at once.
+async fn run_tcp_series(server: SocketAddr, config: Arc<Config>) -> Tally {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
     let mut queries = JoinSet::new();
     let mut next = tokio::time::Instant::now();
@@ -187,7 +242,7 @@ async fn run_series(server: SocketAddr, protocol: Protocol, config: Arc<Config>)
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let shared = config.clone();
         queries.spawn(async move {
-            let outcome = one_query(server, protocol, &shared).await;
+            let outcome = tcp_query(server, &shared).await;
             drop(permit);
             outcome
         });
@@ -218,28 +273,15 @@ fn next_id() -> u16 {
     (n.wrapping_mul(0x9E37_79B1) >> 16) as u16
 }
 
-async fn one_query(server: SocketAddr, protocol: Protocol, config: &Config) -> Outcome {
+async fn tcp_query(server: SocketAddr, config: &Config) -> Outcome {
     let id = next_id();
     let query = message::query(id, &config.name, config.record_type);
     let accept = |bytes: &[u8]| message::check_reply(bytes, id, &config.name, config.record_type);
-    let first = match protocol {
-        Protocol::Udp => exchange::udp(server, &query, config.timeout, accept).await,
-        Protocol::Tcp => exchange::tcp(server, &query, config.timeout, accept).await,
-    };
-    match first {
-        Exchange::Reply(reply, latency) if reply.truncated && protocol == Protocol::Udp => {
-            // Too big for UDP: ask again over TCP, as a resolver would, and count it.
-            match exchange::tcp(server, &query, config.timeout, accept).await {
-                Exchange::Reply(full, more) => Outcome::Answered {
-                    rcode: full.rcode,
-                    answers: full.answers,
-                    latency: latency + more,
-                    truncated_retried: true,
-                },
-                Exchange::Timeout => Outcome::Timeout,
-                Exchange::Failed(reason) => Outcome::Failed(format!("TCP retry after truncation: {reason}")),
-            }
-        }
+    outcome_of(exchange::tcp(server, &query, config.timeout, accept).await)
+}
+
+fn outcome_of(exchange: Exchange<message::Reply>) -> Outcome {
+    match exchange {
         Exchange::Reply(reply, latency) => Outcome::Answered {
             rcode: reply.rcode,
             answers: reply.answers,
