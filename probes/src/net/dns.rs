@@ -90,8 +90,7 @@ pub fn udp_series<T>(
         let now = Instant::now();
         let mut finished = vec![false; in_flight.len()];
         if ready > 0 {
-            for (index, fd) in fds.iter().enumerate().filter(|(_, fd)| fd.revents != 0) {
-                let _ = fd;
+            for index in (0..fds.len()).filter(|&i| fds[i].revents != 0) {
                 let q = &in_flight[index];
                 // Drain: a stray datagram (wrong ID) must not hide the real one behind it.
                 loop {
