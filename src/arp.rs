@@ -1,5 +1,8 @@
 //! `netprobe arp`: flags to a probe config, the probe, and its report as a table or JSON.
 
+use std::time::Duration;
+
+use netprobe_probes::arp::watch::{self, WatchConfig, WatchEvent, WatchSummary};
 use netprobe_probes::arp::{self, ArpReport, Config, Responder};
 use netprobe_probes::Error;
 
@@ -8,13 +11,16 @@ use crate::exit::Exit;
 use crate::output::{self, Format};
 
 pub fn run(args: ArpArgs, format: Format) -> Result<Exit, Error> {
+    if args.watch {
+        return run_watch(args, format);
+    }
     let report = match &args.pcap {
         Some(path) => arp::from_capture(path, args.vip, args.nodes)?,
         None => arp::probe(&Config {
             target: args.vip,
             interface: args.interface,
             count: args.count,
-            interval: args.interval,
+            interval: args.interval.unwrap_or(Duration::from_millis(200)),
             wait: args.wait,
             source: args.source,
             nodes: args.nodes,
@@ -103,4 +109,97 @@ fn note(responder: &Responder) -> String {
     }
     let sources: Vec<String> = responder.ethernet_sources.iter().map(ToString::to_string).collect();
     format!("Ethernet source {} differs from the ARP sender", sources.join(", "))
+}
+
+/// `--watch`: events as they happen (a line each), then the summary.
+fn run_watch(args: ArpArgs, format: Format) -> Result<Exit, Error> {
+    let print = |event: &WatchEvent| {
+        output::emit(&match format {
+            Format::Json => output::json(event),
+            Format::Table => format!("{}\n", event_line(event)),
+        })
+    };
+    let summary = match &args.pcap {
+        Some(path) => watch::watch_capture(path, args.vip, args.nodes, print)?,
+        None => watch::watch_live(
+            &WatchConfig {
+                target: args.vip,
+                interface: args.interface,
+                interval: args.interval.unwrap_or(Duration::from_secs(1)),
+                duration: args.duration,
+                source: args.source,
+                nodes: args.nodes,
+                tcp: args.tcp,
+                tcp_timeout: args.tcp_timeout,
+            },
+            print,
+        )?,
+    };
+    output::emit(&match format {
+        Format::Json => output::json(&summary),
+        Format::Table => summary_table(&summary),
+    });
+    Ok(Exit::from_verdict(summary.verdict == "stable"))
+}
+
+fn labelled(mac: &netprobe_probes::wire::MacAddr, node: &Option<String>) -> String {
+    match node {
+        Some(node) => format!("{mac} ({node})"),
+        None => mac.to_string(),
+    }
+}
+
+fn event_line(event: &WatchEvent) -> String {
+    match event {
+        WatchEvent::OwnerChange { at, from, to, from_node, to_node, seen_in } => format!(
+            "{at}  OWNER-CHANGE  {} -> {} ({})",
+            labelled(from, from_node),
+            labelled(to, to_node),
+            if *seen_in == "gratuitous" { "announced by gratuitous ARP" } else { "seen in replies" }
+        ),
+        WatchEvent::Gratuitous { at, mac, node } => format!("{at}  gratuitous    {}", labelled(mac, node)),
+        WatchEvent::DuplicateStart { at, macs } => {
+            let macs: Vec<String> = macs.iter().map(ToString::to_string).collect();
+            format!("{at}  DUPLICATE     {} answer at once", macs.join(", "))
+        }
+        WatchEvent::DuplicateEnd { at } => format!("{at}  duplicate-end one MAC answers again"),
+        WatchEvent::NoReplyStart { at } => format!("{at}  NO-REPLY      nobody answers"),
+        WatchEvent::NoReplyEnd { at } => format!("{at}  no-reply-end  answers again"),
+        WatchEvent::TcpSpike { at, target, connect_ms, error } => match (connect_ms, error) {
+            (Some(ms), _) => format!("{at}  TCP-SPIKE     connect to {target} took {ms:.0} ms"),
+            (None, Some(e)) => format!("{at}  TCP-SPIKE     connect to {target} failed: {e}"),
+            (None, None) => format!("{at}  TCP-SPIKE     connect to {target}"),
+        },
+    }
+}
+
+fn summary_table(summary: &WatchSummary) -> String {
+    let stable = summary.verdict == "stable";
+    let period = summary.period_s.map(|p| format!(", every {p:.1} s")).unwrap_or_default();
+    let mut text = format!(
+        "\n{}  {} owner change(s) in {:.1} s{period}; longest without an owner {:.1} s; {} interval(s) with duplicates\n",
+        output::verdict(summary.verdict, stable),
+        summary.owner_changes,
+        summary.duration_s,
+        summary.longest_no_owner_s,
+        summary.duplicate_intervals
+    );
+    if !summary.owners.is_empty() {
+        let mut table = output::table(&["owner", "node", "held"]);
+        for owner in &summary.owners {
+            table.add_row(vec![
+                owner.mac.to_string(),
+                owner.node.clone().unwrap_or_else(|| "-".into()),
+                format!("{:.1} s", owner.held_s),
+            ]);
+        }
+        text.push_str(&format!("\n{table}\n"));
+    }
+    if let Some(tcp) = &summary.tcp {
+        text.push_str(&format!(
+            "\ntcp {}: {} connects, {} spikes ({} failed), {} within 2 s of an owner change\n",
+            tcp.target, tcp.probes, tcp.spikes, tcp.failures, tcp.correlated_with_owner_change
+        ));
+    }
+    text
 }

@@ -82,6 +82,7 @@ late still counts. More than one MAC for a MetalLB layer-2 VIP means more than o
 Needs CAP_NET_RAW (sudo, or setcap cap_net_raw,cap_net_admin+ep on the binary); --pcap needs none.",
     after_help = "Examples:\n  \
 sudo netprobe arp 192.0.2.100\n  \
+sudo netprobe arp 192.0.2.100 --watch --tcp 192.0.2.100:80 --duration 10m\n  \
 sudo netprobe arp 192.0.2.100 -i eth0 --node node-a=192.0.2.11 --node node-b=192.0.2.12\n  \
 sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n  \
 netprobe arp 192.0.2.100 --pcap vip.pcap -o json"
@@ -98,9 +99,9 @@ pub struct ArpArgs {
     #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
 
-    /// Time between requests (250ms, 1s, ...).
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
-    pub interval: Duration,
+    /// Time between requests (250ms, 1s, ...) [default: 200ms, with --watch 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
 
     /// How long to keep listening after the last request.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -118,6 +119,32 @@ pub struct ArpArgs {
     /// Analyse a capture (pcap or pcapng, from tcpdump -w) instead of probing. Needs no privilege.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["interface", "source"])]
     pub pcap: Option<PathBuf>,
+
+    /// Watch ownership over time: a request every --interval, every ARP frame about the VIP in
+    /// between, one event per change (NDJSON with -o json), and a summary at the end or on Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// With --watch: stop after this long [default: run until Ctrl-C].
+    #[arg(long, requires = "watch", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// With --watch: also connect to HOST:PORT (a service on the VIP) every interval and report
+    /// connects much slower than usual, or failed, and whether they line up with owner changes.
+    #[arg(long, value_name = "HOST:PORT", requires = "watch", conflicts_with = "pcap", value_parser = parse_tcp_target)]
+    pub tcp: Option<SocketAddr>,
+
+    /// With --tcp: give up on a connect after this long (counted as a failure).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub tcp_timeout: Duration,
+}
+
+fn parse_tcp_target(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {e} (write HOST:PORT, e.g. 192.0.2.100:80)"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 
 mod report;
 mod tally;
+pub mod watch;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -62,26 +63,7 @@ pub fn probe(config: &Config) -> Result<ArpReport> {
     if config.count == 0 {
         return Err(Error::invalid("--count 0", "send at least one request"));
     }
-    let name = match &config.interface {
-        Some(name) => name.clone(),
-        None => interface::for_route_to(config.target)?,
-    };
-    let iface = interface::lookup(&name)?;
-    let mac = iface.mac.filter(|m| *m != MacAddr::ZERO).ok_or_else(|| {
-        Error::could_not_run(
-            format!("probing ARP on {name}"),
-            "it has no Ethernet address: pick another with -i",
-        )
-    })?;
-    let source = match config.source.or_else(|| iface.ipv4.first().copied()) {
-        Some(ip) => ip,
-        None => {
-            return Err(Error::could_not_run(
-                format!("probing ARP on {name}"),
-                "it has no IPv4 address to ask from: give one with -s/--source",
-            ))
-        }
-    };
+    let (name, mac, source) = probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
 
     // Filter first, then send: nothing can answer before we listen.
     let mut capture = LiveCapture::open(&name, "arp")?;
@@ -104,6 +86,33 @@ pub fn probe(config: &Config) -> Result<ArpReport> {
     report.interface = Some(name);
     report.source_ip = Some(source);
     Ok(report)
+}
+
+/// The interface to probe on (given, or the route's), its MAC, and the source address (given, or
+/// the interface's first IPv4 address).
+fn probe_endpoint(
+    interface: Option<&str>,
+    target: Ipv4Addr,
+    source: Option<Ipv4Addr>,
+) -> Result<(String, MacAddr, Ipv4Addr)> {
+    let name = match interface {
+        Some(name) => name.to_string(),
+        None => interface::for_route_to(target)?,
+    };
+    let iface = interface::lookup(&name)?;
+    let mac = iface.mac.filter(|m| *m != MacAddr::ZERO).ok_or_else(|| {
+        Error::could_not_run(
+            format!("probing ARP on {name}"),
+            "it has no Ethernet address: pick another with -i",
+        )
+    })?;
+    let source = source.or_else(|| iface.ipv4.first().copied()).ok_or_else(|| {
+        Error::could_not_run(
+            format!("probing ARP on {name}"),
+            "it has no IPv4 address to ask from: give one with -s/--source",
+        )
+    })?;
+    Ok((name, mac, source))
 }
 
 /// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2) of an ARP exchange and gives the

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod interface;
 pub mod iptables;
 pub mod privilege;
+pub mod signal;
 
 use std::time::Duration;
 
