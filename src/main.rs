@@ -7,6 +7,7 @@ mod dns;
 mod exit;
 mod iptables;
 mod output;
+mod vxlan;
 
 use std::process::ExitCode;
 
@@ -33,8 +34,8 @@ fn main() -> ExitCode {
             output::emit(&String::from_utf8_lossy(&text));
             Ok(Exit::Healthy)
         }
-        Command::Vxlan(_) => Ok(not_built("vxlan")),
-        Command::Agent(_) => Ok(not_built("agent")),
+        Command::Vxlan(args) => vxlan::run(args, format),
+        Command::Agent(args) => vxlan::agent(args),
         Command::Dns(args) => dns::run(args, format),
         Command::Iptables(args) => iptables::run(args, format),
     };
@@ -45,9 +46,4 @@ fn main() -> ExitCode {
             Exit::from_error(&err).into()
         }
     }
-}
-
-fn not_built(name: &str) -> Exit {
-    eprintln!("netprobe: `{name}` is not built yet: it is planned (see the README for what works today)");
-    Exit::BadInput
 }

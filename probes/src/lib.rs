@@ -14,6 +14,7 @@ pub mod iptables;
 pub mod k8s;
 pub mod net;
 pub mod oui;
+pub mod vxlan;
 pub mod wire;
 
 pub use error::{Error, Result};

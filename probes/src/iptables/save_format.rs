@@ -292,3 +292,40 @@ mod tests {
         }
     }
 }
+
+/// Packet counters per rule from `iptables-save -c` text: key `-t TABLE -A CHAIN SPEC`. Lines
+/// without counters or outside a table are skipped; this reads a trusted local dump.
+pub fn rule_packet_counters(text: &str) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let mut table = "";
+    for line in text.lines() {
+        match classify(line) {
+            Ok(Line::Table(name)) => table = name,
+            Ok(Line::Rule { chain, spec }) => {
+                let packets = line
+                    .strip_prefix('[')
+                    .and_then(|rest| rest.split_once(':'))
+                    .and_then(|(p, _)| p.parse::<u64>().ok());
+                if let Some(packets) = packets {
+                    *out.entry(format!("-t {table} -A {chain} {spec}")).or_default() += packets;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn counters_per_rule() {
+        let text = "*filter\n:INPUT ACCEPT [9:900]\n[5:300] -A INPUT -p udp -m udp --dport 8472 -j DROP\n[0:0] -A INPUT -i lo -j ACCEPT\nCOMMIT\n";
+        let counters = rule_packet_counters(text);
+        assert_eq!(counters["-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP"], 5);
+        assert_eq!(counters["-t filter -A INPUT -i lo -j ACCEPT"], 0);
+        assert_eq!(counters.len(), 2);
+    }
+}

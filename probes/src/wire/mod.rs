@@ -4,5 +4,6 @@
 pub mod arp;
 pub mod link;
 pub mod mac;
+pub mod vxlan;
 
 pub use mac::MacAddr;

@@ -146,6 +146,17 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Stops a process started with [`Lab::spawn`] (SIGKILL) before the lab ends.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(index) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for child in &mut self.children {

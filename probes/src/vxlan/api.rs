@@ -1,0 +1,85 @@
+//! The agent's HTTP API: JSON bodies, a bearer token on every request. What one request may ask for
+//! is capped ([`MAX_COUNT`], [`MAX_WINDOW_MS`], a fixed send pace), so an agent cannot be used to
+//! flood anyone.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_AGENT_PORT: u16 = 9473;
+/// At most this many probe packets (and as many control datagrams) per request.
+pub const MAX_COUNT: u32 = 100;
+/// Probe packets leave at most this often: 100 packets a second.
+pub const SEND_GAP_MS: u64 = 10;
+/// A capture window lasts at most this long.
+pub const MAX_WINDOW_MS: u64 = 15_000;
+/// Expectations open at once on one agent.
+pub const MAX_OPEN: usize = 512;
+
+/// `POST /v1/expect`: start listening for probes from `from` (capture on the interface towards it,
+/// and a control UDP socket).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectRequest {
+    pub probe_id: u64,
+    pub from: Ipv4Addr,
+    pub port: u16,
+    pub vni: u32,
+    pub window_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectResponse {
+    pub control_port: u16,
+    pub interface: String,
+}
+
+/// `POST /v1/send`: send `count` VXLAN probes to `to:port` and as many control datagrams to
+/// `to:control_port`, through the kernel's UDP stack, and count what left this node's interface.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub probe_id: u64,
+    pub to: Ipv4Addr,
+    pub port: u16,
+    pub control_port: u16,
+    pub vni: u32,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendResponse {
+    pub sent: u32,
+    /// Probes seen leaving the interface towards `to`.
+    pub left_source: u32,
+    pub control_left: u32,
+    /// The first error sendto(2) gave (EPERM when this node's own firewall drops the packet).
+    pub send_error: Option<String>,
+    /// iptables rules on this node with a DROP or REJECT target whose counters grew while sending.
+    pub dropping_rules: Vec<String>,
+}
+
+/// `POST /v1/collect`: stop listening and say what arrived.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectRequest {
+    pub probe_id: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectResponse {
+    /// Probes captured arriving on the interface.
+    pub arrived: u32,
+    /// Control datagrams received by the control socket.
+    pub control_arrived: u32,
+    /// iptables rules with a DROP or REJECT target whose counters grew while listening.
+    pub dropping_rules: Vec<String>,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

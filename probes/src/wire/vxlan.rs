@@ -1,0 +1,148 @@
+//! VXLAN (RFC 7348) and netprobe's probe payloads. No crate covers VXLAN: the header is 8 bytes,
+//! read and written here.
+//!
+//! ```text
+//! VXLAN header:  flags(1: 0x08 = VNI valid) reserved(3) VNI(3) reserved(1)
+//! probe frame:   VXLAN header, inner Ethernet, inner IPv4, inner UDP, "NPVX" probe-id(8) seq(4)
+//! control:       "NPCT" probe-id(8) seq(4), sent as plain UDP
+//! ```
+
+use std::net::Ipv4Addr;
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+use super::link::{self, LinkType};
+
+pub const HEADER_LEN: usize = 8;
+pub const FLAG_VNI_VALID: u8 = 0x08;
+/// The highest VNI (24 bits).
+pub const MAX_VNI: u32 = 0x00ff_ffff;
+
+const PROBE_MAGIC: &[u8; 4] = b"NPVX";
+const CONTROL_MAGIC: &[u8; 4] = b"NPCT";
+const MARK_LEN: usize = 16;
+
+/// Inner addresses of probe frames: locally administered MACs and TEST-NET-3 addresses, which no
+/// pod network uses; with a VNI no CNI uses, a receiving VTEP drops the frame before learning.
+pub const INNER_SOURCE_MAC: [u8; 6] = [0x02, 0x4e, 0x50, 0x00, 0x00, 0x01];
+pub const INNER_DESTINATION_MAC: [u8; 6] = [0x02, 0x4e, 0x50, 0x00, 0x00, 0x02];
+pub const INNER_SOURCE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 251);
+pub const INNER_DESTINATION_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 252);
+const INNER_PORT: u16 = 9473;
+
+/// The 8-byte VXLAN header for `vni` (the low 24 bits are used).
+pub fn header(vni: u32) -> [u8; HEADER_LEN] {
+    let v = (vni & MAX_VNI).to_be_bytes();
+    [FLAG_VNI_VALID, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// The VNI of a VXLAN header, `None` when `bytes` is too short or the VNI-valid flag is clear.
+pub fn vni(bytes: &[u8]) -> Option<u32> {
+    let h = bytes.get(..HEADER_LEN)?;
+    (h[0] & FLAG_VNI_VALID != 0).then(|| u32::from_be_bytes([0, h[4], h[5], h[6]]))
+}
+
+fn mark(magic: &[u8; 4], probe_id: u64, seq: u32) -> [u8; MARK_LEN] {
+    let mut out = [0u8; MARK_LEN];
+    out[..4].copy_from_slice(magic);
+    out[4..12].copy_from_slice(&probe_id.to_be_bytes());
+    out[12..].copy_from_slice(&seq.to_be_bytes());
+    out
+}
+
+fn read_mark(magic: &[u8; 4], bytes: &[u8], probe_id: u64) -> Option<u32> {
+    let m = bytes.get(..MARK_LEN)?;
+    if &m[..4] != magic || m[4..12] != probe_id.to_be_bytes() {
+        return None;
+    }
+    Some(u32::from_be_bytes([m[12], m[13], m[14], m[15]]))
+}
+
+/// The UDP payload of probe `seq`: a VXLAN header and a whole inner Ethernet/IPv4/UDP frame.
+pub fn probe_payload(vni: u32, probe_id: u64, seq: u32) -> Vec<u8> {
+    let inner = PacketBuilder::ethernet2(INNER_SOURCE_MAC, INNER_DESTINATION_MAC)
+        .ipv4(INNER_SOURCE_IP.octets(), INNER_DESTINATION_IP.octets(), 64)
+        .udp(INNER_PORT, INNER_PORT);
+    let body = mark(PROBE_MAGIC, probe_id, seq);
+    let mut out = Vec::with_capacity(HEADER_LEN + inner.size(body.len()));
+    out.extend_from_slice(&header(vni));
+    // Writing into a Vec cannot fail for a frame this small.
+    inner.write(&mut out, &body).expect("a probe frame fits");
+    out
+}
+
+/// The sequence number of a probe in a VXLAN UDP payload, if it is ours (VNI and probe id).
+pub fn probe_seq(udp_payload: &[u8], expected_vni: u32, probe_id: u64) -> Option<u32> {
+    if vni(udp_payload)? != expected_vni & MAX_VNI {
+        return None;
+    }
+    let inner = SlicedPacket::from_ethernet(&udp_payload[HEADER_LEN..]).ok()?;
+    let Some(TransportSlice::Udp(udp)) = inner.transport else { return None };
+    read_mark(PROBE_MAGIC, udp.payload(), probe_id)
+}
+
+/// The UDP payload of control datagram `seq`.
+pub fn control_payload(probe_id: u64, seq: u32) -> [u8; MARK_LEN] {
+    mark(CONTROL_MAGIC, probe_id, seq)
+}
+
+pub fn control_seq(udp_payload: &[u8], probe_id: u64) -> Option<u32> {
+    read_mark(CONTROL_MAGIC, udp_payload, probe_id)
+}
+
+/// The outer IPv4/UDP of a captured frame: (source, destination, destination port, UDP payload).
+pub fn outer_udp(link: LinkType, bytes: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, &[u8])> {
+    let frame = link::decode(link, bytes)?;
+    if frame.ethertype != 0x0800 {
+        return None;
+    }
+    let ip = etherparse::Ipv4Slice::from_slice(frame.payload).ok()?;
+    if ip.payload_ip_number() != etherparse::IpNumber::UDP || ip.is_payload_fragmented() {
+        return None;
+    }
+    let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).ok()?;
+    Some((ip.header().source_addr(), ip.header().destination_addr(), udp.destination_port(), udp.payload()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_bytes() {
+        assert_eq!(header(0xfffff0), [0x08, 0, 0, 0, 0xff, 0xff, 0xf0, 0]);
+        assert_eq!(header(1), [0x08, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(vni(&header(4096)), Some(4096));
+        assert_eq!(vni(&[0x00, 0, 0, 0, 0, 0, 1, 0]), None, "VNI-valid flag clear");
+        assert_eq!(vni(&[0x08, 0, 0]), None);
+    }
+
+    #[test]
+    fn probe_frames_round_trip_and_carry_their_inner_frame() {
+        let payload = probe_payload(0xfffff0, 0x1122_3344_5566_7788, 7);
+        #[rustfmt::skip]
+        let start = [
+            0x08, 0x00, 0x00, 0x00, 0xff, 0xff, 0xf0, 0x00, // VXLAN: flags, VNI 0xfffff0
+            0x02, 0x4e, 0x50, 0x00, 0x00, 0x02,             // inner destination MAC
+            0x02, 0x4e, 0x50, 0x00, 0x00, 0x01,             // inner source MAC
+            0x08, 0x00,                                     // inner EtherType IPv4
+        ];
+        assert_eq!(&payload[..start.len()], &start);
+        assert_eq!(payload.len(), 8 + 14 + 20 + 8 + 16);
+        assert_eq!(&payload[payload.len() - 16..payload.len() - 12], b"NPVX");
+        assert_eq!(probe_seq(&payload, 0xfffff0, 0x1122_3344_5566_7788), Some(7));
+        assert_eq!(probe_seq(&payload, 1, 0x1122_3344_5566_7788), None, "another VNI");
+        assert_eq!(probe_seq(&payload, 0xfffff0, 99), None, "another probe");
+        for len in 0..payload.len() {
+            let _ = probe_seq(&payload[..len], 0xfffff0, 0x1122_3344_5566_7788);
+        }
+    }
+
+    #[test]
+    fn control_datagrams() {
+        let c = control_payload(42, 3);
+        assert_eq!(control_seq(&c, 42), Some(3));
+        assert_eq!(control_seq(&c, 43), None);
+        assert_eq!(control_seq(b"NPCT", 42), None);
+    }
+}

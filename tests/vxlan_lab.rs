@@ -1,0 +1,215 @@
+//! `netprobe vxlan` and `netprobe agent` in a lab: node namespaces behind a router namespace whose
+//! FORWARD chain plays the security group, each node with a flannel-style kernel vxlan device on
+//! UDP 8472 and an agent on its host network.
+
+use std::time::{Duration, Instant};
+
+use netprobe_lab::{lab_or_skip, Lab, Netns};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const TOKEN: &str = "lab-token-7f3a";
+
+struct Cluster {
+    lab: Lab,
+    router: Netns,
+    nodes: Vec<(Netns, &'static str)>,
+    agents: Vec<u32>,
+}
+
+/// Nodes on their own subnets behind one router: 198.51.100.1, 203.0.113.2, 192.0.2.3.
+fn cluster(test: &str, count: usize) -> Option<Cluster> {
+    let mut lab = lab_or_skip(test)?;
+    let router = lab.router("router").unwrap();
+    let plan = [("198.51.100", "1"), ("203.0.113", "2"), ("192.0.2", "3")];
+    let mut nodes = Vec::new();
+    let mut agents = Vec::new();
+    for (i, (net, host)) in plan.iter().take(count).enumerate() {
+        let node = lab.host(&format!("node{}", i + 1)).unwrap();
+        let ip: &'static str = Box::leak(format!("{net}.{host}").into_boxed_str());
+        lab.link(&node, &format!("{ip}/24"), &router, &format!("{net}.254/24")).unwrap();
+        node.sh(&format!("ip route add default via {net}.254")).unwrap();
+        // Flannel's device: VNI 1 on 8472, learning on (so a wrongly accepted probe would show).
+        node.sh(&format!(
+            "ip link add flannel.1 type vxlan id 1 local {ip} dstport 8472 dev eth0 && \
+             ip addr add 10.244.{i}.0/32 dev flannel.1 && ip link set flannel.1 up"
+        ))
+        .unwrap();
+        let bin = env!("CARGO_BIN_EXE_netprobe");
+        let token = format!("NETPROBE_TOKEN={TOKEN}");
+        agents.push(
+            lab.spawn(&node, &["env", &token, bin, "agent", "--listen", &format!("{ip}:9473")]).unwrap(),
+        );
+        nodes.push((node, ip));
+    }
+    for (node, ip) in &nodes {
+        let start = Instant::now();
+        while node.sh("ss -Hltn 'sport = :9473'").unwrap().trim().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(10), "agent on {ip} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Some(Cluster { lab, router, nodes, agents })
+}
+
+impl Cluster {
+    fn vxlan(&self, extra: &[&str], token: &str) -> (i32, String, String) {
+        let ips: Vec<&str> = self.nodes.iter().map(|(_, ip)| *ip).collect();
+        let output = self.nodes[0]
+            .0
+            .command(env!("CARGO_BIN_EXE_netprobe"))
+            .arg("vxlan")
+            .args(&ips)
+            .args(["--timeout", "500ms"])
+            .args(extra)
+            .env("NETPROBE_TOKEN", token)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+    }
+
+    fn json(&self) -> (i32, Value) {
+        let (code, out, err) = self.vxlan(&["-o", "json"], TOKEN);
+        let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+        (code, report)
+    }
+}
+
+fn pair<'a>(report: &'a Value, from: &str, to: &str) -> &'a Value {
+    report["pairs"].as_array().unwrap().iter().find(|p| p["from"] == from && p["to"] == to).unwrap()
+}
+
+const N1: &str = "198.51.100.1";
+const N2: &str = "203.0.113.2";
+
+#[test]
+fn two_nodes_every_place_a_packet_can_die() -> TestResult {
+    let Some(c) = cluster("vx-two", 2) else { return Ok(()) };
+    let fdb_before = c.nodes[1].0.sh("bridge fdb show dev flannel.1")?;
+
+    // Open: both directions pass.
+    let (code, report) = c.json();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["verdict"], "ok");
+    assert_eq!(report["port"], 8472);
+    for (a, b) in [(N1, N2), (N2, N1)] {
+        let p = pair(&report, a, b);
+        assert_eq!(
+            (p["verdict"].as_str(), p["sent"].as_u64(), p["left_source"].as_u64(), p["arrived"].as_u64()),
+            (Some("ok"), Some(5), Some(5), Some(5)),
+            "{p}"
+        );
+        assert_eq!(p["control_udp"], "ok");
+    }
+
+    // The security group drops UDP 8472 both ways: lost in the network, other UDP passes.
+    c.router.sh("iptables -A FORWARD -p udp --dport 8472 -j DROP")?;
+    let (code, report) = c.json();
+    assert_eq!(code, 1);
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (p["verdict"].as_str(), p["left_source"].as_u64(), p["arrived"].as_u64()),
+        (Some("lost-in-network"), Some(5), Some(0))
+    );
+    assert_eq!(p["control_udp"], "ok");
+    assert_eq!(
+        p["diagnosis"],
+        "UDP 8472 from 198.51.100.1 to 203.0.113.2 is dropped in the network while other UDP passes: allow UDP 8472 between nodes in the security group, NACL or firewall"
+    );
+    assert_eq!(pair(&report, N2, N1)["verdict"], "lost-in-network");
+    // The table: a matrix with the diagnosis under it.
+    let (_, table, _) = c.vxlan(&[], TOKEN);
+    assert!(table.starts_with("FAULT  2 of 2 direction(s) fail on UDP 8472"), "{table}");
+    assert!(table.contains("LOST-IN-NETWORK 0/5") && table.contains("allow UDP 8472"), "{table}");
+
+    // One way only.
+    c.router.sh(&format!(
+        "iptables -F FORWARD && iptables -A FORWARD -s {N1} -d {N2} -p udp --dport 8472 -j DROP"
+    ))?;
+    let (_, report) = c.json();
+    assert_eq!(pair(&report, N1, N2)["verdict"], "lost-in-network");
+    assert_eq!(pair(&report, N2, N1)["verdict"], "ok");
+
+    // All UDP dropped: the control is lost too.
+    c.router.sh("iptables -F FORWARD && iptables -A FORWARD -p udp -j DROP")?;
+    let (_, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!((p["verdict"].as_str(), p["control_udp"].as_str()), (Some("lost-in-network"), Some("lost")));
+    assert!(p["diagnosis"].as_str().unwrap().starts_with("all UDP from 198.51.100.1 to 203.0.113.2"), "{p}");
+    c.router.sh("iptables -F FORWARD")?;
+
+    // The destination's own INPUT chain drops it: reached the interface, the rule is named.
+    c.nodes[1].0.sh("iptables -A INPUT -p udp --dport 8472 -j DROP")?;
+    let (_, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (p["verdict"].as_str(), p["arrived"].as_u64()),
+        (Some("dropped-at-destination"), Some(5)),
+        "{p}"
+    );
+    assert_eq!(p["rule"], "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP");
+    assert_eq!(pair(&report, N2, N1)["verdict"], "ok");
+    c.nodes[1].0.sh("iptables -F INPUT")?;
+
+    // The source's OUTPUT chain drops it: it never leaves.
+    c.nodes[0].0.sh("iptables -A OUTPUT -p udp --dport 8472 -j DROP")?;
+    let (_, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (p["verdict"].as_str(), p["left_source"].as_u64()),
+        (Some("blocked-at-source"), Some(0)),
+        "{p}"
+    );
+    assert_eq!(p["rule"], "-t filter -A OUTPUT -p udp -m udp --dport 8472 -j DROP");
+    c.nodes[0].0.sh("iptables -F OUTPUT")?;
+
+    // After all that probing the real VTEP learned nothing.
+    assert_eq!(
+        c.nodes[1].0.sh("bridge fdb show dev flannel.1")?,
+        fdb_before,
+        "the kernel VTEP's FDB is unchanged"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_wrong_token_or_a_missing_agent_is_exit_3_naming_it() -> TestResult {
+    let Some(mut c) = cluster("vx-auth", 2) else { return Ok(()) };
+    let (code, _, err) = c.vxlan(&[], "not-the-token");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused the token") && err.contains("NETPROBE_TOKEN"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let (code, _, err) = c.vxlan(&[], "");
+    assert_eq!(code, 2, "no token at all is bad input: {err}");
+
+    // Stop node2's agent: unreachable, named.
+    let agent = c.agents[1];
+    c.lab.kill(agent);
+    let (code, _, err) = c.vxlan(&[], TOKEN);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("203.0.113.2:9473") && err.contains("unreachable"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_three_node_mesh_finds_the_one_unreachable_node() -> TestResult {
+    let Some(c) = cluster("vx-mesh", 3) else { return Ok(()) };
+    let n3 = c.nodes[2].1;
+    c.router.sh(&format!("iptables -A FORWARD -d {n3} -p udp --dport 8472 -j DROP && iptables -A FORWARD -s {n3} -p udp --dport 8472 -j DROP"))?;
+    let (code, report) = c.json();
+    assert_eq!(code, 1);
+    let pairs = report["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 6, "every ordered pair");
+    for p in pairs {
+        let touches_n3 = p["from"] == n3 || p["to"] == n3;
+        let want = if touches_n3 { "lost-in-network" } else { "ok" };
+        assert_eq!(p["verdict"], want, "{p}");
+    }
+    let (_, table, _) = c.vxlan(&[], TOKEN);
+    assert!(table.contains("FROM \\ TO"), "a from x to matrix: {table}");
+    Ok(())
+}
