@@ -280,6 +280,6 @@ fn dropping_rules(before: Option<&HashMap<String, u64>>) -> Vec<String> {
             (delta > 0).then_some((delta, rule))
         })
         .collect();
-    grown.sort_by(|a, b| b.0.cmp(&a.0));
+    grown.sort_by_key(|(delta, _)| std::cmp::Reverse(*delta));
     grown.into_iter().map(|(_, rule)| rule).collect()
 }
