@@ -59,6 +59,8 @@ pub enum Command {
     Dns(DnsArgs),
     /// Count and explain iptables rule bloat (duplicate rules), and print a cleanup script.
     Iptables(IptablesArgs),
+    /// Rebuild the three incidents in network namespaces on this machine and diagnose them live.
+    Demo(DemoArgs),
     /// Print a shell completion script: netprobe completions bash > /etc/bash_completion.d/netprobe
     Completions {
         #[arg(value_enum)]
@@ -183,6 +185,39 @@ pub struct VxlanArgs {
     /// How long to wait for the probes to arrive after sending.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Rebuild the three incidents in network namespaces on this machine, run the real probe \
+against each, and remove everything again. Needs root (namespaces, iptables); uses only \
+documentation addresses inside its own namespaces.",
+    after_help = "Examples:\n  \
+sudo netprobe demo\n  \
+sudo netprobe demo vxlan --keep     # leave the lab up to look around\n  \
+sudo netprobe demo --clean          # remove what --keep left"
+)]
+pub struct DemoArgs {
+    /// Which incident to stage.
+    #[arg(value_enum, default_value_t = DemoPart::All)]
+    pub part: DemoPart,
+
+    /// Leave the lab up afterwards, and print how to enter it and remove it.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Remove every namespace and process an earlier `--keep` left, then exit.
+    #[arg(long, conflicts_with = "keep")]
+    pub clean: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoPart {
+    All,
+    Arp,
+    Vxlan,
+    Dns,
+    Iptables,
 }
 
 #[derive(Debug, Args)]

@@ -68,8 +68,11 @@ fn render_table(report: &IptablesReport) -> String {
         text.push_str(&format!("  - {reason}\n"));
     }
 
+    // The chains with duplicates; when there are none, just the biggest few.
+    let with_duplicates = report.chains.iter().take_while(|c| c.duplicates > 0).count();
+    let shown = if with_duplicates > 0 { with_duplicates.min(TOP) } else { report.chains.len().min(5) };
     let mut chains = output::table(&["table", "chain", "owner", "rules", "duplicates"]);
-    for chain in report.chains.iter().take(TOP) {
+    for chain in report.chains.iter().take(shown) {
         chains.add_row(vec![
             chain.table.clone(),
             chain.chain.clone(),
@@ -80,8 +83,8 @@ fn render_table(report: &IptablesReport) -> String {
     }
     if !report.chains.is_empty() {
         text.push_str(&format!("\n{chains}\n"));
-        if report.chains.len() > TOP {
-            text.push_str(&format!(" ... {} more chains (-o json lists all)\n", report.chains.len() - TOP));
+        if report.chains.len() > shown {
+            text.push_str(&format!(" ... {} more chains (-o json lists all)\n", report.chains.len() - shown));
         }
     }
 

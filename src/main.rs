@@ -3,6 +3,7 @@
 
 mod arp;
 mod cli;
+mod demo;
 mod dns;
 mod exit;
 mod iptables;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     let format = cli.format();
     let result = match cli.command {
         Command::Arp(args) => arp::run(args, format),
+        Command::Demo(args) => demo::run(args),
         Command::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "netprobe", &mut text);

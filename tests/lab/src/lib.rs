@@ -13,6 +13,7 @@
 //! client.sh("ping -c1 -W1 192.0.2.1").unwrap();
 //! ```
 
+pub mod dns_responder;
 pub mod iptables_dump;
 
 use std::fmt;
@@ -64,17 +65,33 @@ pub struct Lab {
 impl Lab {
     /// Checks that namespaces can be made here (root, iproute2) and reserves a unique name prefix.
     pub fn new(tag: &str) -> Result<Lab> {
+        Lab::with_prefix("np", tag)
+    }
+
+    /// Like [`Lab::new`], with every namespace name starting with `prefix` (so a later
+    /// [`remove_all`] can find what a kept lab left behind).
+    pub fn with_prefix(prefix: &str, tag: &str) -> Result<Lab> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(LabError("network namespaces need root (run the tests with sudo)".into()));
+            return Err(LabError("network namespaces need root: run it with sudo".into()));
         }
         run(Command::new("ip").arg("netns").arg("list"))
             .map_err(|e| LabError(format!("iproute2 is needed (apt-get install iproute2): {e}")))?;
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
-        let id = format!("np{}x{n}-{tag}", std::process::id());
+        let id = format!("{prefix}{}x{n}-{tag}", std::process::id());
         Ok(Lab { id, namespaces: Vec::new(), children: Vec::new(), next_port: 0 })
+    }
+
+    /// Ends this value without removing anything: the namespaces and processes stay up. Returns the
+    /// namespaces' names.
+    pub fn keep(mut self) -> Vec<String> {
+        let names = std::mem::take(&mut self.namespaces);
+        for child in std::mem::take(&mut self.children) {
+            std::mem::forget(child);
+        }
+        names
     }
 
     /// A new namespace with loopback up.
@@ -167,6 +184,24 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// Removes every namespace whose name starts with `prefix`, and the processes in them. Returns the
+/// names removed.
+pub fn remove_all(prefix: &str) -> Result<Vec<String>> {
+    let list = run(Command::new("ip").args(["netns", "list"]))?;
+    let mut removed = Vec::new();
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let Some(name) = line.split_whitespace().next().filter(|n| n.starts_with(prefix)) else { continue };
+        if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", name])) {
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).output();
+            }
+        }
+        run(Command::new("ip").args(["netns", "del", name]))?;
+        removed.push(name.to_string());
+    }
+    Ok(removed)
 }
 
 /// A named network namespace (under /run/netns).
