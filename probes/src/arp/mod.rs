@@ -29,6 +29,42 @@ pub struct Node {
     pub ip: Ipv4Addr,
 }
 
+/// The MACs seen answering for each `--node` IP, shared by the one-shot probe and `--watch`.
+#[derive(Clone, Debug, Default)]
+pub struct NodeMacs(Vec<(Node, Vec<MacAddr>)>);
+
+impl NodeMacs {
+    pub fn new(nodes: Vec<Node>) -> NodeMacs {
+        NodeMacs(nodes.into_iter().map(|n| (n, Vec::new())).collect())
+    }
+
+    /// Records the sender of an ARP reply for a node's IP.
+    pub fn learn(&mut self, frame: &ArpFrame) {
+        if frame.op != arp::Op::Reply || frame.is_gratuitous() {
+            return;
+        }
+        for (_, macs) in self.0.iter_mut().filter(|(n, _)| n.ip == frame.sender_ip) {
+            if !macs.contains(&frame.sender_mac) {
+                macs.push(frame.sender_mac);
+            }
+        }
+    }
+
+    /// Whether some MAC has answered for the node at `ip`.
+    pub fn resolved(&self, ip: Ipv4Addr) -> bool {
+        self.0.iter().any(|(n, macs)| n.ip == ip && !macs.is_empty())
+    }
+
+    /// The name of the node whose MAC `mac` is.
+    pub fn name_of(&self, mac: MacAddr) -> Option<String> {
+        self.0.iter().find(|(_, macs)| macs.contains(&mac)).map(|(n, _)| n.name.clone())
+    }
+
+    pub fn into_addresses(self) -> Vec<NodeAddress> {
+        self.0.into_iter().map(|(node, macs)| NodeAddress { name: node.name, ip: node.ip, macs }).collect()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub target: Ipv4Addr,
@@ -76,7 +112,7 @@ pub fn probe(config: &Config) -> Result<ArpReport> {
         last_send = Instant::now();
         let at = capture.send(&arp::request(mac, source, config.target))?;
         tally.request_sent(at);
-        for node in config.nodes.iter().filter(|n| !tally.node_resolved(n.ip)) {
+        for node in config.nodes.iter().filter(|n| !tally.nodes().resolved(n.ip)) {
             capture.send(&arp::request(mac, source, node.ip))?;
         }
     }

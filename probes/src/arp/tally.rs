@@ -5,14 +5,14 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
-use super::Node;
+use super::{Node, NodeMacs};
 use crate::oui;
 use crate::wire::arp::{ArpFrame, Op};
 use crate::wire::MacAddr;
 
 pub struct Tally {
     target: Ipv4Addr,
-    nodes: Vec<(Node, Vec<MacAddr>)>,
+    nodes: NodeMacs,
     /// Whether requests seen in frames count as sent (capture files) or the caller reports its own
     /// sends with [`Tally::request_sent`] (live).
     requests_from_frames: bool,
@@ -33,7 +33,7 @@ impl Tally {
     pub fn new(target: Ipv4Addr, nodes: Vec<Node>, requests_from_frames: bool) -> Tally {
         Tally {
             target,
-            nodes: nodes.into_iter().map(|n| (n, Vec::new())).collect(),
+            nodes: NodeMacs::new(nodes),
             requests_from_frames,
             requests: Vec::new(),
             responders: Vec::new(),
@@ -45,13 +45,14 @@ impl Tally {
         self.requests.push(at);
     }
 
-    /// Whether some MAC has already answered for the node at `ip`.
-    pub fn node_resolved(&self, ip: Ipv4Addr) -> bool {
-        self.nodes.iter().any(|(n, macs)| n.ip == ip && !macs.is_empty())
+    /// What is known of the `--node` MACs so far.
+    pub fn nodes(&self) -> &NodeMacs {
+        &self.nodes
     }
 
     /// One ARP frame seen at `at`. Frames must come in time order.
     pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
+        self.nodes.learn(frame);
         match frame.op {
             Op::Request
                 if self.requests_from_frames && frame.target_ip == self.target && !frame.is_gratuitous() =>
@@ -59,15 +60,8 @@ impl Tally {
                 self.requests.push(at);
             }
             // Gratuitous replies are announcements, not answers: they are not counted here.
-            Op::Reply if !frame.is_gratuitous() => {
-                if frame.sender_ip == self.target {
-                    self.reply_for_target(at, frame);
-                }
-                for (_, macs) in self.nodes.iter_mut().filter(|(n, _)| n.ip == frame.sender_ip) {
-                    if !macs.contains(&frame.sender_mac) {
-                        macs.push(frame.sender_mac);
-                    }
-                }
+            Op::Reply if !frame.is_gratuitous() && frame.sender_ip == self.target => {
+                self.reply_for_target(at, frame);
             }
             _ => {}
         }
@@ -105,11 +99,7 @@ impl Tally {
     pub fn finish(self) -> ArpReport {
         let macs: Vec<MacAddr> = self.responders.iter().map(|r| r.mac).collect();
         let vendors = oui::vendors(&macs);
-        let nodes: Vec<NodeAddress> = self
-            .nodes
-            .into_iter()
-            .map(|(node, macs)| NodeAddress { name: node.name, ip: node.ip, macs })
-            .collect();
+        let nodes: Vec<NodeAddress> = self.nodes.into_addresses();
         let responders: Vec<Responder> = self
             .responders
             .into_iter()
@@ -291,8 +281,8 @@ mod tests {
         tally.observe(ms(1), &answer(SP1, VIP));
         tally.observe(ms(1), &answer(SP1, Ipv4Addr::new(192, 0, 2, 11)));
         tally.observe(ms(2), &answer(SP2, VIP));
-        assert!(tally.node_resolved(Ipv4Addr::new(192, 0, 2, 11)));
-        assert!(!tally.node_resolved(Ipv4Addr::new(192, 0, 2, 19)));
+        assert!(tally.nodes().resolved(Ipv4Addr::new(192, 0, 2, 11)));
+        assert!(!tally.nodes().resolved(Ipv4Addr::new(192, 0, 2, 19)));
         let report = tally.finish();
         assert_eq!(report.responders[0].node.as_deref(), Some("sp1"));
         assert_eq!(report.responders[1].node, None);

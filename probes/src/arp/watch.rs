@@ -7,13 +7,13 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::Node;
+use super::{Node, NodeMacs};
 use crate::net::capture::LiveCapture;
-use crate::net::{capture_file, signal};
+use crate::net::{capture_file, now_since_epoch, signal};
 use crate::wire::arp::{self, ArpFrame, Op};
 use crate::wire::MacAddr;
 use crate::{Error, Result};
@@ -110,7 +110,7 @@ pub fn rfc3339(at: Duration) -> String {
 
 pub struct Watcher {
     target: Ipv4Addr,
-    nodes: Vec<(Node, Vec<MacAddr>)>,
+    nodes: NodeMacs,
     events: Vec<WatchEvent>,
     start: Option<Duration>,
     last_seen: Duration,
@@ -148,7 +148,7 @@ impl Watcher {
     pub fn new(target: Ipv4Addr, nodes: Vec<Node>, tcp_target: Option<String>) -> Watcher {
         Watcher {
             target,
-            nodes: nodes.into_iter().map(|n| (n, Vec::new())).collect(),
+            nodes: NodeMacs::new(nodes),
             events: Vec::new(),
             start: None,
             last_seen: Duration::ZERO,
@@ -186,11 +186,12 @@ impl Watcher {
     }
 
     fn node_of(&self, mac: MacAddr) -> Option<String> {
-        self.nodes.iter().find(|(_, macs)| macs.contains(&mac)).map(|(n, _)| n.name.clone())
+        self.nodes.name_of(mac)
     }
 
-    pub fn node_resolved(&self, ip: Ipv4Addr) -> bool {
-        self.nodes.iter().any(|(n, macs)| n.ip == ip && !macs.is_empty())
+    /// What is known of the `--node` MACs so far.
+    pub fn nodes(&self) -> &NodeMacs {
+        &self.nodes
     }
 
     /// A request for the VIP went out at `at`: the previous interval is judged.
@@ -287,6 +288,7 @@ impl Watcher {
 
     /// Any ARP frame seen at `at`, in time order.
     pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
+        self.nodes.learn(frame);
         if frame.sender_ip == self.target
             && frame.is_gratuitous()
             && matches!(frame.op, Op::Request | Op::Reply)
@@ -318,11 +320,6 @@ impl Watcher {
                 if !window.iter().any(|(mac, _)| *mac == frame.sender_mac) {
                     window.push((frame.sender_mac, at));
                 }
-            }
-        }
-        for (_, macs) in self.nodes.iter_mut().filter(|(n, _)| n.ip == frame.sender_ip) {
-            if !macs.contains(&frame.sender_mac) {
-                macs.push(frame.sender_mac);
             }
         }
     }
@@ -445,10 +442,6 @@ pub struct WatchConfig {
     pub tcp_timeout: Duration,
 }
 
-fn now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
-}
-
 /// Watches live until `duration` or Ctrl-C, handing each event to `on_event` as it happens.
 pub fn watch_live(config: &WatchConfig, mut on_event: impl FnMut(&WatchEvent)) -> Result<WatchSummary> {
     if config.interval.is_zero() {
@@ -466,7 +459,7 @@ pub fn watch_live(config: &WatchConfig, mut on_event: impl FnMut(&WatchEvent)) -
         std::thread::spawn(move || {
             let mut next = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let started = now();
+                let started = now_since_epoch();
                 let clock = Instant::now();
                 let result = TcpStream::connect_timeout(&target, timeout)
                     .map(|_| clock.elapsed())
@@ -492,7 +485,7 @@ pub fn watch_live(config: &WatchConfig, mut on_event: impl FnMut(&WatchEvent)) -
                 Ok(at) => at,
                 Err(e) => break Err(e),
             };
-            for node in config.nodes.iter().filter(|n| !watcher.node_resolved(n.ip)) {
+            for node in config.nodes.iter().filter(|n| !watcher.nodes().resolved(n.ip)) {
                 let _ = capture.send(&arp::request(mac, source, node.ip));
             }
             watcher.probe_sent(at);
@@ -516,7 +509,7 @@ pub fn watch_live(config: &WatchConfig, mut on_event: impl FnMut(&WatchEvent)) -
             on_event(&event);
         }
     };
-    let end = now();
+    let end = now_since_epoch();
     // The connect thread sees the flag (or the closed channel) after its current connect and ends
     // by itself; waiting for it could add a whole connect timeout to the run.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

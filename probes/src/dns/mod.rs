@@ -93,10 +93,7 @@ pub fn parse_type(text: &str) -> Result<RecordType> {
 /// Runs the probe on a runtime of its own and returns the report.
 pub fn run(config: Config) -> Result<DnsReport> {
     // One thread: the work is syscalls, and a second worker only adds wake-ups between threads.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::could_not_run("starting the DNS runtime", e.to_string()))?;
+    let runtime = crate::net::runtime("starting the DNS runtime", None)?;
     runtime.block_on(probe(config))
 }
 

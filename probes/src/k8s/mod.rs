@@ -14,10 +14,7 @@ use crate::{Error, Result};
 
 /// [`discover`] on a runtime of its own, for callers that are not async.
 pub fn discover_blocking(namespace: &str, service: &str, port_name: &str) -> Result<Discovered> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::could_not_run("starting the Kubernetes client", e.to_string()))?;
+    let runtime = crate::net::runtime("starting the Kubernetes client", None)?;
     runtime.block_on(discover(namespace, service, port_name))
 }
 

@@ -3,11 +3,11 @@
 //! arrive before we listen.
 
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pcap::{Active, Capture};
 
-use super::{interface, privilege, Captured};
+use super::{interface, now_since_epoch, privilege, Captured};
 use crate::wire::link::LinkType;
 use crate::{Error, Result};
 
@@ -90,10 +90,6 @@ impl LiveCapture {
             }
         }
     }
-}
-
-fn now_since_epoch() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 /// libpcap reports missing privilege and missing devices as text; turn them into our errors.

@@ -9,7 +9,7 @@ pub mod iptables;
 pub mod privilege;
 pub mod signal;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::wire::link::LinkType;
 
@@ -20,4 +20,22 @@ pub struct Captured {
     pub at: Duration,
     pub link: LinkType,
     pub data: Vec<u8>,
+}
+
+/// Wall-clock time since the Unix epoch, the clock capture timestamps use.
+pub fn now_since_epoch() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// A tokio runtime for one probe: one thread (`workers` None) or a pool of `workers`.
+pub fn runtime(op: &str, workers: Option<usize>) -> crate::Result<tokio::runtime::Runtime> {
+    let mut builder = match workers {
+        None => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.enable_all().build().map_err(|e| crate::Error::could_not_run(op, e.to_string()))
 }

@@ -47,10 +47,7 @@ pub fn serve(config: AgentConfig) -> Result<()> {
     if config.token.trim().is_empty() {
         return Err(Error::invalid("token", "empty: set NETPROBE_TOKEN or pass --token-file"));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::could_not_run("starting the agent", e.to_string()))?;
+    let runtime = crate::net::runtime("starting the agent", Some(2))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

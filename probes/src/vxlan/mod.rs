@@ -119,11 +119,7 @@ pub fn run(config: Config) -> Result<VxlanReport> {
     if config.vni > crate::wire::vxlan::MAX_VNI {
         return Err(Error::invalid("--vni", format!("at most {}", crate::wire::vxlan::MAX_VNI)));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::could_not_run("starting the vxlan runtime", e.to_string()))?;
+    let runtime = crate::net::runtime("starting the vxlan runtime", Some(2))?;
     runtime.block_on(run_async(config))
 }
 
