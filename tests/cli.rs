@@ -93,3 +93,35 @@ fn dns_bad_input_is_exit_2_in_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn the_demo_without_root_is_exit_3_saying_sudo() {
+    // As nobody (setpriv, util-linux): no namespaces can be made.
+    let me = std::path::Path::new(env!("CARGO_BIN_EXE_netprobe"));
+    let Ok(output) = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(me)
+        .arg("demo")
+        .output()
+    else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("Permission denied") && output.status.code() != Some(3) {
+        eprintln!("skipping: nobody cannot execute {}", me.display());
+        return;
+    }
+    if running_as_root() {
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("sudo"), "{stderr}");
+    }
+}
+
+/// setpriv can only switch users when the test runs as root.
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -333,7 +333,7 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
     assert_eq!(report["this_node"], "node-a");
     let a = endpoint(&report, "192.0.2.53");
     assert_eq!((a["node"].as_str(), a["pod"].as_str()), (Some("node-a"), Some("coredns-7db6d8ff4d-m2q8x")));
-    assert_eq!(a["ready"], true);
+    assert_eq!((a["ready"].as_bool(), a["serving"].as_bool()), (Some(true), Some(true)));
     assert_eq!(a["verdict"], "ok");
     let b = endpoint(&report, "192.0.2.54");
     assert_eq!((b["node"].as_str(), b["verdict"].as_str()), (Some("node-b"), Some("failing")));

@@ -30,11 +30,12 @@ pub struct Target {
     pub node: Option<String>,
     pub pod: Option<String>,
     pub ready: Option<bool>,
+    pub serving: Option<bool>,
 }
 
 impl Target {
     pub fn new(address: SocketAddr) -> Target {
-        Target { address, node: None, pod: None, ready: None }
+        Target { address, node: None, pod: None, ready: None, serving: None }
     }
 }
 
@@ -164,6 +165,7 @@ fn endpoint_report(
         node: target.node.clone(),
         pod: target.pod.clone(),
         ready: target.ready,
+        serving: target.serving,
         totals: total.finish(),
         answers: total.answers.iter().cloned().collect(),
         protocols: if per_protocol {

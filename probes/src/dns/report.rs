@@ -51,8 +51,9 @@ pub struct EndpointReport {
     pub port: u16,
     pub node: Option<String>,
     pub pod: Option<String>,
-    /// The EndpointSlice's ready condition, when discovered.
+    /// The EndpointSlice's ready and serving conditions, when discovered.
     pub ready: Option<bool>,
+    pub serving: Option<bool>,
     #[serde(flatten)]
     pub totals: ProtocolReport,
     /// The distinct answers, sorted, TTLs ignored.

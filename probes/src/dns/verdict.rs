@@ -141,6 +141,7 @@ mod tests {
             node: Some(node.into()),
             pod: Some(format!("coredns-{node}")),
             ready: Some(true),
+            serving: Some(true),
             totals: ProtocolReport {
                 sent,
                 answered,

@@ -62,6 +62,7 @@ pub async fn discover(namespace: &str, service: &str, port_name: &str) -> Result
                 node: endpoint.node_name,
                 pod: endpoint.target_ref.and_then(|r| r.name),
                 ready: conditions.ready,
+                serving: conditions.serving,
             });
         }
     }
