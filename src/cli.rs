@@ -123,7 +123,7 @@ pub struct ArpArgs {
 
     /// Watch ownership over time: a request every --interval, every ARP frame about the VIP in
     /// between, one event per change (NDJSON with -o json), and a summary at the end or on Ctrl-C.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["count", "wait"])]
     pub watch: bool,
 
     /// With --watch: stop after this long [default: run until Ctrl-C].
@@ -136,7 +136,7 @@ pub struct ArpArgs {
     pub tcp: Option<SocketAddr>,
 
     /// With --tcp: give up on a connect after this long (counted as a failure).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", requires = "tcp", value_parser = parse_duration)]
     pub tcp_timeout: Duration,
 }
 

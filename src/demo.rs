@@ -42,18 +42,13 @@ pub fn run(args: DemoArgs) -> Result<Exit, Error> {
         }
     }
     signal::catch_interrupts();
-    let parts: &[DemoPart] = match args.part {
-        DemoPart::All => &[DemoPart::Arp, DemoPart::Vxlan, DemoPart::Dns, DemoPart::Iptables],
-        one => std::slice::from_ref(match one {
-            DemoPart::Arp => &DemoPart::Arp,
-            DemoPart::Vxlan => &DemoPart::Vxlan,
-            DemoPart::Dns => &DemoPart::Dns,
-            _ => &DemoPart::Iptables,
-        }),
+    let parts = match args.part {
+        DemoPart::All => vec![DemoPart::Arp, DemoPart::Vxlan, DemoPart::Dns, DemoPart::Iptables],
+        one => vec![one],
     };
     let started = Instant::now();
     let mut as_staged = 0;
-    for part in parts {
+    for part in &parts {
         let mut lab = Lab::with_prefix(PREFIX, &format!("{part:?}").to_lowercase()).map_err(lab_error)?;
         let ok = match part {
             DemoPart::Arp => arp(&mut lab)?,

@@ -3,7 +3,35 @@
 use std::process::{Command, Output};
 
 fn netprobe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netprobe")).args(args).output().unwrap()
+    command().args(args).output().unwrap()
+}
+
+/// netprobe, in a new and empty network namespace when this runs as root (`unshare --net`): a test
+/// of bad flags must not send a packet even if the flags were wrongly accepted.
+fn command() -> Command {
+    let isolated =
+        Command::new("unshare").args(["--net", "true"]).status().map(|s| s.success()).unwrap_or(false);
+    if isolated {
+        let mut cmd = Command::new("unshare");
+        cmd.arg("--net").arg(env!("CARGO_BIN_EXE_netprobe"));
+        cmd
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_netprobe"))
+    }
+}
+
+#[test]
+fn conflicting_arp_flags_are_usage_errors() {
+    for args in [
+        &["arp", "192.0.2.100", "--watch", "-c", "5"][..],
+        &["arp", "192.0.2.100", "--watch", "--wait", "2s"],
+        &["arp", "192.0.2.100", "--duration", "5s"],
+        &["arp", "192.0.2.100", "--watch", "--tcp-timeout", "1s"],
+        &["arp", "192.0.2.100", "--pcap", "x.pcap", "-i", "eth0"],
+    ] {
+        let output = netprobe(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
 }
 
 #[test]
@@ -43,7 +71,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn vxlan_and_agent_need_a_token_and_two_nodes() {
     let run = |args: &[&str], token: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netprobe"));
+        let mut cmd = command();
         cmd.args(args).env_remove("NETPROBE_TOKEN");
         if let Some(t) = token {
             cmd.env("NETPROBE_TOKEN", t);
@@ -82,7 +110,7 @@ fn dns_bad_input_is_exit_2_in_one_line() {
         (&["dns", "--endpoints", "192.0.2.53", "--protocol", "sctp"][..], None),
         (&["dns"][..], Some("/nonexistent/kubeconfig")),
     ] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netprobe"));
+        let mut cmd = command();
         cmd.args(args);
         if let Some(path) = env_kubeconfig {
             cmd.env("KUBECONFIG", path);

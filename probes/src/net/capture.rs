@@ -25,10 +25,10 @@ impl LiveCapture {
         privilege::require_net_raw(&op)?;
         let capture = Capture::from_device(interface)
             .and_then(|c| c.immediate_mode(true).snaplen(512).open())
-            .map_err(|e| pcap_error(&op, e))?;
+            .map_err(|e| pcap_error(&op, interface, e))?;
         // Non-blocking, with our own poll(2) on its fd: libpcap's read timeout is not a deadline
         // (with immediate mode on Linux it polls again by itself instead of returning).
-        let mut capture = capture.setnonblock().map_err(|e| pcap_error(&op, e))?;
+        let mut capture = capture.setnonblock().map_err(|e| pcap_error(&op, interface, e))?;
         capture
             .filter(filter, true)
             .map_err(|e| Error::could_not_run(format!("setting capture filter {filter:?}"), e.to_string()))?;
@@ -53,7 +53,7 @@ impl LiveCapture {
         let at = now_since_epoch();
         self.capture
             .sendpacket(frame)
-            .map_err(|e| pcap_error(&format!("sending on {}", self.interface), e))?;
+            .map_err(|e| pcap_error(&format!("sending on {}", self.interface), &self.interface, e))?;
         Ok(at)
     }
 
@@ -86,19 +86,21 @@ impl LiveCapture {
                         }
                     }
                 }
-                Err(e) => return Err(pcap_error(&format!("reading from {}", self.interface), e)),
+                Err(e) => {
+                    return Err(pcap_error(&format!("reading from {}", self.interface), &self.interface, e))
+                }
             }
         }
     }
 }
 
 /// libpcap reports missing privilege and missing devices as text; turn them into our errors.
-fn pcap_error(op: &str, err: pcap::Error) -> Error {
+fn pcap_error(op: &str, interface: &str, err: pcap::Error) -> Error {
     let text = err.to_string();
     if text.contains("Operation not permitted") || text.contains("Permission denied") {
         Error::NoPrivilege { op: op.to_string() }
     } else if text.contains("No such device") {
-        Error::NoSuchInterface { name: op.rsplit(' ').next().unwrap_or(op).to_string() }
+        Error::NoSuchInterface { name: interface.to_string() }
     } else {
         Error::could_not_run(op, text)
     }
