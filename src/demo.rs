@@ -163,13 +163,7 @@ fn vxlan(lab: &mut Lab) -> Result<bool, Error> {
         nodes.push(node);
     }
     for node in &nodes {
-        let start = Instant::now();
-        while sh(node, "ss -Hltn 'sport = :9473'")?.trim().is_empty() {
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(Error::could_not_run("netprobe demo", "the lab's agents did not start"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        node.wait_listening("tcp", 9473, Duration::from_secs(10)).map_err(lab_error)?;
     }
     sh(&router, "iptables -A FORWARD -p udp --dport 8472 -j DROP")?;
     let args = ["vxlan", "198.51.100.1", "203.0.113.2"];
@@ -211,12 +205,7 @@ fn dns(lab: &mut Lab) -> Result<bool, Error> {
                 ],
             )
             .map_err(lab_error)?;
-            let start = Instant::now();
-            while sh(&host, "ss -Hlun 'sport = :53'")?.trim().is_empty()
-                && start.elapsed() < Duration::from_secs(5)
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            host.wait_listening("udp", 53, Duration::from_secs(5)).map_err(lab_error)?;
         } else {
             let ip: Ipv4Addr = ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
             responders.push(

@@ -2,7 +2,7 @@
 //! FORWARD chain plays the security group, each node with a flannel-style kernel vxlan device on
 //! UDP 8472 and an agent on its host network.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netprobe_lab::{lab_or_skip, Lab, Netns};
 use serde_json::Value;
@@ -43,12 +43,8 @@ fn cluster(test: &str, count: usize) -> Option<Cluster> {
         );
         nodes.push((node, ip));
     }
-    for (node, ip) in &nodes {
-        let start = Instant::now();
-        while node.sh("ss -Hltn 'sport = :9473'").unwrap().trim().is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(10), "agent on {ip} did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    for (node, _) in &nodes {
+        node.wait_listening("tcp", 9473, Duration::from_secs(10)).unwrap();
     }
     Some(Cluster { lab, router, nodes, agents })
 }

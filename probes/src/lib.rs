@@ -18,3 +18,8 @@ pub mod vxlan;
 pub mod wire;
 
 pub use error::{Error, Result};
+
+/// Rounds to three decimals (milliseconds to microseconds, seconds to milliseconds) for reports.
+pub(crate) fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}

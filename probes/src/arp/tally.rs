@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
 use super::{Node, NodeMacs};
-use crate::oui;
 use crate::wire::arp::{ArpFrame, Op};
 use crate::wire::MacAddr;
+use crate::{oui, round3};
 
 pub struct Tally {
     target: Ipv4Addr,
@@ -140,8 +140,7 @@ fn rtt_ms(rtts: &[Duration]) -> Option<RttMs> {
     let ms: Vec<f64> = rtts.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     let min = ms.iter().copied().reduce(f64::min)?;
     let max = ms.iter().copied().reduce(f64::max)?;
-    let round = |v: f64| (v * 1000.0).round() / 1000.0;
-    Some(RttMs { min: round(min), avg: round(ms.iter().sum::<f64>() / ms.len() as f64), max: round(max) })
+    Some(RttMs { min: round3(min), avg: round3(ms.iter().sum::<f64>() / ms.len() as f64), max: round3(max) })
 }
 
 /// The verdict as a sentence, and where to look next.

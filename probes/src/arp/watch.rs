@@ -16,7 +16,7 @@ use crate::net::capture::LiveCapture;
 use crate::net::{capture_file, now_since_epoch, signal};
 use crate::wire::arp::{self, ArpFrame, Op};
 use crate::wire::MacAddr;
-use crate::{Error, Result};
+use crate::{round3, Error, Result};
 
 /// An unanswered request this old when a gratuitous ARP arrives means nobody owned the VIP in
 /// between (on a LAN answers take milliseconds).
@@ -352,7 +352,7 @@ impl Watcher {
         if spike {
             tcp.spikes.push(at);
             let (connect_ms, error) = match result {
-                Ok(took) => (Some((took.as_secs_f64() * 1e6).round() / 1000.0), None),
+                Ok(took) => (Some(round3(took.as_secs_f64() * 1000.0)), None),
                 Err(e) => (None, Some(e)),
             };
             let target = tcp.target.clone();
@@ -412,10 +412,6 @@ impl Watcher {
     pub fn last_seen(&self) -> Duration {
         self.last_seen
     }
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// The mean gap between changes when at least two gaps vary by less than a quarter of their mean.

@@ -75,7 +75,7 @@ fn latency(samples: &[Duration]) -> Option<Latency> {
     ms.sort_by(f64::total_cmp);
     let rank = |p: f64| {
         let index = ((p / 100.0) * ms.len() as f64).ceil() as usize;
-        (ms[index.clamp(1, ms.len()) - 1] * 1000.0).round() / 1000.0
+        crate::round3(ms[index.clamp(1, ms.len()) - 1])
     };
     Some(Latency { p50: rank(50.0), p95: rank(95.0), p99: rank(99.0), max: rank(100.0) })
 }

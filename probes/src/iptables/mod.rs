@@ -134,13 +134,12 @@ impl Loaded {
             times.push(took.as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
-        let round = |v: f64| (v * 1000.0).round() / 1000.0;
         Ok(CheckLatency {
             rule: format!("-t {table} -C {chain} {spec}"),
             runs: times.len() as u32,
-            min_ms: round(times[0]),
-            median_ms: round(times[times.len() / 2]),
-            max_ms: round(times[times.len() - 1]),
+            min_ms: crate::round3(times[0]),
+            median_ms: crate::round3(times[times.len() / 2]),
+            max_ms: crate::round3(times[times.len() - 1]),
         })
     }
 }

@@ -234,6 +234,22 @@ impl Netns {
         Ok(text.split_whitespace().map(str::to_string).collect())
     }
 
+    /// Waits until something in this namespace listens on `port` (`tcp` or `udp`), up to `timeout`.
+    pub fn wait_listening(&self, protocol: &str, port: u16, timeout: Duration) -> Result<()> {
+        let flag = if protocol == "udp" { "-Hlun" } else { "-Hltn" };
+        let start = std::time::Instant::now();
+        while self.sh(&format!("ss {flag} 'sport = :{port}'"))?.trim().is_empty() {
+            if start.elapsed() > timeout {
+                return Err(LabError(format!(
+                    "nothing listens on {protocol} port {port} in {} after {timeout:?}",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Moves the calling thread into this namespace (setns). Use it on a thread of its own that
     /// ends before the lab is dropped.
     pub fn enter_current_thread(&self) -> Result<()> {
