@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use netprobe_probes::arp::watch::{self, WatchConfig, WatchEvent, WatchSummary};
+use netprobe_probes::arp::watch::{self, Claimant, WatchConfig, WatchEvent, WatchSummary};
 use netprobe_probes::arp::{self, ArpReport, Config, Responder};
 use netprobe_probes::Error;
 
@@ -30,16 +30,13 @@ pub fn run(args: ArpArgs, format: Format) -> Result<Exit, Error> {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
-    Ok(Exit::from_verdict(report.verdict.is_healthy()))
+    Ok(Exit::from_health(report.health()))
 }
 
 /// Verdict first, then one row per MAC, then where to look next.
 fn render_table(report: &ArpReport) -> String {
-    let mut text = format!(
-        "{}  {}\n",
-        output::verdict(report.verdict.as_str(), report.verdict.is_healthy()),
-        report.summary
-    );
+    let mut text =
+        format!("{}  {}\n", output::verdict(report.verdict.as_str(), report.health()), report.summary);
     let origin = match (&report.interface, &report.capture_file) {
         (Some(interface), _) => {
             let source = report.source_ip.map(|ip| format!(" from {ip}")).unwrap_or_default();
@@ -55,11 +52,16 @@ fn render_table(report: &ArpReport) -> String {
         // Optional columns appear only when they say something.
         let with_nodes = !report.nodes.is_empty();
         let with_notes = report.responders.iter().any(|r| !r.ethernet_sources.is_empty());
+        let with_announcements = report.responders.iter().any(|r| r.announcements > 0);
         let mut header = vec!["mac"];
         if with_nodes {
             header.push("node");
         }
-        header.extend(["replies", "rtt min/avg/max", "vendor"]);
+        header.push("replies");
+        if with_announcements {
+            header.push("announced");
+        }
+        header.extend(["rtt min/avg/max", "vendor"]);
         if with_notes {
             header.push("note");
         }
@@ -70,6 +72,9 @@ fn render_table(report: &ArpReport) -> String {
                 row.push(responder.node.clone().unwrap_or_else(|| "UNKNOWN HOST".into()));
             }
             row.push(responder.replies.to_string());
+            if with_announcements {
+                row.push(responder.announcements.to_string());
+            }
             row.push(match responder.rtt_ms {
                 Some(rtt) => format!("{:.2}/{:.2}/{:.2} ms", rtt.min, rtt.avg, rtt.max),
                 None => "-".into(),
@@ -88,6 +93,9 @@ fn render_table(report: &ArpReport) -> String {
         report.nodes.iter().filter(|n| n.macs.is_empty()).map(|n| format!("{} ({})", n.name, n.ip)).collect();
     if !unresolved.is_empty() {
         text.push_str(&format!("\nno ARP reply from node(s): {}\n", unresolved.join(", ")));
+    }
+    for note in &report.notes {
+        text.push_str(&format!("\nnote: {note}\n"));
     }
     if let Some(next) = &report.next_step {
         text.push_str(&format!("\nnext: {next}\n"));
@@ -139,7 +147,7 @@ fn run_watch(args: ArpArgs, format: Format) -> Result<Exit, Error> {
         Format::Json => output::json(&summary),
         Format::Table => summary_table(&summary),
     });
-    Ok(Exit::from_verdict(summary.verdict == "stable"))
+    Ok(Exit::from_health(summary.health()))
 }
 
 fn labelled(mac: &netprobe_probes::wire::MacAddr, node: &Option<String>) -> String {
@@ -158,9 +166,10 @@ fn event_line(event: &WatchEvent) -> String {
             if *seen_in == "gratuitous" { "announced by gratuitous ARP" } else { "seen in replies" }
         ),
         WatchEvent::Gratuitous { at, mac, node } => format!("{at}  gratuitous    {}", labelled(mac, node)),
-        WatchEvent::DuplicateStart { at, macs } => {
-            let macs: Vec<String> = macs.iter().map(ToString::to_string).collect();
-            format!("{at}  DUPLICATE     {} answer at once", macs.join(", "))
+        WatchEvent::DuplicateStart { at, owners } => {
+            let owners: Vec<String> =
+                owners.iter().map(|Claimant { mac, node }| labelled(mac, node)).collect();
+            format!("{at}  DUPLICATE     {} answer at once", owners.join(", "))
         }
         WatchEvent::DuplicateEnd { at } => format!("{at}  duplicate-end one MAC answers again"),
         WatchEvent::NoReplyStart { at } => format!("{at}  NO-REPLY      nobody answers"),
@@ -174,16 +183,8 @@ fn event_line(event: &WatchEvent) -> String {
 }
 
 fn summary_table(summary: &WatchSummary) -> String {
-    let stable = summary.verdict == "stable";
-    let period = summary.period_s.map(|p| format!(", every {p:.1} s")).unwrap_or_default();
-    let mut text = format!(
-        "\n{}  {} owner change(s) in {:.1} s{period}; longest without an owner {:.1} s; {} interval(s) with duplicates\n",
-        output::verdict(summary.verdict, stable),
-        summary.owner_changes,
-        summary.duration_s,
-        summary.longest_no_owner_s,
-        summary.duplicate_intervals
-    );
+    let mut text =
+        format!("\n{}  {}\n", output::verdict(summary.verdict.as_str(), summary.health()), summary.summary);
     if !summary.owners.is_empty() {
         let mut table = output::table(&["owner", "node", "held"]);
         for owner in &summary.owners {
@@ -200,6 +201,9 @@ fn summary_table(summary: &WatchSummary) -> String {
             "\ntcp {}: {} connects, {} spikes ({} failed), {} within 2 s of an owner change\n",
             tcp.target, tcp.probes, tcp.spikes, tcp.failures, tcp.correlated_with_owner_change
         ));
+    }
+    for note in &summary.notes {
+        text.push_str(&format!("\nnote: {note}\n"));
     }
     text
 }

@@ -47,19 +47,67 @@ impl Cli {
     }
 }
 
+const ARP_LONG: &str = "Find every MAC that answers ARP for an address, not just the first.\n\n\
+Run it from a host on the VIP's layer-2 segment. It broadcasts --count who-has requests \
+--interval apart and keeps listening until --wait after the last one, so a speaker that answers \
+late still counts. More than one MAC for a MetalLB layer-2 VIP means more than one speaker claims it.\n\n\
+Needs CAP_NET_RAW (sudo, or setcap cap_net_raw,cap_net_admin+ep on the binary); --pcap needs none.";
+
+const VXLAN_LONG: &str =
+    "Test VXLAN between nodes in every direction and name the place where packets die.\n\n\
+NODE is the address of a `netprobe agent` on that node (IP, IP:PORT or HOST[:PORT], port 9473 by \
+default); the token comes from NETPROBE_TOKEN. For each ordered pair A->B, B captures on its \
+interface towards A, A sends --count real VXLAN packets (RFC 7348, VNI --vni, a probe id in the inner \
+frame) to B:--port through its kernel's UDP stack, and captures its own egress; a datagram to another \
+UDP port of B's agent is the control. Verdicts per pair: ok, partial-loss, blocked-at-source (never \
+left A), lost-in-network (left A, never reached B), dropped-at-destination (reached B, dropped by a \
+rule there, which is named).\n\n\
+The default VNI 16777200 is far from flannel's 1, Calico's 4096 and Cilium's cluster identities, so a \
+node's own VTEP drops the probes without learning anything from them.";
+
+const DEMO_LONG: &str =
+    "Rebuild the three incidents in network namespaces on this machine, run the real probe \
+against each, and remove everything again. Needs root (namespaces, iptables); uses only \
+documentation addresses inside its own namespaces.";
+
+const IPTABLES_LONG: &str = "Count and explain iptables rule bloat, and print a safe cleanup script.\n\n\
+Reads iptables-save output: live by default (also reporting ip6tables and the other backend, \
+legacy or nft, when they hold rules), or a saved dump with --file. Counts the rules per chain, the \
+duplicates (the same rule text in the same chain, counters ignored), the owner of each chain, and \
+orphan chains. Verdict `bloated` (exit 1) when one chain holds more than --max-copies copies of a \
+rule, more than --max-duplicate-percent of all rules are duplicates, or there are more than \
+--max-rules rules.\n\n\
+Nothing here changes a rule, except --self-test, which uses a scratch chain and removes it.";
+
+const DNS_LONG: &str = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
+Service VIP itself the same question, all at once, and say which endpoint fails and why.\n\n\
+Endpoints come from --endpoints, or from the Kubernetes API: the EndpointSlices labelled \
+kubernetes.io/service-name=SERVICE in NAMESPACE (kubeconfig from KUBECONFIG or ~/.kube/config, or the \
+in-cluster service account), with each pod's node. Each query uses a fresh source port; replies must \
+carry our ID and question and come from the address asked. A truncated UDP reply is asked again over TCP.\n\n\
+Verdicts per endpoint: ok, failing (no answers), degraded (some lost, server errors, or p95 above \
+--slow), inconsistent (answers differ from the majority). Findings explain them: endpoint-unreachable, \
+inconsistent-answers, service-failures-explained, cross-node (failing pods all on other nodes: check \
+the overlay with netprobe vxlan).";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Find every MAC that answers ARP for an address (duplicate MetalLB speakers).
+    #[command(long_about = ARP_LONG)]
     Arp(ArpArgs),
     /// Test VXLAN (UDP 8472) between nodes, every direction, and name where packets die.
+    #[command(long_about = VXLAN_LONG)]
     Vxlan(VxlanArgs),
     /// Run the node agent that `netprobe vxlan` drives (on every node, host network).
     Agent(AgentArgs),
     /// Query each CoreDNS pod and the kube-dns Service directly, and compare.
+    #[command(long_about = DNS_LONG)]
     Dns(DnsArgs),
     /// Count and explain iptables rule bloat (duplicate rules), and print a cleanup script.
+    #[command(long_about = IPTABLES_LONG)]
     Iptables(IptablesArgs),
     /// Rebuild the three incidents in network namespaces on this machine and diagnose them live.
+    #[command(long_about = DEMO_LONG)]
     Demo(DemoArgs),
     /// Print a shell completion script: netprobe completions bash > /etc/bash_completion.d/netprobe
     Completions {
@@ -75,19 +123,12 @@ pub struct NotBuilt {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Find every MAC that answers ARP for an address, not just the first.\n\n\
-Run it from a host on the VIP's layer-2 segment. It broadcasts --count who-has requests \
---interval apart and keeps listening until --wait after the last one, so a speaker that answers \
-late still counts. More than one MAC for a MetalLB layer-2 VIP means more than one speaker claims it.\n\n\
-Needs CAP_NET_RAW (sudo, or setcap cap_net_raw,cap_net_admin+ep on the binary); --pcap needs none.",
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 sudo netprobe arp 192.0.2.100\n  \
 sudo netprobe arp 192.0.2.100 --watch --tcp 192.0.2.100:80 --duration 10m\n  \
 sudo netprobe arp 192.0.2.100 -i eth0 --node node-a=192.0.2.11 --node node-b=192.0.2.12\n  \
 sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n  \
-netprobe arp 192.0.2.100 --pcap vip.pcap -o json"
-)]
+netprobe arp 192.0.2.100 --pcap vip.pcap -o json")]
 pub struct ArpArgs {
     /// The address to resolve, e.g. a LoadBalancer VIP.
     pub vip: Ipv4Addr,
@@ -100,12 +141,12 @@ pub struct ArpArgs {
     #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
 
-    /// Time between requests (250ms, 1s, ...) [default: 200ms, with --watch 1s].
-    #[arg(long, value_parser = parse_duration)]
+    /// Time between requests (250ms, 1s, ...; at most 1h) [default: 200ms, with --watch 1s].
+    #[arg(long, value_parser = |s: &str| parse_duration_max(s, HOUR))]
     pub interval: Option<Duration>,
 
-    /// How long to keep listening after the last request.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How long to keep listening after the last request (at most 1h).
+    #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, HOUR))]
     pub wait: Duration,
 
     /// Source IP of the requests [default: the interface's first IPv4 address].
@@ -118,7 +159,8 @@ pub struct ArpArgs {
     pub nodes: Vec<Node>,
 
     /// Analyse a capture (pcap or pcapng, from tcpdump -w) instead of probing. Needs no privilege.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["interface", "source"])]
+    /// The capture's own requests are the probes, so the flags that shape sending do not apply.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["interface", "source", "count", "interval", "wait", "duration"])]
     pub pcap: Option<PathBuf>,
 
     /// Watch ownership over time: a request every --interval, every ARP frame about the VIP in
@@ -126,8 +168,8 @@ pub struct ArpArgs {
     #[arg(long, conflicts_with_all = ["count", "wait"])]
     pub watch: bool,
 
-    /// With --watch: stop after this long [default: run until Ctrl-C].
-    #[arg(long, requires = "watch", value_parser = parse_duration)]
+    /// With --watch: stop after this long (at most 366d) [default: run until Ctrl-C].
+    #[arg(long, requires = "watch", value_parser = |s: &str| parse_duration_max(s, 366 * DAY))]
     pub duration: Option<Duration>,
 
     /// With --watch: also connect to HOST:PORT (a service on the VIP) every interval and report
@@ -135,8 +177,8 @@ pub struct ArpArgs {
     #[arg(long, value_name = "HOST:PORT", requires = "watch", conflicts_with = "pcap", value_parser = parse_tcp_target)]
     pub tcp: Option<SocketAddr>,
 
-    /// With --tcp: give up on a connect after this long (counted as a failure).
-    #[arg(long, default_value = "3s", requires = "tcp", value_parser = parse_duration)]
+    /// With --tcp: give up on a connect after this long (counted as a failure; at most 1m).
+    #[arg(long, default_value = "3s", requires = "tcp", value_parser = |s: &str| parse_duration_max(s, MINUTE))]
     pub tcp_timeout: Duration,
 }
 
@@ -149,22 +191,10 @@ fn parse_tcp_target(text: &str) -> Result<SocketAddr, String> {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Test VXLAN between nodes in every direction and name the place where packets die.\n\n\
-NODE is the address of a `netprobe agent` on that node (IP, IP:PORT or HOST[:PORT], port 9473 by \
-default); the token comes from NETPROBE_TOKEN. For each ordered pair A->B, B captures on its \
-interface towards A, A sends --count real VXLAN packets (RFC 7348, VNI --vni, a probe id in the inner \
-frame) to B:--port through its kernel's UDP stack, and captures its own egress; a datagram to another \
-UDP port of B's agent is the control. Verdicts per pair: ok, partial-loss, blocked-at-source (never \
-left A), lost-in-network (left A, never reached B), dropped-at-destination (reached B, dropped by a \
-rule there, which is named).\n\n\
-The default VNI 16777200 is far from flannel's 1, Calico's 4096 and Cilium's cluster identities, so a \
-node's own VTEP drops the probes without learning anything from them.",
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 export NETPROBE_TOKEN=...            # the agents' token\n  \
 netprobe vxlan 198.51.100.1 203.0.113.2\n  \
-netprobe vxlan node1 node2 node3 -o json"
-)]
+netprobe vxlan node1 node2 node3 -o json")]
 pub struct VxlanArgs {
     /// Agent addresses of the nodes: two test both directions, more test every ordered pair.
     #[arg(required = true, num_args = 2.., value_name = "NODE")]
@@ -182,21 +212,17 @@ pub struct VxlanArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub count: u32,
 
-    /// How long to wait for the probes to arrive after sending.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How long to wait for the probes to arrive after sending (at most 10s: an agent listens for
+    /// at most 15 s per probe).
+    #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, 10 * SECOND))]
     pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Rebuild the three incidents in network namespaces on this machine, run the real probe \
-against each, and remove everything again. Needs root (namespaces, iptables); uses only \
-documentation addresses inside its own namespaces.",
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 sudo netprobe demo\n  \
 sudo netprobe demo vxlan --keep     # leave the lab up to look around\n  \
-sudo netprobe demo --clean          # remove what --keep left"
-)]
+sudo netprobe demo --clean          # remove what --keep left")]
 pub struct DemoArgs {
     /// Which incident to stage.
     #[arg(value_enum, default_value_t = DemoPart::All)]
@@ -236,22 +262,12 @@ pub struct AgentArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Count and explain iptables rule bloat, and print a safe cleanup script.\n\n\
-Reads iptables-save output: live by default (also reporting ip6tables and the other backend, \
-legacy or nft, when they hold rules), or a saved dump with --file. Counts the rules per chain, the \
-duplicates (the same rule text in the same chain, counters ignored), the owner of each chain, and \
-orphan chains. Verdict `bloated` (exit 1) when one chain holds more than --max-copies copies of a \
-rule, more than --max-duplicate-percent of all rules are duplicates, or there are more than \
---max-rules rules.\n\n\
-Nothing here changes a rule, except --self-test, which uses a scratch chain and removes it.",
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 sudo netprobe iptables\n  \
 sudo iptables-save | netprobe iptables --file -\n  \
 netprobe iptables --file node1.rules -o json\n  \
 sudo netprobe iptables --self-test --check-latency\n  \
-sudo netprobe iptables --cleanup-script > cleanup.rules   # review it, then: iptables-restore --noflush < cleanup.rules"
-)]
+sudo netprobe iptables --cleanup-script > cleanup.rules   # review it, then: iptables-restore --noflush < cleanup.rules")]
 pub struct IptablesArgs {
     /// Analyse an iptables-save dump instead of the live tables; - reads standard input.
     #[arg(long, value_name = "FILE|-")]
@@ -293,22 +309,10 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
-Service VIP itself the same question, all at once, and say which endpoint fails and why.\n\n\
-Endpoints come from --endpoints, or from the Kubernetes API: the EndpointSlices labelled \
-kubernetes.io/service-name=SERVICE in NAMESPACE (kubeconfig from KUBECONFIG or ~/.kube/config, or the \
-in-cluster service account), with each pod's node. Each query uses a fresh source port; replies must \
-carry our ID and question and come from the address asked. A truncated UDP reply is asked again over TCP.\n\n\
-Verdicts per endpoint: ok, failing (no answers), degraded (some lost, server errors, or p95 above \
---slow), inconsistent (answers differ from the majority). Findings explain them: endpoint-unreachable, \
-inconsistent-answers, service-failures-explained, cross-node (failing pods all on other nodes: check \
-the overlay with netprobe vxlan).",
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 netprobe dns --each-endpoint                      # discover kube-system/kube-dns, this node from NODE_NAME\n  \
 netprobe dns --endpoints 10.42.0.5,10.42.1.7 --service-ip 10.43.0.10 --node node-a\n  \
-netprobe dns --endpoints 192.0.2.53:5353 --protocol udp --count 1000 --interval 0 --concurrency 64"
-)]
+netprobe dns --endpoints 192.0.2.53:5353 --protocol udp --count 1000 --interval 0 --concurrency 64")]
 pub struct DnsArgs {
     /// Query every endpoint separately (what this command always does; the flag documents intent).
     #[arg(long)]
@@ -342,24 +346,24 @@ pub struct DnsArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
 
-    /// Time between queries to one endpoint; 0 sends as fast as --concurrency allows.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    /// Time between queries to one endpoint; 0 sends as fast as --concurrency allows (at most 1h).
+    #[arg(long, default_value = "50ms", value_parser = |s: &str| parse_duration_max(s, HOUR))]
     pub interval: Duration,
 
     /// Queries in flight per endpoint and protocol.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
 
-    /// How long to wait for each reply.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How long to wait for each reply (at most 1m).
+    #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, MINUTE))]
     pub timeout: Duration,
 
     /// Transport to ask over.
     #[arg(long, value_enum, default_value_t = DnsProtocol::Both)]
     pub protocol: DnsProtocol,
 
-    /// A p95 latency above this makes an endpoint degraded.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    /// A p95 latency above this makes an endpoint degraded (at most 1m).
+    #[arg(long, default_value = "250ms", value_parser = |s: &str| parse_duration_max(s, MINUTE))]
     pub slow: Duration,
 
     /// The node this runs on, for the cross-node finding [default: $NODE_NAME].
@@ -384,8 +388,20 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write durations like 250ms, 1s, 10m)"))
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A duration like 250ms, 1s, 10m, no longer than `max`: every duration flag has a sane ceiling,
+/// so no deadline arithmetic can overflow.
+fn parse_duration_max(text: &str, max: Duration) -> Result<Duration, String> {
+    let value =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write durations like 250ms, 1s, 10m)"))?;
+    if value > max {
+        return Err(format!("at most {}", humantime::format_duration(max)));
+    }
+    Ok(value)
 }
 
 fn parse_node(text: &str) -> Result<Node, String> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use netprobe_lab::{dns_responder, iptables_dump, remove_all, Lab, LabError, Netns, NsThread};
 use netprobe_probes::net::signal;
-use netprobe_probes::Error;
+use netprobe_probes::{Error, Health};
 
 use crate::cli::{DemoArgs, DemoPart};
 use crate::exit::Exit;
@@ -73,7 +73,7 @@ pub fn run(args: DemoArgs) -> Result<Exit, Error> {
         started.elapsed().as_secs_f64(),
         if args.keep { "" } else { "; everything it made is removed" }
     );
-    Ok(Exit::from_verdict(as_staged == parts.len()))
+    Ok(Exit::from_health(if as_staged == parts.len() { Health::Ok } else { Health::Fault }))
 }
 
 fn on_path(tool: &str) -> bool {

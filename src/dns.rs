@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use netprobe_probes::dns::{self, Config, DnsReport, Protocol, Target};
-use netprobe_probes::{k8s, Error};
+use netprobe_probes::{k8s, Error, Health};
 
 use crate::cli::{DnsArgs, DnsProtocol};
 use crate::exit::Exit;
@@ -51,11 +51,10 @@ pub fn run(args: DnsArgs, format: Format) -> Result<Exit, Error> {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
-    Ok(Exit::from_verdict(report.verdict == "ok"))
+    Ok(Exit::from_health(report.verdict))
 }
 
 fn render_table(report: &DnsReport) -> String {
-    let healthy = report.verdict == "ok";
     let bad = report.endpoints.iter().filter(|e| e.verdict != dns::EndpointVerdict::Ok).count();
     let mut headline = if bad == 0 {
         format!("all {} endpoint(s) answer alike", report.endpoints.len())
@@ -66,7 +65,10 @@ fn render_table(report: &DnsReport) -> String {
         let failed = service.totals.sent - service.totals.answered;
         headline.push_str(&format!("; the Service failed {failed} of {} queries", service.totals.sent));
     }
-    let mut text = format!("{}  {headline}\n", output::verdict(report.verdict, healthy));
+    let mut text = format!(
+        "{}  {headline}\n",
+        output::verdict(if report.verdict == Health::Ok { "ok" } else { "fault" }, report.verdict)
+    );
     let node = report.this_node.as_deref().map(|n| format!(", from node {n}")).unwrap_or_default();
     text.push_str(&format!("{} {}{node}\n\n", report.name, report.record_type));
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use netprobe_probes::Error;
+use netprobe_probes::{Error, Health};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -17,11 +17,12 @@ pub enum Exit {
 }
 
 impl Exit {
-    pub fn from_verdict(healthy: bool) -> Exit {
-        if healthy {
-            Exit::Healthy
-        } else {
-            Exit::Fault
+    /// The one place a report's verdict becomes an exit code.
+    pub fn from_health(health: Health) -> Exit {
+        match health {
+            Health::Ok => Exit::Healthy,
+            Health::Fault => Exit::Fault,
+            Health::CouldNotRun => Exit::CouldNotRun,
         }
     }
 

@@ -43,11 +43,10 @@ pub fn run(args: IptablesArgs, format: Format) -> Result<Exit, Error> {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
-    Ok(Exit::from_verdict(report.verdict == iptables::Verdict::Ok))
+    Ok(Exit::from_health(report.verdict.health()))
 }
 
 fn render_table(report: &IptablesReport) -> String {
-    let healthy = report.verdict == iptables::Verdict::Ok;
     let share = if report.total_rules > 0 {
         report.duplicate_rules as f64 * 100.0 / report.total_rules as f64
     } else {
@@ -55,7 +54,7 @@ fn render_table(report: &IptablesReport) -> String {
     };
     let mut text = format!(
         "{}  {} rules, {} of them duplicates ({share:.1}%)\n",
-        output::verdict(report.verdict.as_str(), healthy),
+        output::verdict(report.verdict.as_str(), report.verdict.health()),
         output::count(report.total_rules),
         output::count(report.duplicate_rules),
     );

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use clap::ValueEnum;
 use comfy_table::{presets, ContentArrangement, Table};
+use netprobe_probes::Health;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -31,12 +32,12 @@ pub fn color_enabled() -> bool {
 }
 
 /// The verdict word, upper case, green when healthy and red when not (on a colour terminal).
-pub fn verdict(word: &str, healthy: bool) -> String {
+pub fn verdict(word: &str, health: Health) -> String {
     let word = word.to_uppercase();
     if !color_enabled() {
         return word;
     }
-    let code = if healthy { "32" } else { "31" };
+    let code = if health == Health::Ok { "32" } else { "31" };
     format!("\x1b[1;{code}m{word}\x1b[0m")
 }
 

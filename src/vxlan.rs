@@ -47,7 +47,7 @@ pub fn run(args: VxlanArgs, format: Format) -> Result<Exit, Error> {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
-    Ok(Exit::from_verdict(report.verdict == "ok"))
+    Ok(Exit::from_health(report.verdict))
 }
 
 fn render_table(report: &VxlanReport) -> String {
@@ -59,7 +59,7 @@ fn render_table(report: &VxlanReport) -> String {
     };
     let mut text = format!(
         "{}  {headline} (VNI {}, {} probes each)\n\n",
-        output::verdict(report.verdict, bad.is_empty()),
+        output::verdict(if bad.is_empty() { "ok" } else { "fault" }, report.verdict),
         report.vni,
         report.count
     );

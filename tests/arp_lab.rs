@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
 use netprobe_probes::net::capture::LiveCapture;
+use netprobe_probes::net::Link;
 use netprobe_probes::wire::arp::{self, ArpFrame, Op};
 use serde_json::Value;
 

@@ -10,6 +10,7 @@
 pub mod arp;
 pub mod dns;
 pub mod error;
+pub mod health;
 pub mod iptables;
 pub mod k8s;
 pub mod net;
@@ -18,6 +19,7 @@ pub mod vxlan;
 pub mod wire;
 
 pub use error::{Error, Result};
+pub use health::Health;
 
 /// Rounds to three decimals (milliseconds to microseconds, seconds to milliseconds) for reports.
 pub(crate) fn round3(value: f64) -> f64 {

@@ -17,7 +17,7 @@ pub use report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
 pub use tally::Tally;
 
 use crate::net::capture::LiveCapture;
-use crate::net::{capture_file, interface};
+use crate::net::{capture_file, interface, Clock, Link, SystemClock};
 use crate::wire::arp::{self, ArpFrame};
 use crate::wire::MacAddr;
 use crate::{Error, Result};
@@ -93,6 +93,9 @@ impl Config {
     }
 }
 
+/// In a capture, a reply matches a request of its asker at most this old.
+pub const CAPTURE_MATCH_WINDOW: Duration = Duration::from_secs(1);
+
 /// Probes live: `count` broadcast requests for the target (and one per unresolved node each round),
 /// then listens until `wait` after the last.
 pub fn probe(config: &Config) -> Result<ArpReport> {
@@ -100,28 +103,44 @@ pub fn probe(config: &Config) -> Result<ArpReport> {
         return Err(Error::invalid("--count 0", "send at least one request"));
     }
     let (name, mac, source) = probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
-
     // Filter first, then send: nothing can answer before we listen.
     let mut capture = LiveCapture::open(&name, "arp")?;
-    let mut tally = Tally::new(config.target, config.nodes.clone(), false);
-    let start = Instant::now();
-    let mut last_send = start;
-    for round in 0..config.count {
-        let send_at = start + config.interval * round;
-        drain(&mut capture, &mut tally, send_at)?;
-        last_send = Instant::now();
-        let at = capture.send(&arp::request(mac, source, config.target))?;
-        tally.request_sent(at);
-        for node in config.nodes.iter().filter(|n| !tally.nodes().resolved(n.ip)) {
-            capture.send(&arp::request(mac, source, node.ip))?;
-        }
-    }
-    drain(&mut capture, &mut tally, last_send + config.wait)?;
-
-    let mut report = tally.finish();
+    let mut report = probe_on(&mut capture, &SystemClock, config, mac, source)?;
     report.interface = Some(name);
     report.source_ip = Some(source);
     Ok(report)
+}
+
+/// The probe's loop on any [`Link`] and [`Clock`]: requests on schedule, every frame tallied, until
+/// `wait` after the last request.
+pub fn probe_on(
+    link: &mut impl Link,
+    clock: &impl Clock,
+    config: &Config,
+    mac: MacAddr,
+    source: Ipv4Addr,
+) -> Result<ArpReport> {
+    let window = config.wait.max(Duration::from_secs(1));
+    let mut tally = Tally::live(config.target, config.nodes.clone(), source, window);
+    let start = clock.now();
+    let mut last_send = start;
+    for round in 0..config.count {
+        let send_at = config
+            .interval
+            .checked_mul(round)
+            .and_then(|offset| start.checked_add(offset))
+            .ok_or_else(|| Error::invalid("--interval", "too long"))?;
+        drain(link, &mut tally, send_at)?;
+        last_send = clock.now();
+        let at = link.send(&arp::request(mac, source, config.target))?;
+        tally.request_sent(at);
+        for node in config.nodes.iter().filter(|n| !tally.nodes().resolved(n.ip)) {
+            link.send(&arp::request(mac, source, node.ip))?;
+        }
+    }
+    let end = last_send.checked_add(config.wait).ok_or_else(|| Error::invalid("--wait", "too long"))?;
+    drain(link, &mut tally, end)?;
+    Ok(tally.finish())
 }
 
 /// The interface to probe on (given, or the route's), its MAC, and the source address (given, or
@@ -151,25 +170,133 @@ fn probe_endpoint(
     Ok((name, mac, source))
 }
 
-/// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2) of an ARP exchange and gives the
-/// same report as a live probe. Requests for the target in the capture count as `sent`.
+/// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2, any VLAN tags) of ARP traffic and
+/// gives the same report as a live probe: every host's requests for the target whose answers the
+/// capture shows count as sent.
 pub fn from_capture(path: &Path, target: Ipv4Addr, nodes: Vec<Node>) -> Result<ArpReport> {
-    let mut tally = Tally::new(target, nodes, true);
-    capture_file::for_each_frame(path, |frame| {
+    let mut tally = Tally::capture(target, nodes, CAPTURE_MATCH_WINDOW);
+    let file = capture_file::for_each_frame(path, |frame| {
         if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
             tally.observe(frame.at, &arp);
         }
     })?;
     let mut report = tally.finish();
     report.capture_file = Some(path.display().to_string());
+    report.notes.extend(file.notes);
     Ok(report)
 }
 
-fn drain(capture: &mut LiveCapture, tally: &mut Tally, until: Instant) -> Result<()> {
-    while let Some(frame) = capture.next_before(until)? {
+fn drain(link: &mut impl Link, tally: &mut Tally, until: Instant) -> Result<()> {
+    while let Some(frame) = link.next_before(until)? {
         if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
             tally.observe(frame.at, &arp);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::fake::{Event, FakeClock, FakeLink};
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+    const US: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const OUR_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+    const SP1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x11]);
+    const SP2: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x12]);
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// A link where `speakers` answer every request for the VIP after their delay, except the
+    /// requests whose index is in `lost`.
+    fn segment(clock: &FakeClock, speakers: Vec<(MacAddr, u64)>, lost: Vec<usize>) -> FakeLink {
+        let mut asked = 0;
+        FakeLink::new(clock).responding(move |at, frame| {
+            let Some(req) = ArpFrame::from_link(crate::wire::link::LinkType::Ethernet, frame) else {
+                return vec![];
+            };
+            if req.target_ip != VIP {
+                return vec![];
+            }
+            asked += 1;
+            if lost.contains(&(asked - 1)) {
+                return vec![];
+            }
+            speakers
+                .iter()
+                .map(|(mac, delay)| (at + ms(*delay), arp::reply(*mac, VIP, OUR_MAC, US).to_vec()))
+                .collect()
+        })
+    }
+
+    fn config() -> Config {
+        Config { interval: ms(200), wait: ms(1000), ..Config::new(VIP) }
+    }
+
+    #[test]
+    fn every_request_answered_once_is_ok() {
+        let clock = FakeClock::new();
+        let mut link = segment(&clock, vec![(SP1, 1)], vec![]);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        assert_eq!((report.verdict, report.sent), (Verdict::Ok, 3));
+        assert_eq!(report.responders[0].replies, 3);
+        assert_eq!(report.responders[0].rtt_ms, Some(RttMs { min: 1.0, avg: 1.0, max: 1.0 }));
+        let offsets: Vec<Duration> = link.sent.iter().map(|(t, _)| *t).collect();
+        assert_eq!(offsets, vec![ms(0), ms(200), ms(400)], "on schedule");
+        assert_eq!(clock.elapsed(), ms(1400), "listened until --wait after the last request");
+    }
+
+    #[test]
+    fn a_lost_reply_is_still_ok_and_a_late_speaker_is_found() {
+        let clock = FakeClock::new();
+        let mut link = segment(&clock, vec![(SP1, 1)], vec![1]);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        assert_eq!((report.verdict, report.responders[0].replies), (Verdict::Ok, 2));
+        assert_eq!(report.responders[0].rtt_ms.unwrap().max, 1.0, "the lost reply shifts nothing");
+
+        let clock = FakeClock::new();
+        let mut link = segment(&clock, vec![(SP1, 1), (SP2, 900)], vec![]);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        assert_eq!(report.verdict, Verdict::Duplicate);
+        assert_eq!(report.responders[1].rtt_ms.unwrap().min, 900.0);
+    }
+
+    #[test]
+    fn a_gratuitous_arp_mid_probe_is_a_claim() {
+        let clock = FakeClock::new();
+        let link = segment(&clock, vec![(SP1, 1)], vec![]);
+        link.at(ms(250), Event::Frame(arp::request(SP2, VIP, VIP).to_vec()));
+        let mut link = link;
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        assert_eq!(report.verdict, Verdict::Duplicate);
+        assert_eq!(report.responders[1].announcements, 1);
+    }
+
+    #[test]
+    fn capture_and_send_errors_are_errors_not_verdicts() {
+        let clock = FakeClock::new();
+        let link = segment(&clock, vec![(SP1, 1)], vec![]);
+        link.at(ms(300), Event::Error("interface went down".into()));
+        let mut link = link;
+        let err = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap_err();
+        assert!(!err.is_bad_input() && err.to_string().contains("interface went down"), "{err}");
+
+        let clock = FakeClock::new();
+        let mut link = FakeLink::new(&clock);
+        link.send_error = Some("Network is down".into());
+        let err = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap_err();
+        assert!(err.to_string().contains("Network is down"), "{err}");
+    }
+
+    #[test]
+    fn no_answer_is_no_reply_after_the_whole_wait() {
+        let clock = FakeClock::new();
+        let mut link = FakeLink::new(&clock);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        assert_eq!((report.verdict, report.sent), (Verdict::NoReply, 3));
+        assert_eq!(clock.elapsed(), ms(1400));
+    }
 }

@@ -6,21 +6,25 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::wire::MacAddr;
+use crate::Health;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Exactly one MAC answered.
     Ok,
-    /// More than one MAC answered: several hosts claim the address.
+    /// More than one MAC answered or announced the address: several hosts claim it.
     Duplicate,
-    /// Nothing answered.
+    /// Nothing answered or announced.
     NoReply,
 }
 
 impl Verdict {
-    pub fn is_healthy(self) -> bool {
-        self == Verdict::Ok
+    pub fn health(self) -> Health {
+        match self {
+            Verdict::Ok => Health::Ok,
+            Verdict::Duplicate | Verdict::NoReply => Health::Fault,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -41,7 +45,8 @@ pub struct ArpReport {
     pub source_ip: Option<Ipv4Addr>,
     /// The capture analysed instead of probing, if any.
     pub capture_file: Option<String>,
-    /// Requests for the target: sent by us (live) or seen in the capture.
+    /// Requests for the target whose answers this run could see: sent by us (live), or in a
+    /// capture those of the hosts that an answer for the target was addressed to.
     pub sent: u32,
     pub verdict: Verdict,
     /// The verdict in one sentence.
@@ -52,14 +57,27 @@ pub struct ArpReport {
     pub nodes: Vec<NodeAddress>,
     /// Where to look next, when something is wrong.
     pub next_step: Option<String>,
+    /// What was left out and why (other hosts' requests in a capture, skipped frames).
+    pub notes: Vec<String>,
+}
+
+impl ArpReport {
+    pub fn health(&self) -> Health {
+        self.verdict.health()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Responder {
     pub mac: MacAddr,
+    /// ARP replies for the target from this MAC, to whoever asked.
     pub replies: u32,
-    /// Reply times, each matched to the request it answers (the n-th reply of a MAC to the n-th
-    /// request); `None` when no reply could be matched.
+    /// Gratuitous ARP and ARP announcements for the target from this MAC: claims made unasked,
+    /// as a new MetalLB leader or keepalived master makes them.
+    pub announcements: u32,
+    /// Reply times, each reply matched to the earliest request of the host it is addressed to
+    /// that this MAC had not answered yet (and at most the match window old); `None` when no
+    /// reply could be matched.
     pub rtt_ms: Option<RttMs>,
     pub vendor: Option<String>,
     pub locally_administered: bool,

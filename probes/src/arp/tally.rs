@@ -1,6 +1,12 @@
-//! Counting ARP replies per MAC. Pure bookkeeping over timestamped frames, shared by the live probe
+//! Counting ARP claims per MAC. Pure bookkeeping over timestamped frames, shared by the live probe
 //! and capture files, so both give the same verdict for the same exchange.
+//!
+//! Two kinds of frame claim the target: replies for it (to whoever asked) and announcements
+//! (gratuitous ARP, sender IP == target IP == the target). A reply answers a request of the host it
+//! is addressed to, never another host's: in a capture from a switched port or a mirror, other
+//! hosts' requests are visible but their replies are not, and must not count as unanswered.
 
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -10,39 +16,65 @@ use crate::wire::arp::{ArpFrame, Op};
 use crate::wire::MacAddr;
 use crate::{oui, round3};
 
+/// Whose requests count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Askers {
+    /// Live: only ours, reported with [`Tally::request_sent`].
+    Us(Ipv4Addr),
+    /// A capture: every host's requests for the target, seen in the frames.
+    Anyone,
+}
+
 pub struct Tally {
     target: Ipv4Addr,
     nodes: NodeMacs,
-    /// Whether requests seen in frames count as sent (capture files) or the caller reports its own
-    /// sends with [`Tally::request_sent`] (live).
-    requests_from_frames: bool,
-    requests: Vec<Duration>,
+    askers: Askers,
+    /// A reply matches a request at most this old (ARP on a LAN takes milliseconds).
+    match_window: Duration,
+    /// Requests for the target per asking host, in the order seen.
+    requests: HashMap<Ipv4Addr, Vec<Duration>>,
+    /// Hosts that some reply for the target was addressed to: their answers are visible here.
+    visible: HashSet<Ipv4Addr>,
     responders: Vec<ResponderTally>,
 }
 
 struct ResponderTally {
     mac: MacAddr,
     replies: u32,
-    rtts: Vec<Duration>,
-    /// Index of the request this MAC's next reply answers: replies are matched in order.
-    next_request: usize,
+    announcements: u32,
+    /// Per asker: when this MAC's replies to it arrived.
+    replied_at: HashMap<Ipv4Addr, Vec<Duration>>,
     ethernet_sources: Vec<MacAddr>,
 }
 
 impl Tally {
-    pub fn new(target: Ipv4Addr, nodes: Vec<Node>, requests_from_frames: bool) -> Tally {
+    /// For a live probe from `us`: requests are the ones reported with [`Tally::request_sent`].
+    pub fn live(target: Ipv4Addr, nodes: Vec<Node>, us: Ipv4Addr, match_window: Duration) -> Tally {
+        Tally::new(target, nodes, Askers::Us(us), match_window)
+    }
+
+    /// For a capture: every host's requests for the target in the frames count.
+    pub fn capture(target: Ipv4Addr, nodes: Vec<Node>, match_window: Duration) -> Tally {
+        Tally::new(target, nodes, Askers::Anyone, match_window)
+    }
+
+    fn new(target: Ipv4Addr, nodes: Vec<Node>, askers: Askers, match_window: Duration) -> Tally {
         Tally {
             target,
             nodes: NodeMacs::new(nodes),
-            requests_from_frames,
-            requests: Vec::new(),
+            askers,
+            match_window,
+            requests: HashMap::new(),
+            visible: HashSet::new(),
             responders: Vec::new(),
         }
     }
 
-    /// A request for the target left at `at`.
+    /// Our request for the target left at `at` (live).
     pub fn request_sent(&mut self, at: Duration) {
-        self.requests.push(at);
+        if let Askers::Us(us) = self.askers {
+            self.requests.entry(us).or_default().push(at);
+        }
     }
 
     /// What is known of the `--node` MACs so far.
@@ -50,67 +82,88 @@ impl Tally {
         &self.nodes
     }
 
-    /// One ARP frame seen at `at`. Frames must come in time order.
+    /// One ARP frame seen at `at`. Frames should come in time order; when they do not, replies
+    /// earlier than their request simply stay unmatched.
     pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
         self.nodes.learn(frame);
+        if is_announcement(frame, self.target) {
+            let index = self.responder_index(frame);
+            self.responders[index].announcements += 1;
+            return;
+        }
         match frame.op {
             Op::Request
-                if self.requests_from_frames && frame.target_ip == self.target && !frame.is_gratuitous() =>
+                if self.askers == Askers::Anyone
+                    && frame.target_ip == self.target
+                    && !frame.sender_ip.is_unspecified() =>
             {
-                self.requests.push(at);
+                self.requests.entry(frame.sender_ip).or_default().push(at);
             }
-            // Gratuitous replies are announcements, not answers: they are not counted here.
-            Op::Reply if !frame.is_gratuitous() && frame.sender_ip == self.target => {
-                self.reply_for_target(at, frame);
-            }
+            Op::Reply if frame.sender_ip == self.target => self.reply_for_target(at, frame),
             _ => {}
         }
     }
 
-    fn reply_for_target(&mut self, at: Duration, frame: &ArpFrame) {
+    fn responder_index(&mut self, frame: &ArpFrame) -> usize {
         let index = match self.responders.iter().position(|r| r.mac == frame.sender_mac) {
             Some(index) => index,
             None => {
                 self.responders.push(ResponderTally {
                     mac: frame.sender_mac,
                     replies: 0,
-                    rtts: Vec::new(),
-                    next_request: 0,
+                    announcements: 0,
+                    replied_at: HashMap::new(),
                     ethernet_sources: Vec::new(),
                 });
                 self.responders.len() - 1
             }
         };
         let responder = &mut self.responders[index];
-        responder.replies += 1;
-        if let Some(&asked) = self.requests.get(responder.next_request) {
-            if asked <= at {
-                responder.rtts.push(at - asked);
-                responder.next_request += 1;
-            }
-        }
         if let Some(source) = frame.link_source.filter(|s| *s != frame.sender_mac) {
             if !responder.ethernet_sources.contains(&source) {
                 responder.ethernet_sources.push(source);
             }
         }
+        index
+    }
+
+    fn reply_for_target(&mut self, at: Duration, frame: &ArpFrame) {
+        let asker = frame.target_ip;
+        self.visible.insert(asker);
+        let index = self.responder_index(frame);
+        let responder = &mut self.responders[index];
+        responder.replies += 1;
+        responder.replied_at.entry(asker).or_default().push(at);
+    }
+
+    /// Every reply time of one responder, matched to its asker's requests.
+    fn rtts(&self, responder: &ResponderTally) -> Vec<Duration> {
+        let mut rtts = Vec::new();
+        for (asker, replies) in &responder.replied_at {
+            let asked = self.requests.get(asker).map(Vec::as_slice).unwrap_or(&[]);
+            rtts.extend(match_replies(asked, replies, self.match_window));
+        }
+        rtts
     }
 
     pub fn finish(self) -> ArpReport {
         let macs: Vec<MacAddr> = self.responders.iter().map(|r| r.mac).collect();
         let vendors = oui::vendors(&macs);
-        let nodes: Vec<NodeAddress> = self.nodes.into_addresses();
+        let rtts: Vec<Vec<Duration>> = self.responders.iter().map(|r| self.rtts(r)).collect();
+        let nodes: Vec<NodeAddress> = self.nodes.clone().into_addresses();
         let responders: Vec<Responder> = self
             .responders
-            .into_iter()
-            .map(|r| Responder {
+            .iter()
+            .zip(&rtts)
+            .map(|(r, rtts)| Responder {
                 mac: r.mac,
                 replies: r.replies,
-                rtt_ms: rtt_ms(&r.rtts),
+                announcements: r.announcements,
+                rtt_ms: rtt_ms(rtts),
                 vendor: vendors.get(&r.mac.oui()).cloned(),
                 locally_administered: r.mac.is_locally_administered(),
                 node: nodes.iter().find(|n| n.macs.contains(&r.mac)).map(|n| n.name.clone()),
-                ethernet_sources: r.ethernet_sources,
+                ethernet_sources: r.ethernet_sources.clone(),
             })
             .collect();
         let verdict = match responders.len() {
@@ -118,8 +171,27 @@ impl Tally {
             1 => Verdict::Ok,
             _ => Verdict::Duplicate,
         };
-        let sent = u32::try_from(self.requests.len()).unwrap_or(u32::MAX);
-        let (summary, next_step) = explain(self.target, sent, verdict, &responders, !nodes.is_empty());
+        let counted = |asker: &Ipv4Addr| match self.askers {
+            Askers::Us(us) => *asker == us,
+            Askers::Anyone => self.visible.contains(asker),
+        };
+        let sent: usize = self.requests.iter().filter(|(a, _)| counted(a)).map(|(_, r)| r.len()).sum();
+        let (other_askers, other_requests) = self
+            .requests
+            .iter()
+            .filter(|(a, _)| !counted(a))
+            .fold((0, 0), |(hosts, requests), (_, r)| (hosts + 1, requests + r.len()));
+        let mut notes = Vec::new();
+        if self.askers == Askers::Anyone && other_requests > 0 {
+            notes.push(format!(
+                "{other_requests} request(s) for {} from {other_askers} host(s) whose replies this capture does not show were left out (a switched port or mirror sees other hosts' requests, not the unicast answers)",
+                self.target
+            ));
+        }
+        let sent = u32::try_from(sent).unwrap_or(u32::MAX);
+        let quiet_capture = self.askers == Askers::Anyone && sent == 0;
+        let (summary, next_step) =
+            explain(self.target, sent, quiet_capture, verdict, &responders, !nodes.is_empty());
         ArpReport {
             probe: "arp",
             target: self.target,
@@ -132,8 +204,44 @@ impl Tally {
             responders,
             nodes,
             next_step,
+            notes,
         }
     }
+}
+
+/// Round-trip times of one MAC's replies to one asker. ARP carries no request ID, so which
+/// request a reply answers is inferred: replies and requests are paired in order (the n-th reply
+/// answers an earlier request than the (n+1)-th), each reply as late a request as it can (from the
+/// last reply backwards), at most `window` old. That reads a steady late responder right (300 ms
+/// late to requests 200 ms apart is 300 ms, not 100), and a reply that was lost, or a MAC that
+/// took over midway, does not shift the times of the replies after it.
+fn match_replies(requests: &[Duration], replies: &[Duration], window: Duration) -> Vec<Duration> {
+    let mut requests: Vec<Duration> = requests.to_vec();
+    requests.sort_unstable();
+    let mut replies: Vec<Duration> = replies.to_vec();
+    replies.sort_unstable();
+    let mut rtts = Vec::new();
+    let mut open = requests.len(); // requests[..open] are still free
+    for &reply in replies.iter().rev() {
+        while open > 0 && requests[open - 1] > reply {
+            open -= 1;
+        }
+        if open == 0 {
+            break;
+        }
+        let asked = requests[open - 1];
+        if reply - asked <= window {
+            rtts.push(reply - asked);
+            open -= 1;
+        }
+    }
+    rtts.reverse();
+    rtts
+}
+
+/// Gratuitous ARP or an ARP announcement for `target`: its owner says so unasked.
+pub fn is_announcement(frame: &ArpFrame, target: Ipv4Addr) -> bool {
+    frame.sender_ip == target && frame.is_gratuitous() && matches!(frame.op, Op::Request | Op::Reply)
 }
 
 fn rtt_ms(rtts: &[Duration]) -> Option<RttMs> {
@@ -147,6 +255,7 @@ fn rtt_ms(rtts: &[Duration]) -> Option<RttMs> {
 fn explain(
     target: Ipv4Addr,
     sent: u32,
+    quiet_capture: bool,
     verdict: Verdict,
     responders: &[Responder],
     nodes_given: bool,
@@ -157,11 +266,20 @@ fn explain(
             "{unknown} of them match no --node: a host outside the listed nodes answers for {target}, find it by its MAC (switch MAC table, `ip neigh` on the nodes)."
         )
     });
+    let announced_only = |r: &Responder| r.replies == 0 && r.announcements > 0;
     match verdict {
         Verdict::Ok => {
             let r = &responders[0];
             let owner = r.node.as_deref().map(|n| format!(" (node {n})")).unwrap_or_default();
-            (format!("one MAC answers for {target}: {}{owner}", r.mac), unknown_note)
+            let summary = if announced_only(r) {
+                format!(
+                    "one MAC claims {target}: {}{owner}, by {} announcement(s); no reply seen",
+                    r.mac, r.announcements
+                )
+            } else {
+                format!("one MAC answers for {target}: {}{owner}", r.mac)
+            };
+            (summary, unknown_note)
         }
         Verdict::Duplicate => {
             let advice = format!(
@@ -171,10 +289,19 @@ fn explain(
                 Some(note) => format!("{note} {advice}"),
                 None => advice,
             };
-            (format!("{} MACs answer for {target}: more than one host claims it", responders.len()), Some(next))
+            let how = if responders.iter().any(|r| r.announcements > 0) {
+                "answer or announce"
+            } else {
+                "answer for"
+            };
+            (format!("{} MACs {how} {target}: more than one host claims it", responders.len()), Some(next))
         }
         Verdict::NoReply => (
-            format!("nothing answered {sent} request(s) for {target}"),
+            if quiet_capture {
+                format!("no reply or announcement for {target} in this capture")
+            } else {
+                format!("nothing answered {sent} request(s) for {target}")
+            },
             Some(format!(
                 "Check that the Service has {target} as its external IP (kubectl get svc -A -o wide), that this host is on the VIP's layer-2 segment (-i), and the speakers' logs."
             )),
@@ -190,9 +317,12 @@ mod tests {
 
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const OTHER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
     const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+    const OTHER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
     const SP1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x11]);
     const SP2: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x12]);
+    const WINDOW: Duration = Duration::from_secs(1);
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
@@ -206,9 +336,13 @@ mod tests {
         arp(&reply(from, ip, CLIENT_MAC, CLIENT))
     }
 
+    fn live() -> Tally {
+        Tally::live(VIP, vec![], CLIENT, WINDOW)
+    }
+
     #[test]
     fn one_responder_is_ok_and_rtts_match_requests_in_order() {
-        let mut tally = Tally::new(VIP, vec![], false);
+        let mut tally = live();
         for round in 0..3 {
             tally.request_sent(ms(round * 200));
             tally.observe(ms(round * 200 + 2), &answer(SP1, VIP));
@@ -219,12 +353,12 @@ mod tests {
         assert_eq!(report.responders.len(), 1);
         assert_eq!(report.responders[0].replies, 3);
         assert_eq!(report.responders[0].rtt_ms, Some(RttMs { min: 2.0, avg: 2.0, max: 2.0 }));
-        assert!(report.next_step.is_none());
+        assert!(report.next_step.is_none() && report.notes.is_empty());
     }
 
     #[test]
     fn a_late_second_responder_makes_a_duplicate_with_its_own_rtt() {
-        let mut tally = Tally::new(VIP, vec![], false);
+        let mut tally = live();
         tally.request_sent(ms(0));
         tally.observe(ms(1), &answer(SP1, VIP));
         tally.request_sent(ms(200));
@@ -240,33 +374,98 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_reply_does_not_shift_later_rtts() {
+        // Requests at 0, 2 s, 4 s; the owner misses the first (it was not the owner yet).
+        let mut tally = live();
+        for t in [0, 2000, 4000] {
+            tally.request_sent(ms(t));
+        }
+        tally.observe(ms(2003), &answer(SP1, VIP));
+        tally.observe(ms(4003), &answer(SP1, VIP));
+        let report = tally.finish();
+        assert_eq!(report.responders[0].rtt_ms, Some(RttMs { min: 3.0, avg: 3.0, max: 3.0 }));
+    }
+
+    #[test]
+    fn replies_pair_with_requests_in_order_as_late_as_they_can() {
+        let t = |v: &[u64]| v.iter().map(|&m| ms(m)).collect::<Vec<_>>();
+        // A steady 300 ms responder to requests 200 ms apart.
+        assert_eq!(match_replies(&t(&[0, 200, 400]), &t(&[300, 500, 700]), WINDOW), t(&[300, 300, 300]));
+        // A new owner answering only the last two requests.
+        assert_eq!(match_replies(&t(&[0, 200, 400]), &t(&[201, 401]), WINDOW), t(&[1, 1]));
+        // Retransmissions: the answer goes to the last of them.
+        assert_eq!(match_replies(&t(&[0, 1000, 2000]), &t(&[2001]), WINDOW), t(&[1]));
+        // Too old for the window, or no request before the reply: unmatched.
+        assert_eq!(match_replies(&t(&[0]), &t(&[1500]), WINDOW), t(&[]));
+        assert_eq!(match_replies(&t(&[500]), &t(&[100, 501]), WINDOW), t(&[1]));
+        assert_eq!(match_replies(&[], &t(&[1]), WINDOW), t(&[]));
+    }
+
+    #[test]
     fn silence_is_no_reply() {
-        let mut tally = Tally::new(VIP, vec![], false);
+        let mut tally = live();
         tally.request_sent(ms(0));
         tally.observe(ms(5), &answer(SP1, Ipv4Addr::new(192, 0, 2, 7))); // another address
         let report = tally.finish();
         assert_eq!(report.verdict, Verdict::NoReply);
-        assert!(report.responders.is_empty());
+        assert_eq!(report.summary, "nothing answered 1 request(s) for 192.0.2.100");
     }
 
     #[test]
-    fn gratuitous_announcements_are_not_answers() {
-        let mut tally = Tally::new(VIP, vec![], true);
+    fn announcements_are_claims() {
+        // One MAC announcing, no requests at all (a capture of a takeover): it owns the VIP.
+        let mut tally = Tally::capture(VIP, vec![], WINDOW);
         tally.observe(ms(0), &arp(&request(SP1, VIP, VIP)));
         tally.observe(ms(1), &arp(&reply(SP1, VIP, MacAddr::BROADCAST, VIP)));
         let report = tally.finish();
-        assert_eq!(report.sent, 0);
-        assert_eq!(report.verdict, Verdict::NoReply);
+        assert_eq!((report.sent, report.verdict), (0, Verdict::Ok));
+        assert_eq!((report.responders[0].replies, report.responders[0].announcements), (0, 2));
+        assert!(report.summary.contains("by 2 announcement(s)"), "{}", report.summary);
+        // Two MACs announcing the same VIP: two claimants.
+        let mut tally = live();
+        tally.observe(ms(0), &arp(&request(SP1, VIP, VIP)));
+        tally.observe(ms(500), &arp(&request(SP2, VIP, VIP)));
+        let report = tally.finish();
+        assert_eq!(report.verdict, Verdict::Duplicate);
+        assert!(report.summary.starts_with("2 MACs answer or announce 192.0.2.100"), "{}", report.summary);
+        // An ARP probe (RFC 5227: sender 0.0.0.0) claims nothing.
+        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        tally.observe(ms(0), &arp(&request(SP1, Ipv4Addr::UNSPECIFIED, VIP)));
+        let report = tally.finish();
+        assert_eq!((report.sent, report.verdict), (0, Verdict::NoReply));
+        assert_eq!(report.summary, "no reply or announcement for 192.0.2.100 in this capture");
     }
 
     #[test]
-    fn capture_mode_counts_requests_from_frames() {
-        let mut tally = Tally::new(VIP, vec![], true);
-        tally.observe(ms(0), &arp(&request(CLIENT_MAC, CLIENT, VIP)));
-        tally.observe(ms(3), &answer(SP1, VIP));
+    fn a_capture_counts_only_requests_whose_replies_it_can_see() {
+        // A switched port: OTHER's requests are broadcast and seen, the replies to it are not.
+        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        tally.observe(ms(0), &arp(&request(OTHER_MAC, OTHER, VIP)));
+        tally.observe(ms(300), &arp(&request(OTHER_MAC, OTHER, VIP)));
+        tally.observe(ms(1000), &arp(&request(CLIENT_MAC, CLIENT, VIP)));
+        tally.observe(ms(1002), &answer(SP1, VIP));
         let report = tally.finish();
-        assert_eq!(report.sent, 1);
-        assert_eq!(report.responders[0].rtt_ms.unwrap().max, 3.0);
+        assert_eq!(report.verdict, Verdict::Ok);
+        assert_eq!(report.sent, 1, "only the client's request, whose reply is in the capture");
+        assert_eq!(report.responders[0].rtt_ms.unwrap().max, 2.0, "matched to the client's request");
+        assert!(
+            report.notes[0].starts_with("2 request(s) for 192.0.2.100 from 1 host(s)"),
+            "{:?}",
+            report.notes
+        );
+    }
+
+    #[test]
+    fn a_reply_matches_its_askers_recent_request_not_an_old_one() {
+        // As in a long capture: the client asks every 4 s, only the last request is answered.
+        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        for t in [0, 4000, 8000] {
+            tally.observe(ms(t), &arp(&request(CLIENT_MAC, CLIENT, VIP)));
+        }
+        tally.observe(ms(8001), &answer(SP1, VIP));
+        let report = tally.finish();
+        assert_eq!(report.responders[0].rtt_ms.unwrap().max, 1.0);
+        assert_eq!(report.sent, 3);
     }
 
     #[test]
@@ -275,7 +474,7 @@ mod tests {
             Node { name: "sp1".into(), ip: Ipv4Addr::new(192, 0, 2, 11) },
             Node { name: "sp9".into(), ip: Ipv4Addr::new(192, 0, 2, 19) },
         ];
-        let mut tally = Tally::new(VIP, nodes, false);
+        let mut tally = Tally::live(VIP, nodes, CLIENT, WINDOW);
         tally.request_sent(ms(0));
         tally.observe(ms(1), &answer(SP1, VIP));
         tally.observe(ms(1), &answer(SP1, Ipv4Addr::new(192, 0, 2, 11)));
@@ -294,7 +493,7 @@ mod tests {
     fn ethernet_source_differing_from_arp_sender_is_kept() {
         let mut bytes = reply(SP1, VIP, CLIENT_MAC, CLIENT);
         bytes[6..12].copy_from_slice(&SP2.0); // Ethernet source rewritten
-        let mut tally = Tally::new(VIP, vec![], false);
+        let mut tally = live();
         tally.observe(ms(1), &arp(&bytes));
         let report = tally.finish();
         assert_eq!(report.responders[0].mac, SP1);

@@ -2,25 +2,33 @@
 //! frame about the VIP in between (gratuitous ones from a new leader included), and optionally a TCP
 //! connect to a service on the VIP each interval, to tie stalls to changes of owner.
 //!
-//! [`Watcher`] is the pure state machine; [`watch_live`] and [`watch_capture`] feed it.
+//! [`Watcher`] is the pure state machine; [`watch_on`] (any link and clock, [`watch_live`] on the
+//! real ones) and [`watch_capture`] feed it.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::tally::is_announcement;
 use super::{Node, NodeMacs};
 use crate::net::capture::LiveCapture;
-use crate::net::{capture_file, now_since_epoch, signal};
+use crate::net::tcp_connect::{ConnectLoop, ConnectTimer};
+use crate::net::{capture_file, signal, Clock, Link, SystemClock};
 use crate::wire::arp::{self, ArpFrame, Op};
 use crate::wire::MacAddr;
-use crate::{round3, Error, Result};
+use crate::{round3, Error, Health, Result};
 
 /// An unanswered request this old when a gratuitous ARP arrives means nobody owned the VIP in
 /// between (on a LAN answers take milliseconds).
 const REPLY_GRACE: Duration = Duration::from_millis(150);
+
+/// An unanswered request is evidence that nobody owned the VIP for this long after it, at most:
+/// an owner answers within milliseconds, and after that nobody was asking. A capture whose hosts
+/// ask every few minutes shows short gaps, not minutes without an owner.
+const ANSWER_WINDOW: Duration = Duration::from_secs(1);
 
 /// Connect-time spikes are counted as correlated when they start this close to an owner change.
 const CORRELATION_WINDOW: Duration = Duration::from_secs(2);
@@ -46,7 +54,7 @@ pub enum WatchEvent {
     /// More than one MAC answered within one interval.
     DuplicateStart {
         at: String,
-        macs: Vec<MacAddr>,
+        owners: Vec<Claimant>,
     },
     DuplicateEnd {
         at: String,
@@ -67,6 +75,45 @@ pub enum WatchEvent {
     },
 }
 
+/// A MAC that claims the VIP, with its node when known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Claimant {
+    pub mac: MacAddr,
+    pub node: Option<String>,
+}
+
+/// How the VIP's ownership went over the whole watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchVerdict {
+    /// One MAC owned it all along, answering every interval.
+    Stable,
+    /// The owner changed, or there were intervals without one.
+    Unstable,
+    /// More than one MAC claimed it at once.
+    Duplicate,
+    /// Nothing ever answered or announced it.
+    NoReply,
+}
+
+impl WatchVerdict {
+    pub fn health(self) -> Health {
+        match self {
+            WatchVerdict::Stable => Health::Ok,
+            _ => Health::Fault,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchVerdict::Stable => "stable",
+            WatchVerdict::Unstable => "unstable",
+            WatchVerdict::Duplicate => "duplicate",
+            WatchVerdict::NoReply => "no-reply",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WatchSummary {
     /// Always "summary": the last NDJSON line.
@@ -82,8 +129,17 @@ pub struct WatchSummary {
     pub longest_no_owner_s: f64,
     pub duplicate_intervals: u32,
     pub tcp: Option<TcpSummary>,
-    /// `stable` (one owner all along) or `unstable`.
-    pub verdict: &'static str,
+    pub verdict: WatchVerdict,
+    /// The verdict in one sentence.
+    pub summary: String,
+    /// What was left out of a replayed capture, and why.
+    pub notes: Vec<String>,
+}
+
+impl WatchSummary {
+    pub fn health(&self) -> Health {
+        self.verdict.health()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -103,8 +159,15 @@ pub struct TcpSummary {
     pub correlated_with_owner_change: u32,
 }
 
-/// Wall-clock time as RFC 3339 with milliseconds, UTC.
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const RFC3339_MAX: Duration = Duration::new(253_402_300_799, 999_000_000);
+
+/// Wall-clock time as RFC 3339 with milliseconds, UTC. A capture's timestamp past year 9999 (a
+/// damaged or forged file) is written as seconds since the epoch instead.
 pub fn rfc3339(at: Duration) -> String {
+    if at > RFC3339_MAX {
+        return format!("@{}.{:03}", at.as_secs(), at.subsec_millis());
+    }
     humantime::format_rfc3339_millis(UNIX_EPOCH + at).to_string()
 }
 
@@ -128,12 +191,16 @@ pub struct Watcher {
     holding_since: Option<Duration>,
     held: Vec<(MacAddr, Duration)>,
     no_owner_since: Option<Duration>,
+    /// Where the evidence of the open gap ends (the last unanswered request plus its answer window).
+    no_owner_until: Duration,
     ever_without_owner: bool,
     longest_no_owner: Duration,
     duplicate: bool,
     duplicate_intervals: u32,
     changes: Vec<Duration>,
     tcp: Option<TcpTally>,
+    /// Whether any MAC ever answered or announced the VIP.
+    claimed: bool,
 }
 
 struct TcpTally {
@@ -160,6 +227,7 @@ impl Watcher {
             holding_since: None,
             held: Vec::new(),
             no_owner_since: None,
+            no_owner_until: Duration::ZERO,
             ever_without_owner: false,
             longest_no_owner: Duration::ZERO,
             duplicate: false,
@@ -172,6 +240,7 @@ impl Watcher {
                 spikes: Vec::new(),
                 recent_ms: Vec::new(),
             }),
+            claimed: false,
         }
     }
 
@@ -194,9 +263,14 @@ impl Watcher {
         &self.nodes
     }
 
-    /// A request for the VIP went out at `at`: the previous interval is judged.
+    /// A request for the VIP went out at `at`: the previous interval is judged. Requests closer
+    /// together than a reply takes (a burst from several hosts in a capture) share one interval.
     pub fn probe_sent(&mut self, at: Duration) {
         self.seen(at);
+        self.probes += 1;
+        if self.window.is_some() && at.saturating_sub(self.window_start) < REPLY_GRACE {
+            return;
+        }
         if let Some(window) = self.window.take() {
             if !(self.window_judged && window.is_empty()) {
                 self.judge_window(at, window);
@@ -205,7 +279,6 @@ impl Watcher {
         self.window = Some(Vec::new());
         self.window_judged = false;
         self.window_start = at;
-        self.probes += 1;
     }
 
     fn judge_window(&mut self, at: Duration, window: Vec<(MacAddr, Duration)>) {
@@ -213,6 +286,13 @@ impl Watcher {
             0 => {
                 // Nobody owned the VIP since the unanswered request went out.
                 let since = self.window_start.min(at);
+                // An open gap whose evidence ended before this request (nobody asked in between)
+                // is closed there: two unanswered requests minutes apart are two short gaps.
+                if self.no_owner_since.is_some() && since > self.no_owner_until {
+                    self.end_no_reply(self.no_owner_until);
+                }
+                let evidence = at.min(since.saturating_add(ANSWER_WINDOW));
+                self.no_owner_until = self.no_owner_until.max(evidence);
                 if self.no_owner_since.is_none() {
                     self.stop_holding(since);
                     self.no_owner_since = Some(since);
@@ -231,10 +311,19 @@ impl Watcher {
             _ => {
                 self.end_no_reply(at);
                 self.duplicate_intervals += 1;
+                // Every claimant holds the VIP for the interval; the single-owner clock pauses.
+                let since = self.window_start.min(at);
+                self.stop_holding(since);
+                for (mac, _) in &window {
+                    self.credit(*mac, at.saturating_sub(since));
+                }
                 if !self.duplicate {
                     self.duplicate = true;
-                    let macs = window.iter().map(|(mac, _)| *mac).collect();
-                    self.events.push(WatchEvent::DuplicateStart { at: rfc3339(at), macs });
+                    let owners = window
+                        .iter()
+                        .map(|(mac, _)| Claimant { mac: *mac, node: self.node_of(*mac) })
+                        .collect();
+                    self.events.push(WatchEvent::DuplicateStart { at: rfc3339(at), owners });
                 }
             }
         }
@@ -242,23 +331,29 @@ impl Watcher {
 
     fn stop_holding(&mut self, at: Duration) {
         if let (Some(owner), Some(since)) = (self.owner, self.holding_since.take()) {
-            let held = at.saturating_sub(since);
-            match self.held.iter_mut().find(|(mac, _)| *mac == owner) {
-                Some((_, total)) => *total += held,
-                None => self.held.push((owner, held)),
-            }
+            self.credit(owner, at.saturating_sub(since));
         }
     }
 
+    fn credit(&mut self, mac: MacAddr, held: Duration) {
+        match self.held.iter_mut().find(|(m, _)| *m == mac) {
+            Some((_, total)) => *total = total.saturating_add(held),
+            None => self.held.push((mac, held)),
+        }
+    }
+
+    /// The gap ends at `at`, or where its evidence ends if that is earlier.
     fn end_no_reply(&mut self, at: Duration) {
         if let Some(since) = self.no_owner_since.take() {
-            self.longest_no_owner = self.longest_no_owner.max(at.saturating_sub(since));
-            self.events.push(WatchEvent::NoReplyEnd { at: rfc3339(at) });
+            let end = at.min(self.no_owner_until).max(since);
+            self.longest_no_owner = self.longest_no_owner.max(end - since);
+            self.events.push(WatchEvent::NoReplyEnd { at: rfc3339(end) });
         }
     }
 
     /// `mac` answers for the VIP at `at`: it is the owner from now on.
     fn answered_by(&mut self, at: Duration, mac: MacAddr, seen_in: &'static str) {
+        self.claimed = true;
         self.end_no_reply(at);
         match self.owner {
             Some(owner) if owner == mac => {
@@ -286,13 +381,11 @@ impl Watcher {
         }
     }
 
-    /// Any ARP frame seen at `at`, in time order.
+    /// Any ARP frame seen at `at`, in time order (frames out of order are taken as they come;
+    /// no arithmetic here can underflow on them).
     pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
         self.nodes.learn(frame);
-        if frame.sender_ip == self.target
-            && frame.is_gratuitous()
-            && matches!(frame.op, Op::Request | Op::Reply)
-        {
+        if is_announcement(frame, self.target) {
             self.seen(at);
             let mac = frame.sender_mac;
             // Answers that came before the announcement are judged first, so events stay in order.
@@ -316,6 +409,13 @@ impl Watcher {
         }
         if frame.sender_ip == self.target {
             self.seen(at);
+            self.claimed = true;
+            // A reply before the first request (a capture that starts mid-exchange) opens the
+            // first interval itself.
+            if self.window.is_none() {
+                self.window = Some(Vec::new());
+                self.window_start = at;
+            }
             if let Some(window) = &mut self.window {
                 if !window.iter().any(|(mac, _)| *mac == frame.sender_mac) {
                     window.push((frame.sender_mac, at));
@@ -367,7 +467,8 @@ impl Watcher {
         }
         self.stop_holding(end);
         if let Some(since) = self.no_owner_since {
-            self.longest_no_owner = self.longest_no_owner.max(end.saturating_sub(since));
+            let until = end.min(self.no_owner_until);
+            self.longest_no_owner = self.longest_no_owner.max(until.saturating_sub(since));
         }
         let period_s = regular_period(&self.changes);
         let tcp = self.tcp.as_ref().map(|t| TcpSummary {
@@ -390,14 +491,38 @@ impl Watcher {
                 held_s: round3(held.as_secs_f64()),
             })
             .collect();
-        let stable = self.changes.is_empty()
-            && self.duplicate_intervals == 0
-            && !self.ever_without_owner
-            && self.owner.is_some();
+        let verdict = if !self.claimed {
+            WatchVerdict::NoReply
+        } else if self.duplicate_intervals > 0 {
+            WatchVerdict::Duplicate
+        } else if !self.changes.is_empty() || self.ever_without_owner || self.owner.is_none() {
+            WatchVerdict::Unstable
+        } else {
+            WatchVerdict::Stable
+        };
+        let duration = end.saturating_sub(self.start.unwrap_or(end));
+        let summary = match verdict {
+            WatchVerdict::NoReply if self.probes == 0 => {
+                format!("no ARP for {} in this capture", self.target)
+            }
+            WatchVerdict::NoReply => {
+                format!("nothing answered or announced {} in {} request(s)", self.target, self.probes)
+            }
+            _ => {
+                let period = period_s.map(|p| format!(", every {p:.1} s")).unwrap_or_default();
+                format!(
+                    "{} owner change(s) in {:.1} s{period}; longest without an owner {:.1} s; {} interval(s) with duplicates",
+                    self.changes.len(),
+                    duration.as_secs_f64(),
+                    self.longest_no_owner.as_secs_f64(),
+                    self.duplicate_intervals
+                )
+            }
+        };
         WatchSummary {
             event: "summary",
             target: self.target,
-            duration_s: round3(end.saturating_sub(self.start.unwrap_or(end)).as_secs_f64()),
+            duration_s: round3(duration.as_secs_f64()),
             probes: self.probes,
             owners,
             owner_changes: self.changes.len() as u32,
@@ -405,7 +530,9 @@ impl Watcher {
             longest_no_owner_s: round3(self.longest_no_owner.as_secs_f64()),
             duplicate_intervals: self.duplicate_intervals,
             tcp,
-            verdict: if stable { "stable" } else { "unstable" },
+            verdict,
+            summary,
+            notes: Vec::new(),
         }
     }
 
@@ -419,7 +546,7 @@ fn regular_period(changes: &[Duration]) -> Option<f64> {
     if changes.len() < 3 {
         return None;
     }
-    let gaps: Vec<f64> = changes.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    let gaps: Vec<f64> = changes.windows(2).map(|w| w[1].abs_diff(w[0]).as_secs_f64()).collect();
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
     (mean > 0.0 && variance.sqrt() / mean < 0.25).then(|| (mean * 10.0).round() / 10.0)
@@ -439,7 +566,7 @@ pub struct WatchConfig {
 }
 
 /// Watches live until `duration` or Ctrl-C, handing each event to `on_event` as it happens.
-pub fn watch_live(config: &WatchConfig, mut on_event: impl FnMut(&WatchEvent)) -> Result<WatchSummary> {
+pub fn watch_live(config: &WatchConfig, on_event: impl FnMut(&WatchEvent)) -> Result<WatchSummary> {
     if config.interval.is_zero() {
         return Err(Error::invalid("--interval 0", "watching needs a pause between requests, e.g. 1s"));
     }
@@ -447,85 +574,98 @@ pub fn watch_live(config: &WatchConfig, mut on_event: impl FnMut(&WatchEvent)) -
         super::probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
     let mut capture = LiveCapture::open(&name, "arp")?;
     signal::catch_interrupts();
-    let mut watcher = Watcher::new(config.target, config.nodes.clone(), config.tcp.map(|t| t.to_string()));
-    let (tcp_tx, tcp_rx) = mpsc::channel();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tcp_thread = config.tcp.map(|target| {
-        let (interval, timeout, stop) = (config.interval, config.tcp_timeout, stop.clone());
-        std::thread::spawn(move || {
-            let mut next = Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let started = now_since_epoch();
-                let clock = Instant::now();
-                let result = TcpStream::connect_timeout(&target, timeout)
-                    .map(|_| clock.elapsed())
-                    .map_err(|e| e.to_string());
-                if tcp_tx.send((started, result)).is_err() {
-                    break;
-                }
-                next += interval;
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-        })
-    });
+    let mut tcp = config.tcp.map(|target| ConnectLoop::start(target, config.interval, config.tcp_timeout));
+    let tcp = tcp.as_mut().map(|t| t as &mut dyn ConnectTimer);
+    watch_on(&mut capture, &SystemClock, config, mac, source, signal::interrupted, tcp, on_event)
+}
 
-    let begin = Instant::now();
+/// The watch loop on any [`Link`] and [`Clock`]: a request every interval, every frame observed,
+/// connect results folded in, until `duration` has passed or `stop()` says so.
+#[allow(clippy::too_many_arguments)]
+pub fn watch_on(
+    link: &mut impl Link,
+    clock: &impl Clock,
+    config: &WatchConfig,
+    mac: MacAddr,
+    source: Ipv4Addr,
+    stop: impl Fn() -> bool,
+    mut tcp: Option<&mut dyn ConnectTimer>,
+    mut on_event: impl FnMut(&WatchEvent),
+) -> Result<WatchSummary> {
+    let mut watcher = Watcher::new(config.target, config.nodes.clone(), config.tcp.map(|t| t.to_string()));
+    let begin = clock.now();
+    let end =
+        config.duration.map(|d| begin.checked_add(d).ok_or_else(|| Error::invalid("--duration", "too long")));
+    let end = end.transpose()?;
     let mut next_probe = begin;
-    let result = loop {
-        let clock = Instant::now();
-        if signal::interrupted() || config.duration.is_some_and(|d| clock >= begin + d) {
-            break Ok(());
+    loop {
+        let now = clock.now();
+        if stop() || end.is_some_and(|end| now >= end) {
+            break;
         }
-        if clock >= next_probe {
-            let at = match capture.send(&arp::request(mac, source, config.target)) {
-                Ok(at) => at,
-                Err(e) => break Err(e),
-            };
+        if now >= next_probe {
+            let at = link.send(&arp::request(mac, source, config.target))?;
             for node in config.nodes.iter().filter(|n| !watcher.nodes().resolved(n.ip)) {
-                let _ = capture.send(&arp::request(mac, source, node.ip));
+                link.send(&arp::request(mac, source, node.ip))?;
             }
             watcher.probe_sent(at);
-            next_probe += config.interval;
+            next_probe = next_probe
+                .checked_add(config.interval)
+                .ok_or_else(|| Error::invalid("--interval", "too long"))?;
         }
-        while let Ok((at, result)) = tcp_rx.try_recv() {
-            watcher.tcp_result(at, result);
-        }
-        // Short waits keep TCP results and Ctrl-C prompt.
-        let until = next_probe.min(Instant::now() + Duration::from_millis(50));
-        match capture.next_before(until) {
-            Ok(Some(frame)) => {
-                if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
-                    watcher.observe(frame.at, &arp);
-                }
+        if let Some(tcp) = tcp.as_deref_mut() {
+            for (at, result) in tcp.finished() {
+                watcher.tcp_result(at, result);
             }
-            Ok(None) => {}
-            Err(e) => break Err(e),
+        }
+        // Short waits keep connect results and Ctrl-C prompt.
+        let mut until = next_probe.min(clock.now() + Duration::from_millis(50));
+        if let Some(end) = end {
+            until = until.min(end);
+        }
+        if let Some(frame) = link.next_before(until)? {
+            if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+                watcher.observe(frame.at, &arp);
+            }
         }
         for event in watcher.take_events() {
             on_event(&event);
         }
-    };
-    let end = now_since_epoch();
-    // The connect thread sees the flag (or the closed channel) after its current connect and ends
-    // by itself; waiting for it could add a whole connect timeout to the run.
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    drop((tcp_rx, tcp_thread));
-    result?;
-    Ok(watcher.finish(end))
+    }
+    let summary = watcher.finish(clock.wall());
+    Ok(summary)
 }
 
-/// Replays a capture's timeline: each request for the VIP in it is one probe.
+/// Replays a capture's timeline. Each request for the VIP from a host that some reply in the
+/// capture is addressed to is one probe; other hosts' requests are left out (their answers are not
+/// in the capture, so their silence says nothing). Two passes over the file: askers, then events.
 pub fn watch_capture(
     path: &Path,
     target: Ipv4Addr,
     nodes: Vec<Node>,
     mut on_event: impl FnMut(&WatchEvent),
 ) -> Result<WatchSummary> {
-    let mut watcher = Watcher::new(target, nodes, None);
+    let mut visible: HashSet<Ipv4Addr> = HashSet::new();
+    let mut askers: HashSet<Ipv4Addr> = HashSet::new();
     capture_file::for_each_frame(path, |frame| {
         if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
-            if arp.op == Op::Request && arp.target_ip == target && !arp.is_gratuitous() {
-                watcher.probe_sent(frame.at);
+            if arp.op == Op::Reply && arp.sender_ip == target && !arp.is_gratuitous() {
+                visible.insert(arp.target_ip);
+            } else if is_probe_request(&arp, target) {
+                askers.insert(arp.sender_ip);
+            }
+        }
+    })?;
+    let mut watcher = Watcher::new(target, nodes, None);
+    let mut left_out = 0u64;
+    let file = capture_file::for_each_frame(path, |frame| {
+        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+            if is_probe_request(&arp, target) {
+                if visible.contains(&arp.sender_ip) {
+                    watcher.probe_sent(frame.at);
+                } else {
+                    left_out += 1;
+                }
             } else {
                 watcher.observe(frame.at, &arp);
             }
@@ -535,8 +675,23 @@ pub fn watch_capture(
         }
     })?;
     let end = watcher.last_seen();
-    let summary = watcher.finish(end);
+    let mut summary = watcher.finish(end);
+    if left_out > 0 {
+        let hosts = askers.difference(&visible).count();
+        summary.notes.push(format!(
+            "{left_out} request(s) for {target} from {hosts} host(s) whose replies this capture does not show were left out"
+        ));
+    }
+    summary.notes.extend(file.notes);
     Ok(summary)
+}
+
+/// A request for `target` from a host with an address (not an announcement, not an RFC 5227 probe).
+fn is_probe_request(arp: &ArpFrame, target: Ipv4Addr) -> bool {
+    arp.op == Op::Request
+        && arp.target_ip == target
+        && !arp.is_gratuitous()
+        && !arp.sender_ip.is_unspecified()
 }
 
 #[cfg(test)]
@@ -587,7 +742,7 @@ mod tests {
         }
         assert!(w.take_events().is_empty(), "the first owner is not a change");
         let summary = w.finish(s(5.0));
-        assert_eq!(summary.verdict, "stable");
+        assert_eq!(summary.verdict, WatchVerdict::Stable);
         assert_eq!(summary.owners, vec![OwnerTime { mac: A, node: None, held_s: 4.999 }]);
         assert_eq!(summary.probes, 5);
     }
@@ -611,7 +766,7 @@ mod tests {
         let summary = w.finish(s(3.0));
         assert_eq!(summary.owner_changes, 1);
         assert_eq!(summary.longest_no_owner_s, 1.5, "from the first unanswered request to the announcement");
-        assert_eq!(summary.verdict, "unstable");
+        assert_eq!(summary.verdict, WatchVerdict::Unstable);
     }
 
     #[test]
@@ -668,5 +823,217 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_with_milliseconds() {
         assert_eq!(rfc3339(Duration::from_millis(1_795_435_200_123)), "2026-11-23T12:00:00.123Z");
+        assert_eq!(rfc3339(RFC3339_MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(Duration::new(253_402_300_800, 5_000_000)), "@253402300800.005");
+        assert_eq!(rfc3339(Duration::MAX), format!("@{}.999", u64::MAX));
+    }
+
+    #[test]
+    fn a_reply_before_the_first_request_counts() {
+        let mut w = Watcher::new(VIP, vec![], None);
+        answer(&mut w, 0.0, A); // the capture starts just after a request
+        w.probe_sent(s(1.0));
+        answer(&mut w, 1.001, A);
+        let summary = w.finish(s(2.0));
+        assert_eq!(summary.verdict, WatchVerdict::Stable);
+        assert_eq!(summary.owners[0].mac, A);
+    }
+
+    #[test]
+    fn a_permanent_duplicate_lists_both_owners_and_names_nodes() {
+        let nodes = vec![Node { name: "node-b".into(), ip: Ipv4Addr::new(192, 0, 2, 12) }];
+        let mut w = Watcher::new(VIP, nodes, None);
+        w.observe(s(0.0), &frame(&reply(B, Ipv4Addr::new(192, 0, 2, 12), ME, CLIENT)));
+        for i in 0..4 {
+            w.probe_sent(s(i as f64));
+            answer(&mut w, i as f64 + 0.001, A);
+            answer(&mut w, i as f64 + 0.002, B);
+        }
+        let events = w.take_events();
+        match &events[..] {
+            [WatchEvent::DuplicateStart { owners, .. }] => {
+                assert_eq!(owners[1], Claimant { mac: B, node: Some("node-b".into()) })
+            }
+            other => panic!("{other:?}"),
+        }
+        let summary = w.finish(s(4.0));
+        assert_eq!(summary.verdict, WatchVerdict::Duplicate);
+        let owners: Vec<MacAddr> = summary.owners.iter().map(|o| o.mac).collect();
+        assert_eq!(owners, vec![A, B]);
+        assert!(summary.owners.iter().all(|o| o.held_s >= 3.0), "{:?}", summary.owners);
+    }
+
+    #[test]
+    fn nothing_about_the_vip_is_no_reply_not_unstable() {
+        let w = Watcher::new(VIP, vec![], None);
+        let summary = w.finish(s(0.0));
+        assert_eq!(summary.verdict, WatchVerdict::NoReply);
+        assert_eq!(summary.summary, "no ARP for 192.0.2.100 in this capture");
+        let mut w = Watcher::new(VIP, vec![], None);
+        w.probe_sent(s(0.0));
+        w.probe_sent(s(1.0));
+        assert_eq!(w.finish(s(2.0)).verdict, WatchVerdict::NoReply);
+    }
+
+    #[test]
+    fn a_gap_lasts_only_as_long_as_its_evidence() {
+        // A host that asks every 5 minutes; one request goes unanswered, later two in a row.
+        let mut w = Watcher::new(VIP, vec![], None);
+        for (i, answered) in [true, false, true, false, false, true].into_iter().enumerate() {
+            let t = 300.0 * i as f64;
+            w.probe_sent(s(t));
+            if answered {
+                answer(&mut w, t + 0.001, A);
+            }
+        }
+        w.probe_sent(s(1800.0));
+        let events = w.take_events();
+        let ends: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                WatchEvent::NoReplyEnd { at } => Some(at.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, vec![rfc3339(s(301.0)), rfc3339(s(901.0)), rfc3339(s(1201.0))]);
+        assert_eq!(w.finish(s(1801.0)).longest_no_owner_s, 1.0, "unanswered requests, not minutes");
+    }
+
+    #[test]
+    fn requests_in_a_burst_share_one_interval() {
+        let mut w = Watcher::new(VIP, vec![], None);
+        w.probe_sent(s(0.0));
+        w.probe_sent(s(0.001)); // another host asks at once; the reply to the first comes after
+        answer(&mut w, 0.002, A);
+        w.probe_sent(s(1.0));
+        answer(&mut w, 1.001, A);
+        w.probe_sent(s(2.0));
+        assert!(w.take_events().is_empty());
+        assert_eq!(w.finish(s(2.0)).verdict, WatchVerdict::Stable);
+    }
+
+    #[test]
+    fn timestamps_going_backwards_do_not_panic() {
+        // Gratuitous replies at 40, 30, 20 and 10 s, MACs alternating (a merged capture).
+        let mut w = Watcher::new(VIP, vec![], None);
+        for (i, t) in [40.0, 30.0, 20.0, 10.0].into_iter().enumerate() {
+            let mac = if i % 2 == 0 { A } else { B };
+            w.observe(s(t), &frame(&reply(mac, VIP, MacAddr::BROADCAST, VIP)));
+        }
+        let summary = w.finish(s(10.0));
+        assert_eq!(summary.owner_changes, 3);
+        assert_eq!(summary.verdict, WatchVerdict::Unstable);
+    }
+
+    mod live_loop {
+        use super::*;
+        use crate::net::fake::{Event, FakeClock, FakeLink};
+        use crate::net::tcp_connect::ConnectResult;
+
+        fn config() -> WatchConfig {
+            WatchConfig {
+                target: VIP,
+                interface: None,
+                interval: Duration::from_secs(1),
+                duration: Some(Duration::from_millis(5500)),
+                source: None,
+                nodes: vec![],
+                tcp: Some("192.0.2.100:80".parse().unwrap()),
+                tcp_timeout: Duration::from_secs(1),
+            }
+        }
+
+        /// `owner(offset)` answers each request for the VIP 1 ms later (None: nobody).
+        fn segment(clock: &FakeClock, owner: impl Fn(Duration) -> Option<MacAddr> + 'static) -> FakeLink {
+            FakeLink::new(clock).responding(move |at, bytes| {
+                let Some(req) = ArpFrame::from_link(LinkType::Ethernet, bytes) else { return vec![] };
+                match owner(at) {
+                    Some(mac) if req.target_ip == VIP => {
+                        vec![(at + Duration::from_millis(1), reply(mac, VIP, ME, CLIENT).to_vec())]
+                    }
+                    _ => vec![],
+                }
+            })
+        }
+
+        fn run(
+            link: &mut FakeLink,
+            clock: &FakeClock,
+            tcp: Option<&mut dyn ConnectTimer>,
+        ) -> (Vec<WatchEvent>, WatchSummary) {
+            let mut events = Vec::new();
+            let summary =
+                watch_on(link, clock, &config(), ME, CLIENT, || false, tcp, |e| events.push(e.clone()))
+                    .unwrap();
+            (events, summary)
+        }
+
+        #[test]
+        fn one_owner_for_the_whole_duration_is_stable() {
+            let clock = FakeClock::new();
+            let mut link = segment(&clock, |_| Some(A));
+            let (events, summary) = run(&mut link, &clock, None);
+            assert!(events.is_empty(), "{events:?}");
+            assert_eq!((summary.verdict, summary.probes), (WatchVerdict::Stable, 6));
+            assert_eq!(clock.elapsed(), Duration::from_millis(5500), "stopped at --duration");
+        }
+
+        #[test]
+        fn a_gratuitous_arp_mid_interval_is_a_takeover_at_once() {
+            let clock = FakeClock::new();
+            let mut link = segment(&clock, |at| Some(if at < Duration::from_millis(2500) { A } else { B }));
+            link.at(Duration::from_millis(2500), Event::Frame(request(B, VIP, VIP).to_vec()));
+            let (events, summary) = run(&mut link, &clock, None);
+            assert_eq!(names(&events), vec!["gratuitous", "owner-change"]);
+            assert_eq!(summary.owner_changes, 1);
+            let held: Vec<f64> = summary.owners.iter().map(|o| o.held_s).collect();
+            assert_eq!(held, vec![2.499, 3.0], "A from its first reply to the takeover, B to the end");
+        }
+
+        #[test]
+        fn lost_replies_are_a_gap() {
+            let clock = FakeClock::new();
+            let gap = Duration::from_millis(1500)..Duration::from_millis(3500);
+            let mut link = segment(&clock, move |at| (!gap.contains(&at)).then_some(A));
+            let (events, summary) = run(&mut link, &clock, None);
+            assert_eq!(names(&events), vec!["no-reply-start", "no-reply-end"]);
+            assert_eq!(
+                summary.longest_no_owner_s, 2.0,
+                "from the first unanswered request to the answer window of the last"
+            );
+            assert_eq!(summary.verdict, WatchVerdict::Unstable);
+        }
+
+        #[test]
+        fn a_capture_error_ends_the_watch_with_the_error() {
+            let clock = FakeClock::new();
+            let link = segment(&clock, |_| Some(A));
+            link.at(Duration::from_millis(1200), Event::Error("capture failed".into()));
+            let mut link = link;
+            let err = watch_on(&mut link, &clock, &config(), ME, CLIENT, || false, None, |_| {}).unwrap_err();
+            assert!(err.to_string().contains("capture failed"), "{err}");
+        }
+
+        struct Stalls(Vec<ConnectResult>);
+        impl ConnectTimer for Stalls {
+            fn finished(&mut self) -> Vec<ConnectResult> {
+                std::mem::take(&mut self.0)
+            }
+        }
+
+        #[test]
+        fn connect_results_are_folded_in() {
+            let clock = FakeClock::new();
+            let mut link = segment(&clock, |_| Some(A));
+            let mut results: Vec<ConnectResult> = (0..5)
+                .map(|i| (clock.wall_at(Duration::from_secs(i)), Ok(Duration::from_millis(1))))
+                .collect();
+            results.push((clock.wall_at(Duration::from_secs(5)), Err("timed out".into())));
+            let mut tcp = Stalls(results);
+            let (events, summary) = run(&mut link, &clock, Some(&mut tcp));
+            assert_eq!(names(&events), vec!["tcp-spike"]);
+            let tcp = summary.tcp.unwrap();
+            assert_eq!((tcp.probes, tcp.failures, tcp.spikes), (6, 1, 1));
+        }
     }
 }

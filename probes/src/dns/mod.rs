@@ -20,7 +20,7 @@ pub use message::rcode_name;
 pub use report::{DnsReport, EndpointReport, EndpointVerdict, Finding, Latency, ProtocolReport};
 
 use crate::net::dns::{self as exchange, Exchange};
-use crate::{Error, Result};
+use crate::{Error, Health, Result};
 use stats::{Outcome, Tally};
 
 /// One server to query, with what discovery knows about it.
@@ -146,7 +146,7 @@ pub async fn probe(config: Config) -> Result<DnsReport> {
         endpoints: reports,
         service,
         findings,
-        verdict: if healthy { "ok" } else { "fault" },
+        verdict: if healthy { Health::Ok } else { Health::Fault },
     })
 }
 

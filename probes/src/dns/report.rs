@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::Health;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointVerdict {
@@ -42,7 +44,7 @@ pub struct DnsReport {
     pub service: Option<EndpointReport>,
     pub findings: Vec<Finding>,
     /// `ok` when every endpoint is ok, else `fault`.
-    pub verdict: &'static str,
+    pub verdict: Health,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

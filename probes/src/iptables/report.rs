@@ -10,6 +10,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub fn health(self) -> crate::Health {
+        match self {
+            Verdict::Ok => crate::Health::Ok,
+            Verdict::Bloated => crate::Health::Fault,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pcap::{Active, Capture};
 
-use super::{interface, now_since_epoch, privilege, Captured};
+use super::{interface, now_since_epoch, privilege, Captured, Link};
 use crate::wire::link::LinkType;
 use crate::{Error, Result};
 
@@ -41,15 +41,16 @@ impl LiveCapture {
         })?;
         Ok(LiveCapture { capture, link, interface: interface.to_string() })
     }
+}
 
-    pub fn link(&self) -> LinkType {
+impl Link for LiveCapture {
+    fn link_type(&self) -> LinkType {
         self.link
     }
 
-    /// Sends one complete link-layer frame and returns the wall-clock time it was handed to the
-    /// kernel, comparable with [`Captured::at`]. The time is taken before the call: on a veth the
-    /// answer can be captured before `sendpacket` even returns.
-    pub fn send(&mut self, frame: &[u8]) -> Result<Duration> {
+    /// The time is taken before the call: on a veth the answer can be captured before
+    /// `sendpacket` even returns.
+    fn send(&mut self, frame: &[u8]) -> Result<Duration> {
         let at = now_since_epoch();
         self.capture
             .sendpacket(frame)
@@ -58,12 +59,13 @@ impl LiveCapture {
     }
 
     /// The next frame that passes the filter, or `None` once `deadline` has passed.
-    pub fn next_before(&mut self, deadline: Instant) -> Result<Option<Captured>> {
+    fn next_before(&mut self, deadline: Instant) -> Result<Option<Captured>> {
         loop {
             match self.capture.next_packet() {
                 Ok(packet) => {
                     let ts = packet.header.ts;
-                    let at = Duration::new(ts.tv_sec.max(0) as u64, (ts.tv_usec.max(0) as u32) * 1000);
+                    let micros = ts.tv_usec.clamp(0, 999_999) as u32;
+                    let at = Duration::new(ts.tv_sec.max(0) as u64, micros * 1000);
                     return Ok(Some(Captured { at, link: self.link, data: packet.data.to_vec() }));
                 }
                 // Nothing buffered: wait for the fd to become readable, up to the deadline.

@@ -1,95 +1,163 @@
 //! Reading tcpdump/Wireshark capture files (pcap and pcapng) without any privilege.
+//!
+//! libpcap's own reader does the work, so a file reads here exactly as `tcpdump -r` reads it:
+//! frames cut by the snap length, FCS bits in the link type, pcapng's timestamp resolutions and
+//! offsets, and its option quirks. One thing libpcap 1.10 (Debian 12) cannot do is a pcapng file
+//! whose interfaces have different link types (it stops with "an interface has a type N different
+//! from the type of the first interface"); there the rest of the file is read block by block with
+//! pcap-file, frames of interfaces we cannot decode are skipped, and a note says how many.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::DataLink;
 
 use super::Captured;
 use crate::wire::link::LinkType;
 use crate::{Error, Result};
 
-/// Calls `each` with every frame of the capture at `path`, in file order.
-pub fn for_each_frame(path: &Path, mut each: impl FnMut(Captured)) -> Result<()> {
-    let bad = |detail: String| Error::BadCapture { path: path.to_path_buf(), detail };
-    let mut file = File::open(path).map_err(|e| bad(format!("cannot open capture: {e}")))?;
-    let mut magic = [0u8; 4];
-    file.read_exact(&mut magic).map_err(|_| bad(NOT_A_CAPTURE.into()))?;
-    let file = File::open(path).map_err(|e| bad(format!("cannot open capture: {e}")))?;
-    let reader = BufReader::new(file);
-    match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1]
-        | [0xa1, 0xb2, 0xc3, 0xd4]
-        | [0x4d, 0x3c, 0xb2, 0xa1]
-        | [0xa1, 0xb2, 0x3c, 0x4d] => {
-            let mut pcap = PcapReader::new(reader).map_err(|e| bad(format!("bad pcap header: {e}")))?;
-            let link = link_type(pcap.header().datalink).map_err(bad)?;
-            while let Some(packet) = pcap.next_packet() {
-                let packet = packet.map_err(|e| bad(format!("damaged packet record: {e}")))?;
-                each(Captured { at: packet.timestamp, link, data: packet.data.into_owned() });
-            }
-            Ok(())
-        }
-        [0x0a, 0x0d, 0x0d, 0x0a] => {
-            let mut ng = PcapNgReader::new(reader).map_err(|e| bad(format!("bad pcapng section: {e}")))?;
-            // (link type, timestamp resolution) of each interface of the current section.
-            let mut interfaces: Vec<(std::result::Result<LinkType, String>, u8)> = Vec::new();
-            while let Some(block) = ng.next_block() {
-                match block.map_err(|e| bad(format!("damaged pcapng block: {e}")))? {
-                    Block::SectionHeader(_) => interfaces.clear(),
-                    Block::InterfaceDescription(idb) => {
-                        interfaces.push((link_type(idb.linktype), ts_resolution(&idb.options)))
-                    }
-                    Block::EnhancedPacket(packet) => {
-                        let (link, resolution) =
-                            interfaces.get(packet.interface_id as usize).ok_or_else(|| {
-                                bad(format!(
-                                    "packet names interface {} that was never described",
-                                    packet.interface_id
-                                ))
-                            })?;
-                        let link = link.clone().map_err(bad)?;
-                        let at = pcapng_time(packet.timestamp, *resolution);
-                        each(Captured { at, link, data: packet.data.into_owned() });
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
-        }
-        _ => Err(bad(NOT_A_CAPTURE.into())),
-    }
+/// What reading a file found besides its frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileNotes {
+    /// Frames handed to the caller.
+    pub frames: u64,
+    /// Sentences about what was skipped, for the report.
+    pub notes: Vec<String>,
 }
 
 const NOT_A_CAPTURE: &str = "not a pcap or pcapng capture (write one with `tcpdump -w FILE arp`)";
+const MIXED_LINK_TYPES: &str = "different from the type of the first interface";
 
-fn link_type(datalink: DataLink) -> std::result::Result<LinkType, String> {
-    LinkType::from_dlt(u32::from(datalink)).ok_or_else(|| {
-        format!("link type {datalink:?} is not supported: capture on an Ethernet interface or with -i any")
-    })
+/// Calls `each` with every frame of the capture at `path`, in file order.
+pub fn for_each_frame(path: &Path, mut each: impl FnMut(Captured)) -> Result<FileNotes> {
+    let bad = |detail: String| Error::BadCapture { path: path.to_path_buf(), detail };
+    super::input::require_regular_file(path).map_err(|e| bad(e.to_string()))?;
+    let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
+        .map_err(|e| bad(open_error(&e.to_string())))?;
+    let dlt = capture.get_datalink().0;
+    let link = u32::try_from(dlt).ok().and_then(LinkType::from_dlt).ok_or_else(|| bad(unsupported(dlt)))?;
+    let mut notes = FileNotes::default();
+    loop {
+        match capture.next_packet() {
+            Ok(packet) => {
+                notes.frames += 1;
+                let at = timestamp(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
+                each(Captured { at, link, data: packet.data.to_vec() });
+            }
+            Err(pcap::Error::NoMorePackets) => return Ok(notes),
+            Err(e) if e.to_string().contains(MIXED_LINK_TYPES) => {
+                drop(capture);
+                continue_mixed_pcapng(path, notes.frames, &mut notes, &mut each).map_err(bad)?;
+                return Ok(notes);
+            }
+            Err(e) => return Err(bad(format!("damaged after {} frame(s): {e}", notes.frames))),
+        }
+    }
 }
 
-/// The interface's if_tsresol option; 6 (microseconds) when absent, as the pcapng spec says.
-fn ts_resolution(options: &[InterfaceDescriptionOption]) -> u8 {
-    options
-        .iter()
-        .find_map(|o| match o {
-            InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
-            _ => None,
-        })
-        .unwrap_or(6)
+/// libpcap's "unknown file format" and friends, in our words.
+fn open_error(text: &str) -> String {
+    if text.contains("unknown file format")
+        || text.contains("truncated dump file")
+        || text.contains("too short")
+    {
+        NOT_A_CAPTURE.to_string()
+    } else {
+        format!("cannot read it as a capture: {text}")
+    }
 }
 
-/// pcap-file hands back the raw 64-bit pcapng timestamp as if it were nanoseconds; scale it by the
-/// interface's resolution: 10^-n seconds, or 2^-n when the top bit is set.
-fn pcapng_time(raw: Duration, resolution: u8) -> Duration {
-    let ticks = raw.as_nanos() as u64;
-    if resolution & 0x80 != 0 {
+fn unsupported(dlt: i32) -> String {
+    format!(
+        "link type {dlt} is not supported (Ethernet, Linux SLL and SLL2 are): capture on an Ethernet interface or with -i any"
+    )
+}
+
+/// A libpcap timestamp (seconds, nanoseconds with nanosecond precision) as time since the epoch.
+/// Timestamps before 1970, or with a fraction out of range, are clamped rather than trusted.
+fn timestamp(secs: i64, nanos: i64) -> Duration {
+    Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32)
+}
+
+/// Reads the pcapng file again with pcap-file, skipping the `already` packets libpcap delivered,
+/// and hands on the rest from interfaces whose link type we decode.
+fn continue_mixed_pcapng(
+    path: &Path,
+    already: u64,
+    notes: &mut FileNotes,
+    each: &mut impl FnMut(Captured),
+) -> std::result::Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open capture: {e}"))?;
+    let mut ng = PcapNgReader::new(BufReader::new(file)).map_err(|e| format!("bad pcapng section: {e}"))?;
+    // (link type, if_tsresol, if_tsoffset) of each interface of the current section.
+    let mut interfaces: Vec<(u32, Option<LinkType>, u8, u64)> = Vec::new();
+    let mut packets = 0u64;
+    let mut skipped: std::collections::BTreeMap<u32, u64> = Default::default();
+    while let Some(block) = ng.next_block() {
+        let block = block.map_err(|e| format!("damaged pcapng block after {packets} frame(s): {e}"))?;
+        let (interface_id, raw_time, data) = match block {
+            Block::SectionHeader(_) => {
+                interfaces.clear();
+                continue;
+            }
+            Block::InterfaceDescription(idb) => {
+                let dlt = u32::from(idb.linktype);
+                let (resolution, offset) = time_options(&idb.options);
+                interfaces.push((dlt, LinkType::from_dlt(dlt), resolution, offset));
+                continue;
+            }
+            // pcap-file hands back the raw 64-bit timestamp as if it were nanoseconds.
+            Block::EnhancedPacket(p) => {
+                (p.interface_id, Some(u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX)), p.data)
+            }
+            Block::SimplePacket(p) => (0, None, p.data),
+            Block::Packet(p) => (u32::from(p.interface_id), Some(p.timestamp), p.data),
+            _ => continue,
+        };
+        packets += 1;
+        if packets <= already {
+            continue;
+        }
+        let &(dlt, link, resolution, offset) = interfaces
+            .get(interface_id as usize)
+            .ok_or_else(|| format!("a packet names interface {interface_id}, which was never described"))?;
+        let Some(link) = link else {
+            *skipped.entry(dlt).or_default() += 1;
+            continue;
+        };
+        let at = raw_time.map(|raw| pcapng_time(raw, resolution, offset)).unwrap_or_default();
+        notes.frames += 1;
+        each(Captured { at, link, data: data.into_owned() });
+    }
+    for (dlt, count) in skipped {
+        notes.notes.push(format!(
+            "{count} frame(s) of an interface with link type {dlt} were skipped (only Ethernet, Linux SLL and SLL2 are read)"
+        ));
+    }
+    Ok(())
+}
+
+/// The interface's if_tsresol (6, microseconds, when absent, as the pcapng spec says) and
+/// if_tsoffset (seconds added to every timestamp).
+fn time_options(options: &[InterfaceDescriptionOption]) -> (u8, u64) {
+    let mut resolution = 6;
+    let mut offset = 0;
+    for option in options {
+        match option {
+            InterfaceDescriptionOption::IfTsResol(r) => resolution = *r,
+            InterfaceDescriptionOption::IfTsOffset(o) => offset = *o,
+            _ => {}
+        }
+    }
+    (resolution, offset)
+}
+
+/// A raw 64-bit pcapng timestamp scaled by the interface's resolution (10^-n seconds, or 2^-n
+/// when the top bit is set), plus its offset. Saturates instead of overflowing on absurd values.
+fn pcapng_time(ticks: u64, resolution: u8, offset: u64) -> Duration {
+    let base = if resolution & 0x80 != 0 {
         let shift = u32::from(resolution & 0x7f).min(63);
         let secs = ticks >> shift;
         let frac = ticks & ((1u64 << shift) - 1);
@@ -98,7 +166,8 @@ fn pcapng_time(raw: Duration, resolution: u8) -> Duration {
         let per_sec = 10u64.checked_pow(u32::from(resolution)).unwrap_or(u64::MAX);
         let nanos = (u128::from(ticks % per_sec) * 1_000_000_000 / u128::from(per_sec)) as u32;
         Duration::new(ticks / per_sec, nanos)
-    }
+    };
+    base.saturating_add(Duration::from_secs(offset))
 }
 
 #[cfg(test)]
@@ -106,15 +175,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pcapng_resolutions() {
-        assert_eq!(ts_resolution(&[]), 6);
-        assert_eq!(ts_resolution(&[InterfaceDescriptionOption::IfTsResol(9)]), 9);
-        let micro = pcapng_time(Duration::from_nanos(1_500_000), 6);
-        assert_eq!(micro, Duration::from_millis(1500));
-        let nano = pcapng_time(Duration::from_nanos(1_500_000), 9);
-        assert_eq!(nano, Duration::from_micros(1500));
-        let binary = pcapng_time(Duration::from_nanos(3 << 9), 0x80 | 10);
-        assert_eq!(binary, Duration::from_millis(1500));
+    fn pcapng_resolutions_and_offsets() {
+        assert_eq!(time_options(&[]), (6, 0));
+        let options = [InterfaceDescriptionOption::IfTsResol(9), InterfaceDescriptionOption::IfTsOffset(10)];
+        assert_eq!(time_options(&options), (9, 10));
+        assert_eq!(pcapng_time(1_500_000, 6, 0), Duration::from_millis(1500));
+        assert_eq!(pcapng_time(1_500_000, 9, 0), Duration::from_micros(1500));
+        assert_eq!(pcapng_time(3 << 9, 0x80 | 10, 0), Duration::from_millis(1500));
+        assert_eq!(pcapng_time(1_000_000, 6, 5), Duration::from_secs(6));
+        // if_tsresol=0 with a huge count, and a huge offset: no overflow.
+        let huge = pcapng_time(u64::MAX, 0, u64::MAX);
+        assert_eq!(huge, Duration::MAX);
+        assert_eq!(timestamp(-5, -1), Duration::ZERO);
+        assert_eq!(timestamp(1, 2_000_000_000), Duration::new(1, 999_999_999));
     }
 
     #[test]
@@ -131,6 +204,8 @@ mod tests {
         }
         let err = for_each_frame(&dir.join("missing"), |_| {}).unwrap_err();
         assert!(err.is_bad_input() && err.to_string().contains("cannot open"), "{err}");
+        let err = for_each_frame(&dir, |_| {}).unwrap_err();
+        assert!(err.is_bad_input() && err.to_string().contains("not a regular file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

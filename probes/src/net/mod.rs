@@ -1,15 +1,22 @@
 //! The only code in netprobe that touches the operating system: live captures and injection,
-//! capture files, interfaces and routes, privileges.
+//! capture files, interfaces and routes, privileges, sockets, commands.
+//!
+//! The engines reach the OS through small traits defined here ([`Link`], [`Clock`], and in the
+//! modules beside them), implemented by the real thing and, in tests, by the fakes in [`fake`].
 
 pub mod capture;
 pub mod capture_file;
 pub mod dns;
+#[cfg(test)]
+pub mod fake;
+pub mod input;
 pub mod interface;
 pub mod iptables;
 pub mod privilege;
 pub mod signal;
+pub mod tcp_connect;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::wire::link::LinkType;
 
@@ -20,6 +27,38 @@ pub struct Captured {
     pub at: Duration,
     pub link: LinkType,
     pub data: Vec<u8>,
+}
+
+/// A layer-2 link: frames go out, captured frames come in before a deadline. Implemented by
+/// [`capture::LiveCapture`] and, in tests, by [`fake::FakeLink`].
+pub trait Link {
+    fn link_type(&self) -> LinkType;
+    /// Sends one complete link-layer frame; returns the wall-clock time it was handed over,
+    /// comparable with [`Captured::at`].
+    fn send(&mut self, frame: &[u8]) -> crate::Result<Duration>;
+    /// The next captured frame, or `None` once `deadline` has passed.
+    fn next_before(&mut self, deadline: Instant) -> crate::Result<Option<Captured>>;
+}
+
+/// The two clocks a probe reads: monotonic for deadlines, wall-clock for timestamps.
+pub trait Clock {
+    fn now(&self) -> Instant;
+    /// Time since the Unix epoch.
+    fn wall(&self) -> Duration;
+}
+
+/// The machine's clocks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall(&self) -> Duration {
+        now_since_epoch()
+    }
 }
 
 /// Wall-clock time since the Unix epoch, the clock capture timestamps use.

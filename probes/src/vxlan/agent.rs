@@ -18,7 +18,7 @@ use axum::Router;
 use super::api::*;
 use crate::iptables::save_format::rule_packet_counters;
 use crate::net::capture::LiveCapture;
-use crate::net::{interface, signal};
+use crate::net::{interface, signal, Link};
 use crate::wire::vxlan;
 use crate::{Error, Result};
 
@@ -91,7 +91,7 @@ async fn health(State(agent): State<Agent>, headers: HeaderMap) -> Response {
     if !authorised(&agent, &headers) {
         return refuse(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }
-    Json(Health { version: env!("CARGO_PKG_VERSION").to_string() }).into_response()
+    Json(AgentHealth { version: env!("CARGO_PKG_VERSION").to_string() }).into_response()
 }
 
 async fn expect(State(agent): State<Agent>, headers: HeaderMap, Json(req): Json<ExpectRequest>) -> Response {

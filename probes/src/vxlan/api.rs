@@ -75,7 +75,7 @@ pub struct CollectResponse {
 
 /// `GET /v1/health`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Health {
+pub struct AgentHealth {
     pub version: String,
 }
 

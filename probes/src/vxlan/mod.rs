@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{Error, Result};
+use crate::{Error, Health, Result};
 use api::*;
 
 /// Default VNI of the probes: far above flannel's 1, Calico's 4096 and Cilium's per-cluster
@@ -104,7 +104,7 @@ pub struct VxlanReport {
     pub port: u16,
     pub vni: u32,
     pub count: u32,
-    pub verdict: &'static str,
+    pub verdict: Health,
     pub pairs: Vec<PairReport>,
 }
 
@@ -174,7 +174,7 @@ async fn run_async(config: Config) -> Result<VxlanReport> {
     let mut checks = tokio::task::JoinSet::new();
     for node in config.nodes.clone() {
         let client = client.clone();
-        checks.spawn(async move { client.call::<(), Health>(&node, "/v1/health", None).await });
+        checks.spawn(async move { client.call::<(), AgentHealth>(&node, "/v1/health", None).await });
     }
     while let Some(done) = checks.join_next().await {
         done.map_err(|e| Error::could_not_run("checking agents", e.to_string()))??;
@@ -211,7 +211,7 @@ async fn run_async(config: Config) -> Result<VxlanReport> {
         port: config.port,
         vni: config.vni,
         count: config.count,
-        verdict: if healthy { "ok" } else { "fault" },
+        verdict: if healthy { Health::Ok } else { Health::Fault },
         pairs,
     })
 }

@@ -23,7 +23,12 @@ impl LinkType {
     }
 }
 
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherTypes of VLAN tags: 802.1Q (C-tag), 802.1ad (S-tag), and the pre-standard QinQ values
+/// some switches still send. Each tag is 4 bytes: TCI(2) and the next EtherType(2).
+pub const VLAN_ETHERTYPES: [u16; 4] = [0x8100, 0x88a8, 0x9100, 0x9200];
+
+/// Tags deeper than this are not VLAN stacks any real network builds: the frame is not decoded.
+const MAX_VLAN_TAGS: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkFrame<'a> {
@@ -34,9 +39,10 @@ pub struct LinkFrame<'a> {
     pub payload: &'a [u8],
 }
 
-/// Decodes a captured frame; `None` when it is too short for its header. One 802.1Q tag is skipped.
+/// Decodes a captured frame; `None` when it is too short for its header. Any stack of VLAN tags
+/// (802.1Q, 802.1ad, QinQ) is skipped, so the EtherType is the one the tags carry.
 pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
-    let frame = match link {
+    let mut frame = match link {
         LinkType::Ethernet => {
             // dst(6) src(6) ethertype(2)
             let header = bytes.get(..14)?;
@@ -66,16 +72,16 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
             }
         }
     };
-    if frame.ethertype == ETHERTYPE_VLAN {
+    for _ in 0..=MAX_VLAN_TAGS {
+        if !VLAN_ETHERTYPES.contains(&frame.ethertype) {
+            return Some(frame);
+        }
         // TCI(2) inner ethertype(2)
         let tag = frame.payload.get(..4)?;
-        return Some(LinkFrame {
-            ethertype: u16::from_be_bytes([tag[2], tag[3]]),
-            payload: &frame.payload[4..],
-            ..frame
-        });
+        frame.ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        frame.payload = &frame.payload[4..];
     }
-    Some(frame)
+    None
 }
 
 #[cfg(test)]
@@ -105,6 +111,28 @@ mod tests {
         let frame = decode(LinkType::Ethernet, &bytes).unwrap();
         assert_eq!(frame.ethertype, 0x0806);
         assert_eq!(frame.payload, PAYLOAD);
+    }
+
+    #[test]
+    fn ethernet_with_a_qinq_stack() {
+        let mut bytes = vec![0xff; 6];
+        bytes.extend([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]);
+        bytes.extend([0x88, 0xa8, 0x00, 0xc8]); // 802.1ad S-tag, VLAN 200
+        bytes.extend([0x81, 0x00, 0x07, 0xd1]); // 802.1Q C-tag, VLAN 2001
+        bytes.extend([0x91, 0x00, 0x00, 0x0a]); // pre-standard QinQ tag, VLAN 10
+        bytes.extend([0x08, 0x06]); // then ARP
+        bytes.extend(PAYLOAD);
+        let frame = decode(LinkType::Ethernet, &bytes).unwrap();
+        assert_eq!(frame.ethertype, 0x0806);
+        assert_eq!(frame.payload, PAYLOAD);
+        // A stack deeper than any network builds, or cut inside a tag, is not decoded.
+        let mut deep = vec![0xff; 12];
+        for _ in 0..=MAX_VLAN_TAGS {
+            deep.extend([0x81, 0x00, 0x00, 0x01]);
+        }
+        deep.extend([0x08, 0x06]);
+        assert_eq!(decode(LinkType::Ethernet, &deep), None);
+        assert_eq!(decode(LinkType::Ethernet, &bytes[..16]), None);
     }
 
     #[test]
