@@ -33,11 +33,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The kubeconfig for subcommands that read the Kubernetes API [default: KUBECONFIG, else
+    /// ~/.kube/config, else the in-cluster service account].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use [default: its current-context].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    pub fn api(&self) -> netprobe_probes::k8s::ApiConfig {
+        netprobe_probes::k8s::ApiConfig { kubeconfig: self.kubeconfig.clone(), context: self.context.clone() }
+    }
+
     pub fn format(&self) -> Format {
         if self.json {
             Format::Json
@@ -80,15 +93,23 @@ rule, more than --max-duplicate-percent of all rules are duplicates, or there ar
 Nothing here changes a rule, except --self-test, which uses a scratch chain and removes it.";
 
 const DNS_LONG: &str = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
-Service VIP itself the same question, all at once, and say which endpoint fails and why.\n\n\
+Service's addresses the same question, all at once, and say which endpoint fails and why.\n\n\
 Endpoints come from --endpoints, or from the Kubernetes API: the EndpointSlices labelled \
-kubernetes.io/service-name=SERVICE in NAMESPACE (kubeconfig from KUBECONFIG or ~/.kube/config, or the \
-in-cluster service account), with each pod's node. Each query uses a fresh source port; replies must \
-carry our ID and question and come from the address asked. A truncated UDP reply is asked again over TCP.\n\n\
-Verdicts per endpoint: ok, failing (no answers), degraded (some lost, server errors, or p95 above \
---slow), inconsistent (answers differ from the majority). Findings explain them: endpoint-unreachable, \
-inconsistent-answers, service-failures-explained, cross-node (failing pods all on other nodes: check \
-the overlay with netprobe vxlan).";
+kubernetes.io/service-name=SERVICE in NAMESPACE (--kubeconfig, else KUBECONFIG, else ~/.kube/config, else \
+the in-cluster service account), with each pod's node and conditions, each address once; the Service's \
+addresses are every ClusterIP of the Service (both families when it is dual-stack). Each query uses a \
+fresh source port; replies must carry our ID and question. A truncated UDP reply is asked again over TCP \
+(at most --concurrency at once), as a resolver would. Each query keeps listening a grace period past \
+--timeout, so an answer that comes late is told apart from one that never comes.\n\n\
+An error reply is not an answer: SERVFAIL, REFUSED and NXDOMAIN are counted (the RCODE column) and never \
+make an endpoint ok or vote on the answers. Verdicts per endpoint: ok; failing (no answer: silence, refused, \
+no route, or only SERVFAIL/REFUSED); degraded (some lost, late, server errors, or p95 above --slow); \
+inconsistent (answers unlike the majority's, or NXDOMAIN where others resolve the name); nxdomain (no \
+endpoint knows the name); not-ready (the EndpointSlice says so: shown, not judged). Findings explain them: \
+endpoint-unreachable, server-errors, inconsistent-answers, name-exists-nowhere, protocol-blocked, \
+too-big-for-udp, late-answers, service-path (the Service fails while every endpoint answers), \
+service-failures-explained (its failure rate fits the failing endpoints, by a 95% interval), cross-node \
+(failing pods all on other nodes: check the overlay with netprobe vxlan).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -369,6 +390,25 @@ pub struct DnsArgs {
     /// The node this runs on, for the cross-node finding [default: $NODE_NAME].
     #[arg(long, env = "NODE_NAME")]
     pub node: Option<String>,
+
+    /// Address families to probe among discovered endpoints and Service addresses [default: the
+    /// families this host has routes for].
+    #[arg(long, value_enum)]
+    pub family: Option<DnsFamily>,
+
+    /// Offer this EDNS UDP payload size in every query, as dig's +bufsize [default: no EDNS, as
+    /// glibc's stub resolver sends none].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(512..))]
+    pub edns_bufsize: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DnsFamily {
+    #[value(name = "4")]
+    V4,
+    #[value(name = "6")]
+    V6,
+    Both,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

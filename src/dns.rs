@@ -2,32 +2,24 @@
 
 use std::net::SocketAddr;
 
-use netprobe_probes::dns::{self, Config, DnsReport, Protocol, Target};
-use netprobe_probes::{k8s, Error, Health};
+use netprobe_probes::dns::{self, Config, DnsReport, EndpointReport, Families, Protocol, Target};
+use netprobe_probes::k8s::{self, ApiConfig};
+use netprobe_probes::net::interface;
+use netprobe_probes::Error;
 
-use crate::cli::{DnsArgs, DnsProtocol};
+use crate::cli::{DnsArgs, DnsFamily, DnsProtocol};
 use crate::exit::Exit;
 use crate::output::{self, Format};
 
-pub fn run(args: DnsArgs, format: Format) -> Result<Exit, Error> {
+/// The ANSWERS column is at most this wide; JSON has every answer.
+const ANSWERS_WIDTH: usize = 40;
+
+pub fn run(args: DnsArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let name = dns::parse_name(&args.name)?;
     let record_type = dns::parse_type(&args.record_type)?;
-    let (endpoints, service) = match &args.endpoints {
-        Some(list) => (list.iter().map(|a| Target::new(*a)).collect(), args.service_ip),
-        None => {
-            let found = k8s::discover_blocking(&args.namespace, &args.service, "dns")?;
-            if found.endpoints.is_empty() {
-                return Err(Error::could_not_run(
-                    format!("discovering {}/{}", args.namespace, args.service),
-                    format!(
-                        "no endpoints: is the DNS deployment running? (kubectl -n {} get endpointslices -l kubernetes.io/service-name={})",
-                        args.namespace, args.service
-                    ),
-                ));
-            }
-            let service = args.service_ip.or(found.cluster_ip.map(|ip| SocketAddr::new(ip, 53)));
-            (found.endpoints, service)
-        }
+    let (endpoints, services) = match &args.endpoints {
+        Some(list) => (list.iter().map(|a| Target::new(*a)).collect(), args.service_ip.into_iter().collect()),
+        None => discover(&args, api)?,
     };
     let protocols = match args.protocol {
         DnsProtocol::Udp => vec![Protocol::Udp],
@@ -36,7 +28,7 @@ pub fn run(args: DnsArgs, format: Format) -> Result<Exit, Error> {
     };
     let report = dns::run(Config {
         endpoints,
-        service,
+        services,
         name,
         record_type,
         count: args.count,
@@ -46,59 +38,134 @@ pub fn run(args: DnsArgs, format: Format) -> Result<Exit, Error> {
         protocols,
         slow: args.slow,
         this_node: args.node.filter(|n| !n.is_empty()),
+        edns_bufsize: args.edns_bufsize,
     })?;
     output::emit(&match format {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
-    Ok(Exit::from_health(report.verdict))
+    Ok(Exit::from_health(report.health()))
+}
+
+/// Endpoints and Service addresses from the API, in the families asked for (or routed here).
+fn discover(args: &DnsArgs, api: &ApiConfig) -> Result<(Vec<Target>, Vec<SocketAddr>), Error> {
+    let families = match args.family {
+        Some(DnsFamily::V4) => Families { v4: true, v6: false },
+        Some(DnsFamily::V6) => Families { v4: false, v6: true },
+        Some(DnsFamily::Both) => Families::BOTH,
+        None => {
+            let (v4, v6) = interface::route_families();
+            if v4 || v6 {
+                Families { v4, v6 }
+            } else {
+                Families::BOTH
+            }
+        }
+    };
+    let found =
+        k8s::discover_blocking(api, &args.namespace, &args.service, "dns", args.service_ip.is_none())?;
+    let endpoints: Vec<Target> = found
+        .endpoints
+        .into_iter()
+        .filter(|e| families.allows(e.address))
+        .map(|e| Target {
+            address: SocketAddr::new(e.address, e.port),
+            node: e.node,
+            pod: e.pod,
+            ready: e.ready,
+            serving: e.serving,
+            terminating: e.terminating,
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Error::could_not_run(
+            format!("discovering {}/{}", args.namespace, args.service),
+            format!(
+                "no endpoints{}: is the DNS deployment running? (kubectl -n {} get endpointslices -l kubernetes.io/service-name={})",
+                if args.family.is_some() { " in the families asked for" } else { "" },
+                args.namespace,
+                args.service
+            ),
+        ));
+    }
+    let services = match args.service_ip {
+        Some(given) => vec![given],
+        None => found
+            .cluster_ips
+            .into_iter()
+            .filter(|ip| families.allows(*ip))
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect(),
+    };
+    Ok((endpoints, services))
 }
 
 fn render_table(report: &DnsReport) -> String {
-    let bad = report.endpoints.iter().filter(|e| e.verdict != dns::EndpointVerdict::Ok).count();
+    let judged: Vec<&EndpointReport> = report.endpoints.iter().filter(|e| !e.not_ready()).collect();
+    let bad = judged.iter().filter(|e| e.verdict.is_fault()).count();
     let mut headline = if bad == 0 {
-        format!("all {} endpoint(s) answer alike", report.endpoints.len())
+        format!("all {} endpoint(s) answer alike", judged.len())
     } else {
-        format!("{bad} of {} endpoint(s) not ok", report.endpoints.len())
+        format!("{bad} of {} endpoint(s) not ok", judged.len())
     };
-    if let Some(service) = &report.service {
-        let failed = service.totals.sent - service.totals.answered;
-        headline.push_str(&format!("; the Service failed {failed} of {} queries", service.totals.sent));
+    let not_ready = report.endpoints.len() - judged.len();
+    if not_ready > 0 {
+        headline.push_str(&format!(" ({not_ready} not ready, not judged)"));
     }
-    let mut text = format!(
-        "{}  {headline}\n",
-        output::verdict(if report.verdict == Health::Ok { "ok" } else { "fault" }, report.verdict)
-    );
+    for service in &report.services {
+        let failed = service.totals.unanswered();
+        headline.push_str(&format!(
+            "; the Service {} failed {failed} of {}",
+            service.socket(),
+            service.totals.sent
+        ));
+    }
+    let word = if report.health() == netprobe_probes::Health::Ok { "ok" } else { "fault" };
+    let mut text = format!("{}  {headline}\n", output::verdict(word, report.health()));
     let node = report.this_node.as_deref().map(|n| format!(", from node {n}")).unwrap_or_default();
     text.push_str(&format!("{} {}{node}\n\n", report.name, report.record_type));
 
     let protocols: Vec<String> =
         report.endpoints.first().map(|e| e.protocols.keys().cloned().collect()).unwrap_or_default();
-    let mut header = vec!["endpoint", "node", "pod", "verdict"];
+    let discovered = report.endpoints.iter().any(|e| e.ready.is_some());
+    let mut header = vec!["endpoint", "node", "pod"];
+    if discovered {
+        header.push("ready");
+    }
+    header.push("verdict");
     let answered_columns: Vec<String> = if protocols.is_empty() {
         vec!["answered".into()]
     } else {
         protocols.iter().map(|p| format!("{p} answered")).collect()
     };
     header.extend(answered_columns.iter().map(String::as_str));
-    header.extend(["p50/p95 ms", "answers"]);
+    header.extend(["rcode", "p50/p95 ms", "answers"]);
     let mut table = output::table(&header);
-    for (label, e) in report
+    let rows = report
         .endpoints
         .iter()
-        .map(|e| (format!("{}:{}", e.address, e.port), e))
-        .chain(report.service.iter().map(|s| (format!("service {}:{}", s.address, s.port), s)))
-    {
+        .map(|e| (e.socket().to_string(), e))
+        .chain(report.services.iter().map(|s| (format!("service {}", s.socket()), s)));
+    for (label, e) in rows {
         let mut row = vec![
             label,
             e.node.clone().unwrap_or_else(|| "-".into()),
             e.pod.clone().unwrap_or_else(|| "-".into()),
-            // Shout the bad ones: they are what a person scans the table for.
-            match e.verdict {
-                dns::EndpointVerdict::Ok => "ok".to_string(),
-                bad => bad.as_str().to_uppercase(),
-            },
         ];
+        if discovered {
+            row.push(match (e.ready, e.terminating) {
+                (_, Some(true)) => "terminating".into(),
+                (Some(true), _) => "yes".into(),
+                (Some(false), _) => "no".into(),
+                (None, _) => "-".into(),
+            });
+        }
+        // Shout the bad ones: they are what a person scans the table for.
+        row.push(if e.verdict.is_fault() {
+            e.verdict.as_str().to_uppercase()
+        } else {
+            e.verdict.as_str().to_string()
+        });
         if protocols.is_empty() {
             row.push(format!("{}/{}", e.totals.answered, e.totals.sent));
         } else {
@@ -108,11 +175,12 @@ fn render_table(report: &DnsReport) -> String {
                 );
             }
         }
+        row.push(rcode_cell(e));
         row.push(match e.totals.latency_ms {
             Some(l) => format!("{:.1}/{:.1}", l.p50, l.p95),
             None => "-".into(),
         });
-        row.push(if e.answers.is_empty() { "-".into() } else { e.answers.join(" ") });
+        row.push(answers_cell(&e.answers));
         table.add_row(row);
     }
     text.push_str(&table.to_string());
@@ -120,8 +188,54 @@ fn render_table(report: &DnsReport) -> String {
     if !report.findings.is_empty() {
         text.push('\n');
         for finding in &report.findings {
-            text.push_str(&format!("{}: {}\n", finding.kind, finding.message));
+            let kind = serde_json::to_value(finding.kind).ok().and_then(|v| v.as_str().map(str::to_string));
+            text.push_str(&format!("{}: {}\n", kind.unwrap_or_default(), finding.message));
         }
     }
     text
+}
+
+/// The error RCODEs, most frequent first, each with its count of all queries: `SERVFAIL 20/20`.
+fn rcode_cell(e: &EndpointReport) -> String {
+    let mut errors: Vec<(&String, &u32)> =
+        e.totals.rcodes.iter().filter(|(r, _)| r.as_str() != "NOERROR").collect();
+    if errors.is_empty() {
+        return if e.totals.answered > 0 { "NOERROR".into() } else { "-".into() };
+    }
+    errors.sort_by(|a, b| b.1.cmp(a.1));
+    errors.iter().map(|(r, n)| format!("{r} {n}/{}", e.totals.sent)).collect::<Vec<_>>().join(", ")
+}
+
+/// The answers in address order, cut to [`ANSWERS_WIDTH`] with how many more there are.
+fn answers_cell(answers: &[String]) -> String {
+    if answers.is_empty() {
+        return "-".into();
+    }
+    let mut cell = String::new();
+    for (i, answer) in answers.iter().enumerate() {
+        let more = answers.len() - i;
+        let next = if cell.is_empty() { answer.clone() } else { format!("{cell} {answer}") };
+        if next.chars().count() > ANSWERS_WIDTH && i > 0 {
+            return format!("{cell} (+{more} more)");
+        }
+        cell = next;
+    }
+    if cell.chars().count() > ANSWERS_WIDTH {
+        cell = format!("{}...", cell.chars().take(ANSWERS_WIDTH - 3).collect::<String>());
+    }
+    cell
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_bounded() {
+        assert_eq!(answers_cell(&[]), "-");
+        let many: Vec<String> = (1..=12).map(|i| format!("10.96.0.{i}")).collect();
+        assert_eq!(answers_cell(&many), "10.96.0.1 10.96.0.2 10.96.0.3 10.96.0.4 (+8 more)");
+        let long = vec!["a".repeat(60)];
+        assert_eq!(answers_cell(&long).chars().count(), ANSWERS_WIDTH);
+    }
 }

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         }
     };
     let format = cli.format();
+    let api = cli.api();
     let result = match cli.command {
         Command::Arp(args) => arp::run(args, format),
         Command::Demo(args) => demo::run(args),
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         }
         Command::Vxlan(args) => vxlan::run(args, format),
         Command::Agent(args) => vxlan::agent(args),
-        Command::Dns(args) => dns::run(args, format),
+        Command::Dns(args) => dns::run(args, &api, format),
         Command::Iptables(args) => iptables::run(args, format),
     };
     match result {

@@ -20,6 +20,8 @@ struct DnsLab {
     /// Keeps the namespaces and dnsmasq processes alive for the test.
     _lab: Lab,
     client: Netns,
+    /// dns1 (192.0.2.53, also 2001:db8::53), dns2 (.54), dns3 (.55).
+    servers: Vec<Netns>,
     dir: PathBuf,
 }
 
@@ -32,6 +34,8 @@ fn dns_lab(test: &str) -> Option<DnsLab> {
     let switch = lab.switch("sw").unwrap();
     let client = lab.host("client").unwrap();
     lab.plug(&switch, &client, "192.0.2.1/24", None).unwrap();
+    client.sh("ip -6 addr add 2001:db8::1/64 dev eth0 nodad").unwrap();
+    let mut servers = Vec::new();
     for (role, ip, answer) in [
         ("dns1", "192.0.2.53", "10.96.0.1"),
         ("dns2", "192.0.2.54", "10.96.0.1"),
@@ -40,7 +44,7 @@ fn dns_lab(test: &str) -> Option<DnsLab> {
         let host = lab.host(role).unwrap();
         lab.plug(&switch, &host, &format!("{ip}/24"), None).unwrap();
         let pid_file = dir.join(format!("{role}.pid"));
-        let argv = vec![
+        let mut argv = vec![
             "dnsmasq".to_string(),
             "--keep-in-foreground".into(),
             "--conf-file=/dev/null".into(),
@@ -57,6 +61,11 @@ fn dns_lab(test: &str) -> Option<DnsLab> {
             format!("--txt-record=big.test,{}", "d".repeat(200)),
             format!("--pid-file={}", pid_file.display()),
         ];
+        if role == "dns1" {
+            // dns1 is dual-stack, as the new CoreDNS pod of a dual-stack cluster.
+            host.sh("ip -6 addr add 2001:db8::53/64 dev eth0 nodad").unwrap();
+            argv.push("--listen-address=2001:db8::53".into());
+        }
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         lab.spawn(&host, &argv).unwrap();
         if role == "dns2" {
@@ -73,16 +82,18 @@ fn dns_lab(test: &str) -> Option<DnsLab> {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(pid_file.exists(), "dnsmasq in {role} did not start (apt-get install dnsmasq-base)");
+        servers.push(host);
     }
     for proto in ["udp", "tcp"] {
         client
             .sh(&format!(
                 "iptables -t nat -A OUTPUT -d 192.0.2.10 -p {proto} --dport 53 -m statistic --mode random --probability 0.5 -j DNAT --to-destination 192.0.2.53 && \
-                 iptables -t nat -A OUTPUT -d 192.0.2.10 -p {proto} --dport 53 -j DNAT --to-destination 192.0.2.54"
+                 iptables -t nat -A OUTPUT -d 192.0.2.10 -p {proto} --dport 53 -j DNAT --to-destination 192.0.2.54 && \
+                 ip6tables -t nat -A OUTPUT -d 2001:db8::10 -p {proto} --dport 53 -j DNAT --to-destination 2001:db8::53"
             ))
             .unwrap();
     }
-    Some(DnsLab { _lab: lab, client, dir })
+    Some(DnsLab { _lab: lab, client, servers, dir })
 }
 
 impl Drop for DnsLab {
@@ -145,7 +156,6 @@ fn each_endpoint_gets_its_verdict_over_udp_and_tcp() -> TestResult {
     for proto in ["udp", "tcp"] {
         assert_eq!(healthy["protocols"][proto]["answered"], 20, "{proto}");
     }
-    assert!(healthy["latency_ms"]["p50"].as_f64().unwrap() <= healthy["latency_ms"]["max"].as_f64().unwrap());
 
     let dropped = endpoint(&report, "192.0.2.54");
     assert_eq!(dropped["verdict"], "failing");
@@ -156,7 +166,7 @@ fn each_endpoint_gets_its_verdict_over_udp_and_tcp() -> TestResult {
     assert_eq!(other["answers"], serde_json::json!(["10.96.0.99"]));
 
     // Half the Service's queries land on the dropped server: roughly half fail.
-    let service = &report["service"];
+    let service = &report["services"][0];
     let failed = service["sent"].as_u64().unwrap() - service["answered"].as_u64().unwrap();
     assert!((5..=35).contains(&failed), "{service}");
     assert_eq!(service["verdict"], "degraded");
@@ -184,7 +194,7 @@ fn a_port_without_a_server_is_refused_at_once_not_timed_out() -> TestResult {
     let report: Value = serde_json::from_str(&out)?;
     let e = endpoint(&report, "192.0.2.55");
     assert_eq!(e["verdict"], "failing");
-    assert_eq!((e["errors"].as_u64(), e["timeouts"].as_u64()), (Some(6), Some(0)), "{e}");
+    assert_eq!((e["refused"].as_u64(), e["timeouts"].as_u64()), (Some(6), Some(0)), "{e}");
     assert!(e["first_error"].as_str().unwrap().contains("refused"), "{e}");
     Ok(())
 }
@@ -324,8 +334,10 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
         ],
     );
     let kubeconfig = api.kubeconfig(&lab.dir);
+    // 60 queries per protocol: enough for the Service's failure share to be told apart (see
+    // dns::share_explains), so the finding below is not a matter of luck.
     let args =
-        ["dns", "--each-endpoint", "--count", "20", "--interval", "5ms", "--timeout", "300ms", "-o", "json"];
+        ["dns", "--each-endpoint", "--count", "60", "--interval", "2ms", "--timeout", "300ms", "-o", "json"];
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap()), ("NODE_NAME", "node-a")];
     let (code, out, err) = netprobe(&lab.client, &args, &env);
     assert_eq!(code, 1, "{err}");
@@ -337,7 +349,7 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
     assert_eq!(a["verdict"], "ok");
     let b = endpoint(&report, "192.0.2.54");
     assert_eq!((b["node"].as_str(), b["verdict"].as_str()), (Some("node-b"), Some("failing")));
-    assert_eq!(report["service"]["address"], "192.0.2.10", "the ClusterIP came from the Service");
+    assert_eq!(report["services"][0]["address"], "192.0.2.10", "the ClusterIP came from the Service");
 
     let kinds = kinds(&report);
     assert!(kinds.contains(&"cross-node".into()), "{kinds:?}");
@@ -362,5 +374,181 @@ fn a_forbidden_api_is_exit_3_naming_the_permission() -> TestResult {
     let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("unreachable"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn one_transport_blocked_is_named_and_big_answers_need_tcp() -> TestResult {
+    let Some(lab) = dns_lab("dns-proto") else { return Ok(()) };
+    // dns1 drops UDP 53, dns3 drops TCP 53.
+    lab.servers[0].sh("iptables -A INPUT -p udp --dport 53 -j DROP")?;
+    lab.servers[2].sh("iptables -A INPUT -p tcp --dport 53 -j DROP")?;
+    let args =
+        ["dns", "--endpoints", "192.0.2.53,192.0.2.55", "--count", "4", "--timeout", "300ms", "-o", "json"];
+    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    let messages: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "protocol-blocked")
+        .map(|f| f["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(messages.len(), 2, "{report}");
+    assert!(messages[0].starts_with("192.0.2.53:53 answers over TCP but not over UDP"), "{messages:?}");
+    assert!(messages[1].starts_with("192.0.2.55:53 answers over UDP but not over TCP"), "{messages:?}");
+
+    // A big answer over UDP comes truncated; the TCP retry to dns3 cannot get through.
+    let big =
+        ["dns", "--endpoints", "192.0.2.55", "--name", "big.test", "--type", "TXT", "--protocol", "udp"];
+    let (code, out, err) = netprobe(
+        &lab.client,
+        &[&big[..], &["--count", "3", "--timeout", "300ms", "-o", "json"]].concat(),
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    let e = endpoint(&report, "192.0.2.55");
+    assert_eq!((e["tcp_retry_failed"].as_u64(), e["verdict"].as_str()), (Some(3), Some("failing")), "{e}");
+    assert_eq!(kinds(&report), vec!["too-big-for-udp"], "not called unreachable: {report}");
+    // With a large enough EDNS buffer (dig's +bufsize) the answer fits in UDP.
+    let edns = [&big[..], &["--count", "3", "--edns-bufsize", "4096", "-o", "json"]].concat();
+    let (code, out, err) = netprobe(&lab.client, &edns, &[]);
+    assert_eq!(code, 0, "{err}{out}");
+    let report: Value = serde_json::from_str(&out)?;
+    let e = endpoint(&report, "192.0.2.55");
+    assert_eq!((e["answered"].as_u64(), e["truncated_retried"].as_u64()), (Some(3), Some(0)), "{e}");
+    assert_eq!(e["answers"].as_array().unwrap().len(), 4);
+    Ok(())
+}
+
+#[test]
+fn refused_no_route_and_silence_each_in_their_own_words() -> TestResult {
+    let Some(lab) = dns_lab("dns-silences") else { return Ok(()) };
+    lab.client.sh("ip route add unreachable 203.0.113.0/24")?;
+    let args = [
+        "dns",
+        "--endpoints",
+        "192.0.2.55:5353,203.0.113.53,192.0.2.54,[2001:db8::53]:53",
+        "--protocol",
+        "udp",
+        "--count",
+        "2",
+        "--timeout",
+        "300ms",
+        "-o",
+        "json",
+    ];
+    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    let messages: Vec<&str> =
+        report["findings"].as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0].starts_with("192.0.2.55:5353 refused 2 of 2 queries"), "{messages:?}");
+    assert!(messages[1].starts_with("203.0.113.53:53: no route to 203.0.113.53"), "{messages:?}");
+    assert!(messages[2].starts_with("192.0.2.54:53 answered none of 2 queries"), "{messages:?}");
+    // The IPv6 endpoint is written as [address]:port and answers.
+    assert_eq!(endpoint(&report, "2001:db8::53")["verdict"], "ok");
+    let (_, table, _) = netprobe(&lab.client, &args[..args.len() - 2], &[]);
+    assert!(table.contains("[2001:db8::53]:53"), "{table}");
+    Ok(())
+}
+
+#[test]
+fn a_failing_service_in_front_of_healthy_endpoints_points_at_the_path() -> TestResult {
+    let Some(lab) = dns_lab("dns-svcpath") else { return Ok(()) };
+    // A second Service VIP whose DNAT also sends half the queries to an address nobody has (an
+    // endpoint kube-proxy still lists but that is gone).
+    for proto in ["udp", "tcp"] {
+        lab.client.sh(&format!(
+            "iptables -t nat -A OUTPUT -d 192.0.2.11 -p {proto} --dport 53 -m statistic --mode random --probability 0.5 -j DNAT --to-destination 192.0.2.53 && \
+             iptables -t nat -A OUTPUT -d 192.0.2.11 -p {proto} --dport 53 -j DNAT --to-destination 198.51.100.99"
+        ))?;
+    }
+    lab.client.sh("ip route add blackhole 198.51.100.0/24")?;
+    let args = [
+        "dns",
+        "--endpoints",
+        "192.0.2.53",
+        "--service-ip",
+        "192.0.2.11",
+        "--count",
+        "10",
+        "--interval",
+        "5ms",
+        "--timeout",
+        "300ms",
+        "-o",
+        "json",
+    ];
+    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(endpoint(&report, "192.0.2.53")["verdict"], "ok");
+    assert!(kinds(&report).contains(&"service-path".to_string()), "{report}");
+    Ok(())
+}
+
+const ROLLING: &str = "endpointslices-rolling-dualstack.json";
+
+#[test]
+fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
+    let Some(lab) = dns_lab("dns-rolling") else { return Ok(()) };
+    let api = FakeApi::start(
+        &lab.client,
+        vec![(SLICES, 200, fixture(ROLLING)), (SERVICE, 200, fixture("service-kube-dns-dualstack.json"))],
+    );
+    let kubeconfig = api.kubeconfig(&lab.dir);
+    let args =
+        ["dns", "--count", "5", "--interval", "5ms", "--timeout", "300ms", "--node", "node-a", "-o", "json"];
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let (code, out, err) = netprobe(&lab.client, &args, &env);
+    let report: Value = serde_json::from_str(&out)?;
+    // The lab's Service VIP still sends half its queries to the old pod (as a kube-proxy that has
+    // not caught up would): that is the Service's fault, named as such; the old pod is not judged.
+    assert_eq!(code, 1, "{err}");
+    let addresses: Vec<&str> =
+        report["endpoints"].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap()).collect();
+    assert_eq!(
+        addresses,
+        vec!["192.0.2.53", "192.0.2.54", "2001:db8::53"],
+        "each endpoint once, both families"
+    );
+    let old = endpoint(&report, "192.0.2.54");
+    assert_eq!((old["verdict"].as_str(), old["terminating"].as_bool()), (Some("not-ready"), Some(true)));
+    assert_eq!(
+        kinds(&report),
+        vec!["service-path"],
+        "no cross-node finding for a pod on its way out: {report}"
+    );
+    let path = report["findings"][0]["message"].as_str().unwrap();
+    assert!(path.contains("still sending to the not-ready 192.0.2.54:53"), "{path}");
+    let services: Vec<&str> =
+        report["services"].as_array().unwrap().iter().map(|s| s["address"].as_str().unwrap()).collect();
+    assert_eq!(services, vec!["192.0.2.10", "2001:db8::10"], "every clusterIP");
+    assert_eq!(report["services"][1]["verdict"], "ok");
+
+    // --family 4: the IPv6 endpoint and ClusterIP are left out.
+    let (_, out, _) = netprobe(&lab.client, &[&args[..], &["--family", "4"]].concat(), &env);
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["endpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(report["services"].as_array().unwrap().len(), 1);
+
+    // With --service-ip, the Service is never read: a 403 on it does not matter.
+    drop(api);
+    let api = FakeApi::start(
+        &lab.client,
+        vec![(SLICES, 200, fixture(ROLLING)), (SERVICE, 403, fixture("forbidden.json"))],
+    );
+    let kubeconfig = api.kubeconfig(&lab.dir);
+    let with_ip = [&args[..], &["--service-ip", "192.0.2.10", "--family", "4"]].concat();
+    let (code, out, err) = netprobe(&lab.client, &with_ip, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    assert!(code == 0 || code == 1, "{err}{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out)?["services"][0]["address"], "192.0.2.10");
+    let (code, _, err) = netprobe(&lab.client, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    assert_eq!(code, 3, "without --service-ip the 403 on the Service stops discovery: {err}");
+    assert!(err.contains("get services"), "{err}");
     Ok(())
 }

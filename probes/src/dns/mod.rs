@@ -7,7 +7,7 @@ mod stats;
 mod verdict;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +17,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use message::rcode_name;
-pub use report::{DnsReport, EndpointReport, EndpointVerdict, Finding, Latency, ProtocolReport};
+pub use report::{DnsReport, EndpointReport, EndpointVerdict, Finding, FindingKind, Latency, ProtocolReport};
+pub use verdict::share_explains;
 
-use crate::net::dns::{self as exchange, Exchange};
+use crate::net::dns::{Exchange, Pacing, Sockets, Transport};
 use crate::{Error, Health, Result};
 use stats::{Outcome, Tally};
 
@@ -31,11 +32,12 @@ pub struct Target {
     pub pod: Option<String>,
     pub ready: Option<bool>,
     pub serving: Option<bool>,
+    pub terminating: Option<bool>,
 }
 
 impl Target {
     pub fn new(address: SocketAddr) -> Target {
-        Target { address, node: None, pod: None, ready: None, serving: None }
+        Target { address, node: None, pod: None, ready: None, serving: None, terminating: None }
     }
 }
 
@@ -54,10 +56,30 @@ impl Protocol {
     }
 }
 
+/// Which address families to probe among discovered endpoints and Service addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl Families {
+    pub const BOTH: Families = Families { v4: true, v6: true };
+
+    pub fn allows(self, ip: IpAddr) -> bool {
+        if ip.is_ipv4() {
+            self.v4
+        } else {
+            self.v6
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub endpoints: Vec<Target>,
-    pub service: Option<SocketAddr>,
+    /// The Service's addresses (each ClusterIP), each queried as a row of its own.
+    pub services: Vec<SocketAddr>,
     pub name: Name,
     pub record_type: RecordType,
     /// Queries per endpoint and protocol.
@@ -71,6 +93,17 @@ pub struct Config {
     /// A p95 latency above this makes an endpoint `degraded`.
     pub slow: Duration,
     pub this_node: Option<String>,
+    /// Offer this EDNS UDP payload size (dig's +bufsize); `None` sends no OPT record, as glibc.
+    pub edns_bufsize: Option<u16>,
+}
+
+impl Config {
+    /// How long past the timeout a query keeps listening for a late answer: twice the timeout,
+    /// 1 to 5 s. Queries in their grace period hold no concurrency slot, so this costs a run one
+    /// grace period at most, not one per query.
+    fn grace(&self) -> Duration {
+        (self.timeout * 2).clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
 }
 
 /// Parses a query name; a name without the final dot is taken as absolute, as dig does.
@@ -91,15 +124,15 @@ pub fn parse_type(text: &str) -> Result<RecordType> {
     }
 }
 
-/// Runs the probe on a runtime of its own and returns the report.
+/// Runs the probe on a runtime of its own, over the real sockets, and returns the report.
 pub fn run(config: Config) -> Result<DnsReport> {
     // One thread: the work is syscalls, and a second worker only adds wake-ups between threads.
     let runtime = crate::net::runtime("starting the DNS runtime", None)?;
-    runtime.block_on(probe(config))
+    runtime.block_on(probe(Arc::new(Sockets), config))
 }
 
-pub async fn probe(config: Config) -> Result<DnsReport> {
-    if config.endpoints.is_empty() && config.service.is_none() {
+pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsReport> {
+    if config.endpoints.is_empty() && config.services.is_empty() {
         return Err(Error::invalid(
             "endpoints",
             "nothing to query: give --endpoints or let discovery find some",
@@ -107,23 +140,22 @@ pub async fn probe(config: Config) -> Result<DnsReport> {
     }
     let config = Arc::new(config);
     let mut targets: Vec<Target> = config.endpoints.clone();
-    if let Some(service) = config.service {
-        targets.push(Target::new(service));
-    }
+    targets.extend(config.services.iter().map(|s| Target::new(*s)));
     // Every endpoint and protocol at once: a slow one cannot hide another's failures in time.
     let mut series = JoinSet::new();
     for (index, target) in targets.iter().enumerate() {
         for &protocol in &config.protocols {
-            let config = config.clone();
+            let (config, net) = (config.clone(), net.clone());
             let address = target.address;
-            series.spawn(async move { (index, protocol, run_series(address, protocol, config).await) });
+            series.spawn(async move { (index, protocol, run_series(&net, address, protocol, config).await) });
         }
     }
     let mut tallies: Vec<BTreeMap<&'static str, Tally>> = vec![BTreeMap::new(); targets.len()];
     while let Some(done) = series.join_next().await {
+        // A series that panicked is an error, never a verdict.
         let (index, protocol, tally) =
             done.map_err(|e| Error::could_not_run("running DNS queries", e.to_string()))?;
-        tallies[index].insert(protocol.name(), tally);
+        tallies[index].insert(protocol.name(), tally?);
     }
 
     let mut reports: Vec<EndpointReport> = targets
@@ -131,22 +163,29 @@ pub async fn probe(config: Config) -> Result<DnsReport> {
         .zip(&tallies)
         .map(|(target, by_protocol)| endpoint_report(target, by_protocol, config.protocols.len() > 1))
         .collect();
-    let mut service = config.service.map(|_| reports.pop().expect("service row was added last"));
-    let majority = verdict::majority_answers(&reports, service.as_ref());
-    for report in reports.iter_mut().chain(service.iter_mut()) {
-        report.verdict = verdict::endpoint_verdict(report, majority.as_ref(), config.slow);
+    let mut services = reports.split_off(config.endpoints.len());
+    let judge = verdict::Judge::new(&reports, &services, config.slow);
+    for report in reports.iter_mut().chain(services.iter_mut()) {
+        report.verdict = judge.verdict(report);
     }
-    let findings = verdict::findings(&reports, service.as_ref(), config.this_node.as_deref());
-    let healthy = reports.iter().chain(service.as_ref()).all(|r| r.verdict == EndpointVerdict::Ok);
+    let name = config.name.to_string();
+    let findings = verdict::findings(&verdict::Context {
+        endpoints: &reports,
+        services: &services,
+        this_node: config.this_node.as_deref(),
+        name: &name,
+        timeout: config.timeout,
+    });
+    let fault = reports.iter().chain(&services).any(|r| r.verdict.is_fault());
     Ok(DnsReport {
         probe: "dns",
-        name: config.name.to_string(),
+        name,
         record_type: config.record_type.to_string(),
         this_node: config.this_node.clone(),
         endpoints: reports,
-        service,
+        services,
         findings,
-        verdict: if healthy { Health::Ok } else { Health::Fault },
+        verdict: if fault { Health::Fault } else { Health::Ok },
     })
 }
 
@@ -159,6 +198,9 @@ fn endpoint_report(
     for tally in by_protocol.values() {
         total.merge(tally);
     }
+    let mut answers: Vec<String> = total.answers.iter().cloned().collect();
+    // Addresses in address order (10.96.0.9 before 10.96.0.10), other records after them.
+    answers.sort_by_key(|a| (a.parse::<IpAddr>().map_err(|_| a.clone()), a.clone()));
     EndpointReport {
         address: target.address.ip(),
         port: target.address.port(),
@@ -166,8 +208,9 @@ fn endpoint_report(
         pod: target.pod.clone(),
         ready: target.ready,
         serving: target.serving,
+        terminating: target.terminating,
         totals: total.finish(),
-        answers: total.answers.iter().cloned().collect(),
+        answers,
         protocols: if per_protocol {
             by_protocol.iter().map(|(name, tally)| (name.to_string(), tally.finish())).collect()
         } else {
@@ -178,24 +221,35 @@ fn endpoint_report(
 }
 
 /// `count` queries to one server over one protocol, `interval` apart, at most `concurrency` in flight.
-async fn run_series(server: SocketAddr, protocol: Protocol, config: Arc<Config>) -> Tally {
+async fn run_series<N: Transport>(
+    net: &Arc<N>,
+    server: SocketAddr,
+    protocol: Protocol,
+    config: Arc<Config>,
+) -> Result<Tally> {
     match protocol {
-        Protocol::Udp => run_udp_series(server, config).await,
-        Protocol::Tcp => run_tcp_series(server, config).await,
+        Protocol::Udp => run_udp_series(net, server, config).await,
+        Protocol::Tcp => Ok(run_tcp_series(net, server, config).await),
     }
 }
 
 /// UDP on a thread of its own (one poll(2) for all sockets in flight); replies with the TC bit are
-/// asked again over TCP afterwards, as a resolver would, and counted as such.
-async fn run_udp_series(server: SocketAddr, config: Arc<Config>) -> Tally {
-    let shared = config.clone();
+/// asked again over TCP afterwards, as a resolver would, at most `concurrency` at once, and
+/// counted as such.
+async fn run_udp_series<N: Transport>(
+    net: &Arc<N>,
+    server: SocketAddr,
+    config: Arc<Config>,
+) -> Result<Tally> {
+    let (shared, transport) = (config.clone(), net.clone());
     let exchanges = tokio::task::spawn_blocking(move || {
-        let template = message::query(0, &shared.name, shared.record_type);
-        let pacing = exchange::Pacing {
+        let template = message::query(0, &shared.name, shared.record_type, shared.edns_bufsize);
+        let pacing = Pacing {
             count: shared.count,
             interval: shared.interval,
             concurrency: shared.concurrency,
             timeout: shared.timeout,
+            grace: shared.grace(),
         };
         // Replies are nearly always the same bytes but for the ID: decode each distinct one once.
         let mut last: Option<(Vec<u8>, message::Reply)> = None;
@@ -212,39 +266,57 @@ async fn run_udp_series(server: SocketAddr, config: Arc<Config>) -> Tally {
             last = Some((bytes[2..].to_vec(), reply.clone()));
             Some(reply)
         };
-        exchange::udp_series(server, &template, pacing, next_id, accept)
+        transport.udp_series(server, &template, pacing, next_id, accept)
     })
     .await
-    .unwrap_or_default();
+    .map_err(|e| Error::could_not_run(format!("querying {server} over UDP"), e.to_string()))?;
     let mut tally = Tally::default();
+    let mut retries = Vec::new();
     for outcome in exchanges {
-        tally.add(match outcome {
-            Exchange::Reply(reply, latency) if reply.truncated => match tcp_query(server, &config).await {
-                Outcome::Answered { rcode, answers, latency: more, .. } => {
-                    Outcome::Answered { rcode, answers, latency: latency + more, truncated_retried: true }
+        match outcome {
+            Exchange::Reply(reply, latency) if reply.truncated => retries.push(latency),
+            other => tally.add(outcome_of(other)),
+        }
+    }
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
+    let mut queries = JoinSet::new();
+    for udp_latency in retries {
+        let (net, config, permits) = (net.clone(), config.clone(), permits.clone());
+        queries.spawn(async move {
+            let permit = permits.acquire_owned().await.ok();
+            match tcp_query(&net, server, &config, permit).await {
+                Outcome::Replied { rcode, answers, latency, .. } => Outcome::Replied {
+                    rcode,
+                    answers,
+                    latency: udp_latency + latency,
+                    truncated_retried: true,
+                },
+                Outcome::Failed(_, reason) => {
+                    Outcome::RetryFailed(format!("TCP retry after truncation: {reason}"))
                 }
-                Outcome::Failed(reason) => Outcome::Failed(format!("TCP retry after truncation: {reason}")),
-                timeout => timeout,
-            },
-            other => outcome_of(other),
+                Outcome::Timeout => Outcome::RetryFailed("TCP retry after truncation: timed out".into()),
+                other => other,
+            }
         });
     }
-    tally
+    while let Some(outcome) = queries.join_next().await {
+        tally.add(
+            outcome
+                .map_err(|e| Error::could_not_run(format!("retrying {server} over TCP"), e.to_string()))?,
+        );
+    }
+    Ok(tally)
 }
 
-/// TCP queries as tasks, at most `concurrency` at once.
-async fn run_tcp_series(server: SocketAddr, config: Arc<Config>) -> Tally {
+/// TCP queries as tasks, at most `concurrency` within their timeout at once.
+async fn run_tcp_series<N: Transport>(net: &Arc<N>, server: SocketAddr, config: Arc<Config>) -> Tally {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
     let mut queries = JoinSet::new();
     let mut next = tokio::time::Instant::now();
     for _ in 0..config.count {
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let shared = config.clone();
-        queries.spawn(async move {
-            let outcome = tcp_query(server, &shared).await;
-            drop(permit);
-            outcome
-        });
+        let (net, shared) = (net.clone(), config.clone());
+        queries.spawn(async move { tcp_query(&net, server, &shared, Some(permit)).await });
         if !config.interval.is_zero() {
             next += config.interval;
             tokio::time::sleep_until(next).await;
@@ -252,7 +324,9 @@ async fn run_tcp_series(server: SocketAddr, config: Arc<Config>) -> Tally {
     }
     let mut tally = Tally::default();
     while let Some(outcome) = queries.join_next().await {
-        tally.add(outcome.unwrap_or_else(|e| Outcome::Failed(format!("query task: {e}"))));
+        tally.add(outcome.unwrap_or_else(|e| {
+            Outcome::Failed(crate::net::dns::FailureKind::Other, format!("query task: {e}"))
+        }));
     }
     tally
 }
@@ -272,22 +346,265 @@ fn next_id() -> u16 {
     (n.wrapping_mul(0x9E37_79B1) >> 16) as u16
 }
 
-async fn tcp_query(server: SocketAddr, config: &Config) -> Outcome {
+/// One TCP query. `permit` (a concurrency slot) is given back when the timeout passes, so a query
+/// listening in its grace period does not hold up the next.
+async fn tcp_query<N: Transport>(
+    net: &Arc<N>,
+    server: SocketAddr,
+    config: &Config,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Outcome {
     let id = next_id();
-    let query = message::query(id, &config.name, config.record_type);
-    let accept = |bytes: &[u8]| message::check_reply(bytes, id, &config.name, config.record_type);
-    outcome_of(exchange::tcp(server, &query, config.timeout, accept).await)
+    let query = message::query(id, &config.name, config.record_type, config.edns_bufsize);
+    let (name, rtype) = (config.name.clone(), config.record_type);
+    let accept = move |bytes: &[u8]| message::check_reply(bytes, id, &name, rtype);
+    let exchange = net.tcp(server, &query, config.timeout, config.grace(), accept);
+    tokio::pin!(exchange);
+    let result = match tokio::time::timeout(config.timeout, &mut exchange).await {
+        Ok(result) => result,
+        Err(_) => {
+            drop(permit);
+            exchange.await
+        }
+    };
+    outcome_of(result)
 }
 
 fn outcome_of(exchange: Exchange<message::Reply>) -> Outcome {
     match exchange {
-        Exchange::Reply(reply, latency) => Outcome::Answered {
-            rcode: reply.rcode,
-            answers: reply.answers,
-            latency,
-            truncated_retried: false,
-        },
+        Exchange::Reply(reply, latency) => {
+            Outcome::Replied { rcode: reply.rcode, answers: reply.answers, latency, truncated_retried: false }
+        }
+        Exchange::Late(_, latency) => Outcome::Late(latency),
         Exchange::Timeout => Outcome::Timeout,
-        Exchange::Failed(reason) => Outcome::Failed(reason),
+        Exchange::Failed(kind, reason) => Outcome::Failed(kind, reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::dns::FailureKind;
+    use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    use std::time::Duration;
+
+    /// What a fake server does with one query.
+    #[derive(Clone)]
+    enum Act {
+        Answer(&'static str, Duration),
+        Rcode(ResponseCode),
+        Truncated,
+        Late(Duration),
+        Silence,
+        Refuse,
+    }
+
+    /// A transport whose servers follow scripts: `udp(server)` and `tcp(server)` give the act for
+    /// each query. TCP acts take their latency in (paused) tokio time.
+    struct Fake {
+        udp: fn(SocketAddr) -> Act,
+        tcp: fn(SocketAddr) -> Act,
+    }
+
+    fn reply_bytes(query: &[u8], act: &Act) -> Vec<u8> {
+        let asked = Message::from_vec(query).unwrap();
+        let mut reply = Message::response(asked.metadata.id, OpCode::Query);
+        let q: &Query = &asked.queries[0];
+        reply.add_query(q.clone());
+        match act {
+            Act::Answer(ip, _) => {
+                let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+                reply.add_answer(Record::from_rdata(q.name().clone(), 30, RData::A(A(ip))));
+            }
+            Act::Rcode(rcode) => reply.metadata.response_code = *rcode,
+            Act::Truncated => reply.metadata.truncation = true,
+            _ => {}
+        }
+        reply.to_vec().unwrap()
+    }
+
+    impl Transport for Fake {
+        fn udp_series<T>(
+            &self,
+            server: SocketAddr,
+            template: &[u8],
+            pacing: Pacing,
+            mut next_id: impl FnMut() -> u16,
+            mut accept: impl FnMut(u16, &[u8]) -> Option<T>,
+        ) -> Vec<Exchange<T>> {
+            (0..pacing.count)
+                .map(|_| {
+                    let id = next_id();
+                    let mut query = template.to_vec();
+                    query[..2].copy_from_slice(&id.to_be_bytes());
+                    let act = (self.udp)(server);
+                    let mut reply = || accept(id, &reply_bytes(&query, &act)).expect("accepted");
+                    match act {
+                        Act::Answer(_, latency) => Exchange::Reply(reply(), latency),
+                        Act::Rcode(_) | Act::Truncated => Exchange::Reply(reply(), Duration::from_millis(1)),
+                        Act::Late(latency) => Exchange::Late(reply(), latency),
+                        Act::Silence => Exchange::Timeout,
+                        Act::Refuse => {
+                            Exchange::Failed(FailureKind::Refused, "udp receive: Connection refused".into())
+                        }
+                    }
+                })
+                .collect()
+        }
+
+        async fn tcp<T: Send>(
+            &self,
+            server: SocketAddr,
+            query: &[u8],
+            timeout: Duration,
+            _grace: Duration,
+            accept: impl Fn(&[u8]) -> Option<T> + Send,
+        ) -> Exchange<T> {
+            let act = (self.tcp)(server);
+            match act {
+                Act::Answer(_, latency) => {
+                    tokio::time::sleep(latency).await;
+                    let reply = accept(&reply_bytes(query, &act)).expect("accepted");
+                    if latency <= timeout {
+                        Exchange::Reply(reply, latency)
+                    } else {
+                        Exchange::Late(reply, latency)
+                    }
+                }
+                Act::Refuse => {
+                    Exchange::Failed(FailureKind::Refused, "tcp connect: Connection refused".into())
+                }
+                _ => {
+                    tokio::time::sleep(timeout).await;
+                    Exchange::Timeout
+                }
+            }
+        }
+    }
+
+    fn config(endpoints: &[&str], protocols: Vec<Protocol>) -> Config {
+        Config {
+            endpoints: endpoints.iter().map(|e| Target::new(e.parse().unwrap())).collect(),
+            services: vec![],
+            name: parse_name("kubernetes.default.svc.cluster.local").unwrap(),
+            record_type: RecordType::A,
+            count: 10,
+            interval: Duration::ZERO,
+            concurrency: 10,
+            timeout: Duration::from_secs(1),
+            protocols,
+            slow: Duration::from_millis(250),
+            this_node: None,
+            edns_bufsize: None,
+        }
+    }
+
+    async fn run_fake(fake: Fake, config: Config) -> DnsReport {
+        probe(Arc::new(fake), config).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn truncated_answers_are_retried_over_tcp_at_the_concurrency_asked() {
+        let fake =
+            Fake { udp: |_| Act::Truncated, tcp: |_| Act::Answer("10.96.0.1", Duration::from_millis(900)) };
+        let started = tokio::time::Instant::now();
+        let slow_ok =
+            Config { slow: Duration::from_secs(2), ..config(&["192.0.2.53:53"], vec![Protocol::Udp]) };
+        let report = run_fake(fake, slow_ok).await;
+        let e = &report.endpoints[0];
+        assert_eq!((e.totals.answered, e.totals.truncated_retried), (10, 10));
+        assert_eq!(e.verdict, EndpointVerdict::Ok);
+        // Ten retries of 900 ms at concurrency 10 take 900 ms, not 9 s.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn truncated_answers_whose_tcp_retry_fails_are_too_big_for_udp() {
+        let fake = Fake { udp: |_| Act::Truncated, tcp: |_| Act::Refuse };
+        let report = run_fake(fake, config(&["192.0.2.53:53"], vec![Protocol::Udp])).await;
+        let e = &report.endpoints[0];
+        assert_eq!((e.totals.tcp_retry_failed, e.verdict), (10, EndpointVerdict::Failing));
+        let kinds: Vec<FindingKind> = report.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, vec![FindingKind::TooBigForUdp]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn udp_blocked_while_tcp_answers_names_the_protocol() {
+        let fake =
+            Fake { udp: |_| Act::Silence, tcp: |_| Act::Answer("10.96.0.1", Duration::from_millis(2)) };
+        let report = run_fake(fake, config(&["192.0.2.53:53"], vec![Protocol::Udp, Protocol::Tcp])).await;
+        assert_eq!(report.endpoints[0].verdict, EndpointVerdict::Degraded);
+        assert_eq!(report.findings[0].kind, FindingKind::ProtocolBlocked);
+        assert!(report.findings[0].message.contains("answers over TCP but not over UDP"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_replies_late_answers_and_refusals_each_get_their_verdict() {
+        let fake = Fake {
+            udp: |server| match server.port() {
+                53 => Act::Answer("10.96.0.1", Duration::from_millis(2)),
+                54 => Act::Rcode(ResponseCode::ServFail),
+                55 => Act::Rcode(ResponseCode::NXDomain),
+                56 => Act::Late(Duration::from_millis(1500)),
+                _ => Act::Refuse,
+            },
+            tcp: |_| Act::Silence,
+        };
+        let servers = ["192.0.2.53:53", "192.0.2.53:54", "192.0.2.53:55", "192.0.2.53:56", "192.0.2.53:57"];
+        let report = run_fake(fake, config(&servers, vec![Protocol::Udp])).await;
+        let verdicts: Vec<EndpointVerdict> = report.endpoints.iter().map(|e| e.verdict).collect();
+        use EndpointVerdict::*;
+        assert_eq!(verdicts, vec![Ok, Failing, Inconsistent, Failing, Failing]);
+        assert_eq!(report.endpoints[1].totals.rcodes["SERVFAIL"], 10);
+        assert_eq!(report.endpoints[3].totals.late_max_ms, Some(1500.0));
+        assert_eq!(report.verdict, Health::Fault);
+        let kinds: Vec<FindingKind> = report.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                FindingKind::EndpointUnreachable,
+                FindingKind::ServerErrors,
+                FindingKind::InconsistentAnswers,
+                FindingKind::LateAnswers
+            ]
+        );
+        assert!(
+            report.findings[0].message.starts_with("192.0.2.53:57 refused 10 of 10"),
+            "{}",
+            report.findings[0].message
+        );
+    }
+
+    struct Panics;
+    impl Transport for Panics {
+        fn udp_series<T>(
+            &self,
+            _: SocketAddr,
+            _: &[u8],
+            _: Pacing,
+            _: impl FnMut() -> u16,
+            _: impl FnMut(u16, &[u8]) -> Option<T>,
+        ) -> Vec<Exchange<T>> {
+            panic!("a thread's failure")
+        }
+
+        async fn tcp<T: Send>(
+            &self,
+            _: SocketAddr,
+            _: &[u8],
+            _: Duration,
+            _: Duration,
+            _: impl Fn(&[u8]) -> Option<T> + Send,
+        ) -> Exchange<T> {
+            Exchange::Timeout
+        }
+    }
+
+    #[tokio::test]
+    async fn a_series_that_panics_is_an_error_not_a_verdict() {
+        let err = probe(Arc::new(Panics), config(&["192.0.2.53:53"], vec![Protocol::Udp])).await.unwrap_err();
+        assert!(!err.is_bad_input() && err.to_string().contains("querying 192.0.2.53:53 over UDP"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! What `netprobe dns` found, as plain data (the JSON output is this, serialised).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
@@ -10,14 +10,18 @@ use crate::Health;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointVerdict {
-    /// Every query answered, quickly, with the majority's answers.
+    /// Every query answered (NOERROR), in time, quickly, with the majority's answers.
     Ok,
-    /// No query answered.
+    /// No answer at all: silence, refused, no route, or nothing but SERVFAIL/REFUSED.
     Failing,
-    /// Some queries lost, failed with a server error, or slow.
+    /// Answers, but some queries lost, late, failed with a server error, or slow.
     Degraded,
-    /// Answers, but not the same answers as the majority of endpoints.
+    /// Answers unlike the other endpoints', or NXDOMAIN where the others resolve the name.
     Inconsistent,
+    /// NXDOMAIN, and no endpoint resolves the name.
+    Nxdomain,
+    /// The EndpointSlice says it is not ready (or terminating): probed, shown, not judged.
+    NotReady,
 }
 
 impl EndpointVerdict {
@@ -27,7 +31,14 @@ impl EndpointVerdict {
             EndpointVerdict::Failing => "failing",
             EndpointVerdict::Degraded => "degraded",
             EndpointVerdict::Inconsistent => "inconsistent",
+            EndpointVerdict::Nxdomain => "nxdomain",
+            EndpointVerdict::NotReady => "not-ready",
         }
+    }
+
+    /// Whether this verdict makes the report a fault.
+    pub fn is_fault(self) -> bool {
+        !matches!(self, EndpointVerdict::Ok | EndpointVerdict::NotReady)
     }
 }
 
@@ -40,11 +51,18 @@ pub struct DnsReport {
     /// The node netprobe runs on (NODE_NAME or --node), for the cross-node finding.
     pub this_node: Option<String>,
     pub endpoints: Vec<EndpointReport>,
-    /// The Service VIP, queried like an endpoint; `None` when not known.
-    pub service: Option<EndpointReport>,
+    /// The Service's addresses (every ClusterIP of a dual-stack Service), each queried like an
+    /// endpoint; empty when not known.
+    pub services: Vec<EndpointReport>,
     pub findings: Vec<Finding>,
-    /// `ok` when every endpoint is ok, else `fault`.
+    /// `ok` when no endpoint or Service address is at fault (not-ready endpoints aside).
     pub verdict: Health,
+}
+
+impl DnsReport {
+    pub fn health(&self) -> Health {
+        self.verdict
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -53,31 +71,69 @@ pub struct EndpointReport {
     pub port: u16,
     pub node: Option<String>,
     pub pod: Option<String>,
-    /// The EndpointSlice's ready and serving conditions, when discovered.
+    /// The EndpointSlice's ready, serving and terminating conditions, when discovered.
     pub ready: Option<bool>,
     pub serving: Option<bool>,
+    pub terminating: Option<bool>,
     #[serde(flatten)]
     pub totals: ProtocolReport,
-    /// The distinct answers, sorted, TTLs ignored.
+    /// The distinct answers of NOERROR replies, TTLs left out, addresses in address order.
     pub answers: Vec<String>,
     /// Per protocol (`udp`, `tcp`), when both were asked.
     pub protocols: BTreeMap<String, ProtocolReport>,
     pub verdict: EndpointVerdict,
 }
 
+impl EndpointReport {
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+
+    /// Not ready or terminating, by the EndpointSlice's conditions.
+    pub fn not_ready(&self) -> bool {
+        self.ready == Some(false) || self.terminating == Some(true)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ProtocolReport {
     pub sent: u32,
+    /// NOERROR replies within the timeout.
     pub answered: u32,
+    /// Replies with another RCODE (SERVFAIL, REFUSED, NXDOMAIN, ...): replies, not answers.
+    pub error_replies: u32,
+    /// Replies that came after the timeout, within the grace period.
+    pub late: u32,
+    pub late_max_ms: Option<f64>,
+    /// No reply at all, grace period included.
     pub timeouts: u32,
-    /// Exchanges that failed outright (refused, unreachable), with the first reason.
+    /// Exchanges refused at once (ICMP port unreachable, TCP RST).
+    pub refused: u32,
+    /// Exchanges with no route to the address.
+    pub no_route: u32,
+    /// Other socket failures.
     pub errors: u32,
     pub first_error: Option<String>,
-    /// Answered replies per RCODE, as dig names them.
+    /// Replies within the timeout per RCODE, as dig names them.
     pub rcodes: BTreeMap<String, u32>,
+    /// Latency of the replies within the timeout, every RCODE.
     pub latency_ms: Option<Latency>,
-    /// UDP replies with the TC bit that were asked again over TCP.
+    /// UDP replies with the TC bit that were asked again over TCP and answered there.
     pub truncated_retried: u32,
+    /// UDP replies with the TC bit whose retry over TCP failed.
+    pub tcp_retry_failed: u32,
+}
+
+impl ProtocolReport {
+    /// Replies of any RCODE within the timeout.
+    pub fn replies(&self) -> u32 {
+        self.answered + self.error_replies
+    }
+
+    /// Queries that got nothing in time: lost, late, refused, unreachable or failed.
+    pub fn unanswered(&self) -> u32 {
+        self.sent.saturating_sub(self.replies())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -88,9 +144,33 @@ pub struct Latency {
     pub max: f64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// An endpoint got no reply at all (silence, refused, no route): the words say which.
+    EndpointUnreachable,
+    /// An endpoint replied with SERVFAIL or REFUSED.
+    ServerErrors,
+    /// Answers, or NXDOMAIN, unlike the other endpoints'.
+    InconsistentAnswers,
+    /// NXDOMAIN from every endpoint.
+    NameExistsNowhere,
+    /// One transport answers and the other does not.
+    ProtocolBlocked,
+    /// Truncated UDP answers whose TCP retry fails.
+    TooBigForUdp,
+    /// Replies that arrive after --timeout.
+    LateAnswers,
+    /// The Service fails while every endpoint answers: the path to it, not the pods.
+    ServicePath,
+    /// The Service's failure rate fits the share of failing endpoints behind it.
+    ServiceFailuresExplained,
+    /// Every failing endpoint is on another node while the local ones answer.
+    CrossNode,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// `endpoint-unreachable`, `inconsistent-answers`, `service-failures-explained`, `cross-node`.
-    pub kind: &'static str,
+    pub kind: FindingKind,
     pub message: String,
 }

@@ -1,52 +1,73 @@
 //! Verdicts per endpoint and the findings that explain them.
+//!
+//! An error reply is not an answer: SERVFAIL, REFUSED and NXDOMAIN are counted and shown, never
+//! vote in the consistency check, and never make an endpoint ok.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::report::{EndpointReport, EndpointVerdict, Finding};
+use super::report::{EndpointReport, EndpointVerdict, Finding, FindingKind, ProtocolReport};
+use super::stats::error_rcodes;
 
-/// RCODEs that are answers, not server trouble.
-fn is_answer_rcode(rcode: &str) -> bool {
-    matches!(rcode, "NOERROR" | "NXDOMAIN")
+/// What the verdicts are judged against.
+#[derive(Clone, Debug)]
+pub struct Judge {
+    /// The answer set most endpoints (and the Service, as more voices) agree on; `None` on a tie
+    /// or when nobody resolves the name.
+    pub majority: Option<Vec<String>>,
+    /// Whether any endpoint or Service address resolves the name (NOERROR).
+    pub anyone_resolves: bool,
+    pub slow: Duration,
 }
 
-/// The answer set most endpoints (and the Service, as one more voice) agree on; `None` on a tie.
-pub fn majority_answers(
-    endpoints: &[EndpointReport],
-    service: Option<&EndpointReport>,
-) -> Option<Vec<String>> {
-    let mut votes: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
-    for e in endpoints.iter().chain(service).filter(|e| e.totals.answered > 0) {
-        *votes.entry(&e.answers).or_default() += 1;
+impl Judge {
+    pub fn new(endpoints: &[EndpointReport], services: &[EndpointReport], slow: Duration) -> Judge {
+        let voters =
+            || endpoints.iter().filter(|e| !e.not_ready()).chain(services).filter(|e| e.totals.answered > 0);
+        let mut votes: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
+        for e in voters() {
+            *votes.entry(&e.answers).or_default() += 1;
+        }
+        let best = votes.values().copied().max();
+        let mut winners = votes.into_iter().filter(|(_, n)| Some(*n) == best);
+        let majority = match (winners.next(), winners.next()) {
+            (Some((answers, _)), None) => Some(answers.clone()),
+            _ => None,
+        };
+        Judge { majority, anyone_resolves: voters().next().is_some(), slow }
     }
-    let best = votes.values().copied().max()?;
-    let mut winners = votes.into_iter().filter(|(_, n)| *n == best);
-    let (answers, _) = winners.next()?;
-    winners.next().is_none().then(|| answers.clone())
+
+    pub fn verdict(&self, e: &EndpointReport) -> EndpointVerdict {
+        if e.not_ready() {
+            return EndpointVerdict::NotReady;
+        }
+        let t = &e.totals;
+        let nxdomain = t.rcodes.get("NXDOMAIN").copied().unwrap_or(0);
+        let server_errors = t.error_replies - nxdomain;
+        if t.replies() == 0 {
+            return EndpointVerdict::Failing;
+        }
+        if t.answered == 0 {
+            return match (nxdomain > 0, self.anyone_resolves) {
+                (true, true) => EndpointVerdict::Inconsistent,
+                (true, false) if server_errors == 0 => EndpointVerdict::Nxdomain,
+                _ => EndpointVerdict::Failing,
+            };
+        }
+        if (nxdomain > 0 && self.anyone_resolves) || self.majority.as_ref() != Some(&e.answers) {
+            return EndpointVerdict::Inconsistent;
+        }
+        let slow = t.latency_ms.is_some_and(|l| l.p95 > self.slow.as_secs_f64() * 1000.0);
+        if t.unanswered() > 0 || server_errors > 0 || slow {
+            return EndpointVerdict::Degraded;
+        }
+        EndpointVerdict::Ok
+    }
 }
 
-pub fn endpoint_verdict(
-    e: &EndpointReport,
-    majority: Option<&Vec<String>>,
-    slow: Duration,
-) -> EndpointVerdict {
-    let t = &e.totals;
-    if t.answered == 0 {
-        return EndpointVerdict::Failing;
-    }
-    if majority.is_none_or(|m| *m != e.answers) {
-        return EndpointVerdict::Inconsistent;
-    }
-    let server_errors = t.rcodes.iter().any(|(rcode, n)| *n > 0 && !is_answer_rcode(rcode));
-    let slow = t.latency_ms.is_some_and(|l| l.p95 > slow.as_secs_f64() * 1000.0);
-    if t.answered < t.sent || server_errors || slow {
-        return EndpointVerdict::Degraded;
-    }
-    EndpointVerdict::Ok
-}
-
-fn describe(e: &EndpointReport) -> String {
-    let mut text = e.address.to_string();
+/// `198.51.100.53:5353`, `[2001:db8::53]:53`, with the pod and node when known.
+pub fn describe(e: &EndpointReport) -> String {
+    let mut text = e.socket().to_string();
     match (&e.pod, &e.node) {
         (Some(pod), Some(node)) => text.push_str(&format!(" ({pod} on {node})")),
         (Some(pod), None) => text.push_str(&format!(" ({pod})")),
@@ -56,83 +77,227 @@ fn describe(e: &EndpointReport) -> String {
     text
 }
 
-pub fn findings(
-    endpoints: &[EndpointReport],
-    service: Option<&EndpointReport>,
-    this_node: Option<&str>,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let failing: Vec<&EndpointReport> =
-        endpoints.iter().filter(|e| e.verdict == EndpointVerdict::Failing).collect();
-    for e in &failing {
-        let why = e.totals.first_error.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-        out.push(Finding {
-            kind: "endpoint-unreachable",
-            message: format!(
-                "{} answered none of {} queries{why}: the pod, its node's firewall or the path to that node drops DNS",
-                describe(e),
-                e.totals.sent
-            ),
-        });
+/// Why an endpoint got no reply, in its own words.
+fn unreachable_words(e: &EndpointReport) -> String {
+    let t = &e.totals;
+    let who = describe(e);
+    let first = t.first_error.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    if t.refused > 0 && t.refused >= t.timeouts.max(t.no_route) {
+        format!(
+            "{who} refused {} of {} queries at once{first}: nothing listens on port {} there; is its DNS server running, on that port?",
+            t.refused, t.sent, e.port
+        )
+    } else if t.no_route > 0 && t.no_route >= t.timeouts {
+        format!(
+            "{who}: no route to {}{first}: this host has no route to that address (pod network not reachable from here, or its node is down)",
+            e.address
+        )
+    } else {
+        format!(
+            "{who} answered none of {} queries{first}: the pod, its node's firewall or the path to that node drops DNS",
+            t.sent
+        )
     }
-    for e in endpoints.iter().filter(|e| e.verdict == EndpointVerdict::Inconsistent) {
-        out.push(Finding {
-            kind: "inconsistent-answers",
-            message: format!(
+}
+
+/// Everything that goes into the findings.
+pub struct Context<'a> {
+    pub endpoints: &'a [EndpointReport],
+    pub services: &'a [EndpointReport],
+    pub this_node: Option<&'a str>,
+    pub name: &'a str,
+    pub timeout: Duration,
+}
+
+pub fn findings(cx: &Context) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |kind, message: String| out.push(Finding { kind, message });
+    let judged: Vec<&EndpointReport> = cx.endpoints.iter().filter(|e| !e.not_ready()).collect();
+    let failing: Vec<&EndpointReport> =
+        judged.iter().copied().filter(|e| e.verdict == EndpointVerdict::Failing).collect();
+    let rows = || judged.iter().copied().chain(cx.services);
+
+    // Unreachable: every query got nothing at all (not late, not a truncated reply).
+    let nothing = |t: &ProtocolReport| t.timeouts + t.refused + t.no_route + t.errors == t.sent;
+    for e in failing.iter().filter(|e| nothing(&e.totals)) {
+        add(FindingKind::EndpointUnreachable, unreachable_words(e));
+    }
+    for e in rows() {
+        for (rcode, n) in error_rcodes(&e.totals.rcodes).into_iter().filter(|(r, _)| *r != "NXDOMAIN") {
+            let why = match rcode {
+                "REFUSED" => "it will not answer us: an ACL (allow-query, allow-recursion) or a server not authoritative for this name",
+                "SERVFAIL" => "it cannot resolve the name itself: check its upstream servers, forward loops and logs (kubectl logs)",
+                _ => "check its logs",
+            };
+            add(
+                FindingKind::ServerErrors,
+                format!("{} answered {rcode} to {n} of {} queries: {why}", describe(e), e.totals.sent),
+            );
+        }
+    }
+    for e in judged.iter().filter(|e| e.verdict == EndpointVerdict::Inconsistent) {
+        let message = if e.totals.rcodes.contains_key("NXDOMAIN") {
+            format!(
+                "{} says {} does not exist (NXDOMAIN) while the other endpoints resolve it: a stale or different zone, or another Corefile",
+                describe(e),
+                cx.name
+            )
+        } else {
+            format!(
                 "{} answers [{}], unlike the other endpoints: a stale cache, another Corefile or another upstream",
                 describe(e),
                 e.answers.join(", ")
-            ),
-        });
+            )
+        };
+        add(FindingKind::InconsistentAnswers, message);
     }
-    if let Some(service) = service.filter(|s| s.totals.sent > 0 && !endpoints.is_empty()) {
-        let failed = service.totals.sent - service.totals.answered;
-        let rate = f64::from(failed) / f64::from(service.totals.sent);
-        let expected = failing.len() as f64 / endpoints.len() as f64;
-        // Binomial noise of the Service's sample, plus a little slack.
-        let tolerance = 3.0 * (expected * (1.0 - expected) / f64::from(service.totals.sent)).sqrt() + 0.05;
-        if failed > 0 && !failing.is_empty() && (rate - expected).abs() <= tolerance {
-            let names: Vec<String> = failing.iter().map(|e| describe(e)).collect();
-            out.push(Finding {
-                kind: "service-failures-explained",
-                message: format!(
-                    "the Service {} failed {failed} of {} queries ({:.0}%), matching the share of failing endpoints behind it ({} of {}): {}",
-                    service.address,
-                    service.totals.sent,
-                    rate * 100.0,
-                    failing.len(),
-                    endpoints.len(),
-                    names.join(", ")
+    if !judged.is_empty() && judged.iter().all(|e| e.verdict == EndpointVerdict::Nxdomain) {
+        add(
+            FindingKind::NameExistsNowhere,
+            format!(
+                "every endpoint says {} does not exist (NXDOMAIN): a wrong --name (search domains are not applied: write the full name), or the cluster's DNS has lost the zone",
+                cx.name
+            ),
+        );
+    }
+    for e in rows() {
+        let (Some(udp), Some(tcp)) = (e.protocols.get("udp"), e.protocols.get("tcp")) else { continue };
+        let works = |p: &ProtocolReport| p.replies() > 0;
+        if !works(udp) && works(tcp) && udp.tcp_retry_failed == 0 {
+            add(
+                FindingKind::ProtocolBlocked,
+                format!(
+                    "{} answers over TCP but not over UDP: something drops UDP 53 to it (a firewall, a security group or a NetworkPolicy)",
+                    describe(e)
                 ),
-            });
+            );
+        } else if works(udp) && !works(tcp) {
+            add(
+                FindingKind::ProtocolBlocked,
+                format!(
+                    "{} answers over UDP but not over TCP: TCP 53 to it is blocked, so answers too big for UDP will fail",
+                    describe(e)
+                ),
+            );
         }
     }
-    if let Some(here) = this_node {
-        let same_node_answers = endpoints
-            .iter()
-            .any(|e| e.node.as_deref() == Some(here) && e.verdict != EndpointVerdict::Failing);
+    for e in rows().filter(|e| e.totals.tcp_retry_failed > 0) {
+        add(
+            FindingKind::TooBigForUdp,
+            format!(
+                "answers for {} from {} are too big for UDP (truncated) and TCP 53 is blocked: {} TCP retries failed{}",
+                cx.name,
+                describe(e),
+                e.totals.tcp_retry_failed,
+                e.totals.first_error.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        );
+    }
+    for e in rows().filter(|e| e.totals.late > 0) {
+        let late_s = e.totals.late_max_ms.unwrap_or(0.0) / 1000.0;
+        add(
+            FindingKind::LateAnswers,
+            format!(
+                "{} answers arrive after {late_s:.1} s ({} of {} queries), later than --timeout {}: raise --timeout or look upstream (a slow forwarder)",
+                describe(e),
+                e.totals.late,
+                e.totals.sent,
+                humantime::format_duration(cx.timeout)
+            ),
+        );
+    }
+    let endpoints_fine = !judged.is_empty() && judged.iter().all(|e| e.totals.unanswered() == 0);
+    for service in cx.services.iter().filter(|s| s.totals.sent > 0) {
+        let failed = service.totals.unanswered();
+        if failed > 0 && endpoints_fine {
+            let not_ready: Vec<String> =
+                cx.endpoints.iter().filter(|e| e.not_ready()).map(|e| e.socket().to_string()).collect();
+            let also = if not_ready.is_empty() {
+                String::new()
+            } else {
+                format!(" (is it still sending to the not-ready {}?)", not_ready.join(", "))
+            };
+            add(
+                FindingKind::ServicePath,
+                format!(
+                    "the Service {} failed {failed} of {} queries while every ready endpoint answered all of theirs: look at the path to the Service (kube-proxy's DNAT rules{also}, conntrack entries, an endpoint missing from this list), not at the pods",
+                    service.socket(),
+                    service.totals.sent
+                ),
+            );
+        }
+        if failed > 0
+            && !failing.is_empty()
+            && share_explains(failed, service.totals.sent, failing.len(), judged.len())
+        {
+            let names: Vec<String> = failing.iter().map(|e| describe(e)).collect();
+            add(
+                FindingKind::ServiceFailuresExplained,
+                format!(
+                    "the Service {} failed {failed} of {} queries ({:.0}%), matching the share of failing endpoints behind it ({} of {}): {}",
+                    service.socket(),
+                    service.totals.sent,
+                    f64::from(failed) * 100.0 / f64::from(service.totals.sent),
+                    failing.len(),
+                    judged.len(),
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(here) = cx.this_node {
+        let same_node_answers =
+            judged.iter().any(|e| e.node.as_deref() == Some(here) && e.verdict != EndpointVerdict::Failing);
         let all_failing_elsewhere = failing.iter().all(|e| e.node.as_deref().is_some_and(|n| n != here));
         if !failing.is_empty() && same_node_answers && all_failing_elsewhere {
             let mut nodes: Vec<&str> = failing.iter().filter_map(|e| e.node.as_deref()).collect();
+            nodes.sort_unstable();
             nodes.dedup();
             let next: Vec<String> = nodes.iter().map(|n| format!("netprobe vxlan {here} {n}")).collect();
-            out.push(Finding {
-                kind: "cross-node",
-                message: format!(
+            add(
+                FindingKind::CrossNode,
+                format!(
                     "every failing endpoint runs on another node ({}) while the ones on {here} answer: suspect the overlay between nodes (VXLAN UDP 8472 blocked?). Next: {}",
                     nodes.join(", "),
                     next.join("; ")
                 ),
-            });
+            );
         }
     }
     out
 }
 
+/// Whether `failed` of `sent` Service queries support the claim "the failure rate is the share of
+/// failing endpoints, `failing` of `endpoints`": the 95% Wilson interval of the observed rate must
+/// lie within half the distance to the shares of one endpoint more or fewer. A handful of queries
+/// never supports it; 40 queries over two endpoints, one dead, do.
+pub fn share_explains(failed: u32, sent: u32, failing: usize, endpoints: usize) -> bool {
+    if sent == 0 || endpoints == 0 || failing == 0 {
+        return false;
+    }
+    let (low, high) = wilson_interval(failed, sent);
+    let step = 1.0 / endpoints as f64;
+    let expected = failing as f64 * step;
+    let lowest = expected - step / 2.0;
+    let highest = if failing >= endpoints { 1.0 } else { expected + step / 2.0 };
+    low >= lowest && high <= highest
+}
+
+/// The 95% Wilson score interval of a binomial proportion `k` of `n`.
+fn wilson_interval(k: u32, n: u32) -> (f64, f64) {
+    const Z: f64 = 1.96;
+    let n = f64::from(n);
+    let p = f64::from(k) / n;
+    let denominator = 1.0 + Z * Z / n;
+    let centre = (p + Z * Z / (2.0 * n)) / denominator;
+    let half = Z * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt() / denominator;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::report::{Latency, ProtocolReport};
+    use crate::dns::report::Latency;
 
     fn endpoint(ip: &str, node: &str, sent: u32, answered: u32, answers: &[&str]) -> EndpointReport {
         EndpointReport {
@@ -142,6 +307,7 @@ mod tests {
             pod: Some(format!("coredns-{node}")),
             ready: Some(true),
             serving: Some(true),
+            terminating: Some(false),
             totals: ProtocolReport {
                 sent,
                 answered,
@@ -160,16 +326,50 @@ mod tests {
         }
     }
 
-    fn judge(mut endpoints: Vec<EndpointReport>, service: Option<&EndpointReport>) -> Vec<EndpointReport> {
-        let majority = majority_answers(&endpoints, service);
+    /// The same endpoint, but every reply has `rcode` (no answers).
+    fn erroring(ip: &str, node: &str, sent: u32, rcode: &str) -> EndpointReport {
+        let mut e = endpoint(ip, node, sent, 0, &[]);
+        e.totals.timeouts = 0;
+        e.totals.error_replies = sent;
+        e.totals.rcodes = BTreeMap::from([(rcode.to_string(), sent)]);
+        e.totals.latency_ms = Some(Latency { p50: 1.0, p95: 2.0, p99: 3.0, max: 4.0 });
+        e
+    }
+
+    fn judge(mut endpoints: Vec<EndpointReport>, services: &[EndpointReport]) -> Vec<EndpointReport> {
+        let judge = Judge::new(&endpoints, services, Duration::from_millis(250));
         for e in &mut endpoints {
-            e.verdict = endpoint_verdict(e, majority.as_ref(), Duration::from_millis(250));
+            e.verdict = judge.verdict(e);
         }
         endpoints
     }
 
+    fn verdicts(endpoints: &[EndpointReport]) -> Vec<EndpointVerdict> {
+        endpoints.iter().map(|e| e.verdict).collect()
+    }
+
+    fn kinds(found: &[Finding]) -> Vec<FindingKind> {
+        found.iter().map(|f| f.kind).collect()
+    }
+
+    fn context<'a>(
+        endpoints: &'a [EndpointReport],
+        services: &'a [EndpointReport],
+        node: Option<&'a str>,
+    ) -> Context<'a> {
+        Context {
+            endpoints,
+            services,
+            this_node: node,
+            name: "kubernetes.default.svc.cluster.local.",
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    use EndpointVerdict::*;
+
     #[test]
-    fn verdicts() {
+    fn verdicts_by_counts_and_answers() {
         let endpoints = judge(
             vec![
                 endpoint("192.0.2.53", "node-a", 40, 40, &["10.96.0.1"]),
@@ -177,11 +377,66 @@ mod tests {
                 endpoint("192.0.2.55", "node-c", 40, 40, &["10.96.0.99"]),
                 endpoint("192.0.2.56", "node-a", 40, 39, &["10.96.0.1"]),
             ],
-            None,
+            &[],
         );
-        let verdicts: Vec<EndpointVerdict> = endpoints.iter().map(|e| e.verdict).collect();
-        use EndpointVerdict::*;
-        assert_eq!(verdicts, vec![Ok, Failing, Inconsistent, Degraded]);
+        assert_eq!(verdicts(&endpoints), vec![Ok, Failing, Inconsistent, Degraded]);
+    }
+
+    #[test]
+    fn error_replies_are_not_answers() {
+        // A healthy server beside a SERVFAIL one and an NXDOMAIN one.
+        let endpoints = judge(
+            vec![
+                endpoint("192.0.2.53", "node-a", 20, 20, &["10.96.0.1"]),
+                erroring("192.0.2.54", "node-b", 20, "SERVFAIL"),
+                erroring("192.0.2.55", "node-c", 20, "NXDOMAIN"),
+            ],
+            &[],
+        );
+        assert_eq!(verdicts(&endpoints), vec![Ok, Failing, Inconsistent]);
+        let found = findings(&context(&endpoints, &[], None));
+        assert_eq!(kinds(&found), vec![FindingKind::ServerErrors, FindingKind::InconsistentAnswers]);
+        assert!(found[0]
+            .message
+            .starts_with("192.0.2.54:53 (coredns-node-b on node-b) answered SERVFAIL to 20 of 20"));
+        assert!(found[1].message.contains("NXDOMAIN"), "{}", found[1].message);
+        // Some SERVFAIL among answers: degraded, not ok.
+        let mut some = endpoint("192.0.2.56", "node-a", 20, 18, &["10.96.0.1"]);
+        some.totals.timeouts = 0;
+        some.totals.error_replies = 2;
+        some.totals.rcodes.insert("SERVFAIL".into(), 2);
+        let endpoints = judge(vec![some, endpoint("192.0.2.53", "node-a", 20, 20, &["10.96.0.1"])], &[]);
+        assert_eq!(verdicts(&endpoints), vec![Degraded, Ok]);
+    }
+
+    #[test]
+    fn nxdomain_everywhere_is_a_name_that_exists_nowhere() {
+        let endpoints = judge(
+            vec![
+                erroring("192.0.2.53", "node-a", 20, "NXDOMAIN"),
+                erroring("192.0.2.54", "node-b", 20, "NXDOMAIN"),
+            ],
+            &[],
+        );
+        assert_eq!(verdicts(&endpoints), vec![Nxdomain, Nxdomain]);
+        assert!(Nxdomain.is_fault());
+        let found = findings(&context(&endpoints, &[], None));
+        assert_eq!(kinds(&found), vec![FindingKind::NameExistsNowhere]);
+    }
+
+    #[test]
+    fn not_ready_endpoints_are_shown_not_judged() {
+        let mut terminating = endpoint("192.0.2.54", "node-b", 20, 0, &[]);
+        terminating.ready = Some(false);
+        terminating.terminating = Some(true);
+        let endpoints =
+            judge(vec![endpoint("192.0.2.53", "node-a", 20, 20, &["10.96.0.1"]), terminating], &[]);
+        assert_eq!(verdicts(&endpoints), vec![Ok, NotReady]);
+        assert!(!NotReady.is_fault());
+        assert!(
+            findings(&context(&endpoints, &[], Some("node-a"))).is_empty(),
+            "no cross-node, no unreachable"
+        );
     }
 
     #[test]
@@ -191,25 +446,87 @@ mod tests {
             endpoint("192.0.2.53", "node-a", 40, 40, &["10.96.0.1"]),
             endpoint("192.0.2.55", "node-c", 40, 40, &["10.96.0.99"]),
         ];
-        assert_eq!(majority_answers(&endpoints, None), None);
-        assert_eq!(majority_answers(&endpoints, Some(&service)), Some(vec!["10.96.0.1".to_string()]));
+        assert_eq!(Judge::new(&endpoints, &[], Duration::ZERO).majority, None);
+        let judged = Judge::new(&endpoints, std::slice::from_ref(&service), Duration::ZERO);
+        assert_eq!(judged.majority, Some(vec!["10.96.0.1".to_string()]));
     }
 
     #[test]
-    fn slow_and_server_errors_degrade() {
+    fn slow_degrades() {
         let mut slow = endpoint("192.0.2.53", "node-a", 10, 10, &["10.96.0.1"]);
         slow.totals.latency_ms = Some(Latency { p50: 300.0, p95: 300.0, p99: 300.0, max: 300.0 });
-        let majority = Some(vec!["10.96.0.1".to_string()]);
-        assert_eq!(
-            endpoint_verdict(&slow, majority.as_ref(), Duration::from_millis(250)),
-            EndpointVerdict::Degraded
+        assert_eq!(verdicts(&judge(vec![slow], &[])), vec![Degraded]);
+    }
+
+    #[test]
+    fn each_kind_of_silence_in_its_own_words() {
+        let mut refused = endpoint("198.51.100.53", "node-a", 6, 0, &[]);
+        refused.port = 5353;
+        refused.totals.timeouts = 0;
+        refused.totals.refused = 6;
+        let mut unroutable = endpoint("2001:db8::53", "node-b", 6, 0, &[]);
+        unroutable.totals.timeouts = 0;
+        unroutable.totals.no_route = 6;
+        let silent = endpoint("192.0.2.55", "node-c", 6, 0, &[]);
+        let endpoints = judge(vec![refused, unroutable, silent], &[]);
+        let found = findings(&context(&endpoints, &[], None));
+        let messages: Vec<&str> = found.iter().map(|f| f.message.as_str()).collect();
+        assert!(
+            messages[0].starts_with("198.51.100.53:5353 (coredns-node-a on node-a) refused 6 of 6"),
+            "{messages:?}"
         );
-        let mut servfail = endpoint("192.0.2.53", "node-a", 10, 10, &["10.96.0.1"]);
-        servfail.totals.rcodes.insert("SERVFAIL".into(), 1);
-        assert_eq!(
-            endpoint_verdict(&servfail, majority.as_ref(), Duration::from_millis(250)),
-            EndpointVerdict::Degraded
+        assert!(messages[0].contains("nothing listens on port 5353"));
+        assert!(
+            messages[1].starts_with("[2001:db8::53]:53 (coredns-node-b on node-b): no route to 2001:db8::53"),
+            "{messages:?}"
         );
+        assert!(messages[2].contains("answered none of 6 queries"), "{messages:?}");
+    }
+
+    #[test]
+    fn one_transport_blocked_truncation_and_late_answers() {
+        let mut udp_blocked = endpoint("192.0.2.53", "node-a", 40, 20, &["10.96.0.1"]);
+        udp_blocked
+            .protocols
+            .insert("udp".into(), ProtocolReport { sent: 20, timeouts: 20, ..Default::default() });
+        udp_blocked
+            .protocols
+            .insert("tcp".into(), ProtocolReport { sent: 20, answered: 20, ..Default::default() });
+        let mut too_big = endpoint("192.0.2.54", "node-a", 5, 0, &[]);
+        too_big.totals.timeouts = 0;
+        too_big.totals.tcp_retry_failed = 5;
+        too_big.totals.first_error = Some("tcp connect: Connection refused".into());
+        let mut late = endpoint("192.0.2.55", "node-a", 5, 0, &[]);
+        late.totals.timeouts = 0;
+        late.totals.late = 5;
+        late.totals.late_max_ms = Some(1500.0);
+        let endpoints = judge(vec![udp_blocked, too_big, late], &[]);
+        assert_eq!(verdicts(&endpoints), vec![Degraded, Failing, Failing]);
+        let found = findings(&context(&endpoints, &[], None));
+        assert_eq!(
+            kinds(&found),
+            vec![FindingKind::ProtocolBlocked, FindingKind::TooBigForUdp, FindingKind::LateAnswers]
+        );
+        assert!(found[0].message.contains("answers over TCP but not over UDP"));
+        assert!(found[1].message.contains("too big for UDP (truncated) and TCP 53 is blocked"));
+        assert!(!found.iter().any(|f| f.message.contains("drops DNS")), "not called unreachable");
+        assert!(found[2].message.contains("arrive after 1.5 s"), "{}", found[2].message);
+        assert!(found[2].message.contains("raise --timeout or look upstream"));
+    }
+
+    #[test]
+    fn a_failing_service_in_front_of_healthy_endpoints_is_the_path() {
+        let endpoints = judge(
+            vec![
+                endpoint("192.0.2.53", "node-a", 40, 40, &["10.96.0.1"]),
+                endpoint("192.0.2.54", "node-b", 40, 40, &["10.96.0.1"]),
+            ],
+            &[],
+        );
+        let service = [endpoint("192.0.2.10", "-", 40, 30, &["10.96.0.1"])];
+        let found = findings(&context(&endpoints, &service, None));
+        assert_eq!(kinds(&found), vec![FindingKind::ServicePath]);
+        assert!(found[0].message.starts_with("the Service 192.0.2.10:53 failed 10 of 40"));
     }
 
     #[test]
@@ -219,21 +536,41 @@ mod tests {
                 endpoint("192.0.2.53", "node-a", 40, 40, &["10.96.0.1"]),
                 endpoint("192.0.2.54", "node-b", 40, 0, &[]),
             ],
-            None,
+            &[],
         );
-        let service = endpoint("192.0.2.10", "-", 40, 21, &["10.96.0.1"]);
-        let found = findings(&endpoints, Some(&service), Some("node-a"));
-        let kinds: Vec<&str> = found.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds, vec!["endpoint-unreachable", "service-failures-explained", "cross-node"]);
+        let service = [endpoint("192.0.2.10", "-", 40, 21, &["10.96.0.1"])];
+        let found = findings(&context(&endpoints, &service, Some("node-a")));
+        assert_eq!(
+            kinds(&found),
+            vec![
+                FindingKind::EndpointUnreachable,
+                FindingKind::ServiceFailuresExplained,
+                FindingKind::CrossNode
+            ]
+        );
         assert!(found[1].message.contains("failed 19 of 40 queries (48%)"), "{}", found[1].message);
         assert!(found[2].message.contains("netprobe vxlan node-a node-b"), "{}", found[2].message);
-
         // From node-b's point of view the failing pod is local: no cross-node finding.
-        let found = findings(&endpoints, Some(&service), Some("node-b"));
-        assert!(found.iter().all(|f| f.kind != "cross-node"));
+        let found = findings(&context(&endpoints, &service, Some("node-b")));
+        assert!(found.iter().all(|f| f.kind != FindingKind::CrossNode));
         // A Service that never fails is not explained by a failing endpoint.
-        let healthy_service = endpoint("192.0.2.10", "-", 40, 40, &["10.96.0.1"]);
-        let found = findings(&endpoints, Some(&healthy_service), None);
-        assert!(found.iter().all(|f| f.kind != "service-failures-explained"));
+        let healthy = [endpoint("192.0.2.10", "-", 40, 40, &["10.96.0.1"])];
+        let found = findings(&context(&endpoints, &healthy, None));
+        assert!(found.iter().all(|f| f.kind != FindingKind::ServiceFailuresExplained));
+    }
+
+    #[test]
+    fn the_share_test_fits_the_number_of_queries() {
+        // One of two endpoints dead: 19 of 40 supports it; 1 of 2 or 2 of 4 cannot.
+        assert!(share_explains(19, 40, 1, 2));
+        assert!(!share_explains(1, 2, 1, 2));
+        assert!(!share_explains(2, 4, 1, 2));
+        // 23 of 40 (57%) is not "1 of 3 endpoints" (33%).
+        assert!(!share_explains(23, 40, 1, 3));
+        assert!(share_explains(40, 120, 1, 3));
+        // Every endpoint dead: every query failed.
+        assert!(share_explains(40, 40, 2, 2));
+        assert!(!share_explains(30, 40, 2, 2));
+        assert!(!share_explains(0, 0, 1, 2));
     }
 }

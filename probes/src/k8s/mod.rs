@@ -1,38 +1,108 @@
-//! Kubernetes discovery: which pods serve a Service, on which nodes. Uses kube's client, so the
-//! kubeconfig (KUBECONFIG or ~/.kube/config, exec auth plugins included) or the in-cluster service
-//! account work as they do for kubectl.
+//! Kubernetes discovery: which pods serve a Service, on which nodes, and the Service's addresses.
+//! Uses kube's client, so kubeconfigs (exec auth plugins included) and the in-cluster service
+//! account work as they do for kubectl. Returns its own types; the probes map from them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
-use crate::dns::Target;
 use crate::{Error, Result};
 
-/// [`discover`] on a runtime of its own, for callers that are not async.
-pub fn discover_blocking(namespace: &str, service: &str, port_name: &str) -> Result<Discovered> {
-    let runtime = crate::net::runtime("starting the Kubernetes client", None)?;
-    runtime.block_on(discover(namespace, service, port_name))
+/// Where the API is, as kubectl finds it: `--kubeconfig`, else KUBECONFIG, else ~/.kube/config,
+/// else the in-cluster service account; `--context` picks a context of the kubeconfig.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
 }
 
-/// The endpoints behind a Service and its ClusterIP.
+/// A client for the API, and the server it talks to (for error messages).
+pub struct Connected {
+    pub client: Client,
+    pub server: String,
+}
+
+impl ApiConfig {
+    pub async fn connect(&self) -> Result<Connected> {
+        let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| {
+                    Error::invalid(format!("--kubeconfig {}", path.display()), e.to_string())
+                })?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| Error::invalid(format!("--kubeconfig {}", path.display()), e.to_string()))?
+            }
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| Error::invalid("--context", e.to_string()))?,
+            None => kube::Config::infer().await.map_err(|e| {
+                Error::invalid(
+                    "kubeconfig",
+                    format!("{e}: pass --kubeconfig, set KUBECONFIG, fix ~/.kube/config, or give the addresses by hand"),
+                )
+            })?,
+        };
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| {
+            Error::could_not_run(format!("connecting to the Kubernetes API at {server}"), e.to_string())
+        })?;
+        Ok(Connected { client, server })
+    }
+}
+
+/// One endpoint of a Service, as its EndpointSlice describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoint {
+    pub address: IpAddr,
+    pub port: u16,
+    pub node: Option<String>,
+    pub pod: Option<String>,
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+/// The endpoints behind a Service and its cluster addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Discovered {
-    pub endpoints: Vec<Target>,
-    pub cluster_ip: Option<IpAddr>,
+    /// Each address once, even when two slices list it (as during a rollout).
+    pub endpoints: Vec<ServiceEndpoint>,
+    /// Every address in the Service's `clusterIPs` (both families on a dual-stack Service).
+    pub cluster_ips: Vec<IpAddr>,
+}
+
+/// [`discover`] on a runtime of its own, for callers that are not async.
+pub fn discover_blocking(
+    api: &ApiConfig,
+    namespace: &str,
+    service: &str,
+    port_name: &str,
+    want_cluster_ips: bool,
+) -> Result<Discovered> {
+    let runtime = crate::net::runtime("starting the Kubernetes client", None)?;
+    runtime.block_on(discover(api, namespace, service, port_name, want_cluster_ips))
 }
 
 /// The EndpointSlices labelled `kubernetes.io/service-name=SERVICE` in `namespace`, each endpoint
-/// on the port named `port_name` (or the first UDP port), and the Service's ClusterIP.
-pub async fn discover(namespace: &str, service: &str, port_name: &str) -> Result<Discovered> {
-    let config = kube::Config::infer().await.map_err(|e| {
-        Error::invalid("kubeconfig", format!("{e}: set KUBECONFIG, fix ~/.kube/config, or pass --endpoints"))
-    })?;
-    let client = Client::try_from(config)
-        .map_err(|e| Error::could_not_run("connecting to the Kubernetes API", e.to_string()))?;
+/// on the port named `port_name` (or the first UDP port), and, when `want_cluster_ips`, the
+/// Service's addresses (a caller that has them already never reads the Service, so it needs no
+/// permission to).
+pub async fn discover(
+    api: &ApiConfig,
+    namespace: &str,
+    service: &str,
+    port_name: &str,
+    want_cluster_ips: bool,
+) -> Result<Discovered> {
+    let Connected { client, server } = api.connect().await?;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
     let selector = format!("kubernetes.io/service-name={service}");
     let list = slices.list(&ListParams::default().labels(&selector)).await.map_err(|e| {
@@ -40,10 +110,42 @@ pub async fn discover(namespace: &str, service: &str, port_name: &str) -> Result
             e,
             &format!("listing endpointslices in {namespace}"),
             "list endpointslices in discovery.k8s.io",
+            &server,
         )
     })?;
-    let mut endpoints = Vec::new();
-    for slice in list.items {
+    let mut found = Discovered { endpoints: endpoints_of(list.items, port_name), cluster_ips: Vec::new() };
+    if want_cluster_ips {
+        let services: Api<Service> = Api::namespaced(client, namespace);
+        let spec = match services.get_opt(service).await {
+            Ok(found) => found.and_then(|s| s.spec),
+            Err(e) => {
+                return Err(api_error(
+                    e,
+                    &format!("reading service {namespace}/{service}"),
+                    "get services in the core API group",
+                    &server,
+                ))
+            }
+        };
+        if let Some(spec) = spec {
+            let ips = spec.cluster_ips.unwrap_or_default();
+            let ips = if ips.is_empty() { spec.cluster_ip.into_iter().collect() } else { ips };
+            // "None" is a headless Service: no address of its own.
+            found.cluster_ips = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+        }
+    }
+    Ok(found)
+}
+
+/// Every endpoint of the slices once, on the port named `port_name` (else the first UDP port, else
+/// 53). FQDN slices are skipped.
+fn endpoints_of(slices: Vec<EndpointSlice>, port_name: &str) -> Vec<ServiceEndpoint> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for slice in slices {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
         let ports = slice.ports.unwrap_or_default();
         let port = ports
             .iter()
@@ -53,44 +155,70 @@ pub async fn discover(namespace: &str, service: &str, port_name: &str) -> Result
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(53);
         for endpoint in slice.endpoints.into_iter().flatten() {
+            // The addresses are fungible: consumers may use the first (discovery.k8s.io/v1).
             let Some(address) = endpoint.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
                 continue;
             };
+            if !seen.insert((address, port)) {
+                continue;
+            }
             let conditions = endpoint.conditions.unwrap_or_default();
-            endpoints.push(Target {
-                address: SocketAddr::new(address, port),
+            out.push(ServiceEndpoint {
+                address,
+                port,
                 node: endpoint.node_name,
                 pod: endpoint.target_ref.and_then(|r| r.name),
                 ready: conditions.ready,
                 serving: conditions.serving,
+                terminating: conditions.terminating,
             });
         }
     }
-    let services: Api<Service> = Api::namespaced(client, namespace);
-    let cluster_ip = match services.get_opt(service).await {
-        Ok(found) => {
-            found.and_then(|s| s.spec).and_then(|spec| spec.cluster_ip).and_then(|ip| ip.parse().ok())
-        }
-        Err(e) => {
-            return Err(api_error(
-                e,
-                &format!("reading service {namespace}/{service}"),
-                "get services in the core API group",
-            ))
-        }
-    };
-    Ok(Discovered { endpoints, cluster_ip })
+    out
 }
 
-fn api_error(err: kube::Error, op: &str, permission: &str) -> Error {
+fn api_error(err: kube::Error, op: &str, permission: &str, server: &str) -> Error {
     match err {
         kube::Error::Api(status) if status.code == 401 || status.code == 403 => Error::could_not_run(
             op,
             format!("forbidden ({}): this identity needs RBAC permission to {permission}", status.code),
         ),
         kube::Error::Api(status) => {
-            Error::could_not_run(op, format!("the API said {} {}", status.code, status.message))
+            Error::could_not_run(op, format!("the API at {server} said {} {}", status.code, status.message))
         }
-        other => Error::could_not_run(op, format!("the API is unreachable: {other}")),
+        other => Error::could_not_run(op, format!("the API at {server} is unreachable: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slices(json: &str) -> Vec<EndpointSlice> {
+        // An EndpointSliceList as the API returns it.
+        serde_json::from_str::<k8s_openapi::List<EndpointSlice>>(json).unwrap().items
+    }
+
+    #[test]
+    fn endpoints_in_two_slices_are_listed_once_with_their_conditions() {
+        // A rollout: the old pod terminating in one slice, the new one ready, the old one again in
+        // a second slice; and an IPv6 slice of a dual-stack Service.
+        let json = r#"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList","metadata":{},"items":[
+          {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"a"},"addressType":"IPv4",
+           "ports":[{"name":"dns-tcp","port":53,"protocol":"TCP"},{"name":"dns","port":5353,"protocol":"UDP"}],
+           "endpoints":[
+             {"addresses":["192.0.2.53"],"conditions":{"ready":true,"serving":true,"terminating":false},"nodeName":"node-a","targetRef":{"kind":"Pod","name":"coredns-new"}},
+             {"addresses":["192.0.2.54"],"conditions":{"ready":false,"serving":true,"terminating":true},"nodeName":"node-b","targetRef":{"kind":"Pod","name":"coredns-old"}}]},
+          {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"b"},"addressType":"IPv4",
+           "ports":[{"name":"dns","port":5353,"protocol":"UDP"}],
+           "endpoints":[{"addresses":["192.0.2.54"],"conditions":{"ready":false}}]},
+          {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"c"},"addressType":"IPv6",
+           "ports":[{"name":"dns","port":53,"protocol":"UDP"}],
+           "endpoints":[{"addresses":["2001:db8::53"],"conditions":{"ready":true}}]}]}"#;
+        let found = endpoints_of(slices(json), "dns");
+        let addresses: Vec<String> = found.iter().map(|e| format!("{}:{}", e.address, e.port)).collect();
+        assert_eq!(addresses, vec!["192.0.2.53:5353", "192.0.2.54:5353", "2001:db8::53:53"]);
+        assert_eq!((found[1].ready, found[1].terminating), (Some(false), Some(true)));
+        assert_eq!(found[0].pod.as_deref(), Some("coredns-new"));
     }
 }

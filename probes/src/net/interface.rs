@@ -87,6 +87,23 @@ pub fn for_route_to(destination: Ipv4Addr) -> Result<String> {
     })
 }
 
+/// Which address families this host (this network namespace) has routes for: (IPv4, IPv6).
+/// Loopback routes do not count.
+pub fn route_families() -> (bool, bool) {
+    let v4 = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/thread-self/net/ipv6_route").unwrap_or_default();
+    (has_route(&v4, 0), has_route(&v6, 9))
+}
+
+/// Whether a route table (/proc/net/route, interface in column 0; /proc/net/ipv6_route, in
+/// column 9) lists a route on an interface other than loopback.
+fn has_route(table: &str, interface_column: usize) -> bool {
+    table
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(interface_column))
+        .any(|i| i != "lo" && i != "Iface")
+}
+
 /// Picks the interface from /proc/net/route text. Addresses there are hex in host byte order.
 fn best_route(table: &str, destination: Ipv4Addr) -> Option<String> {
     const RTF_UP: u32 = 0x1;
@@ -147,9 +164,19 @@ lan1\t000200C0\t00000000\t0001\t0\t0\t100\t80FFFFFF\t0\t0\t0
     }
 
     #[test]
-    fn loopback_is_listed() {
-        let lo = lookup("lo").expect("every namespace has lo");
-        assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST) || lo.ipv4.is_empty());
+    fn route_tables_with_only_loopback_have_no_family() {
+        assert!(has_route(TABLE, 0));
+        assert!(!has_route("Iface\tDestination\n", 0));
+        let v6 = "\
+20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0
+00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001 lo
+";
+        assert!(has_route(v6, 9));
+        assert!(!has_route(v6.lines().nth(1).unwrap(), 9));
+    }
+
+    #[test]
+    fn missing_interfaces_are_named() {
         assert!(matches!(lookup("no-such-if0"), Err(Error::NoSuchInterface { .. })));
     }
 }

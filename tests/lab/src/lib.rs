@@ -13,7 +13,9 @@
 //! client.sh("ping -c1 -W1 192.0.2.1").unwrap();
 //! ```
 
+pub mod dns_relay;
 pub mod dns_responder;
+pub mod dns_servers;
 pub mod iptables_dump;
 
 use std::fmt;
@@ -242,6 +244,22 @@ impl Netns {
             if start.elapsed() > timeout {
                 return Err(LabError(format!(
                     "nothing listens on {protocol} port {port} in {} after {timeout:?}",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits until something in this namespace listens on `address` (`IP:PORT`, `tcp` or `udp`).
+    pub fn wait_listening_at(&self, protocol: &str, address: &str, timeout: Duration) -> Result<()> {
+        let flag = if protocol == "udp" { "-Hlun" } else { "-Hltn" };
+        let start = std::time::Instant::now();
+        while self.sh(&format!("ss {flag} 'src {address}'"))?.trim().is_empty() {
+            if start.elapsed() > timeout {
+                return Err(LabError(format!(
+                    "nothing listens on {protocol} {address} in {} after {timeout:?}",
                     self.name
                 )));
             }

@@ -1,0 +1,140 @@
+//! `netprobe dns` against real DNS servers from Debian in a lab: BIND answering, BIND with a zone
+//! that does not load (SERVFAIL), NSD without the name (NXDOMAIN), Unbound refusing (REFUSED,
+//! without a question section), Knot Resolver forwarding to BIND, and a relay that holds BIND's
+//! answers back (late answers). Each server has its own address on one bridge.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netprobe_lab::{dns_relay, dns_servers, lab_or_skip, Lab, Netns, NsThread};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const BIND_OK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+const BIND_SERVFAIL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 54);
+const NSD_NXDOMAIN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 55);
+const UNBOUND_REFUSED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 56);
+const KRESD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 57);
+const LATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 58);
+
+struct Servers {
+    _relay: NsThread,
+    _lab: Lab,
+    client: Netns,
+    dir: PathBuf,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn servers(test: &str) -> Option<Servers> {
+    let mut lab = lab_or_skip(test)?;
+    let dir = std::env::temp_dir().join(format!("netprobe-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let switch = lab.switch("sw").unwrap();
+    let client = lab.host("client").unwrap();
+    lab.plug(&switch, &client, "192.0.2.1/24", None).unwrap();
+    let host = lab.host("dns").unwrap();
+    lab.plug(&switch, &host, "192.0.2.53/24", None).unwrap();
+    for ip in [BIND_SERVFAIL, NSD_NXDOMAIN, UNBOUND_REFUSED, KRESD, LATE] {
+        host.sh(&format!("ip addr add {ip}/24 dev eth0")).unwrap();
+    }
+    let zone = dns_servers::zone_text(&[("kubernetes.default.svc", "10.96.0.1")]);
+    let other_zone = dns_servers::zone_text(&[]);
+    dns_servers::bind(&mut lab, &host, BIND_OK, &dir, Some(&zone)).unwrap();
+    dns_servers::bind(&mut lab, &host, BIND_SERVFAIL, &dir, None).unwrap();
+    dns_servers::nsd(&mut lab, &host, NSD_NXDOMAIN, &dir, &other_zone).unwrap();
+    dns_servers::unbound_refusing(&mut lab, &host, UNBOUND_REFUSED, &dir).unwrap();
+    dns_servers::kresd_forwarder(&mut lab, &host, KRESD, &dir, BIND_OK).unwrap();
+    let relay = dns_relay::delayed(&host, LATE, BIND_OK, Duration::from_millis(1000)).unwrap();
+    Some(Servers { _relay: relay, _lab: lab, client, dir })
+}
+
+fn netprobe(ns: &Netns, args: &[&str]) -> (i32, Value, String) {
+    let output = ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).args(["-o", "json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {stderr}", String::from_utf8_lossy(&output.stdout)));
+    (output.status.code().unwrap_or(-1), report, stderr)
+}
+
+fn endpoint(report: &Value, address: Ipv4Addr) -> &Value {
+    let address = address.to_string();
+    report["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == address.as_str()).unwrap()
+}
+
+fn kinds(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn error_replies_from_real_servers_are_not_answers() -> TestResult {
+    let Some(lab) = servers("dns-real-rcodes") else { return Ok(()) };
+    let list =
+        [BIND_OK, BIND_SERVFAIL, NSD_NXDOMAIN, UNBOUND_REFUSED, KRESD].map(|ip| ip.to_string()).join(",");
+    let (code, report, err) =
+        netprobe(&lab.client, &["dns", "--endpoints", &list, "--count", "5", "--interval", "10ms"]);
+    assert_eq!(code, 1, "{err}");
+    let verdict = |ip| endpoint(&report, ip)["verdict"].as_str().unwrap().to_string();
+    assert_eq!(verdict(BIND_OK), "ok", "the healthy server is not the odd one out");
+    assert_eq!(verdict(KRESD), "ok", "a resolver forwarding to it agrees");
+    assert_eq!(verdict(BIND_SERVFAIL), "failing");
+    assert_eq!(verdict(NSD_NXDOMAIN), "inconsistent", "NXDOMAIN where others resolve the name");
+    assert_eq!(verdict(UNBOUND_REFUSED), "failing");
+    assert_eq!(endpoint(&report, BIND_SERVFAIL)["rcodes"]["SERVFAIL"], 10);
+    assert_eq!(endpoint(&report, NSD_NXDOMAIN)["rcodes"]["NXDOMAIN"], 10);
+    assert_eq!(
+        endpoint(&report, UNBOUND_REFUSED)["rcodes"]["REFUSED"],
+        10,
+        "a reply without a question counts"
+    );
+    for ip in [BIND_SERVFAIL, NSD_NXDOMAIN, UNBOUND_REFUSED] {
+        assert_eq!(endpoint(&report, ip)["answered"], 0, "{ip}: an error reply is not an answer");
+    }
+    let kinds = kinds(&report);
+    assert_eq!(kinds, vec!["server-errors", "server-errors", "inconsistent-answers"], "{report}");
+    Ok(())
+}
+
+#[test]
+fn a_name_nobody_knows_is_a_fault_that_says_so() -> TestResult {
+    let Some(lab) = servers("dns-real-nx") else { return Ok(()) };
+    let list = format!("{BIND_OK},{NSD_NXDOMAIN}");
+    let args = [
+        "dns",
+        "--endpoints",
+        &list,
+        "--name",
+        "kubernetes.default.svc.cluster.local.cluster.local",
+        "--count",
+        "3",
+    ];
+    let (code, report, err) = netprobe(&lab.client, &args);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(endpoint(&report, BIND_OK)["verdict"], "nxdomain");
+    assert_eq!(endpoint(&report, NSD_NXDOMAIN)["verdict"], "nxdomain");
+    assert_eq!(kinds(&report), vec!["name-exists-nowhere"]);
+    Ok(())
+}
+
+#[test]
+fn answers_after_the_timeout_are_late_not_lost() -> TestResult {
+    let Some(lab) = servers("dns-real-late") else { return Ok(()) };
+    let args =
+        ["dns", "--endpoints", &LATE.to_string(), "--protocol", "udp", "--count", "3", "--timeout", "400ms"];
+    let (code, report, err) = netprobe(&lab.client, &args);
+    assert_eq!(code, 1, "{err}");
+    let e = endpoint(&report, LATE);
+    assert_eq!((e["late"].as_u64(), e["timeouts"].as_u64()), (Some(3), Some(0)), "{e}");
+    assert!(e["late_max_ms"].as_f64().unwrap() >= 1000.0, "{e}");
+    let late = &report["findings"][0];
+    assert_eq!(late["kind"], "late-answers");
+    assert!(late["message"].as_str().unwrap().contains("raise --timeout or look upstream"), "{late}");
+    Ok(())
+}

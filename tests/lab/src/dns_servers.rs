@@ -1,0 +1,114 @@
+//! Real DNS servers from Debian for DNS labs: BIND (named), NSD, Unbound, Knot Resolver (kresd),
+//! each started in a namespace with a configuration written to a directory of the test's, and
+//! stopped with the lab. They listen on one address only, so several can share a namespace.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Lab, LabError, Netns, Result};
+
+/// The zone every server here is about.
+pub const ZONE: &str = "cluster.local";
+
+/// A zone file for `cluster.local` with `records` (relative name, IPv4 address), e.g.
+/// `("kubernetes.default.svc", "10.96.0.1")`.
+pub fn zone_text(records: &[(&str, &str)]) -> String {
+    let mut text = String::from(
+        "$TTL 30\n@ IN SOA ns.cluster.local. hostmaster.cluster.local. 1 3600 600 86400 30\n@ IN NS ns.cluster.local.\nns IN A 192.0.2.53\n",
+    );
+    for (name, ip) in records {
+        text.push_str(&format!("{name} IN A {ip}\n"));
+    }
+    text
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| LabError(format!("writing {}: {e}", path.display())))
+}
+
+fn dir_for(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| LabError(format!("creating {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Starts `argv` in `ns` and waits until it listens on UDP `ip`:53.
+fn start(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, argv: &[&str]) -> Result<()> {
+    lab.spawn(ns, argv)?;
+    ns.wait_listening_at("udp", &format!("{ip}:53"), Duration::from_secs(15))
+        .map_err(|e| LabError(format!("{} did not start: {e} (apt-get install it)", argv[0])))
+}
+
+/// BIND authoritative for `cluster.local` on `ip`. `zone` is the zone file's text; `None` gives a
+/// zone file that does not load, so BIND answers SERVFAIL for every name in it.
+pub fn bind(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, dir: &Path, zone: Option<&str>) -> Result<()> {
+    let dir = dir_for(dir, &format!("bind-{ip}"))?;
+    write(&dir.join("zone"), zone.unwrap_or("this is not a zone file\n"))?;
+    let d = dir.display();
+    write(
+        &dir.join("named.conf"),
+        &format!(
+            "options {{ directory \"{d}\"; listen-on port 53 {{ {ip}; }}; listen-on-v6 {{ none; }}; recursion no; \
+             pid-file \"{d}/named.pid\"; dnssec-validation no; }};\n\
+             zone \"{ZONE}\" {{ type primary; file \"{d}/zone\"; }};\n"
+        ),
+    )?;
+    let conf = dir.join("named.conf");
+    start(lab, ns, ip, &["named", "-f", "-u", "root", "-c", conf.to_str().unwrap_or_default()])
+}
+
+/// NSD authoritative for `cluster.local` on `ip`, with `zone` as the zone file's text.
+pub fn nsd(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, dir: &Path, zone: &str) -> Result<()> {
+    let dir = dir_for(dir, &format!("nsd-{ip}"))?;
+    write(&dir.join("zone"), zone)?;
+    let d = dir.display();
+    write(
+        &dir.join("nsd.conf"),
+        &format!(
+            "server:\n  ip-address: {ip}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  \
+             pidfile: \"{d}/nsd.pid\"\n  database: \"\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+             logfile: \"{d}/nsd.log\"\n  do-ip6: no\nremote-control:\n  control-enable: no\nzone:\n  name: {ZONE}\n  zonefile: zone\n"
+        ),
+    )?;
+    let conf = dir.join("nsd.conf");
+    start(lab, ns, ip, &["nsd", "-d", "-c", conf.to_str().unwrap_or_default()])
+}
+
+/// Unbound on `ip` with an access control that refuses everyone: it answers REFUSED (with no
+/// question section, as Unbound does).
+pub fn unbound_refusing(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, dir: &Path) -> Result<()> {
+    let dir = dir_for(dir, &format!("unbound-{ip}"))?;
+    let d = dir.display();
+    write(
+        &dir.join("unbound.conf"),
+        &format!(
+            "server:\n  interface: {ip}\n  port: 53\n  access-control: 0.0.0.0/0 refuse\n  username: \"\"\n  chroot: \"\"\n  \
+             directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-ip6: no\n  use-syslog: no\n  logfile: \"{d}/unbound.log\"\n\
+             remote-control:\n  control-enable: no\n"
+        ),
+    )?;
+    let conf = dir.join("unbound.conf");
+    start(lab, ns, ip, &["unbound", "-d", "-c", conf.to_str().unwrap_or_default()])
+}
+
+/// Knot Resolver on `ip`, forwarding every question to `upstream` (as CoreDNS forwards).
+pub fn kresd_forwarder(
+    lab: &mut Lab,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    dir: &Path,
+    upstream: Ipv4Addr,
+) -> Result<()> {
+    let dir = dir_for(dir, &format!("kresd-{ip}"))?;
+    write(
+        &dir.join("kresd.conf"),
+        &format!(
+            "net.listen('{ip}', 53, {{ kind = 'dns' }})\nmodules.unload('ta_update')\nmodules.unload('priming')\n\
+             trust_anchors.remove('.')\npolicy.add(policy.all(policy.FORWARD('{upstream}')))\ncache.size = 1 * MB\n"
+        ),
+    )?;
+    let conf = dir.join("kresd.conf");
+    let rundir = dir.to_str().unwrap_or_default().to_string();
+    start(lab, ns, ip, &["kresd", "-n", "-c", conf.to_str().unwrap_or_default(), &rundir])
+}
