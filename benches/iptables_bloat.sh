@@ -6,7 +6,7 @@
 #
 #   bash benches/iptables_bloat.sh [LINES]        needs: hyperfine, GNU time (apt-get install hyperfine time)
 #
-# Targets (issue "netprobe iptables"): analysis <= 5x the grep pass; peak RSS < 64 MiB.
+# Targets: analysis <= 2x the grep pass; peak RSS <= 16 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-1055488}
@@ -30,5 +30,6 @@ for name in ("netprobe", "sort-uniq"):
     print(f"{name}: {r[name]*1000:.0f} ms median = {r[name]/g:.1f}x grep ({g*1000:.0f} ms)")
 PY
 
-rss_kib=$(/usr/bin/time -f '%M' ./target/release/netprobe iptables --file "$work/bloat.rules" 2>&1 >/dev/null | tail -1)
+# netprobe exits 1 on this dump (it is bloated): that is its verdict, not a failure here.
+rss_kib=$( (/usr/bin/time -f '%M' ./target/release/netprobe iptables --file "$work/bloat.rules" >/dev/null || true) 2>&1 | tail -1)
 echo "netprobe peak RSS: $((rss_kib / 1024)) MiB (${rss_kib} KiB)"

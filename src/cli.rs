@@ -83,14 +83,22 @@ const DEMO_LONG: &str =
 against each, and remove everything again. Needs root (namespaces, iptables); uses only \
 documentation addresses inside its own namespaces.";
 
-const IPTABLES_LONG: &str = "Count and explain iptables rule bloat, and print a safe cleanup script.\n\n\
-Reads iptables-save output: live by default (also reporting ip6tables and the other backend, \
-legacy or nft, when they hold rules), or a saved dump with --file. Counts the rules per chain, the \
-duplicates (the same rule text in the same chain, counters ignored), the owner of each chain, and \
-orphan chains. Verdict `bloated` (exit 1) when one chain holds more than --max-copies copies of a \
-rule, more than --max-duplicate-percent of all rules are duplicates, or there are more than \
---max-rules rules.\n\n\
-Nothing here changes a rule, except --self-test, which uses a scratch chain and removes it.";
+const IPTABLES_LONG: &str =
+    "Count and explain iptables rule bloat, and print (or --apply) a safe cleanup.\n\n\
+Reads iptables-save output: live by default, every family (iptables, ip6tables) and backend (legacy, \
+nft) that holds rules, each as a rule set of its own; or a saved dump with --file (iptables-save or \
+`iptables -S` output; an IPv4 dump followed by an IPv6 one is two rule sets, never merged). -4/-6 and \
+--backend pick rule sets. Counts the rules per chain, the duplicates (the same rule text in the same \
+chain, counters ignored), who owns each chain and rule, and orphan chains. Verdict `bloated` (exit 1) \
+when one chain holds more than --max-copies copies of a rule, more than --max-duplicate-percent of all \
+rules are duplicates (and at least --min-duplicates), or there are more than --max-rules rules; \
+`check-broken` when --self-test finds `-C` blind to a rule it was just given.\n\n\
+The cleanup keeps the first copy of each rule in order and rewrites only chains with duplicates \
+(their counters restart at zero); chains holding copies of a rule whose copies behave differently \
+(-m statistic, recent, limit, hashlimit, connlimit, quota, non-idempotent MARK/CONNMARK) are left \
+alone unless --dedupe-stateful. Nothing here changes a rule except --self-test (a scratch chain, \
+removed again) and --apply, which re-reads the chains right before, refuses if they changed, applies \
+one restore per table and reads them back.";
 
 const DNS_LONG: &str = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
 Service's addresses the same question, all at once, and say which endpoint fails and why.\n\n\
@@ -288,19 +296,37 @@ sudo netprobe iptables\n  \
 sudo iptables-save | netprobe iptables --file -\n  \
 netprobe iptables --file node1.rules -o json\n  \
 sudo netprobe iptables --self-test --check-latency\n  \
-sudo netprobe iptables --cleanup-script > cleanup.rules   # review it, then: iptables-restore --noflush < cleanup.rules")]
+sudo netprobe iptables --cleanup-script > cleanup.rules   # review it, then apply it as its header says\n  \
+sudo netprobe iptables -6 --backend legacy --apply        # or let netprobe apply it, checked")]
 pub struct IptablesArgs {
-    /// Analyse an iptables-save dump instead of the live tables; - reads standard input.
+    /// Analyse an iptables-save (or `iptables -S`) dump instead of the live tables; - reads
+    /// standard input.
     #[arg(long, value_name = "FILE|-")]
     pub file: Option<PathBuf>,
+
+    /// Only the IPv4 rule sets.
+    #[arg(short = '4', long, conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Only the IPv6 rule sets (ip6tables).
+    #[arg(short = '6', long)]
+    pub ipv6: bool,
+
+    /// Only the rule sets of this backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<IptablesBackend>,
 
     /// Bloated when one chain holds more copies than this of one rule.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub max_copies: u64,
 
-    /// Bloated when more than this percentage of all rules are duplicates.
+    /// Bloated when more than this percentage of all rules are duplicates...
     #[arg(long, default_value_t = 10.0, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_duplicate_percent: f64,
+
+    /// ...and there are at least this many of them.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub min_duplicates: u64,
 
     /// Bloated when there are more rules than this in total.
     #[arg(long, default_value_t = 50_000, value_name = "N")]
@@ -310,15 +336,30 @@ pub struct IptablesArgs {
     #[arg(long, conflicts_with = "file")]
     pub check_latency: bool,
 
-    /// Check whether this host's `iptables -C` finds a kube-router-shaped rule it was just given
-    /// (adds it to a scratch chain and removes the chain again).
+    /// Check whether this host's `iptables -C` (of the family and backend picked) finds a
+    /// kube-router-shaped rule it was just given (adds it to a scratch chain and removes the chain).
     #[arg(long, conflicts_with = "file")]
     pub self_test: bool,
 
-    /// Print an `iptables-restore --noflush` script that removes every duplicate, keeping the first
-    /// copy of each rule in order, instead of the report. It is never applied by netprobe.
+    /// Print the restore script that removes every duplicate, keeping the first copy of each rule
+    /// in order, instead of the report. Its header names the restore command it is for.
     #[arg(long, conflicts_with_all = ["check_latency", "self_test"])]
     pub cleanup_script: bool,
+
+    /// Also remove copies of rules whose copies behave differently (-m statistic, -m limit, ...).
+    #[arg(long)]
+    pub dedupe_stateful: bool,
+
+    /// Apply the cleanup to the live tables: re-read the chains it rewrites right before, refuse if
+    /// they changed, one restore per table, read back after. Never the default.
+    #[arg(long, conflicts_with_all = ["file", "cleanup_script"])]
+    pub apply: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IptablesBackend {
+    Legacy,
+    Nft,
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {

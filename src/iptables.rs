@@ -1,9 +1,14 @@
 //! `netprobe iptables`: flags to an input, the analysis, and its report (or cleanup script).
 
-use netprobe_probes::iptables::{self, Input, IptablesReport, Thresholds};
+use std::io::Write;
+
+use netprobe_probes::iptables::{
+    self, Family, Input, IptablesReport, Options, RulesetReport, Selection, Thresholds,
+};
+use netprobe_probes::net::iptables::Backend;
 use netprobe_probes::Error;
 
-use crate::cli::IptablesArgs;
+use crate::cli::{IptablesArgs, IptablesBackend};
 use crate::exit::Exit;
 use crate::output::{self, Format};
 
@@ -15,115 +20,76 @@ pub fn run(args: IptablesArgs, format: Format) -> Result<Exit, Error> {
         Some(path) => Input::File(path.clone()),
         None => Input::Live,
     };
-    let loaded = iptables::load(&input)?;
+    let selection = Selection {
+        ipv6: if args.ipv6 {
+            Some(true)
+        } else if args.ipv4 {
+            Some(false)
+        } else {
+            None
+        },
+        backend: args.backend.map(|b| match b {
+            IptablesBackend::Legacy => Backend::Legacy,
+            IptablesBackend::Nft => Backend::Nft,
+        }),
+    };
+    let options = Options {
+        thresholds: Thresholds {
+            max_copies: args.max_copies,
+            max_duplicate_percent: args.max_duplicate_percent,
+            min_duplicates: args.min_duplicates,
+            max_rules: args.max_rules,
+        },
+        dedupe_stateful: args.dedupe_stateful,
+    };
+    let loaded = iptables::load(&input, selection)?;
     if args.cleanup_script {
         let mut out = std::io::stdout().lock();
-        // A closed pipe is the reader's choice, not our failure.
-        let _ = loaded.analysis.write_cleanup_script(&mut out);
+        loaded.write_cleanup_script(&mut out, &options)?;
+        // A full disk or a closed pipe must not pass for a complete script.
+        out.flush().map_err(|e| Error::could_not_run("writing the cleanup script", e.to_string()))?;
         return Ok(Exit::Healthy);
     }
-    let thresholds = Thresholds {
-        max_copies: args.max_copies,
-        max_duplicate_percent: args.max_duplicate_percent,
-        max_rules: args.max_rules,
-    };
-    let mut report = loaded.report(&thresholds);
+    let mut report = loaded.report(&options);
     if args.check_latency {
         report.check_latency = Some(loaded.check_latency(5)?);
     }
     if args.self_test {
-        let test = iptables::self_test()?;
-        if !test.check_works {
-            report.reasons.push(test.detail.clone());
-            report.verdict = iptables::Verdict::Bloated;
-        }
-        report.self_test = Some(test);
+        report.self_test = Some(iptables::self_test(iptables::self_test_tool(selection))?);
     }
+    if args.apply {
+        let applied = loaded.apply(&options)?;
+        // The verdict is about the rules as they are now.
+        let mut after = iptables::load(&input, selection)?.report(&options);
+        (after.self_test, after.check_latency) = (report.self_test.take(), report.check_latency.take());
+        after.applied = Some(applied);
+        report = after;
+    }
+    iptables::decide(&mut report);
     output::emit(&match format {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
-    Ok(Exit::from_health(report.verdict.health()))
+    Ok(Exit::from_health(report.health()))
 }
 
 fn render_table(report: &IptablesReport) -> String {
-    let share = if report.total_rules > 0 {
-        report.duplicate_rules as f64 * 100.0 / report.total_rules as f64
-    } else {
-        0.0
-    };
+    let total: u64 = report.rulesets.iter().map(|r| r.total_rules).sum();
+    let duplicates: u64 = report.rulesets.iter().map(|r| r.duplicate_rules).sum();
+    let share = if total > 0 { duplicates as f64 * 100.0 / total as f64 } else { 0.0 };
     let mut text = format!(
-        "{}  {} rules, {} of them duplicates ({share:.1}%)\n",
-        output::verdict(report.verdict.as_str(), report.verdict.health()),
-        output::count(report.total_rules),
-        output::count(report.duplicate_rules),
+        "{}  {} rules, {} of them duplicates ({share:.1}%), in {} rule set(s)\n",
+        output::verdict(report.verdict.as_str(), report.health()),
+        output::count(total),
+        output::count(duplicates),
+        report.rulesets.len()
     );
-    let version = match (&report.version, &report.backend) {
-        (Some(v), Some(b)) => format!(", iptables {v} ({b})"),
-        _ => String::new(),
-    };
-    text.push_str(&format!("source: {}{version}\n", report.source));
-    for reason in &report.reasons {
-        text.push_str(&format!("  - {reason}\n"));
+    text.push_str(&format!("source: {}\n", report.source));
+    for note in &report.notes {
+        text.push_str(&format!("note: {note}\n"));
     }
-
-    // The chains with duplicates; when there are none, just the biggest few.
-    let with_duplicates = report.chains.iter().take_while(|c| c.duplicates > 0).count();
-    let shown = if with_duplicates > 0 { with_duplicates.min(TOP) } else { report.chains.len().min(5) };
-    let mut chains = output::table(&["table", "chain", "owner", "rules", "duplicates"]);
-    for chain in report.chains.iter().take(shown) {
-        chains.add_row(vec![
-            chain.table.clone(),
-            chain.chain.clone(),
-            chain.owner.unwrap_or("-").to_string(),
-            output::count(chain.rules),
-            output::count(chain.duplicates),
-        ]);
-    }
-    if !report.chains.is_empty() {
-        text.push_str(&format!("\n{chains}\n"));
-        if report.chains.len() > shown {
-            text.push_str(&format!(" ... {} more chains (-o json lists all)\n", report.chains.len() - shown));
-        }
-    }
-
-    if !report.duplicate_groups.is_empty() {
-        let mut groups = output::table(&["copies", "chain", "rule"]);
-        for group in report.duplicate_groups.iter().take(TOP) {
-            groups.add_row(vec![
-                output::count(group.copies),
-                format!("{}/{}", group.table, group.chain),
-                shorten(&group.rule, 100),
-            ]);
-        }
-        text.push_str(&format!("\n{groups}\n"));
-    }
-    if !report.kube_router_hashes.is_empty() {
-        text.push_str("\nby kube-router comment hash:\n");
-        for group in report.kube_router_hashes.iter().take(TOP) {
-            text.push_str(&format!(
-                "  {}  {} copies in {}  \"{}\"\n",
-                group.hash,
-                output::count(group.copies),
-                group.chains.join(", "),
-                group.comment
-            ));
-        }
-    }
-    for other in &report.other_rulesets {
-        text.push_str(&format!(
-            "\nalso: {} holds {} rules ({} duplicates)\n",
-            other.command,
-            output::count(other.total_rules),
-            output::count(other.duplicate_rules)
-        ));
-    }
-    if !report.orphan_chains.is_empty() {
-        let names: Vec<String> =
-            report.orphan_chains.iter().take(5).map(|o| format!("{}/{}", o.table, o.chain)).collect();
-        let more = report.orphan_chains.len().saturating_sub(5);
-        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-        text.push_str(&format!("\norphan chains (no rule jumps to them): {}{more}\n", names.join(", ")));
+    for ruleset in &report.rulesets {
+        text.push_str(&render_ruleset(ruleset, report.rulesets.len() > 1));
     }
     if let Some(latency) = &report.check_latency {
         text.push_str(&format!(
@@ -137,14 +103,118 @@ fn render_table(report: &IptablesReport) -> String {
     if let Some(test) = &report.self_test {
         text.push_str(&format!("\nself-test: {}\n", test.detail));
     }
-    if let Some(why) = &report.explanation {
-        text.push_str(&format!("\nwhy: {why}\n"));
-    }
-    if report.duplicate_rules > 0 {
+    if let Some(applied) = &report.applied {
+        text.push_str(&format!(
+            "\napplied: {} duplicate(s) removed from {} with {}; read back: {}\n",
+            output::count(applied.removed),
+            if applied.chains.is_empty() { "no chain".to_string() } else { applied.chains.join(", ") },
+            applied.restore_command,
+            if applied.verified {
+                "every rewritten chain holds exactly its distinct rules"
+            } else {
+                "NOT as expected, look at the chains"
+            }
+        ));
+    } else if duplicates > 0 {
         text.push_str(
             "\nnext: back up (iptables-save > backup.rules), then netprobe iptables --cleanup-script > cleanup.rules, \
-             review it, and apply it with iptables-restore --noflush < cleanup.rules\n",
+             review it and apply it as its header says, or let netprobe iptables --apply check and apply it\n",
         );
+    }
+    text
+}
+
+fn render_ruleset(r: &RulesetReport, several: bool) -> String {
+    let family = match r.family {
+        Family::Ipv4 => "IPv4",
+        Family::Ipv6 => "IPv6",
+    };
+    let mut text = String::new();
+    let version = match (&r.version, &r.backend) {
+        (Some(v), Some(b)) => format!(", iptables {v} ({b})"),
+        (Some(v), None) => format!(", iptables {v}"),
+        _ => String::new(),
+    };
+    let from = r.save_command.as_deref().map(|c| format!(" from {c}")).unwrap_or_default();
+    let line = if several { format!(" at line {}", r.first_line) } else { String::new() };
+    text.push_str(&format!(
+        "\n== {family}{from}{version}{line}: {} rules, {} duplicates, {}\n",
+        output::count(r.total_rules),
+        output::count(r.duplicate_rules),
+        r.verdict.as_str()
+    ));
+    for reason in &r.reasons {
+        text.push_str(&format!("  - {reason}\n"));
+    }
+
+    // The chains with duplicates; when there are none, just the biggest few.
+    let with_duplicates = r.chains.iter().take_while(|c| c.duplicates > 0).count();
+    let shown = if with_duplicates > 0 { with_duplicates.min(TOP) } else { r.chains.len().min(5) };
+    let mut chains = output::table(&["table", "chain", "owner", "rules", "duplicates"]);
+    for chain in r.chains.iter().take(shown) {
+        chains.add_row(vec![
+            chain.table.clone(),
+            chain.chain.clone(),
+            chain.owner.unwrap_or("-").to_string(),
+            output::count(chain.rules),
+            output::count(chain.duplicates),
+        ]);
+    }
+    if !r.chains.is_empty() {
+        text.push_str(&format!("\n{chains}\n"));
+        if r.chains.len() > shown {
+            text.push_str(&format!(" ... {} more chains (-o json lists all)\n", r.chains.len() - shown));
+        }
+    }
+    if !r.duplicate_groups.is_empty() {
+        let mut groups = output::table(&["copies", "chain", "rule"]);
+        for group in r.duplicate_groups.iter().take(TOP) {
+            groups.add_row(vec![
+                output::count(group.copies),
+                format!("{}/{}", group.table, group.chain),
+                shorten(&group.rule, 100),
+            ]);
+        }
+        text.push_str(&format!("\n{groups}\n"));
+    }
+    if !r.kube_router_hashes.is_empty() {
+        text.push_str("\nby kube-router comment hash:\n");
+        for group in r.kube_router_hashes.iter().take(TOP) {
+            text.push_str(&format!(
+                "  {}  {} copies in {}  \"{}\"\n",
+                group.hash,
+                output::count(group.copies),
+                group.chains.join(", "),
+                group.comment
+            ));
+        }
+    }
+    if !r.kept_stateful.is_empty() {
+        let copies: u64 = r.kept_stateful.iter().map(|g| g.copies - 1).sum();
+        let why: Vec<String> = r
+            .kept_stateful
+            .iter()
+            .take(3)
+            .map(|g| format!("{}/{}: {}", g.table, g.chain, g.stateful.as_deref().unwrap_or_default()))
+            .collect();
+        text.push_str(&format!(
+            "\nkept by the cleanup: {copies} copies of {} rule(s) whose copies behave differently ({}); --dedupe-stateful removes them too\n",
+            r.kept_stateful.len(),
+            why.join("; ")
+        ));
+    }
+    if !r.orphan_chains.is_empty() {
+        let names: Vec<String> =
+            r.orphan_chains.iter().take(5).map(|o| format!("{}/{}", o.table, o.chain)).collect();
+        let more = r.orphan_chains.len().saturating_sub(5);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        text.push_str(&format!("\norphan chains (no rule jumps to them): {}{more}\n", names.join(", ")));
+    }
+    if let Some(why) = &r.explanation {
+        text.push_str(&format!("\nwhy: {why}\n"));
+    }
+    if r.duplicate_rules > 0 {
+        text.push_str(&format!("cleanup for this rule set: apply with {}\n", r.restore_command));
     }
     text
 }

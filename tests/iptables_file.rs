@@ -41,10 +41,14 @@ fn a_generated_bloat_dump_gives_its_known_counts() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["probe"], "iptables");
     assert_eq!(report["verdict"], "bloated");
+    assert_eq!(report["rulesets"].as_array().unwrap().len(), 1);
+    let report = &report["rulesets"][0];
+    assert_eq!(report["family"], "ipv4");
     assert_eq!(report["total_rules"], counts.rules);
     assert_eq!(report["duplicate_rules"], counts.duplicates);
     assert_eq!(report["version"], "1.8.10");
     assert_eq!(report["backend"], "nf_tables");
+    assert_eq!(report["restore_command"], "iptables-nft-restore --noflush");
     assert_eq!(report["duplicate_groups"][0]["copies"], counts.worst_copies);
     let worst = &report["chains"][0];
     assert_eq!(worst["chain"], "KUBE-ROUTER-INPUT");
@@ -85,17 +89,22 @@ fn a_small_clean_dump_is_ok() {
     assert_eq!(output.status.code(), Some(0));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["verdict"], "ok");
-    assert_eq!(report["total_rules"], 2);
-    assert_eq!(report["duplicate_rules"], 0);
+    assert_eq!(report["rulesets"][0]["total_rules"], 2);
+    assert_eq!(report["rulesets"][0]["duplicate_rules"], 0);
 }
 
 #[test]
 fn thresholds_are_flags() {
     let text =
         b"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n-A INPUT -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n";
-    let strict = netprobe(&["iptables", "--file", "-"], Some(text));
+    let default = netprobe(&["iptables", "--file", "-"], Some(text));
+    assert_eq!(default.status.code(), Some(0), "1 copy in 3 rules is under the minimum of 20 duplicates");
+    let strict = netprobe(&["iptables", "--file", "-", "--min-duplicates", "1"], Some(text));
     assert_eq!(strict.status.code(), Some(1), "1 of 3 rules duplicated is over 10%");
-    let lenient = netprobe(&["iptables", "--file", "-", "--max-duplicate-percent", "50"], Some(text));
+    let lenient = netprobe(
+        &["iptables", "--file", "-", "--min-duplicates", "1", "--max-duplicate-percent", "50"],
+        Some(text),
+    );
     assert_eq!(lenient.status.code(), Some(0));
     let few = netprobe(
         &["iptables", "--file", "-", "--max-duplicate-percent", "50", "--max-rules", "2"],

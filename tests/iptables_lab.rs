@@ -57,11 +57,14 @@ fn live_analysis_and_cleanup_script_remove_every_duplicate_and_nothing_else() ->
     let (code, out) = netprobe(&node, &["iptables", "-o", "json"]);
     assert_eq!(code, 1, "{out}");
     let report: Value = serde_json::from_str(&out)?;
-    assert_eq!(report["source"], "iptables-save (nf_tables)");
-    assert_eq!(report["backend"], "nf_tables");
-    assert_eq!(report["total_rules"], counts.rules);
-    assert_eq!(report["duplicate_rules"], counts.duplicates);
+    assert_eq!(report["source"], "live");
     assert_eq!(report["verdict"], "bloated");
+    assert_eq!(report["rulesets"].as_array().unwrap().len(), 1, "only the set that holds rules: {out}");
+    let set = &report["rulesets"][0];
+    assert_eq!((set["backend"].as_str(), set["family"].as_str()), (Some("nf_tables"), Some("ipv4")));
+    assert_eq!(set["save_command"], "iptables-nft-save");
+    assert_eq!(set["total_rules"], counts.rules);
+    assert_eq!(set["duplicate_rules"], counts.duplicates);
 
     let before = saved_rules(&node);
     let (code, script) = netprobe(&node, &["iptables", "--cleanup-script"]);
@@ -74,8 +77,8 @@ fn live_analysis_and_cleanup_script_remove_every_duplicate_and_nothing_else() ->
     assert_eq!(after, first_copies(&before), "first copies kept, in order; no other rule touched");
     let (code, out) = netprobe(&node, &["iptables", "-o", "json"]);
     let report: Value = serde_json::from_str(&out)?;
-    assert_eq!(report["duplicate_rules"], 0);
-    assert_eq!(report["total_rules"], counts.rules - counts.duplicates);
+    assert_eq!(report["rulesets"][0]["duplicate_rules"], 0);
+    assert_eq!(report["rulesets"][0]["total_rules"], counts.rules - counts.duplicates);
     assert_eq!(code, 0, "{out}");
     Ok(())
 }
@@ -98,6 +101,7 @@ fn self_test_and_check_latency_leave_no_trace() -> TestResult {
         .iter()
         .any(|v| version.contains(v));
     assert_eq!(report["self_test"]["check_works"], !buggy, "{version}: {}", report["self_test"]);
+    assert_eq!(report["self_test"]["command"], "iptables");
     let latency = &report["check_latency"];
     assert_eq!(latency["runs"], 5);
     assert!(latency["median_ms"].as_f64().unwrap() > 0.0);
@@ -107,21 +111,115 @@ fn self_test_and_check_latency_leave_no_trace() -> TestResult {
     Ok(())
 }
 
+/// kube-router's three INPUT rules for an IPv6 cluster, `copies` times each: (dump, rules, duplicates).
+fn ipv6_kube_router_bloat(copies: u64) -> (String, u64, u64) {
+    let mut text = String::from("*filter\n:INPUT ACCEPT [0:0]\n:KUBE-ROUTER-INPUT - [0:0]\n");
+    text.push_str(
+        "-A INPUT -m comment --comment \"kube-router netpol - 4IA2OSFRMVNDXBVV\" -j KUBE-ROUTER-INPUT\n",
+    );
+    for _ in 0..copies {
+        text.push_str("-A KUBE-ROUTER-INPUT -d 2001:db8:43::/112 -m comment --comment \"allow traffic to primary cluster IP range - EKROEGTNIJ3AP3LC\" -j RETURN\n");
+        text.push_str("-A KUBE-ROUTER-INPUT -p tcp -m comment --comment \"allow LOCAL TCP traffic to node ports - LR7XO7NXDBGQJD2M\" -m addrtype --dst-type LOCAL -m multiport --dports 30000:32767 -j RETURN\n");
+        text.push_str("-A KUBE-ROUTER-INPUT -p udp -m comment --comment \"allow LOCAL UDP traffic to node ports - 76UCBPIZNGJNWNUZ\" -m addrtype --dst-type LOCAL -m multiport --dports 30000:32767 -j RETURN\n");
+    }
+    text.push_str("COMMIT\n");
+    (text, 1 + 3 * copies, 3 * (copies - 1))
+}
+
+/// Loads `text` into `ns` with a restore command (`ip6tables-legacy-restore`, say); false when this
+/// kernel cannot (no legacy iptables modules).
+fn try_restore(ns: &Netns, command: &str, text: &[u8]) -> bool {
+    let mut child = ns.command(command).stdin(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let written = child.stdin.take().unwrap().write_all(text);
+    child.wait().unwrap().success() && written.is_ok()
+}
+
 #[test]
-fn a_second_backend_with_rules_is_reported() -> TestResult {
+fn every_backend_and_family_is_a_rule_set_of_its_own() -> TestResult {
     let Some(mut lab) = lab_or_skip("ipt-mixed") else { return Ok(()) };
     let node = lab.host("node")?;
     restore(&node, &[], b"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n");
-    if node.sh("iptables-legacy -N NETPROBE-LEGACY && iptables-legacy -A NETPROBE-LEGACY -j RETURN").is_err()
-    {
-        eprintln!("skipping the legacy half: this kernel has no legacy iptables (ip_tables module)");
+    // kube-router's bloat in ip6tables, legacy backend, as on a k3s node that ships its own.
+    let (dump, total, duplicates) = ipv6_kube_router_bloat(300);
+    if !try_restore(&node, "ip6tables-legacy-restore", dump.as_bytes()) {
+        eprintln!("skipping: this kernel has no legacy ip6tables (ip6_tables module)");
         return Ok(());
     }
     let (code, out) = netprobe(&node, &["iptables", "-o", "json"]);
     let report: Value = serde_json::from_str(&out)?;
-    assert_eq!(code, 0, "mixed backends are reported, not bloat by themselves: {out}");
-    assert_eq!(report["other_rulesets"][0]["command"], "iptables-legacy-save");
-    assert_eq!(report["other_rulesets"][0]["total_rules"], 1);
-    assert!(report["explanation"].as_str().unwrap().contains("both iptables backends are in use"));
+    assert_eq!(code, 1, "{out}");
+    let sets: Vec<(String, String, u64)> = report["rulesets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["family"].as_str().unwrap().into(),
+                s["backend"].as_str().unwrap().into(),
+                s["total_rules"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sets, vec![("ipv4".into(), "nf_tables".into(), 1), ("ipv6".into(), "legacy".into(), total)]);
+    let v6 = &report["rulesets"][1];
+    assert_eq!((v6["verdict"].as_str(), v6["duplicate_rules"].as_u64()), (Some("bloated"), Some(duplicates)));
+    assert!(report["notes"][0].as_str().unwrap().contains("both iptables backends hold rules"), "{out}");
+
+    // Its cleanup script is for ip6tables-legacy-restore, and applied there it leaves no copy.
+    let (code, script) = netprobe(&node, &["iptables", "-6", "--backend", "legacy", "--cleanup-script"]);
+    assert_eq!(code, 0);
+    assert!(script.contains("# Apply with: ip6tables-legacy-restore --noflush < THIS_FILE"), "{script}");
+    let mut child =
+        node.command("ip6tables-legacy-restore").arg("--noflush").stdin(Stdio::piped()).spawn()?;
+    child.stdin.take().unwrap().write_all(script.as_bytes())?;
+    assert!(child.wait()?.success());
+    let (code, out) = netprobe(&node, &["iptables", "-6", "-o", "json"]);
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!((code, report["rulesets"][0]["duplicate_rules"].as_u64()), (0, Some(0)), "{out}");
+    // The self-test runs the binary of the rule set picked.
+    let (_, out) = netprobe(&node, &["iptables", "-6", "--backend", "legacy", "--self-test", "-o", "json"]);
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["self_test"]["command"], "ip6tables-legacy");
+    Ok(())
+}
+
+#[test]
+fn apply_removes_the_copies_and_refuses_when_a_chain_changed_meanwhile() -> TestResult {
+    let Some(mut lab) = lab_or_skip("ipt-apply") else { return Ok(()) };
+    let node = lab.host("node")?;
+    let mut dump = Vec::new();
+    let counts = write_kube_router_bloat(&mut dump, 2_000, 5)?;
+    restore(&node, &[], &dump);
+    let before = saved_rules(&node);
+
+    // The library's two steps, as --apply runs them, with a rule added in between: refused.
+    let ns = node.clone();
+    let refused = std::thread::spawn(move || -> Result<String, String> {
+        ns.enter_current_thread().map_err(|e| e.to_string())?;
+        use netprobe_probes::iptables::{load, Input, Options, Selection};
+        let loaded = load(&Input::Live, Selection::default()).map_err(|e| e.to_string())?;
+        ns.sh("iptables -A KUBE-ROUTER-INPUT -s 192.0.2.7/32 -j RETURN").map_err(|e| e.to_string())?;
+        match loaded.apply(&Options::default()) {
+            Ok(applied) => Err(format!("applied {applied:?}")),
+            Err(e) => Ok(e.to_string()),
+        }
+    })
+    .join()
+    .unwrap()?;
+    assert!(refused.contains("filter/KUBE-ROUTER-INPUT changed since it was read"), "{refused}");
+    assert!(refused.contains("nothing was applied"), "{refused}");
+    let added = saved_rules(&node);
+    assert_eq!(added.len(), before.len() + 1, "the refused apply changed nothing");
+
+    // Through the CLI, nothing changing meanwhile: applied and read back.
+    let (code, out) = netprobe(&node, &["iptables", "--apply", "-o", "json"]);
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(code, 0, "{out}");
+    let applied = &report["applied"];
+    assert_eq!(applied["verified"], true, "{applied}");
+    assert_eq!(applied["removed"], counts.duplicates);
+    assert_eq!(applied["restore_command"], "iptables-nft-restore --noflush");
+    assert_eq!(report["rulesets"][0]["duplicate_rules"], 0, "the report is of the rules after");
+    assert_eq!(saved_rules(&node), first_copies(&added), "first copies kept in order, the new rule too");
     Ok(())
 }

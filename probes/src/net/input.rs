@@ -42,7 +42,7 @@ pub fn read_bounded_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>, max: usi
         if available.is_empty() {
             return Ok(total);
         }
-        let (used, done) = match available.iter().position(|&b| b == b'\n') {
+        let (used, done) = match memchr::memchr(b'\n', available) {
             Some(i) => (i + 1, true),
             None => (available.len(), false),
         };
@@ -58,6 +58,72 @@ pub fn read_bounded_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>, max: usi
         if done {
             return Ok(total);
         }
+    }
+}
+
+/// Calls `each` with every line of `reader` (without its `\n`), in order, straight from the
+/// reader's buffer when the line is whole in it (no copy), through a carry buffer when it spans two
+/// reads. A line longer than `max` bytes is an error, not unbounded growth. `each` may stop the
+/// reading with an error; a read error is reported as `line N: ...`.
+pub fn for_each_line<R: BufRead>(
+    reader: &mut R,
+    max: usize,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut lines: u64 = 0;
+    let too_long = |lines: u64| format!("line {}: a line longer than {max} bytes", lines + 1);
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("line {}: {e}", lines + 1)),
+        };
+        if available.is_empty() {
+            if !carry.is_empty() {
+                each(&carry)?;
+            }
+            return Ok(());
+        }
+        let mut used = 0;
+        if !carry.is_empty() {
+            match memchr::memchr(b'\n', available) {
+                Some(end) => {
+                    if carry.len() + end > max {
+                        return Err(too_long(lines));
+                    }
+                    carry.extend_from_slice(&available[..end]);
+                    each(&carry)?;
+                    lines += 1;
+                    carry.clear();
+                    used = end + 1;
+                }
+                None => {
+                    if carry.len() + available.len() > max {
+                        return Err(too_long(lines));
+                    }
+                    carry.extend_from_slice(available);
+                    let all = available.len();
+                    reader.consume(all);
+                    continue;
+                }
+            }
+        }
+        while let Some(end) = memchr::memchr(b'\n', &available[used..]) {
+            if end > max {
+                return Err(too_long(lines));
+            }
+            each(&available[used..used + end])?;
+            lines += 1;
+            used += end + 1;
+        }
+        let rest = &available[used..];
+        if rest.len() > max {
+            return Err(too_long(lines));
+        }
+        carry.extend_from_slice(rest);
+        let all = available.len();
+        reader.consume(all);
     }
 }
 
@@ -78,6 +144,26 @@ mod tests {
         assert_eq!(read_bounded_line(&mut reader, &mut buf, 8).unwrap(), 2);
         buf.clear();
         assert_eq!(read_bounded_line(&mut reader, &mut buf, 8).unwrap(), 0);
+    }
+
+    #[test]
+    fn every_line_once_whatever_the_buffer_size() {
+        let text = b"one\ntwo\n\nthree-is-long\nlast";
+        for capacity in 1..text.len() + 2 {
+            let mut reader = io::BufReader::with_capacity(capacity, &text[..]);
+            let mut seen = Vec::new();
+            for_each_line(&mut reader, 64, |l| {
+                seen.push(String::from_utf8_lossy(l).into_owned());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(seen, vec!["one", "two", "", "three-is-long", "last"], "capacity {capacity}");
+        }
+        let mut reader = io::BufReader::with_capacity(4, &b"ab\ncdefghij\n"[..]);
+        let err = for_each_line(&mut reader, 5, |_| Ok(())).unwrap_err();
+        assert_eq!(err, "line 2: a line longer than 5 bytes");
+        let mut endless = io::BufReader::new(io::repeat(b'x'));
+        assert!(for_each_line(&mut endless, 1 << 16, |_| Ok(())).is_err(), "/dev/zero ends in an error");
     }
 
     #[test]
