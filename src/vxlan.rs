@@ -2,7 +2,7 @@
 
 use netprobe_probes::vxlan::agent::{self, AgentConfig};
 use netprobe_probes::vxlan::{self, Config, PairVerdict, VxlanReport};
-use netprobe_probes::Error;
+use netprobe_probes::{Error, Health};
 
 use crate::cli::{AgentArgs, VxlanArgs};
 use crate::exit::Exit;
@@ -11,9 +11,9 @@ use crate::output::{self, Format};
 /// The shared token: NETPROBE_TOKEN, or the file given.
 fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
     let token = match file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid(format!("--token-file {}", path.display()), format!("cannot read: {e}"))
-        })?,
+        // A token is a line of text: a FIFO, a device or a huge file is refused, not read forever.
+        Some(path) => netprobe_probes::net::input::read_small_file(path, 4096)
+            .map_err(|e| Error::invalid(format!("--token-file {}", path.display()), e.to_string()))?,
         None => std::env::var("NETPROBE_TOKEN").unwrap_or_default(),
     };
     let token = token.trim().to_string();
@@ -28,8 +28,9 @@ fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
 
 pub fn agent(args: AgentArgs) -> Result<Exit, Error> {
     let token = token(args.token_file.as_deref())?;
-    eprintln!("netprobe agent: serving on {}", args.listen);
-    agent::serve(AgentConfig { listen: args.listen, token })?;
+    agent::serve(AgentConfig { listen: args.listen, token }, |bound| {
+        eprintln!("netprobe agent: serving on {bound}");
+    })?;
     Ok(Exit::Healthy)
 }
 
@@ -51,15 +52,20 @@ pub fn run(args: VxlanArgs, format: Format) -> Result<Exit, Error> {
 }
 
 fn render_table(report: &VxlanReport) -> String {
-    let bad: Vec<_> = report.pairs.iter().filter(|p| p.verdict != PairVerdict::Ok).collect();
-    let headline = if bad.is_empty() {
+    let bad: Vec<_> = report.pairs.iter().filter(|p| p.verdict.health() != Health::Ok).collect();
+    let unverified = report.pairs.iter().filter(|p| p.verdict == PairVerdict::Unverified).count();
+    let mut headline = if bad.is_empty() {
         format!("VXLAN on UDP {} passes in all {} direction(s)", report.port, report.pairs.len())
     } else {
         format!("{} of {} direction(s) fail on UDP {}", bad.len(), report.pairs.len(), report.port)
     };
+    if unverified > 0 {
+        headline.push_str(&format!("; delivery past the firewall unverified in {unverified}"));
+    }
+    let word = if report.verdict == Health::Ok { "ok" } else { "fault" };
     let mut text = format!(
         "{}  {headline} (VNI {}, {} probes each)\n\n",
-        output::verdict(if bad.is_empty() { "ok" } else { "fault" }, report.verdict),
+        output::verdict(word, report.verdict),
         report.vni,
         report.count
     );
@@ -89,13 +95,15 @@ fn render_table(report: &VxlanReport) -> String {
     }
     text.push_str(&table.to_string());
     text.push('\n');
-    if !bad.is_empty() {
+    let explained: Vec<_> = report.pairs.iter().filter(|p| p.verdict != PairVerdict::Ok).collect();
+    if !explained.is_empty() {
         text.push('\n');
-        for p in bad {
-            text.push_str(&format!(
-                "{} -> {}: {} (control UDP {})\n",
-                p.from, p.to, p.diagnosis, p.control_udp
-            ));
+        for p in explained {
+            let control = match p.control_udp {
+                vxlan::ControlUdp::Ok => "ok",
+                vxlan::ControlUdp::Lost => "lost",
+            };
+            text.push_str(&format!("{} -> {}: {} (control UDP {control})\n", p.from, p.to, p.diagnosis));
         }
     }
     text

@@ -20,6 +20,11 @@ struct Cluster {
 
 /// Nodes on their own subnets behind one router: 198.51.100.1, 203.0.113.2, 192.0.2.3.
 fn cluster(test: &str, count: usize) -> Option<Cluster> {
+    cluster_with(test, count, &[])
+}
+
+/// [`cluster`], with `agent_env` (`NAME=VALUE`) added to the agents' environment.
+fn cluster_with(test: &str, count: usize, agent_env: &[&str]) -> Option<Cluster> {
     let mut lab = lab_or_skip(test)?;
     let router = lab.router("router").unwrap();
     let plan = [("198.51.100", "1"), ("203.0.113", "2"), ("192.0.2", "3")];
@@ -38,9 +43,13 @@ fn cluster(test: &str, count: usize) -> Option<Cluster> {
         .unwrap();
         let bin = env!("CARGO_BIN_EXE_netprobe");
         let token = format!("NETPROBE_TOKEN={TOKEN}");
-        agents.push(
-            lab.spawn(&node, &["env", &token, bin, "agent", "--listen", &format!("{ip}:9473")]).unwrap(),
-        );
+        let listen = format!("{ip}:9473");
+        let argv: Vec<&str> = ["env", token.as_str()]
+            .into_iter()
+            .chain(agent_env.iter().copied())
+            .chain([bin, "agent", "--listen", &listen])
+            .collect();
+        agents.push(lab.spawn(&node, &argv).unwrap());
         nodes.push((node, ip));
     }
     for (node, _) in &nodes {
@@ -207,5 +216,66 @@ fn a_three_node_mesh_finds_the_one_unreachable_node() -> TestResult {
     }
     let (_, table, _) = c.vxlan(&[], TOKEN);
     assert!(table.contains("FROM \\ TO"), "a from x to matrix: {table}");
+    Ok(())
+}
+
+#[test]
+fn busy_drop_counters_that_cannot_match_the_probes_name_nothing() -> TestResult {
+    let Some(mut c) = cluster("vx-busy", 2) else { return Ok(()) };
+    // node2 drops DNS and INVALID packets, and the router keeps sending it DNS while we probe.
+    c.nodes[1].0.sh(
+        "iptables -A INPUT -m conntrack --ctstate INVALID -j DROP && iptables -A INPUT -p udp --dport 53 -j DROP",
+    )?;
+    let router = c.router.clone();
+    c.lab.spawn(
+        &router,
+        &["bash", "-c", &format!("while true; do echo x > /dev/udp/{N2}/53; sleep 0.01; done")],
+    )?;
+    let (code, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!((code, p["verdict"].as_str(), &p["rule"]), (0, Some("ok"), &Value::Null), "{p}");
+    assert_eq!(p["delivery"], "counters");
+    let counted = c.nodes[1].0.sh("iptables -L INPUT -v -x -n | awk '/dpt:53/ {print $1}'")?;
+    assert!(counted.trim().parse::<u64>()? > 0, "the DNS drop rule did count packets meanwhile");
+    Ok(())
+}
+
+#[test]
+fn native_nftables_rules_are_read_and_an_uncounted_one_leaves_delivery_unverified() -> TestResult {
+    let Some(c) = cluster("vx-nft", 2) else { return Ok(()) };
+    // A native nftables firewall (not iptables-nft) on node2 drops VXLAN, counting.
+    c.nodes[1].0.sh(
+        "nft add table inet fw && nft 'add chain inet fw in { type filter hook input priority 0; }' && \
+         nft add rule inet fw in udp dport 8472 counter drop",
+    )?;
+    let (code, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!((code, p["verdict"].as_str()), (1, Some("dropped-at-destination")), "{p}");
+    assert!(p["rule"].as_str().unwrap().starts_with("nft: inet fw in handle"), "{p}");
+    // The same rule without a counter: the drop cannot be seen, so delivery is unverified.
+    c.nodes[1].0.sh("nft flush chain inet fw in && nft add rule inet fw in udp dport 8472 drop")?;
+    let (code, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (code, p["verdict"].as_str(), p["delivery"].as_str()),
+        (0, Some("unverified"), Some("unverified")),
+        "{p}"
+    );
+    assert!(p["delivery_note"].as_str().unwrap().contains("without a counter"), "{p}");
+    let (_, table, _) = c.vxlan(&[], TOKEN);
+    assert!(table.contains("unverified"), "{table}");
+    Ok(())
+}
+
+#[test]
+fn agents_that_cannot_read_their_firewall_say_so() -> TestResult {
+    let Some(c) = cluster_with("vx-nocounters", 2, &["PATH=/var/empty"]) else { return Ok(()) };
+    let (code, report) = c.json();
+    assert_eq!(code, 0, "{report}");
+    for (a, b) in [(N1, N2), (N2, N1)] {
+        let p = pair(&report, a, b);
+        assert_eq!((p["arrived"].as_u64(), p["verdict"].as_str()), (Some(5), Some("unverified")), "{p}");
+        assert!(p["delivery_note"].as_str().unwrap().contains("not installed"), "{p}");
+    }
     Ok(())
 }

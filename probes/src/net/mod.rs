@@ -4,15 +4,19 @@
 //! The engines reach the OS through small traits defined here ([`Link`], [`Clock`], and in the
 //! modules beside them), implemented by the real thing and, in tests, by the fakes in [`fake`].
 
+pub mod agent_client;
 pub mod capture;
 pub mod capture_file;
 pub mod dns;
 #[cfg(test)]
 pub mod fake;
+pub mod firewall;
+pub mod http_server;
 pub mod input;
 pub mod interface;
 pub mod iptables;
 pub mod privilege;
+pub mod probe_io;
 pub mod signal;
 pub mod tcp_connect;
 

@@ -22,6 +22,9 @@ pub const MAX_OPEN: usize = 512;
 pub struct ExpectRequest {
     pub probe_id: u64,
     pub from: Ipv4Addr,
+    /// This node's address the probes are sent to (for matching firewall rules by -d).
+    #[serde(default)]
+    pub to: Option<Ipv4Addr>,
     pub port: u16,
     pub vni: u32,
     pub window_ms: u64,
@@ -53,8 +56,20 @@ pub struct SendResponse {
     pub control_left: u32,
     /// The first error sendto(2) gave (EPERM when this node's own firewall drops the packet).
     pub send_error: Option<String>,
-    /// iptables rules on this node with a DROP or REJECT target whose counters grew while sending.
-    pub dropping_rules: Vec<String>,
+    /// Firewall rules on this node that can match the probes (UDP to the port, on the output
+    /// path) with a DROP or REJECT verdict, and how much their packet counters grew while sending.
+    pub dropping_rules: Vec<GrownRule>,
+    /// Why this node's firewall counters could not be read, when they could not.
+    #[serde(default)]
+    pub counters_error: Option<String>,
+}
+
+/// A firewall rule and how many packets it counted during a probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrownRule {
+    /// `-t filter -A INPUT ... -j DROP`, or `nft: inet filter input handle 7: ...`.
+    pub rule: String,
+    pub packets: u64,
 }
 
 /// `POST /v1/collect`: stop listening and say what arrived.
@@ -69,8 +84,12 @@ pub struct CollectResponse {
     pub arrived: u32,
     /// Control datagrams received by the control socket.
     pub control_arrived: u32,
-    /// iptables rules with a DROP or REJECT target whose counters grew while listening.
-    pub dropping_rules: Vec<String>,
+    /// Firewall rules that can match the probes on the input path, with a DROP or REJECT
+    /// verdict, and how much their packet counters grew while listening.
+    pub dropping_rules: Vec<GrownRule>,
+    /// Why this node's firewall counters could not be read, when they could not.
+    #[serde(default)]
+    pub counters_error: Option<String>,
 }
 
 /// `GET /v1/health`.

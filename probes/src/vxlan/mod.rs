@@ -1,17 +1,22 @@
 //! `netprobe vxlan`: does VXLAN (UDP 8472) get from node to node, and where is it lost? Agents on
 //! the nodes ([`agent`]) capture and send on request; this side drives every ordered pair at once
 //! and judges each from three counts: sent, seen leaving the source's interface, seen arriving on
-//! the destination's interface, plus a control datagram to another UDP port and the iptables rules
-//! whose drop counters grew.
+//! the destination's interface, plus a control datagram to another UDP port and the firewall rules
+//! (that can match the probes) whose drop counters grew by at least the probes that went missing.
+//!
+//! The driver reaches the agents through [`AgentApi`], so its paths run in tests on a fake.
 
 pub mod agent;
 pub mod api;
+pub mod rules;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
 use crate::{Error, Health, Result};
 use api::*;
 
@@ -59,10 +64,19 @@ pub struct Config {
     pub timeout: Duration,
 }
 
+impl Node {
+    fn agent_addr(&self) -> AgentAddr {
+        AgentAddr { label: self.label.clone(), address: self.agent }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PairVerdict {
     Ok,
+    /// Every probe reached the destination's interface, but whether its firewall let them through
+    /// could not be read (its counters were unreadable): not a fault found, not an ok either.
+    Unverified,
     PartialLoss,
     BlockedAtSource,
     LostInNetwork,
@@ -73,12 +87,38 @@ impl PairVerdict {
     pub fn as_str(self) -> &'static str {
         match self {
             PairVerdict::Ok => "ok",
+            PairVerdict::Unverified => "unverified",
             PairVerdict::PartialLoss => "partial-loss",
             PairVerdict::BlockedAtSource => "blocked-at-source",
             PairVerdict::LostInNetwork => "lost-in-network",
             PairVerdict::DroppedAtDestination => "dropped-at-destination",
         }
     }
+
+    pub fn health(self) -> Health {
+        match self {
+            PairVerdict::Ok | PairVerdict::Unverified => Health::Ok,
+            _ => Health::Fault,
+        }
+    }
+}
+
+/// Whether the other UDP port of the destination was reachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlUdp {
+    Ok,
+    Lost,
+}
+
+/// How delivery past the destination's firewall is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Its firewall counters were read and no rule that can match the probes dropped them.
+    Counters,
+    /// Its firewall counters could not be read: see `delivery_note`.
+    Unverified,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -90,10 +130,15 @@ pub struct PairReport {
     pub arrived: u32,
     pub verdict: PairVerdict,
     /// `ok` when a datagram to another UDP port of the destination arrived, else `lost`.
-    pub control_udp: &'static str,
+    pub control_udp: ControlUdp,
+    /// For probes that reached the destination's interface: how their delivery past its
+    /// firewall is known.
+    pub delivery: Option<Delivery>,
+    /// Why delivery is unverified, when it is.
+    pub delivery_note: Option<String>,
     /// Not measured: probes are one-way (the destination's VTEP swallows them).
     pub rtt_ms: Option<f64>,
-    /// The iptables rule that dropped the probes, when one was found.
+    /// The firewall rule that dropped the probes, when one was found.
     pub rule: Option<String>,
     pub diagnosis: String,
 }
@@ -108,7 +153,7 @@ pub struct VxlanReport {
     pub pairs: Vec<PairReport>,
 }
 
-/// Probes every ordered pair of `config.nodes`, all at once.
+/// Probes every ordered pair of `config.nodes`, all at once, through the agents over HTTP.
 pub fn run(config: Config) -> Result<VxlanReport> {
     if config.nodes.len() < 2 {
         return Err(Error::invalid("nodes", "give at least two nodes (their agents' addresses)"));
@@ -119,62 +164,32 @@ pub fn run(config: Config) -> Result<VxlanReport> {
     if config.vni > crate::wire::vxlan::MAX_VNI {
         return Err(Error::invalid("--vni", format!("at most {}", crate::wire::vxlan::MAX_VNI)));
     }
-    let runtime = crate::net::runtime("starting the vxlan runtime", Some(2))?;
-    runtime.block_on(run_async(config))
-}
-
-struct Client {
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Client {
-    async fn call<B: Serialize, R: serde::de::DeserializeOwned>(
-        &self,
-        node: &Node,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<R> {
-        let url = format!("http://{}{path}", node.agent);
-        let request = match body {
-            Some(body) => self.http.post(&url).json(body),
-            None => self.http.get(&url),
-        };
-        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
-            Error::could_not_run(
-                format!("agent {} ({})", node.label, node.agent),
-                format!("unreachable ({e}): is `netprobe agent` running there, on the host network?"),
-            )
-        })?;
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(Error::could_not_run(
-                format!("agent {} ({})", node.label, node.agent),
-                "refused the token: set NETPROBE_TOKEN to the token the agents were started with",
+    if config.port == 0 {
+        return Err(Error::invalid("--port 0", "give the VXLAN port, e.g. 8472"));
+    }
+    let mut seen = std::collections::HashMap::new();
+    for node in &config.nodes {
+        if let Some(other) = seen.insert(node.agent, &node.label) {
+            return Err(Error::invalid(
+                format!("nodes {other} and {}", node.label),
+                format!("both are the agent at {}: give each node once", node.agent),
             ));
         }
-        if !status.is_success() {
-            let why =
-                response.json::<ApiError>().await.map(|e| e.error).unwrap_or_else(|_| status.to_string());
-            return Err(Error::could_not_run(format!("agent {} ({}) {path}", node.label, node.agent), why));
-        }
-        response.json::<R>().await.map_err(|e| {
-            Error::could_not_run(format!("agent {} ({}) {path}", node.label, node.agent), e.to_string())
-        })
     }
+    let runtime = crate::net::runtime("starting the vxlan runtime", Some(2))?;
+    let agents = Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(30))?);
+    runtime.block_on(probe(agents, config))
 }
 
-async fn run_async(config: Config) -> Result<VxlanReport> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .map_err(|e| Error::could_not_run("building the HTTP client", e.to_string()))?;
-    let client = std::sync::Arc::new(Client { http, token: config.token.clone() });
-    // Every agent answers and takes the token before any probe is sent.
+/// The driver on any [`AgentApi`]: every agent answers and takes the token before any probe is
+/// sent, then every ordered pair is probed at once.
+pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanReport> {
     let mut checks = tokio::task::JoinSet::new();
     for node in config.nodes.clone() {
-        let client = client.clone();
-        checks.spawn(async move { client.call::<(), AgentHealth>(&node, "/v1/health", None).await });
+        let agents = agents.clone();
+        checks.spawn(
+            async move { agents.call::<(), AgentHealth>(&node.agent_addr(), "/v1/health", None).await },
+        );
     }
     while let Some(done) = checks.join_next().await {
         done.map_err(|e| Error::could_not_run("checking agents", e.to_string()))??;
@@ -184,7 +199,7 @@ async fn run_async(config: Config) -> Result<VxlanReport> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    let config = std::sync::Arc::new(config);
+    let config = Arc::new(config);
     let mut pairs = tokio::task::JoinSet::new();
     let mut index = 0u64;
     for (a, from) in config.nodes.iter().enumerate() {
@@ -194,30 +209,33 @@ async fn run_async(config: Config) -> Result<VxlanReport> {
             }
             index += 1;
             let probe_id = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (client, config, from, to) = (client.clone(), config.clone(), from.clone(), to.clone());
-            pairs.spawn(async move { ((a, b), probe_pair(&client, &config, &from, &to, probe_id).await) });
+            let (agents, config, from, to) = (agents.clone(), config.clone(), from.clone(), to.clone());
+            pairs.spawn(
+                async move { ((a, b), probe_pair(agents.as_ref(), &config, &from, &to, probe_id).await) },
+            );
         }
     }
     let mut results = Vec::new();
     while let Some(done) = pairs.join_next().await {
+        // A task that failed is an error, never a verdict.
         let (order, result) = done.map_err(|e| Error::could_not_run("probing pairs", e.to_string()))?;
         results.push((order, result?));
     }
     results.sort_by_key(|(order, _)| *order);
     let pairs: Vec<PairReport> = results.into_iter().map(|(_, pair)| pair).collect();
-    let healthy = pairs.iter().all(|p| p.verdict == PairVerdict::Ok);
+    let verdict = Health::worst(pairs.iter().map(|p| p.verdict.health()));
     Ok(VxlanReport {
         probe: "vxlan",
         port: config.port,
         vni: config.vni,
         count: config.count,
-        verdict: if healthy { Health::Ok } else { Health::Fault },
+        verdict,
         pairs,
     })
 }
 
-async fn probe_pair(
-    client: &Client,
+async fn probe_pair<A: AgentApi>(
+    agents: &A,
     config: &Config,
     from: &Node,
     to: &Node,
@@ -227,11 +245,12 @@ async fn probe_pair(
     let expect = ExpectRequest {
         probe_id,
         from: from.ip,
+        to: Some(to.ip),
         port: config.port,
         vni: config.vni,
         window_ms: (window.as_millis() as u64).min(MAX_WINDOW_MS),
     };
-    let listening: ExpectResponse = client.call(to, "/v1/expect", Some(&expect)).await?;
+    let listening: ExpectResponse = agents.call(&to.agent_addr(), "/v1/expect", Some(&expect)).await?;
     let send = SendRequest {
         probe_id,
         to: to.ip,
@@ -240,13 +259,20 @@ async fn probe_pair(
         vni: config.vni,
         count: config.count,
     };
-    let sent: SendResponse = client.call(from, "/v1/send", Some(&send)).await?;
+    let sent: SendResponse = agents.call(&from.agent_addr(), "/v1/send", Some(&send)).await?;
     tokio::time::sleep(config.timeout).await;
-    let arrived: CollectResponse = client.call(to, "/v1/collect", Some(&CollectRequest { probe_id })).await?;
+    let arrived: CollectResponse =
+        agents.call(&to.agent_addr(), "/v1/collect", Some(&CollectRequest { probe_id })).await?;
     Ok(judge(config, from.ip, to.ip, &sent, &arrived))
 }
 
-/// The pair's verdict and the sentence that says where packets die.
+/// The first rule that grew by at least `missing` packets (the probes it would have to explain).
+fn blamed(rules: &[GrownRule], missing: u32) -> Option<&GrownRule> {
+    (missing > 0).then(|| rules.iter().find(|r| r.packets >= u64::from(missing))).flatten()
+}
+
+/// The pair's verdict and the sentence that says where packets die. A rule is blamed only when it
+/// can match the probes (the agent filters) and its counter grew by at least the probes missing.
 pub fn judge(
     config: &Config,
     from: Ipv4Addr,
@@ -256,8 +282,11 @@ pub fn judge(
 ) -> PairReport {
     let port = config.port;
     let control_ok = arrived.control_arrived > 0;
+    let never_left = sent.sent.saturating_sub(sent.left_source);
+    let mut delivery = None;
+    let mut delivery_note = None;
     let (verdict, rule, diagnosis) = if sent.left_source == 0 {
-        let rule = sent.dropping_rules.first().cloned();
+        let rule = blamed(&sent.dropping_rules, never_left).map(|r| r.rule.clone());
         let cause = match (&rule, &sent.send_error) {
             (Some(rule), _) => format!("{from}'s own firewall drops it: {rule}"),
             (None, Some(e)) => {
@@ -281,19 +310,37 @@ pub fn judge(
             )
         };
         (PairVerdict::LostInNetwork, None, diagnosis)
-    } else if let Some(rule) = arrived.dropping_rules.first() {
+    } else if let Some(rule) = blamed(&arrived.dropping_rules, arrived.arrived) {
+        delivery = Some(Delivery::Counters);
         (
             PairVerdict::DroppedAtDestination,
-            Some(rule.clone()),
-            format!("UDP {port} from {from} reached {to}'s interface but {to} dropped it: {rule}"),
+            Some(rule.rule.clone()),
+            format!(
+                "UDP {port} from {from} reached {to}'s interface but {to} dropped it: {} (counted {} of {} probes)",
+                rule.rule, rule.packets, arrived.arrived
+            ),
         )
     } else if arrived.arrived < sent.sent {
+        delivery =
+            Some(if arrived.counters_error.is_some() { Delivery::Unverified } else { Delivery::Counters });
+        delivery_note = arrived.counters_error.clone();
         (
             PairVerdict::PartialLoss,
             None,
             format!("{} of {} UDP {port} probes from {from} reached {to}: look for congestion, rate limits or MTU trouble on the path", arrived.arrived, sent.sent),
         )
+    } else if let Some(why) = &arrived.counters_error {
+        delivery = Some(Delivery::Unverified);
+        delivery_note = Some(why.clone());
+        (
+            PairVerdict::Unverified,
+            None,
+            format!(
+                "every UDP {port} probe from {from} reached {to}'s interface; whether {to}'s firewall let them through is unverified: {why}"
+            ),
+        )
     } else {
+        delivery = Some(Delivery::Counters);
         (PairVerdict::Ok, None, format!("VXLAN on UDP {port} from {from} reaches {to}"))
     };
     PairReport {
@@ -303,7 +350,9 @@ pub fn judge(
         left_source: sent.left_source,
         arrived: arrived.arrived,
         verdict,
-        control_udp: if control_ok { "ok" } else { "lost" },
+        control_udp: if control_ok { ControlUdp::Ok } else { ControlUdp::Lost },
+        delivery,
+        delivery_note,
         rtt_ms: None,
         rule,
         diagnosis,
@@ -313,6 +362,8 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
 
     fn config() -> Config {
         Config {
@@ -321,43 +372,49 @@ mod tests {
             port: 8472,
             vni: DEFAULT_VNI,
             count: 5,
-            timeout: Duration::from_secs(1),
+            timeout: Duration::ZERO,
         }
     }
 
-    fn sent(left: u32, rules: &[&str]) -> SendResponse {
+    fn rules(rules: &[(&str, u64)]) -> Vec<GrownRule> {
+        rules.iter().map(|(r, p)| GrownRule { rule: r.to_string(), packets: *p }).collect()
+    }
+
+    fn sent(left: u32, dropping: &[(&str, u64)]) -> SendResponse {
         SendResponse {
             sent: 5,
             left_source: left,
             control_left: 5,
             send_error: None,
-            dropping_rules: rules.iter().map(|r| r.to_string()).collect(),
+            dropping_rules: rules(dropping),
+            counters_error: None,
         }
     }
 
-    fn arrived(n: u32, control: u32, rules: &[&str]) -> CollectResponse {
+    fn arrived(n: u32, control: u32, dropping: &[(&str, u64)]) -> CollectResponse {
         CollectResponse {
             arrived: n,
             control_arrived: control,
-            dropping_rules: rules.iter().map(|r| r.to_string()).collect(),
+            dropping_rules: rules(dropping),
+            counters_error: None,
         }
     }
 
     const A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     const B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+    const DROP_IN: &str = "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP";
+    const DROP_OUT: &str = "-t filter -A OUTPUT -p udp -m udp --dport 8472 -j DROP";
 
     #[test]
     fn verdicts_follow_the_counts() {
         let c = config();
-        let drop_in = "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP";
-        let drop_out = "-t filter -A OUTPUT -p udp -m udp --dport 8472 -j DROP";
         let cases = [
-            (sent(5, &[]), arrived(5, 5, &[]), PairVerdict::Ok, "ok"),
-            (sent(5, &[]), arrived(3, 5, &[]), PairVerdict::PartialLoss, "ok"),
-            (sent(0, &[drop_out]), arrived(0, 5, &[]), PairVerdict::BlockedAtSource, "ok"),
-            (sent(5, &[]), arrived(0, 5, &[]), PairVerdict::LostInNetwork, "ok"),
-            (sent(5, &[]), arrived(0, 0, &[]), PairVerdict::LostInNetwork, "lost"),
-            (sent(5, &[]), arrived(5, 5, &[drop_in]), PairVerdict::DroppedAtDestination, "ok"),
+            (sent(5, &[]), arrived(5, 5, &[]), PairVerdict::Ok, ControlUdp::Ok),
+            (sent(5, &[]), arrived(3, 5, &[]), PairVerdict::PartialLoss, ControlUdp::Ok),
+            (sent(0, &[(DROP_OUT, 5)]), arrived(0, 5, &[]), PairVerdict::BlockedAtSource, ControlUdp::Ok),
+            (sent(5, &[]), arrived(0, 5, &[]), PairVerdict::LostInNetwork, ControlUdp::Ok),
+            (sent(5, &[]), arrived(0, 0, &[]), PairVerdict::LostInNetwork, ControlUdp::Lost),
+            (sent(5, &[]), arrived(5, 5, &[(DROP_IN, 5)]), PairVerdict::DroppedAtDestination, ControlUdp::Ok),
         ];
         for (s, a, verdict, control) in cases {
             let pair = judge(&c, A, B, &s, &a);
@@ -368,10 +425,30 @@ mod tests {
             lost.diagnosis,
             "UDP 8472 from 198.51.100.1 to 203.0.113.2 is dropped in the network while other UDP passes: allow UDP 8472 between nodes in the security group, NACL or firewall"
         );
-        let blocked = judge(&c, A, B, &sent(0, &[drop_out]), &arrived(0, 5, &[]));
-        assert_eq!(blocked.rule.as_deref(), Some(drop_out));
-        let dropped = judge(&c, A, B, &sent(5, &[]), &arrived(5, 5, &[drop_in]));
-        assert!(dropped.diagnosis.contains(drop_in));
+        let blocked = judge(&c, A, B, &sent(0, &[(DROP_OUT, 5)]), &arrived(0, 5, &[]));
+        assert_eq!(blocked.rule.as_deref(), Some(DROP_OUT));
+        let dropped = judge(&c, A, B, &sent(5, &[]), &arrived(5, 5, &[(DROP_IN, 5)]));
+        assert!(dropped.diagnosis.contains(DROP_IN));
+        assert_eq!(dropped.delivery, Some(Delivery::Counters));
+    }
+
+    #[test]
+    fn a_busy_rule_that_counted_fewer_than_the_missing_probes_is_not_blamed() {
+        // On a busy node a DROP rule that can match grew by 2 while 5 probes went missing.
+        let pair = judge(&config(), A, B, &sent(5, &[]), &arrived(5, 5, &[(DROP_IN, 2)]));
+        assert_eq!((pair.verdict, pair.rule), (PairVerdict::Ok, None));
+        let pair = judge(&config(), A, B, &sent(0, &[(DROP_OUT, 1)]), &arrived(0, 5, &[]));
+        assert_eq!((pair.verdict, pair.rule), (PairVerdict::BlockedAtSource, None), "no rule named");
+    }
+
+    #[test]
+    fn unreadable_counters_are_unverified_never_a_silent_ok() {
+        let mut a = arrived(5, 5, &[]);
+        a.counters_error = Some("iptables-nft-save: failed".into());
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!((pair.verdict, pair.delivery), (PairVerdict::Unverified, Some(Delivery::Unverified)));
+        assert!(pair.diagnosis.contains("unverified: iptables-nft-save: failed"), "{}", pair.diagnosis);
+        assert_eq!(pair.verdict.health(), Health::Ok, "nothing wrong was found");
     }
 
     #[test]
@@ -380,5 +457,106 @@ mod tests {
         assert_eq!((n.agent.port(), n.ip), (DEFAULT_AGENT_PORT, Ipv4Addr::new(198, 51, 100, 1)));
         assert_eq!(parse_node("198.51.100.1:7000").unwrap().agent.port(), 7000);
         assert!(parse_node("not a host!").unwrap_err().is_bad_input());
+    }
+
+    /// Agents that answer from a script: per (agent, path), a JSON value or an error.
+    #[derive(Default)]
+    struct FakeAgents {
+        answers: Mutex<HashMap<(SocketAddr, String), std::result::Result<serde_json::Value, String>>>,
+    }
+
+    impl FakeAgents {
+        fn answer(
+            self,
+            agent: &str,
+            path: &str,
+            value: std::result::Result<serde_json::Value, &str>,
+        ) -> Self {
+            self.answers
+                .lock()
+                .unwrap()
+                .insert((agent.parse().unwrap(), path.into()), value.map_err(str::to_string));
+            self
+        }
+    }
+
+    impl AgentApi for FakeAgents {
+        async fn call<B: Serialize + Sync, R: serde::de::DeserializeOwned>(
+            &self,
+            agent: &AgentAddr,
+            path: &str,
+            _: Option<&B>,
+        ) -> Result<R> {
+            let answer = self.answers.lock().unwrap().get(&(agent.address, path.to_string())).cloned();
+            match answer {
+                Some(Ok(value)) => Ok(serde_json::from_value(value).unwrap()),
+                Some(Err(e)) => Err(Error::could_not_run(format!("agent {} {path}", agent.label), e)),
+                None => Err(Error::could_not_run(
+                    format!("agent {} ({})", agent.label, agent.address),
+                    "unreachable",
+                )),
+            }
+        }
+    }
+
+    fn two_nodes() -> Config {
+        let node = |ip: &str| Node {
+            label: ip.into(),
+            agent: format!("{ip}:9473").parse().unwrap(),
+            ip: ip.parse().unwrap(),
+        };
+        Config { nodes: vec![node("198.51.100.1"), node("203.0.113.2")], ..config() }
+    }
+
+    fn healthy(agents: FakeAgents) -> FakeAgents {
+        use serde_json::json;
+        let collect = json!({"arrived": 5, "control_arrived": 5, "dropping_rules": []});
+        let send =
+            json!({"sent": 5, "left_source": 5, "control_left": 5, "send_error": null, "dropping_rules": []});
+        let expect = json!({"control_port": 40000, "interface": "eth0"});
+        let mut agents = agents;
+        for a in ["198.51.100.1:9473", "203.0.113.2:9473"] {
+            for (path, value) in [
+                ("/v1/health", json!({"version": "t"})),
+                ("/v1/expect", expect.clone()),
+                ("/v1/send", send.clone()),
+            ] {
+                if !agents.answers.lock().unwrap().contains_key(&(a.parse().unwrap(), path.to_string())) {
+                    agents = agents.answer(a, path, Ok(value));
+                }
+            }
+            if !agents.answers.lock().unwrap().contains_key(&(a.parse().unwrap(), "/v1/collect".to_string()))
+            {
+                agents = agents.answer(a, "/v1/collect", Ok(collect.clone()));
+            }
+        }
+        agents
+    }
+
+    #[tokio::test]
+    async fn the_driver_judges_every_pair() {
+        let report = probe(Arc::new(healthy(FakeAgents::default())), two_nodes()).await.unwrap();
+        assert_eq!(report.pairs.len(), 2);
+        assert_eq!(report.verdict, Health::Ok);
+    }
+
+    #[tokio::test]
+    async fn a_capture_that_failed_on_an_agent_is_an_error_naming_it_not_lost_in_network() {
+        let agents = FakeAgents::default().answer(
+            "203.0.113.2:9473",
+            "/v1/collect",
+            Err("capturing on eth0: the capture thread failed"),
+        );
+        let err = probe(Arc::new(healthy(agents)), two_nodes()).await.unwrap_err();
+        assert!(!err.is_bad_input());
+        assert!(err.to_string().contains("agent 203.0.113.2 /v1/collect: capturing on eth0"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_does_not_answer_is_named() {
+        let agents = healthy(FakeAgents::default());
+        agents.answers.lock().unwrap().retain(|(a, _), _| a.ip() != "203.0.113.2".parse::<IpAddr>().unwrap());
+        let err = probe(Arc::new(agents), two_nodes()).await.unwrap_err();
+        assert!(err.to_string().contains("agent 203.0.113.2 (203.0.113.2:9473): unreachable"), "{err}");
     }
 }

@@ -1,0 +1,137 @@
+//! This node's firewall rules with their packet counters, as text: `iptables-save -c` of each
+//! backend and `nft -j list ruleset` for native nftables rules (which iptables-save does not show).
+//! What the agent compares before and after a probe; [`crate::vxlan::rules`] reads it.
+//!
+//! One reader at a time (a node with 300,000 rules takes seconds per read; concurrent probes must
+//! not pile readers up), each bounded in time and killed when it runs over.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The firewall of this node at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// (tool, `iptables-save -c` text) for each iptables backend that answered.
+    pub iptables: Vec<(String, String)>,
+    /// `nft -j list ruleset`, when nft is installed and answered.
+    pub nft_json: Option<String>,
+    /// What could not be read, and why.
+    pub errors: Vec<String>,
+}
+
+impl Snapshot {
+    /// Nothing at all could be read: no rule could be checked.
+    pub fn unreadable(&self) -> Option<String> {
+        (self.iptables.is_empty() && self.nft_json.is_none())
+            .then(|| self.errors.first().cloned().unwrap_or_else(|| "no firewall tool answered".into()))
+    }
+}
+
+/// Where the agent's counters come from: the node's tools, or a fake in tests.
+pub trait RuleCounters: Send + Sync + 'static {
+    fn snapshot(&self) -> Snapshot;
+}
+
+/// The node's own tools.
+#[derive(Debug, Default)]
+pub struct NodeFirewall {
+    /// Serialises readers.
+    one_at_a_time: Mutex<()>,
+}
+
+/// A read of the rules may take this long at most (a 300,000-rule node takes seconds).
+const READ_LIMIT: Duration = Duration::from_secs(10);
+/// More output than this is not read (about 1.5 million rules).
+const MAX_OUTPUT: u64 = 256 << 20;
+
+impl RuleCounters for NodeFirewall {
+    fn snapshot(&self) -> Snapshot {
+        let _one = self.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+        let mut snapshot = Snapshot::default();
+        let tools: Vec<&str> = if super::iptables::exists("iptables-legacy-save") {
+            vec!["iptables-nft-save", "iptables-legacy-save"]
+        } else {
+            vec!["iptables-save"]
+        };
+        for tool in tools {
+            match run_bounded(tool, &["-c"], READ_LIMIT) {
+                Ok(text) => snapshot.iptables.push((tool.to_string(), text)),
+                Err(e) => snapshot.errors.push(format!("{tool}: {e}")),
+            }
+        }
+        match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
+            Ok(json) => snapshot.nft_json = Some(json),
+            Err(e) => snapshot.errors.push(format!("nft: {e}")),
+        }
+        snapshot
+    }
+}
+
+/// Runs `program ARGS`, returns its stdout; fails when it is missing, fails, or runs over `limit`
+/// (then it is killed).
+pub fn run_bounded(program: &str, args: &[&str], limit: Duration) -> Result<String, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "not installed".into()
+            } else {
+                e.to_string()
+            }
+        })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut stdout).take(MAX_OUTPUT).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("took longer than {} s; killed", limit.as_secs()));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let first = err.lines().next().unwrap_or("").trim().to_string();
+        return Err(format!("failed ({status}): {first}"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_commands() {
+        assert_eq!(run_bounded("sh", &["-c", "echo hi"], Duration::from_secs(5)).unwrap(), "hi\n");
+        assert!(run_bounded("sh", &["-c", "echo no >&2; exit 3"], Duration::from_secs(5))
+            .unwrap_err()
+            .contains("no"));
+        assert_eq!(
+            run_bounded("no-such-tool-here", &[], Duration::from_secs(1)).unwrap_err(),
+            "not installed"
+        );
+        let err = run_bounded("sleep", &["5"], Duration::from_millis(100)).unwrap_err();
+        assert!(err.contains("killed"), "{err}");
+        assert_eq!(Snapshot::default().unreadable().as_deref(), Some("no firewall tool answered"));
+    }
+}

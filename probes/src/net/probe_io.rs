@@ -1,0 +1,198 @@
+//! The agent's packet I/O: listening for probes (a capture on the interface towards the sender and
+//! a control UDP socket, each on a thread) and sending them through the kernel's UDP stack while
+//! capturing what leaves. The agent's handlers reach it through [`ProbeIo`]; [`Sockets`] is real.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::capture::LiveCapture;
+use super::{interface, Link};
+use crate::wire::vxlan;
+use crate::{Error, Result};
+
+/// What to listen for.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenSpec {
+    pub from: Ipv4Addr,
+    pub port: u16,
+    pub vni: u32,
+    pub probe_id: u64,
+    pub window: Duration,
+}
+
+/// What to send.
+#[derive(Clone, Copy, Debug)]
+pub struct SendSpec {
+    pub to: Ipv4Addr,
+    pub port: u16,
+    pub control_port: u16,
+    pub vni: u32,
+    pub probe_id: u64,
+    pub count: u32,
+    /// Between probes.
+    pub gap: Duration,
+}
+
+/// The sequence numbers heard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    pub probes: HashSet<u32>,
+    pub control: HashSet<u32>,
+}
+
+/// What left.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub left: HashSet<u32>,
+    pub control_left: HashSet<u32>,
+    /// The first error sendto(2) gave (EPERM when this node's own firewall drops the packet).
+    pub send_error: Option<String>,
+}
+
+/// Listening under way.
+pub trait Listener: Send {
+    fn interface(&self) -> &str;
+    fn control_port(&self) -> u16;
+    /// Stops listening, takes in what the capture still buffered, and says what was heard; a
+    /// capture that failed (or its thread) is an error, never "nothing arrived".
+    fn finish(self: Box<Self>) -> Result<Heard>;
+}
+
+pub trait ProbeIo: Send + Sync + 'static {
+    fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>>;
+    fn send(&self, spec: SendSpec) -> Result<Sent>;
+}
+
+/// The real captures and sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sockets;
+
+struct LiveListener {
+    interface: String,
+    control_port: u16,
+    stop: Arc<AtomicBool>,
+    capture: JoinHandle<Result<HashSet<u32>>>,
+    control: JoinHandle<HashSet<u32>>,
+}
+
+impl Listener for LiveListener {
+    fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    fn control_port(&self) -> u16 {
+        self.control_port
+    }
+
+    fn finish(self: Box<Self>) -> Result<Heard> {
+        self.stop.store(true, Ordering::Relaxed);
+        let failed = |what: &str| {
+            Error::could_not_run(
+                format!("capturing on {}", self.interface),
+                format!("the {what} thread failed"),
+            )
+        };
+        let probes = self.capture.join().map_err(|_| failed("capture"))??;
+        let control = self.control.join().map_err(|_| failed("control socket"))?;
+        Ok(Heard { probes, control })
+    }
+}
+
+impl ProbeIo for Sockets {
+    fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>> {
+        let name = interface::for_route_to(spec.from)?;
+        let deadline = Instant::now() + spec.window;
+        let stop = Arc::new(AtomicBool::new(false));
+        // Capture first (filter set before anyone sends), then the control socket.
+        let filter = format!("udp and src host {} and dst port {}", spec.from, spec.port);
+        let mut capture = LiveCapture::open(&name, &filter)?;
+        let control = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| Error::could_not_run("binding the control socket", e.to_string()))?;
+        let control_port = control.local_addr().map(|a| a.port()).unwrap_or(0);
+        let stopping = stop.clone();
+        let capture_thread = std::thread::spawn(move || -> Result<HashSet<u32>> {
+            let mut seen = HashSet::new();
+            let mut take = |frame: super::Captured| {
+                if let Some((_, _, _, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
+                    if let Some(seq) = vxlan::probe_seq(payload, spec.vni, spec.probe_id) {
+                        seen.insert(seq);
+                    }
+                }
+            };
+            while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let tick = (Instant::now() + Duration::from_millis(20)).min(deadline);
+                while let Some(frame) = capture.next_before(tick)? {
+                    take(frame);
+                }
+            }
+            // Whatever the kernel still buffers was captured before we were asked: take it.
+            while let Some(frame) = capture.next_before(Instant::now() + Duration::from_millis(20))? {
+                take(frame);
+            }
+            Ok(seen)
+        });
+        let stopping = stop.clone();
+        let control_thread = std::thread::spawn(move || {
+            let mut seen = HashSet::new();
+            let _ = control.set_read_timeout(Some(Duration::from_millis(20)));
+            let mut buf = [0u8; 256];
+            while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok((n, SocketAddr::V4(peer))) = control.recv_from(&mut buf) {
+                    if *peer.ip() == spec.from {
+                        if let Some(seq) = vxlan::control_seq(&buf[..n], spec.probe_id) {
+                            seen.insert(seq);
+                        }
+                    }
+                }
+            }
+            seen
+        });
+        Ok(Box::new(LiveListener {
+            interface: name,
+            control_port,
+            stop,
+            capture: capture_thread,
+            control: control_thread,
+        }))
+    }
+
+    fn send(&self, spec: SendSpec) -> Result<Sent> {
+        let name = interface::for_route_to(spec.to)?;
+        let filter = format!(
+            "udp and dst host {} and (dst port {} or dst port {})",
+            spec.to, spec.port, spec.control_port
+        );
+        let mut capture = LiveCapture::open(&name, &filter)?;
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| Error::could_not_run("binding the probe socket", e.to_string()))?;
+        let mut sent = Sent::default();
+        for seq in 0..spec.count {
+            let probe = vxlan::probe_payload(spec.vni, spec.probe_id, seq);
+            let control = vxlan::control_payload(spec.probe_id, seq);
+            for (payload, port) in [(&probe[..], spec.port), (&control[..], spec.control_port)] {
+                if let Err(e) = socket.send_to(payload, (spec.to, port)) {
+                    sent.send_error.get_or_insert(e.to_string());
+                }
+            }
+            std::thread::sleep(spec.gap);
+        }
+        // What left: read the egress capture a little past the last send.
+        let until = Instant::now() + Duration::from_millis(100);
+        while let Some(frame) = capture.next_before(until)? {
+            if let Some((_, _, port, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
+                if port == spec.port {
+                    if let Some(seq) = vxlan::probe_seq(payload, spec.vni, spec.probe_id) {
+                        sent.left.insert(seq);
+                    }
+                } else if let Some(seq) = vxlan::control_seq(payload, spec.probe_id) {
+                    sent.control_left.insert(seq);
+                }
+            }
+        }
+        Ok(sent)
+    }
+}
