@@ -207,3 +207,62 @@ fn summary_table(summary: &WatchSummary) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netprobe_probes::arp::watch::Watcher;
+    use netprobe_probes::arp::{Node, Tally};
+    use netprobe_probes::wire::arp::{reply, request, ArpFrame};
+    use netprobe_probes::wire::link::LinkType;
+    use netprobe_probes::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+    const US: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const OUR_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+    // Locally administered: no vendor lookup, so the table does not depend on ieee-data.
+    const SP1: MacAddr = MacAddr([0x02, 0, 0x5e, 0, 0x53, 0x11]);
+    const SP2: MacAddr = MacAddr([0x02, 0, 0x5e, 0, 0x53, 0x12]);
+
+    fn frame(bytes: &[u8]) -> ArpFrame {
+        ArpFrame::from_link(LinkType::Ethernet, bytes).unwrap()
+    }
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(1_795_435_200_000 + v)
+    }
+
+    #[test]
+    fn the_duplicate_table() {
+        std::env::set_var("NO_COLOR", "1");
+        let nodes = vec![Node { name: "sp1".into(), ip: Ipv4Addr::new(192, 0, 2, 11) }];
+        let mut tally = Tally::live(VIP, nodes, US, Duration::from_secs(1));
+        tally.observe(ms(0), &frame(&reply(SP1, Ipv4Addr::new(192, 0, 2, 11), OUR_MAC, US)));
+        for round in 0..3 {
+            tally.request_sent(ms(round * 200));
+            tally.observe(ms(round * 200 + 1), &frame(&reply(SP1, VIP, OUR_MAC, US)));
+            tally.observe(ms(round * 200 + 2), &frame(&reply(SP2, VIP, OUR_MAC, US)));
+        }
+        tally.observe(ms(700), &frame(&request(SP2, VIP, VIP)));
+        let mut report = tally.finish();
+        report.interface = Some("eth0".into());
+        report.source_ip = Some(US);
+        insta::assert_snapshot!(render_table(&report));
+    }
+
+    #[test]
+    fn the_watch_summary() {
+        std::env::set_var("NO_COLOR", "1");
+        let mut w = Watcher::new(VIP, vec![], Some("192.0.2.100:80".into()));
+        w.probe_sent(ms(0));
+        w.observe(ms(1), &frame(&reply(SP1, VIP, OUR_MAC, US)));
+        w.probe_sent(ms(1000));
+        w.probe_sent(ms(2000));
+        w.observe(ms(2500), &frame(&request(SP2, VIP, VIP)));
+        w.tcp_result(ms(2000), Err("connection timed out".into()));
+        let events: Vec<String> = w.take_events().iter().map(event_line).collect();
+        let summary = w.finish(ms(4000));
+        insta::assert_snapshot!(format!("{}\n{}", events.join("\n"), summary_table(&summary)));
+    }
+}

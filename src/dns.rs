@@ -239,3 +239,67 @@ mod tests {
         assert_eq!(answers_cell(&long).chars().count(), ANSWERS_WIDTH);
     }
 }
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+    use netprobe_probes::dns::{EndpointVerdict, Finding, FindingKind, Latency, ProtocolReport};
+    use netprobe_probes::Health;
+    use std::collections::BTreeMap;
+
+    fn row(
+        address: &str,
+        port: u16,
+        node: Option<&str>,
+        verdict: EndpointVerdict,
+        answered: u32,
+        rcodes: &[(&str, u32)],
+    ) -> EndpointReport {
+        let totals = ProtocolReport {
+            sent: 20,
+            answered,
+            error_replies: rcodes.iter().filter(|(r, _)| *r != "NOERROR").map(|(_, n)| n).sum(),
+            timeouts: 20 - rcodes.iter().map(|(_, n)| n).sum::<u32>(),
+            rcodes: rcodes.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            latency_ms: (!rcodes.is_empty()).then_some(Latency { p50: 0.4, p95: 1.2, p99: 1.3, max: 1.3 }),
+            ..ProtocolReport::default()
+        };
+        EndpointReport {
+            address: address.parse().unwrap(),
+            port,
+            node: node.map(str::to_string),
+            pod: node.map(|n| format!("coredns-{n}")),
+            ready: node.map(|_| verdict != EndpointVerdict::NotReady),
+            serving: None,
+            terminating: node.map(|_| verdict == EndpointVerdict::NotReady),
+            totals,
+            answers: if answered > 0 { vec!["10.96.0.1".into()] } else { vec![] },
+            protocols: BTreeMap::new(),
+            verdict,
+        }
+    }
+
+    #[test]
+    fn endpoints_with_rcodes_readiness_and_ipv6() {
+        std::env::set_var("NO_COLOR", "1");
+        let report = DnsReport {
+            probe: "dns",
+            name: "kubernetes.default.svc.cluster.local.".into(),
+            record_type: "A".into(),
+            this_node: Some("node-a".into()),
+            endpoints: vec![
+                row("192.0.2.53", 53, Some("node-a"), EndpointVerdict::Ok, 20, &[("NOERROR", 20)]),
+                row("192.0.2.54", 5353, Some("node-b"), EndpointVerdict::Failing, 0, &[("SERVFAIL", 20)]),
+                row("2001:db8::53", 53, Some("node-c"), EndpointVerdict::NotReady, 0, &[]),
+            ],
+            services: vec![row("192.0.2.10", 53, None, EndpointVerdict::Degraded, 10, &[("NOERROR", 10)])],
+            findings: vec![Finding {
+                kind: FindingKind::ServerErrors,
+                message: "192.0.2.54:5353 (coredns-node-b on node-b) answered SERVFAIL to 20 of 20 queries"
+                    .into(),
+            }],
+            verdict: Health::Fault,
+        };
+        insta::assert_snapshot!(render_table(&report));
+    }
+}

@@ -108,3 +108,54 @@ fn render_table(report: &VxlanReport) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netprobe_probes::vxlan::api::{CollectResponse, GrownRule, SendResponse};
+    use netprobe_probes::vxlan::{judge, Config, DEFAULT_VNI};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    #[test]
+    fn the_matrix_and_its_diagnoses() {
+        std::env::set_var("NO_COLOR", "1");
+        let config = Config {
+            nodes: vec![],
+            token: String::new(),
+            port: 8472,
+            vni: DEFAULT_VNI,
+            count: 5,
+            timeout: Duration::ZERO,
+        };
+        let (a, b, c) =
+            (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 2), Ipv4Addr::new(192, 0, 2, 3));
+        let sent = |left| SendResponse {
+            sent: 5,
+            left_source: left,
+            control_left: 5,
+            send_error: None,
+            dropping_rules: vec![],
+            counters_error: None,
+        };
+        let arrived = |n, rules: Vec<GrownRule>, error: Option<&str>| CollectResponse {
+            arrived: n,
+            control_arrived: 5,
+            dropping_rules: rules,
+            counters_error: error.map(str::to_string),
+        };
+        let drop =
+            GrownRule { rule: "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP".into(), packets: 5 };
+        let pairs = vec![
+            judge(&config, a, b, &sent(5), &arrived(0, vec![], None)),
+            judge(&config, a, c, &sent(5), &arrived(5, vec![], None)),
+            judge(&config, b, a, &sent(5), &arrived(5, vec![], Some("nft: not installed"))),
+            judge(&config, b, c, &sent(5), &arrived(5, vec![drop], None)),
+            judge(&config, c, a, &sent(5), &arrived(5, vec![], None)),
+            judge(&config, c, b, &sent(5), &arrived(5, vec![], None)),
+        ];
+        let verdict = Health::worst(pairs.iter().map(|p| p.verdict.health()));
+        let report = VxlanReport { probe: "vxlan", port: 8472, vni: DEFAULT_VNI, count: 5, verdict, pairs };
+        insta::assert_snapshot!(render_table(&report));
+    }
+}

@@ -440,8 +440,9 @@ impl Analysis {
         let duplicate_rules = self.duplicate_rules();
         let reasons = self.reasons(thresholds, &duplicate_groups, duplicate_rules);
         let verdict = if reasons.is_empty() { Verdict::Ok } else { Verdict::Bloated };
-        let explanation =
-            explain(&duplicate_groups, self.version(), self.backend(), duplicate_rules, verdict);
+        // What the cleanup removes by default (copies of stateful rules stay).
+        let removable: u64 = self.cleanup_plan(false).iter().map(|(_, _, now, after)| now - after).sum();
+        let explanation = explain(&duplicate_groups, self.version(), self.backend(), removable, verdict);
         RulesetReport {
             family: self.family(),
             backend: self.backend().map(str::to_string),

@@ -1,10 +1,17 @@
 //! Calling agents over HTTP: the driver of `netprobe vxlan` reaches them through [`AgentApi`];
-//! [`HttpAgents`] is the real client (reqwest, plain HTTP, a bearer token).
+//! [`HttpAgents`] is the real client (hyper-util's, the stack kube's client already brings; plain
+//! HTTP with a bearer token).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -33,18 +40,21 @@ pub trait AgentApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<R>> + Send;
 }
 
+/// Agent answers are small; a bigger one is refused, not buffered.
+const MAX_ANSWER: usize = 1 << 20;
+
 pub struct HttpAgents {
-    http: reqwest::Client,
+    http: Client<HttpConnector, Full<Bytes>>,
     token: String,
+    timeout: Duration,
 }
 
 impl HttpAgents {
     pub fn new(token: String, timeout: Duration) -> Result<HttpAgents> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::could_not_run("building the HTTP client", e.to_string()))?;
-        Ok(HttpAgents { http, token })
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        connector.set_nodelay(true);
+        Ok(HttpAgents { http: Client::builder(TokioExecutor::new()).build(connector), token, timeout })
     }
 }
 
@@ -61,32 +71,49 @@ impl AgentApi for HttpAgents {
         path: &str,
         body: Option<&B>,
     ) -> Result<R> {
-        let url = format!("http://{}{path}", agent.address);
-        let request = match body {
-            Some(body) => self.http.post(&url).json(body),
-            None => self.http.get(&url),
+        let fail = |what: String| Error::could_not_run(format!("{} {path}", agent.who()), what);
+        let (method, payload) = match body {
+            Some(body) => (Method::POST, serde_json::to_vec(body).map_err(|e| fail(e.to_string()))?),
+            None => (Method::GET, Vec::new()),
         };
-        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
-            Error::could_not_run(
-                agent.who(),
-                format!("unreachable ({e}): is `netprobe agent` running there, on the host network?"),
-            )
-        })?;
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", agent.address))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| fail(e.to_string()))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| {
+                Error::could_not_run(
+                    agent.who(),
+                    format!("unreachable ({e}): is `netprobe agent` running there, on the host network?"),
+                )
+            })?;
+            let status = response.status();
+            let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| fail(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok::<_, Error>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| fail(format!("no answer within {} s", self.timeout.as_secs())))??;
+        if status == StatusCode::UNAUTHORIZED {
             return Err(Error::could_not_run(
                 agent.who(),
                 "refused the token: set NETPROBE_TOKEN to the token the agents were started with",
             ));
         }
         if !status.is_success() {
-            let why =
-                response.json::<ApiError>().await.map(|e| e.error).unwrap_or_else(|_| status.to_string());
-            return Err(Error::could_not_run(format!("{} {path}", agent.who()), why));
+            let why = serde_json::from_slice::<ApiError>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| status.to_string());
+            return Err(fail(why));
         }
-        response
-            .json::<R>()
-            .await
-            .map_err(|e| Error::could_not_run(format!("{} {path}", agent.who()), e.to_string()))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| fail(format!("an answer that is not what the agent API says: {e}")))
     }
 }

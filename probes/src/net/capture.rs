@@ -2,6 +2,8 @@
 //! buffering delay) and a kernel BPF filter set before the first frame is sent, so no answer can
 //! arrive before we listen.
 
+#![allow(unsafe_code)] // libc calls the OS offers no safe wrapper for here; each with a SAFETY comment.
+
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

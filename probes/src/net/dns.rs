@@ -6,6 +6,8 @@
 //! is told apart from one that never comes. A query in its grace period no longer holds a
 //! concurrency slot: a dead server costs one grace period per run, not one per query.
 
+#![allow(unsafe_code)] // libc calls the OS offers no safe wrapper for here; each with a SAFETY comment.
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

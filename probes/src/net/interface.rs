@@ -2,6 +2,8 @@
 //! address. Read with getifaddrs(3) and /proc/thread-self/net/route, which both follow the
 //! namespace of the calling thread.
 
+#![allow(unsafe_code)] // libc calls the OS offers no safe wrapper for here; each with a SAFETY comment.
+
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
 

@@ -1,29 +1,27 @@
 //! Ctrl-C for long-running probes: SIGINT and SIGTERM set a flag the probe's loop checks, so it
-//! can stop cleanly and still hand back its summary.
+//! can stop cleanly and still hand back its summary. signal-hook installs the handlers (without
+//! SA_RESTART, so a blocking poll returns at once).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+fn flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
-/// Installs the handlers (without SA_RESTART, so a blocking poll returns at once).
+/// Installs the handlers (once; later calls change nothing).
 pub fn catch_interrupts() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic is
-        // async-signal-safe; sigaction(2) copies the struct.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Failing to install leaves Ctrl-C's default: the process ends, as without a handler.
+            let _ = signal_hook::flag::register(signal, flag().clone());
         }
-    }
+    });
 }
 
 /// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    flag().load(Ordering::SeqCst)
 }

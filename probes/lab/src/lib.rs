@@ -1,3 +1,4 @@
+#![allow(unsafe_code)] // the lab enters namespaces (setns) and checks its user (geteuid).
 //! Network-namespace labs for netprobe's tests (and, later, `netprobe demo`).
 //!
 //! A [`Lab`] creates namespaces with unique names, wires them with veth pairs and bridges, starts
@@ -40,8 +41,8 @@ impl std::error::Error for LabError {}
 
 pub type Result<T> = std::result::Result<T, LabError>;
 
-/// A lab for a test, or `None` (with the reason printed) when this machine cannot make one.
-/// Under `CI=true` a missing lab is a failure, never a silent skip.
+/// A lab for a test, or `None` (with the reason recorded, see [`skip`]) when this machine cannot
+/// make one. Under `CI=true` a missing lab is a failure, never a silent skip.
 pub fn lab_or_skip(test: &str) -> Option<Lab> {
     match Lab::new(test) {
         Ok(lab) => Some(lab),
@@ -49,10 +50,35 @@ pub fn lab_or_skip(test: &str) -> Option<Lab> {
             panic!("{test}: CI must be able to build network namespaces: {err}")
         }
         Err(err) => {
-            eprintln!("skipping {test}: {err}");
+            skip(test, &err.0);
             None
         }
     }
+}
+
+static SKIPPED: AtomicU32 = AtomicU32::new(0);
+static SKIP_REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records a lab test skipped for `reason`. When the test binary exits, one line on its stderr
+/// (written past the test harness's capture) says how many were skipped and why, so a run
+/// without root is never mistaken for a full run.
+pub fn skip(test: &str, reason: &str) {
+    let _ = test;
+    let _ = SKIP_REASON.set(reason.to_string());
+    if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+        // SAFETY: atexit registers a plain function without arguments, called once at exit.
+        unsafe { libc::atexit(report_skipped) };
+    }
+}
+
+extern "C" fn report_skipped() {
+    use std::io::Write;
+    let n = SKIPPED.load(Ordering::SeqCst);
+    let reason = SKIP_REASON.get().map(String::as_str).unwrap_or("no lab here");
+    let _ = writeln!(
+        std::io::stderr(),
+        "netprobe-lab: {n} lab test(s) of this binary were SKIPPED ({reason}): run as root for a full run; CI=true makes this a failure"
+    );
 }
 
 /// A set of namespaces and processes that lives as long as this value.
