@@ -288,6 +288,11 @@ pub struct AgentArgs {
     /// without a token, and refuses every request without it.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// The port the other nodes' agents listen on: before sending probes to a node, the agent asks
+    /// the agent there whether it expects them [default: the port of --listen].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub peer_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -28,8 +28,10 @@ fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
 
 pub fn agent(args: AgentArgs) -> Result<Exit, Error> {
     let token = token(args.token_file.as_deref())?;
-    agent::serve(AgentConfig { listen: args.listen, token }, |bound| {
-        eprintln!("netprobe agent: serving on {bound}");
+    let peer_port = args.peer_port.unwrap_or(args.listen.port());
+    agent::serve(AgentConfig { listen: args.listen, token, peer_port }, |bound, kept| {
+        let kept = if kept.is_empty() { "none".to_string() } else { kept.join(", ") };
+        eprintln!("netprobe agent: serving on {bound}; capabilities kept: {kept} (every other one dropped)");
     })?;
     Ok(Exit::Healthy)
 }

@@ -54,7 +54,13 @@ impl HttpAgents {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
         connector.set_nodelay(true);
-        Ok(HttpAgents { http: Client::builder(TokioExecutor::new()).build(connector), token, timeout })
+        // Pooled connections are dropped after 2 s idle: the agents close theirs after 5 s without
+        // a request, and a request sent on a connection the server is closing fails.
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(2))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Ok(HttpAgents { http, token, timeout })
     }
 }
 

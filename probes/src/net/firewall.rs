@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The firewall of this node at one moment.
@@ -29,16 +29,19 @@ impl Snapshot {
     }
 }
 
-/// Where the agent's counters come from: the node's tools, or a fake in tests.
+/// Where the agent's counters come from: the node's tools, or a fake in tests. A snapshot is
+/// always read after the call began (so it can serve as the "after" of a probe).
 pub trait RuleCounters: Send + Sync + 'static {
-    fn snapshot(&self) -> Snapshot;
+    fn snapshot(&self) -> Arc<Snapshot>;
 }
 
 /// The node's own tools.
 #[derive(Debug, Default)]
 pub struct NodeFirewall {
-    /// Serialises readers.
-    one_at_a_time: Mutex<()>,
+    /// One reader at a time.
+    reading: Mutex<()>,
+    /// The last snapshot and when its read began: callers that asked before it began share it.
+    last: Mutex<Option<(Instant, Arc<Snapshot>)>>,
 }
 
 /// A read of the rules may take this long at most (a 300,000-rule node takes seconds).
@@ -47,26 +50,41 @@ const READ_LIMIT: Duration = Duration::from_secs(10);
 const MAX_OUTPUT: u64 = 256 << 20;
 
 impl RuleCounters for NodeFirewall {
-    fn snapshot(&self) -> Snapshot {
-        let _one = self.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
-        let mut snapshot = Snapshot::default();
-        let tools: Vec<&str> = if super::iptables::exists("iptables-legacy-save") {
-            vec!["iptables-nft-save", "iptables-legacy-save"]
-        } else {
-            vec!["iptables-save"]
-        };
-        for tool in tools {
-            match run_bounded(tool, &["-c"], READ_LIMIT) {
-                Ok(text) => snapshot.iptables.push((tool.to_string(), text)),
-                Err(e) => snapshot.errors.push(format!("{tool}: {e}")),
+    /// Concurrent probes share reads: a caller that waited while another read ran takes the next
+    /// read that began after it asked, so a burst of N callers costs two reads, not N.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let asked = Instant::now();
+        let _one = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((began, snapshot)) = &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *began >= asked {
+                return snapshot.clone();
             }
         }
-        match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
-            Ok(json) => snapshot.nft_json = Some(json),
-            Err(e) => snapshot.errors.push(format!("nft: {e}")),
-        }
+        let began = Instant::now();
+        let snapshot = Arc::new(read_firewall());
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((began, snapshot.clone()));
         snapshot
     }
+}
+
+fn read_firewall() -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let tools: Vec<&str> = if super::iptables::exists("iptables-legacy-save") {
+        vec!["iptables-nft-save", "iptables-legacy-save"]
+    } else {
+        vec!["iptables-save"]
+    };
+    for tool in tools {
+        match run_bounded(tool, &["-c"], READ_LIMIT) {
+            Ok(text) => snapshot.iptables.push((tool.to_string(), text)),
+            Err(e) => snapshot.errors.push(format!("{tool}: {e}")),
+        }
+    }
+    match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
+        Ok(json) => snapshot.nft_json = Some(json),
+        Err(e) => snapshot.errors.push(format!("nft: {e}")),
+    }
+    snapshot
 }
 
 /// Runs `program ARGS`, returns its stdout; fails when it is missing, fails, or runs over `limit`

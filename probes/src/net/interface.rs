@@ -182,3 +182,63 @@ lan1\t000200C0\t00000000\t0001\t0\t0\t100\t80FFFFFF\t0\t0\t0
         assert!(matches!(lookup("no-such-if0"), Err(Error::NoSuchInterface { .. })));
     }
 }
+
+/// What the agent needs to know of its own node before it sends anywhere.
+pub trait NodeFacts: Send + Sync + 'static {
+    /// Every IPv4 address of this node (network namespace).
+    fn addresses(&self) -> Vec<Ipv4Addr>;
+    /// The VNIs of this node's own vxlan devices (flannel.1's 1, Cilium's, ...): never ours.
+    fn vxlan_vnis(&self) -> Vec<u32>;
+    /// This node's address on the route to `to`, if any.
+    fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr>;
+}
+
+/// The node the agent runs on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThisNode;
+
+impl NodeFacts for ThisNode {
+    fn addresses(&self) -> Vec<Ipv4Addr> {
+        all().map(|list| list.into_iter().flat_map(|i| i.ipv4).collect()).unwrap_or_default()
+    }
+
+    fn vxlan_vnis(&self) -> Vec<u32> {
+        let json = super::firewall::run_bounded(
+            "ip",
+            &["-j", "-d", "link", "show", "type", "vxlan"],
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap_or_default();
+        vxlan_ids(&json)
+    }
+
+    fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr> {
+        let name = for_route_to(to).ok()?;
+        lookup(&name).ok()?.ipv4.first().copied()
+    }
+}
+
+/// The VNIs in `ip -j -d link show type vxlan` output.
+fn vxlan_ids(json: &str) -> Vec<u32> {
+    let Ok(serde_json::Value::Array(links)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return vec![];
+    };
+    links
+        .iter()
+        .filter_map(|l| l.pointer("/linkinfo/info_data/id").and_then(serde_json::Value::as_u64))
+        .filter_map(|id| u32::try_from(id).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod vxlan_tests {
+    use super::*;
+
+    #[test]
+    fn vnis_of_the_nodes_vxlan_devices() {
+        let json = r#"[{"ifindex":4,"ifname":"flannel.1","flags":["BROADCAST","UP"],"mtu":1450,"linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"198.51.100.1","port":8472}}},
+                       {"ifindex":5,"ifname":"cilium_vxlan","linkinfo":{"info_kind":"vxlan","info_data":{"id":2,"port":8472}}}]"#;
+        assert_eq!(vxlan_ids(json), vec![1, 2]);
+        assert!(vxlan_ids("").is_empty() && vxlan_ids("[]").is_empty());
+    }
+}

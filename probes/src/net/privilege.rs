@@ -13,3 +13,28 @@ pub fn require_net_raw(op: &str) -> Result<()> {
         Ok(false) | Err(_) => Err(Error::NoPrivilege { op: op.to_string() }),
     }
 }
+
+/// What an agent keeps: raw sockets (captures) and network administration (firewall counters).
+pub const AGENT_CAPABILITIES: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
+
+/// Drops every capability but `keep` from this process, for good: the bounding set too, so the
+/// commands it runs (iptables-save, nft) get no more than `keep` either. Returns the names kept
+/// (those of `keep` the process had). Without the right to drop (not root), nothing changes and
+/// the names of what it holds are returned.
+pub fn keep_only(keep: &[Capability]) -> Vec<String> {
+    let have = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    // The bounding set first: changing it needs CAP_SETPCAP, which goes with the rest below.
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
+    }
+    let kept: caps::CapsHashSet = have.iter().copied().filter(|c| keep.contains(c)).collect();
+    let _ = caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new());
+    let _ = caps::set(None, CapSet::Effective, &kept);
+    let _ = caps::set(None, CapSet::Permitted, &kept);
+    let mut names: Vec<String> =
+        caps::read(None, CapSet::Effective).unwrap_or_default().iter().map(|c| c.to_string()).collect();
+    names.sort();
+    names
+}

@@ -67,9 +67,57 @@ pub trait ProbeIo: Send + Sync + 'static {
     fn send(&self, spec: SendSpec) -> Result<Sent>;
 }
 
-/// The real captures and sockets.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Sockets;
+/// The real captures and sockets, and the packet budget every send of this agent shares.
+#[derive(Debug)]
+pub struct Sockets {
+    budget: PacketBudget,
+}
+
+impl Sockets {
+    /// At most `per_second` packets a second over all sends together.
+    pub fn new(per_second: u32) -> Sockets {
+        Sockets { budget: PacketBudget::new(per_second) }
+    }
+}
+
+/// A token bucket: `per_second` packets a second, a tenth of a second's worth at once at most.
+#[derive(Debug)]
+pub struct PacketBudget {
+    per_second: f64,
+    burst: f64,
+    state: std::sync::Mutex<(f64, Instant)>, // (tokens, last refill)
+}
+
+impl PacketBudget {
+    pub fn new(per_second: u32) -> PacketBudget {
+        let per_second = f64::from(per_second.max(1));
+        let burst = (per_second / 10.0).max(1.0);
+        PacketBudget { per_second, burst, state: std::sync::Mutex::new((burst, Instant::now())) }
+    }
+
+    /// How long to wait before one more packet may go, taking it (zero: go now).
+    pub fn take_at(&self, now: Instant) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = *state;
+        let tokens =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
+        let after = tokens - 1.0;
+        *state = (after, now.max(last));
+        if after >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-after / self.per_second)
+        }
+    }
+
+    /// Blocks until one more packet may go.
+    fn take(&self) {
+        let wait = self.take_at(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
 
 struct LiveListener {
     interface: String,
@@ -174,6 +222,7 @@ impl ProbeIo for Sockets {
             let probe = vxlan::probe_payload(spec.vni, spec.probe_id, seq);
             let control = vxlan::control_payload(spec.probe_id, seq);
             for (payload, port) in [(&probe[..], spec.port), (&control[..], spec.control_port)] {
+                self.budget.take();
                 if let Err(e) = socket.send_to(payload, (spec.to, port)) {
                     sent.send_error.get_or_insert(e.to_string());
                 }
@@ -194,5 +243,28 @@ impl ProbeIo for Sockets {
             }
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_shared_and_refills_with_time() {
+        let budget = PacketBudget::new(100); // a burst of 10
+        let start = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(budget.take_at(start), Duration::ZERO);
+        }
+        // The 11th at the same instant waits a hundredth of a second; the 12th, two.
+        assert_eq!(budget.take_at(start), Duration::from_millis(10));
+        assert_eq!(budget.take_at(start), Duration::from_millis(20));
+        // A second later the bucket is full again, but never fuller than its burst.
+        let later = start + Duration::from_secs(1);
+        for _ in 0..10 {
+            assert_eq!(budget.take_at(later), Duration::ZERO);
+        }
+        assert!(budget.take_at(later) > Duration::ZERO);
     }
 }

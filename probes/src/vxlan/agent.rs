@@ -1,14 +1,23 @@
 //! `netprobe agent`: the per-node HTTP API `netprobe vxlan` drives. It listens for probes, sends
 //! them through the kernel's UDP stack (never forging the outer source), and reads this node's
 //! firewall counters to name a rule that drops them. The routes live here; the packet I/O, the
-//! counters and the serving are in `net/`, behind traits, so the handlers run in tests on fakes.
+//! counters, the node's facts, the peers and the serving are in `net/`, behind traits, so the
+//! handlers run in tests on fakes.
+//!
+//! What an agent refuses, so it cannot be turned against anyone: any request without the token
+//! (checked before a body is read); sending to an address that is not an agent expecting exactly
+//! this probe from this node (it asks that agent first), to loopback, multicast, broadcast or its
+//! own addresses, or with a VNI one of its own vxlan devices uses; more than MAX_SENDS sends or
+//! MAX_OPEN expectations at once, and more than MAX_PACKETS_PER_SECOND packets a second in all.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Json, Request, State};
+use axum::extract::{DefaultBodyLimit, Json, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +27,9 @@ use subtle::ConstantTimeEq;
 
 use super::api::*;
 use super::rules::{self, Candidates, Flow, Path};
+use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
 use crate::net::firewall::{NodeFirewall, RuleCounters};
+use crate::net::interface::{NodeFacts, ThisNode};
 use crate::net::probe_io::{ListenSpec, Listener, ProbeIo, SendSpec, Sockets};
 use crate::wire::vxlan;
 use crate::{Error, Result};
@@ -30,6 +41,35 @@ pub const MAX_BODY: usize = 4096;
 pub struct AgentConfig {
     pub listen: SocketAddr,
     pub token: String,
+    /// The port the other agents listen on (the same on every node): asked before sending.
+    pub peer_port: u16,
+}
+
+/// Asks the agent at `peer` what it expects for `probe_id` (`None`: nothing, or no agent there).
+pub trait PeerCheck: Send + Sync + 'static {
+    fn expectation(
+        &self,
+        peer: SocketAddr,
+        probe_id: u64,
+    ) -> Pin<Box<dyn Future<Output = Option<ExpectationInfo>> + Send + '_>>;
+}
+
+impl PeerCheck for HttpAgents {
+    fn expectation(
+        &self,
+        peer: SocketAddr,
+        probe_id: u64,
+    ) -> Pin<Box<dyn Future<Output = Option<ExpectationInfo>> + Send + '_>> {
+        Box::pin(async move {
+            let agent = AgentAddr { label: peer.ip().to_string(), address: peer };
+            let path = format!("/v1/expectation/{probe_id}");
+            // A GET changes nothing: asked again once if the first try did not get through.
+            match self.call::<(), ExpectationInfo>(&agent, &path, None).await {
+                Ok(info) => Some(info),
+                Err(_) => self.call::<(), ExpectationInfo>(&agent, &path, None).await.ok(),
+            }
+        })
+    }
 }
 
 struct Expectation {
@@ -37,34 +77,69 @@ struct Expectation {
     from: Ipv4Addr,
     to: Option<Ipv4Addr>,
     port: u16,
+    vni: u32,
     counters_before: Candidates,
     counters_error: Option<String>,
     expires: Instant,
 }
 
-/// The agent's state: its token, the expectations open, and its ways to the OS.
+/// Expectations open, and slots reserved for ones being opened: the cap counts both, checked and
+/// taken under one lock.
+#[derive(Default)]
+struct Open {
+    expectations: HashMap<u64, Expectation>,
+    reserved: usize,
+}
+
+/// The agent's ways to the OS and to its peers.
+pub struct Ways {
+    pub io: Arc<dyn ProbeIo>,
+    pub counters: Arc<dyn RuleCounters>,
+    pub node: Arc<dyn NodeFacts>,
+    pub peers: Arc<dyn PeerCheck>,
+}
+
+/// The agent's state: its token, the expectations open, the sends under way, and its ways.
 #[derive(Clone)]
 pub struct Agent {
     token: Arc<String>,
-    open: Arc<Mutex<HashMap<u64, Expectation>>>,
-    io: Arc<dyn ProbeIo>,
-    counters: Arc<dyn RuleCounters>,
+    peer_port: u16,
+    open: Arc<Mutex<Open>>,
+    sends: Arc<tokio::sync::Semaphore>,
+    ways: Arc<Ways>,
 }
 
 impl Agent {
-    pub fn new(token: String, io: Arc<dyn ProbeIo>, counters: Arc<dyn RuleCounters>) -> Agent {
-        Agent { token: Arc::new(token), open: Arc::default(), io, counters }
+    pub fn new(token: String, peer_port: u16, ways: Ways) -> Agent {
+        Agent {
+            token: Arc::new(token),
+            peer_port,
+            open: Arc::default(),
+            sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS)),
+            ways: Arc::new(ways),
+        }
     }
 }
 
-/// Serves on the node's real sockets and firewall until SIGINT/SIGTERM; `ready` is called once the
-/// listener is bound.
-pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+/// Serves on the node's real sockets and firewall until SIGINT/SIGTERM. Once the listener is
+/// bound, every capability but CAP_NET_RAW and CAP_NET_ADMIN is dropped, and `ready` is called with
+/// the address and the capabilities kept.
+pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -> Result<()> {
     if config.token.trim().is_empty() {
         return Err(Error::invalid("token", "empty: set NETPROBE_TOKEN or pass --token-file"));
     }
-    let agent = Agent::new(config.token, Arc::new(Sockets), Arc::new(NodeFirewall::default()));
-    crate::net::http_server::serve(config.listen, router(agent), ready)
+    let ways = Ways {
+        io: Arc::new(Sockets::new(MAX_PACKETS_PER_SECOND)),
+        counters: Arc::new(NodeFirewall::default()),
+        node: Arc::new(ThisNode),
+        peers: Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(5))?),
+    };
+    let agent = Agent::new(config.token, config.peer_port, ways);
+    crate::net::http_server::serve(config.listen, router(agent), Default::default(), |bound| {
+        // The listener is open: from here on the agent needs only captures and counters.
+        let kept = crate::net::privilege::keep_only(&crate::net::privilege::AGENT_CAPABILITIES);
+        ready(bound, kept)
+    })
 }
 
 /// The agent's routes: `/healthz` open to anyone (the kubelet's readiness probe sends no token; it
@@ -75,6 +150,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/v1/expect", post(expect))
         .route("/v1/send", post(send))
         .route("/v1/collect", post(collect))
+        .route("/v1/expectation/{probe_id}", get(expectation))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorise));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -113,6 +189,13 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+fn answer<T: serde::Serialize>(result: std::result::Result<T, Response>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(refused) => refused,
+    }
+}
+
 /// The candidate rules' counters now, or why they cannot be read.
 fn read_counters(counters: &dyn RuleCounters, flow: &Flow) -> (Candidates, Option<String>) {
     let snapshot = counters.snapshot();
@@ -128,27 +211,63 @@ fn read_counters(counters: &dyn RuleCounters, flow: &Flow) -> (Candidates, Optio
     (found, error)
 }
 
+/// Why an address is never one to probe: this node itself, loopback, multicast, broadcast.
+fn unfit_peer(ip: Ipv4Addr, own: &[Ipv4Addr]) -> Option<&'static str> {
+    if ip.is_loopback() || ip.is_unspecified() {
+        Some("a loopback or unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip.is_broadcast() || ip.octets()[3] == 255 {
+        Some("a broadcast address")
+    } else if own.contains(&ip) {
+        Some("one of this node's own addresses")
+    } else {
+        None
+    }
+}
+
+/// Refuses a VNI that one of this node's vxlan devices uses: a probe must never reach a real VTEP.
+fn vni_in_use(agent: &Agent, vni: u32) -> Option<Response> {
+    agent.ways.node.vxlan_vnis().contains(&vni).then(|| {
+        refuse(
+            StatusCode::FORBIDDEN,
+            format!("VNI {vni} is used by a vxlan device of this node: pick another with --vni"),
+        )
+    })
+}
+
 async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> Response {
-    if req.window_ms > MAX_WINDOW_MS || req.vni > vxlan::MAX_VNI {
+    if req.window_ms > MAX_WINDOW_MS || req.vni > vxlan::MAX_VNI || req.port == 0 {
         return refuse(
             StatusCode::BAD_REQUEST,
-            format!("window_ms at most {MAX_WINDOW_MS}, vni at most {}", vxlan::MAX_VNI),
+            format!("window_ms at most {MAX_WINDOW_MS}, vni at most {}, port not 0", vxlan::MAX_VNI),
         );
     }
+    if let Some(why) = unfit_peer(req.from, &agent.ways.node.addresses()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("{} is {why}: not a node to expect probes from", req.from),
+        );
+    }
+    if let Some(refused) = vni_in_use(&agent, req.vni) {
+        return refused;
+    }
+    // Check and reserve in one step, so concurrent requests cannot all pass the check.
     {
         let mut open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|_, e| e.expires > Instant::now());
-        if open.len() >= MAX_OPEN {
+        open.expectations.retain(|_, e| e.expires > Instant::now());
+        if open.expectations.len() + open.reserved >= MAX_OPEN {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many open expectations on this agent");
         }
+        open.reserved += 1;
     }
     let state = agent.clone();
     let result = blocking(move || {
         let window = Duration::from_millis(req.window_ms);
         let flow = Flow { source: req.from, destination: req.to, port: req.port, path: Path::Inbound };
         // Counters first: the window they cover must include every probe.
-        let (counters_before, counters_error) = read_counters(state.counters.as_ref(), &flow);
-        let listener = state.io.listen(ListenSpec {
+        let (counters_before, counters_error) = read_counters(state.ways.counters.as_ref(), &flow);
+        let listener = state.ways.io.listen(ListenSpec {
             from: req.from,
             port: req.port,
             vni: req.vni,
@@ -164,48 +283,63 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
             from: req.from,
             to: req.to,
             port: req.port,
+            vni: req.vni,
             counters_before,
             counters_error,
             expires: Instant::now() + window + Duration::from_secs(5),
         };
-        state.open.lock().unwrap_or_else(|e| e.into_inner()).insert(req.probe_id, expectation);
+        state.open.lock().unwrap_or_else(|e| e.into_inner()).expectations.insert(req.probe_id, expectation);
         Ok(response)
     })
     .await;
-    match result {
-        Ok(response) => Json(response).into_response(),
-        Err(refused) => refused,
+    agent.open.lock().unwrap_or_else(|e| e.into_inner()).reserved -= 1;
+    answer(result)
+}
+
+/// What this agent expects for a probe: asked by the agent about to send it.
+async fn expectation(State(agent): State<Agent>, UrlPath(probe_id): UrlPath<u64>) -> Response {
+    let open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
+    match open.expectations.get(&probe_id).filter(|e| e.expires > Instant::now()) {
+        Some(e) => Json(ExpectationInfo {
+            from: e.from,
+            port: e.port,
+            control_port: e.listener.control_port(),
+            vni: e.vni,
+        })
+        .into_response(),
+        None => refuse(StatusCode::NOT_FOUND, format!("no expectation for probe {probe_id}")),
     }
 }
 
 async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) -> Response {
-    let Some(expectation) = agent.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&req.probe_id) else {
+    let taken = agent.open.lock().unwrap_or_else(|e| e.into_inner()).expectations.remove(&req.probe_id);
+    let Some(expectation) = taken else {
         return refuse(StatusCode::NOT_FOUND, format!("no expectation for probe {}", req.probe_id));
     };
-    let counters = agent.counters.clone();
-    let result = blocking(move || {
-        let heard = expectation.listener.finish()?;
-        let flow = Flow {
-            source: expectation.from,
-            destination: expectation.to,
-            port: expectation.port,
-            path: Path::Inbound,
-        };
-        let (after, error) = read_counters(counters.as_ref(), &flow);
-        Ok(CollectResponse {
-            arrived: heard.probes.len() as u32,
-            control_arrived: heard.control.len() as u32,
-            dropping_rules: rules::grown(&expectation.counters_before, &after),
-            counters_error: expectation.counters_error.or(error),
+    let counters = agent.ways.counters.clone();
+    answer(
+        blocking(move || {
+            let heard = expectation.listener.finish()?;
+            let flow = Flow {
+                source: expectation.from,
+                destination: expectation.to,
+                port: expectation.port,
+                path: Path::Inbound,
+            };
+            let (after, error) = read_counters(counters.as_ref(), &flow);
+            Ok(CollectResponse {
+                arrived: heard.probes.len() as u32,
+                control_arrived: heard.control.len() as u32,
+                dropping_rules: rules::grown(&expectation.counters_before, &after),
+                counters_error: expectation.counters_error.or(error),
+            })
         })
-    })
-    .await;
-    match result {
-        Ok(response) => Json(response).into_response(),
-        Err(refused) => refused,
-    }
+        .await,
+    )
 }
 
+/// Sends only to an agent that expects exactly this probe from this node: never to an address
+/// that is not a node running an agent, never to another port or VNI than the one it expects.
 async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Response {
     if req.count == 0 || req.count > MAX_COUNT || req.vni > vxlan::MAX_VNI || req.port == 0 {
         return refuse(
@@ -213,43 +347,61 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
             format!("count must be 1 to {MAX_COUNT}, vni at most {}, port not 0", vxlan::MAX_VNI),
         );
     }
-    let result = blocking(move || {
-        let local = local_address_towards(req.to);
-        let flow = Flow { source: local, destination: Some(req.to), port: req.port, path: Path::Outbound };
-        let (before, before_error) = read_counters(agent.counters.as_ref(), &flow);
-        let sent = agent.io.send(SendSpec {
-            to: req.to,
-            port: req.port,
-            control_port: req.control_port,
-            vni: req.vni,
-            probe_id: req.probe_id,
-            count: req.count,
-            gap: Duration::from_millis(SEND_GAP_MS),
-        })?;
-        let (after, after_error) = read_counters(agent.counters.as_ref(), &flow);
-        Ok(SendResponse {
-            sent: req.count,
-            left_source: sent.left.len() as u32,
-            control_left: sent.control_left.len() as u32,
-            send_error: sent.send_error,
-            dropping_rules: rules::grown(&before, &after),
-            counters_error: before_error.or(after_error),
-        })
-    })
-    .await;
-    match result {
-        Ok(response) => Json(response).into_response(),
-        Err(refused) => refused,
+    let own = agent.ways.node.addresses();
+    if let Some(why) = unfit_peer(req.to, &own) {
+        return refuse(StatusCode::FORBIDDEN, format!("{} is {why}: probes go to other nodes only", req.to));
     }
-}
-
-/// This node's address on the route to `to` (for matching rules by -s), or unspecified.
-fn local_address_towards(to: Ipv4Addr) -> Ipv4Addr {
-    crate::net::interface::for_route_to(to)
-        .ok()
-        .and_then(|name| crate::net::interface::lookup(&name).ok())
-        .and_then(|i| i.ipv4.first().copied())
-        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    if let Some(refused) = vni_in_use(&agent, req.vni) {
+        return refused;
+    }
+    let peer = SocketAddr::from((req.to, agent.peer_port));
+    let expected = agent.ways.peers.expectation(peer, req.probe_id).await;
+    let agreed = expected.as_ref().is_some_and(|e| {
+        own.contains(&e.from) && e.port == req.port && e.control_port == req.control_port && e.vni == req.vni
+    });
+    if !agreed {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the agent at {peer} does not expect probe {} from this node on UDP {} (VNI {}, control port {}): probes go only to agents that expect them",
+                req.probe_id, req.port, req.vni, req.control_port
+            ),
+        );
+    }
+    let Ok(slot) = agent.sends.clone().try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_SENDS} sends are under way on this agent: try again"),
+        );
+    };
+    answer(
+        blocking(move || {
+            let _slot = slot;
+            let local = agent.ways.node.address_towards(req.to).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let flow =
+                Flow { source: local, destination: Some(req.to), port: req.port, path: Path::Outbound };
+            let (before, before_error) = read_counters(agent.ways.counters.as_ref(), &flow);
+            let sent = agent.ways.io.send(SendSpec {
+                to: req.to,
+                port: req.port,
+                control_port: req.control_port,
+                vni: req.vni,
+                probe_id: req.probe_id,
+                count: req.count,
+                gap: Duration::from_millis(SEND_GAP_MS),
+            })?;
+            let (after, after_error) = read_counters(agent.ways.counters.as_ref(), &flow);
+            Ok(SendResponse {
+                sent: req.count,
+                left_source: sent.left.len() as u32,
+                control_left: sent.control_left.len() as u32,
+                send_error: sent.send_error,
+                dropping_rules: rules::grown(&before, &after),
+                counters_error: before_error.or(after_error),
+            })
+        })
+        .await,
+    )
 }
 
 #[cfg(test)]
@@ -304,13 +456,13 @@ mod tests {
     struct FakeCounters(Mutex<VecDeque<Snapshot>>);
 
     impl RuleCounters for FakeCounters {
-        fn snapshot(&self) -> Snapshot {
+        fn snapshot(&self) -> Arc<Snapshot> {
             let mut queue = self.0.lock().unwrap();
-            if queue.len() > 1 {
+            Arc::new(if queue.len() > 1 {
                 queue.pop_front().unwrap()
             } else {
                 queue.front().cloned().unwrap_or_default()
-            }
+            })
         }
     }
 
@@ -322,8 +474,53 @@ mod tests {
         Snapshot { iptables: vec![("iptables-nft-save".into(), text)], nft_json: None, errors: vec![] }
     }
 
+    /// This node: 198.51.100.1, with flannel's VNI 1 in use.
+    struct FakeNode;
+
+    impl NodeFacts for FakeNode {
+        fn addresses(&self) -> Vec<Ipv4Addr> {
+            vec![Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::LOCALHOST]
+        }
+        fn vxlan_vnis(&self) -> Vec<u32> {
+            vec![1]
+        }
+        fn address_towards(&self, _: Ipv4Addr) -> Option<Ipv4Addr> {
+            Some(Ipv4Addr::new(198, 51, 100, 1))
+        }
+    }
+
+    /// Peers: only 203.0.113.2's agent expects probe 1 from us, on 8472, control port 40000.
+    struct FakePeers;
+
+    impl PeerCheck for FakePeers {
+        fn expectation(
+            &self,
+            peer: SocketAddr,
+            probe_id: u64,
+        ) -> Pin<Box<dyn Future<Output = Option<ExpectationInfo>> + Send + '_>> {
+            let known = peer == "203.0.113.2:9473".parse().unwrap() && probe_id == 1;
+            Box::pin(async move {
+                known.then(|| ExpectationInfo {
+                    from: Ipv4Addr::new(198, 51, 100, 1),
+                    port: 8472,
+                    control_port: 40000,
+                    vni: 16777200,
+                })
+            })
+        }
+    }
+
     fn agent(io: FakeIo, snapshots: Vec<Snapshot>) -> Router {
-        router(Agent::new(TOKEN.into(), Arc::new(io), Arc::new(FakeCounters(Mutex::new(snapshots.into())))))
+        router(Agent::new(
+            TOKEN.into(),
+            9473,
+            Ways {
+                io: Arc::new(io),
+                counters: Arc::new(FakeCounters(Mutex::new(snapshots.into()))),
+                node: Arc::new(FakeNode),
+                peers: Arc::new(FakePeers),
+            },
+        ))
     }
 
     async fn call(
@@ -344,7 +541,7 @@ mod tests {
 
     fn expect_body(probe_id: u64) -> String {
         format!(
-            r#"{{"probe_id":{probe_id},"from":"198.51.100.1","to":"203.0.113.2","port":8472,"vni":16777200,"window_ms":2000}}"#
+            r#"{{"probe_id":{probe_id},"from":"203.0.113.2","to":"198.51.100.1","port":8472,"vni":16777200,"window_ms":2000}}"#
         )
     }
 
@@ -397,15 +594,64 @@ mod tests {
         assert_eq!(body["counters_error"], "iptables-nft-save: not installed");
     }
 
+    fn send_body(probe_id: u64, to: &str, port: u16, control_port: u16, vni: u32) -> String {
+        format!(
+            r#"{{"probe_id":{probe_id},"to":"{to}","port":{port},"control_port":{control_port},"vni":{vni},"count":5}}"#
+        )
+    }
+
     #[tokio::test]
-    async fn send_refuses_port_zero_and_reports_what_left() {
+    async fn send_goes_only_to_an_agent_that_expects_exactly_this_probe() {
         let app = agent(FakeIo { heard: Ok(0), left: 3 }, vec![filter(0, 0)]);
-        let body =
-            r#"{"probe_id":1,"to":"203.0.113.2","port":0,"control_port":40000,"vni":16777200,"count":5}"#;
-        let (status, _) = call(&app, "/v1/send", Some(TOKEN), body.into()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        let body = body.replace("\"port\":0", "\"port\":8472");
-        let (status, answer) = call(&app, "/v1/send", Some(TOKEN), body).await;
-        assert_eq!((status, answer["left_source"].as_u64()), (StatusCode::OK, Some(3)));
+        let (status, answer) =
+            call(&app, "/v1/send", Some(TOKEN), send_body(1, "203.0.113.2", 8472, 40000, 16777200)).await;
+        assert_eq!((status, answer["left_source"].as_u64()), (StatusCode::OK, Some(3)), "{answer}");
+        for (body, want, why) in [
+            (send_body(1, "203.0.113.2", 0, 40000, 16777200), StatusCode::BAD_REQUEST, "port 0"),
+            (
+                send_body(2, "203.0.113.2", 8472, 40000, 16777200),
+                StatusCode::FORBIDDEN,
+                "a probe nobody expects",
+            ),
+            (
+                send_body(1, "203.0.113.9", 8472, 40000, 16777200),
+                StatusCode::FORBIDDEN,
+                "not an agent (a victim)",
+            ),
+            (
+                send_body(1, "203.0.113.2", 53, 40000, 16777200),
+                StatusCode::FORBIDDEN,
+                "another port than agreed",
+            ),
+            (send_body(1, "203.0.113.2", 8472, 22, 16777200), StatusCode::FORBIDDEN, "another control port"),
+            (send_body(1, "127.0.0.1", 8472, 40000, 16777200), StatusCode::FORBIDDEN, "loopback"),
+            (send_body(1, "224.0.0.251", 8472, 40000, 16777200), StatusCode::FORBIDDEN, "multicast"),
+            (send_body(1, "192.0.2.255", 8472, 40000, 16777200), StatusCode::FORBIDDEN, "broadcast"),
+            (send_body(1, "198.51.100.1", 8472, 40000, 16777200), StatusCode::FORBIDDEN, "this node"),
+            (send_body(1, "203.0.113.2", 8472, 40000, 1), StatusCode::FORBIDDEN, "flannel's VNI"),
+        ] {
+            let (status, answer) = call(&app, "/v1/send", Some(TOKEN), body).await;
+            assert_eq!(status, want, "{why}: {answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn expectations_are_capped_by_what_they_hold() {
+        let app = agent(FakeIo { heard: Ok(5), left: 5 }, vec![filter(0, 0)]);
+        for id in 0..MAX_OPEN as u64 {
+            let (status, _) = call(&app, "/v1/expect", Some(TOKEN), expect_body(1000 + id)).await;
+            assert_eq!(status, StatusCode::OK, "expectation {id}");
+        }
+        let (status, body) = call(&app, "/v1/expect", Some(TOKEN), expect_body(9999)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        // Collecting one frees its slot.
+        call(&app, "/v1/collect", Some(TOKEN), r#"{"probe_id":1000}"#.into()).await;
+        let (status, _) = call(&app, "/v1/expect", Some(TOKEN), expect_body(9999)).await;
+        assert_eq!(status, StatusCode::OK);
+        // Expecting probes from loopback or with flannel's VNI is refused.
+        let loopback = expect_body(5).replace("\"from\":\"203.0.113.2\"", "\"from\":\"127.0.0.1\"");
+        assert_eq!(call(&app, "/v1/expect", Some(TOKEN), loopback).await.0, StatusCode::FORBIDDEN);
+        let vni = expect_body(6).replace("16777200", "1");
+        assert_eq!(call(&app, "/v1/expect", Some(TOKEN), vni).await.0, StatusCode::FORBIDDEN);
     }
 }

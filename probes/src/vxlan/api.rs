@@ -13,8 +13,12 @@ pub const MAX_COUNT: u32 = 100;
 pub const SEND_GAP_MS: u64 = 10;
 /// A capture window lasts at most this long.
 pub const MAX_WINDOW_MS: u64 = 15_000;
-/// Expectations open at once on one agent.
-pub const MAX_OPEN: usize = 512;
+/// Expectations open at once on one agent: each holds a capture, a socket and two threads.
+pub const MAX_OPEN: usize = 64;
+/// Sends under way at once on one agent.
+pub const MAX_SENDS: usize = 8;
+/// Packets per second one agent sends at most, over all requests together (probes and controls).
+pub const MAX_PACKETS_PER_SECOND: u32 = 400;
 
 /// `POST /v1/expect`: start listening for probes from `from` (capture on the interface towards it,
 /// and a control UDP socket).
@@ -70,6 +74,16 @@ pub struct GrownRule {
     /// `-t filter -A INPUT ... -j DROP`, or `nft: inet filter input handle 7: ...`.
     pub rule: String,
     pub packets: u64,
+}
+
+/// `GET /v1/expectation/{probe_id}`: what this agent expects for a probe, asked by the agent that
+/// is to send it before it sends anything (an agent sends only to agents that expect it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectationInfo {
+    pub from: Ipv4Addr,
+    pub port: u16,
+    pub control_port: u16,
+    pub vni: u32,
 }
 
 /// `POST /v1/collect`: stop listening and say what arrived.

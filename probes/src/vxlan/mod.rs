@@ -200,6 +200,9 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanR
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let config = Arc::new(config);
+    // Each agent takes at most MAX_SENDS sends and MAX_OPEN expectations at once: ask no more of it.
+    let slots: std::collections::HashMap<SocketAddr, Slots> =
+        config.nodes.iter().map(|n| (n.agent, Slots::default())).collect();
     let mut pairs = tokio::task::JoinSet::new();
     let mut index = 0u64;
     for (a, from) in config.nodes.iter().enumerate() {
@@ -210,9 +213,16 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanR
             index += 1;
             let probe_id = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let (agents, config, from, to) = (agents.clone(), config.clone(), from.clone(), to.clone());
-            pairs.spawn(
-                async move { ((a, b), probe_pair(agents.as_ref(), &config, &from, &to, probe_id).await) },
-            );
+            let (sends, expects) = (slots[&from.agent].sends.clone(), slots[&to.agent].expects.clone());
+            pairs.spawn(async move {
+                // The source's send slot first, then the destination's expectation: a listener is
+                // never opened long before its probes can go, and no two pairs wait on each other.
+                let send_slot = sends.acquire_owned().await.ok();
+                let expect_slot = expects.acquire_owned().await.ok();
+                let result = probe_pair(agents.as_ref(), &config, &from, &to, probe_id, send_slot).await;
+                drop(expect_slot);
+                ((a, b), result)
+            });
         }
     }
     let mut results = Vec::new();
@@ -234,12 +244,28 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanR
     })
 }
 
+/// What the driver may ask of one agent at once.
+struct Slots {
+    sends: Arc<tokio::sync::Semaphore>,
+    expects: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS)),
+            expects: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN)),
+        }
+    }
+}
+
 async fn probe_pair<A: AgentApi>(
     agents: &A,
     config: &Config,
     from: &Node,
     to: &Node,
     probe_id: u64,
+    send_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<PairReport> {
     let window = config.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(config.count) + 3000);
     let expect = ExpectRequest {
@@ -260,6 +286,7 @@ async fn probe_pair<A: AgentApi>(
         count: config.count,
     };
     let sent: SendResponse = agents.call(&from.agent_addr(), "/v1/send", Some(&send)).await?;
+    drop(send_slot);
     tokio::time::sleep(config.timeout).await;
     let arrived: CollectResponse =
         agents.call(&to.agent_addr(), "/v1/collect", Some(&CollectRequest { probe_id })).await?;
