@@ -129,10 +129,8 @@ fn with_the_token_an_agent_still_sends_only_to_agents_expecting_the_probe() -> T
 fn a_caller_without_the_token_cannot_hold_the_agent() -> TestResult {
     let Some(n) = nodes("hard-dos") else { return Ok(()) };
     // A 1.9 MB body announced and never sent, without the token: refused at once, unread.
-    let request = format!(
-        "POST /v1/expect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1900000\r\n\r\n"
-    );
-    let (status, body) = raw(&n.router, N1, request.into_bytes());
+    let request = "POST /v1/expect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1900000\r\n\r\n";
+    let (status, body) = raw(&n.router, N1, request.as_bytes().to_vec());
     assert_eq!(status, 401, "{body}");
     assert!(!body.contains("probe_id"), "no schema details for strangers: {body}");
 
