@@ -10,6 +10,8 @@
 pub mod arp;
 pub mod dns;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod iptables;
 pub mod k8s;

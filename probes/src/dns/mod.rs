@@ -1,7 +1,7 @@
 //! `netprobe dns`: the same question to every DNS endpoint (each CoreDNS pod) and to the Service
 //! VIP in front of them, all at once, and what the differences mean.
 
-mod message;
+pub mod message;
 mod report;
 mod stats;
 mod verdict;

@@ -1,0 +1,142 @@
+//! The bodies of the fuzz targets (`fuzz/`), here so that the stable test suite replays the same
+//! code on the fuzzers' seeds and crash inputs (`tests/fuzz_seeds.rs`). Each takes untrusted bytes
+//! and must return without panicking; the ones with a property assert it.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+
+use crate::wire::arp::{self, ArpFrame};
+use crate::wire::link::{self, LinkType};
+use crate::wire::{vxlan, MacAddr};
+
+/// Capture files: the one-shot report and the watch replay of whatever the bytes are.
+pub fn capture_file(bytes: &[u8]) {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("netprobe-fuzz-{}-{:?}.pcap", std::process::id(), std::thread::current().id()));
+    let Ok(mut file) = std::fs::File::create(&path) else { return };
+    if file.write_all(bytes).is_err() {
+        return;
+    }
+    drop(file);
+    let target = Ipv4Addr::new(192, 0, 2, 100);
+    let _ = crate::arp::from_capture(&path, target, vec![]);
+    let _ = crate::arp::watch::watch_capture(&path, target, vec![], |event| {
+        let _ = serde_json::to_string(event);
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Wire views: every decoder on the bytes, and build -> parse round trips from them.
+pub fn wire(bytes: &[u8]) {
+    for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2] {
+        let _ = link::decode(link, bytes);
+        let _ = ArpFrame::from_link(link, bytes);
+        if let Some((_, _, _, payload)) = vxlan::outer_udp(link, bytes) {
+            let _ = vxlan::probe_seq(payload, 1, 1);
+            let _ = vxlan::control_seq(payload, 1);
+        }
+    }
+    let _ = vxlan::probe_seq(bytes, u32::from_le_bytes(word(bytes, 0)), 7);
+    // Round trips: what we build, we read back as built.
+    if bytes.len() >= 20 {
+        let mac = |at: usize| MacAddr::from_slice(&bytes[at..at + 6]).unwrap_or(MacAddr::ZERO);
+        let ip = |at: usize| Ipv4Addr::from(word(bytes, at));
+        let (sender, target) = (mac(0), mac(6));
+        let (sender_ip, target_ip) = (ip(12), ip(16));
+        let frame = arp::reply(sender, sender_ip, target, target_ip);
+        let parsed = ArpFrame::from_link(LinkType::Ethernet, &frame).expect("a built reply parses");
+        assert_eq!((parsed.sender_mac, parsed.sender_ip, parsed.target_ip), (sender, sender_ip, target_ip));
+        let vni = u32::from_le_bytes(word(bytes, 12)) & vxlan::MAX_VNI;
+        let probe_id = u64::from(u32::from_le_bytes(word(bytes, 16)));
+        let payload = vxlan::probe_payload(vni, probe_id, 3);
+        assert_eq!(vxlan::probe_seq(&payload, vni, probe_id), Some(3), "a built probe reads back");
+    }
+}
+
+fn word(bytes: &[u8], at: usize) -> [u8; 4] {
+    let mut out = [0u8; 4];
+    for (i, b) in bytes.iter().skip(at).take(4).enumerate() {
+        out[i] = *b;
+    }
+    out
+}
+
+/// DNS replies: checked against a fixed query, as every reply the probe receives is.
+pub fn dns_reply(bytes: &[u8]) {
+    let name = crate::dns::parse_name("kubernetes.default.svc.cluster.local").expect("a valid name");
+    let id = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])).unwrap_or(0);
+    for rtype in [hickory_proto::rr::RecordType::A, hickory_proto::rr::RecordType::TXT] {
+        let _ = crate::dns::message::check_reply(bytes, id, &name, rtype);
+    }
+}
+
+/// iptables-save text: the analysis, and the property that applying its cleanup script leaves
+/// exactly the first copy of every rule of each rewritten chain, in order, and every other chain
+/// as it was.
+pub fn iptables(bytes: &[u8]) {
+    let Ok(sets) = crate::iptables::analyse(bytes) else { return };
+    let Ok(text) = std::str::from_utf8(bytes) else { return };
+    for (index, set) in sets.iter().enumerate() {
+        let report = set.report(&Default::default(), String::new());
+        let _ = serde_json::to_string(&report);
+        let mut script = Vec::new();
+        set.write_cleanup_script(&mut script, "iptables-restore --noflush", false).expect("a Vec takes it");
+        let script = String::from_utf8(script).expect("the script is text");
+        if sets.len() == 1 && !set.list_format && index == 0 {
+            check_cleanup(text, &script);
+        }
+    }
+}
+
+/// Applies `script` to the rules of `dump` in a model of the tables and checks the property.
+fn check_cleanup(dump: &str, script: &str) {
+    use crate::iptables::save_format::{classify, Line};
+    use std::collections::BTreeMap;
+    let mut before: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut table = String::new();
+    for line in dump.lines() {
+        match classify(line) {
+            Ok(Line::Table(t)) => table = t.to_string(),
+            Ok(Line::Chain { name, .. }) => {
+                before.entry((table.clone(), name.to_string())).or_default();
+            }
+            Ok(Line::Rule { chain, spec }) => {
+                before.entry((table.clone(), chain.to_string())).or_default().push(spec.to_string())
+            }
+            _ => {}
+        }
+    }
+    let mut after = before.clone();
+    let mut rewritten = Vec::new();
+    for line in script.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_string();
+        } else if let Some(chain) = line.strip_prefix("-F ") {
+            after.insert((table.clone(), chain.to_string()), Vec::new());
+            rewritten.push((table.clone(), chain.to_string()));
+        } else if let Ok(Line::Rule { chain, spec }) = classify(line) {
+            after.entry((table.clone(), chain.to_string())).or_default().push(spec.to_string());
+        }
+    }
+    for (key, rules) in &before {
+        let got = &after[key];
+        if rewritten.contains(key) {
+            let mut seen = std::collections::HashSet::new();
+            let firsts: Vec<&String> = rules.iter().filter(|r| seen.insert(*r)).collect();
+            assert_eq!(got.iter().collect::<Vec<_>>(), firsts, "{key:?}: first copies in order");
+        } else {
+            assert_eq!(got, rules, "{key:?}: untouched");
+        }
+    }
+}
+
+/// Rule text: the line classifier, the argument splitter and the facts, on any string.
+pub fn save_format(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for line in text.lines() {
+        let _ = crate::iptables::save_format::classify(line);
+        let _ = crate::iptables::save_format::arguments(line);
+        let _ = crate::iptables::save_format::facts(line);
+        let _ = crate::iptables::save_format::header(line);
+    }
+}
