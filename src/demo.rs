@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use netprobe_lab::{dns_responder, iptables_dump, remove_all, Lab, LabError, Netns, NsThread};
+use netprobe_lab::{dns_responder, iptables_dump, remove_leftovers, Lab, LabError, Netns, NsThread};
 use netprobe_probes::net::signal;
 use netprobe_probes::{Error, Health};
 
@@ -24,12 +24,18 @@ fn lab_error(e: LabError) -> Error {
 
 pub fn run(args: DemoArgs) -> Result<Exit, Error> {
     if args.clean {
-        let removed = remove_all(PREFIX).map_err(lab_error)?;
+        // What --keep left and what killed runs left; never a demo that is still running.
+        let removed = remove_leftovers(PREFIX, true).map_err(lab_error)?;
         println!("removed {} demo namespace(s){}", removed.len(), if removed.is_empty() { "" } else { ":" });
         for name in removed {
             println!("  {name}");
         }
         return Ok(Exit::Healthy);
+    }
+    // A demo killed before it could clean up (SIGKILL) left its lab: remove it now.
+    let leftovers = remove_leftovers(PREFIX, false).map_err(lab_error)?;
+    if !leftovers.is_empty() {
+        println!("removed {} namespace(s) a killed demo left behind", leftovers.len());
     }
     for (tool, package) in
         [("ip", "iproute2"), ("iptables", "iptables"), ("iptables-restore", "iptables"), ("ss", "iproute2")]

@@ -67,4 +67,28 @@ fn the_demo_shows_every_verdict_and_leaves_nothing_behind() {
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
     assert!(demo_namespaces().is_empty(), "Ctrl-C removed the lab");
+
+    // --clean beside a running demo leaves it alone; a SIGKILLed demo's lab is a leftover that
+    // --clean removes, processes included.
+    let mut child = Command::new(bin)
+        .args(["demo", "iptables"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while demo_namespaces().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let running = demo_namespaces();
+    assert!(!running.is_empty());
+    let cleaned = Command::new(bin).args(["demo", "--clean"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&cleaned.stdout).starts_with("removed 0 demo namespace(s)"));
+    assert!(demo_namespaces().iter().all(|n| running.contains(n) || n.contains("iptables")), "still there");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!demo_namespaces().is_empty(), "SIGKILL leaves the lab behind");
+    let cleaned = Command::new(bin).args(["demo", "--clean"]).output().unwrap();
+    assert_eq!(cleaned.status.code(), Some(0));
+    assert!(demo_namespaces().is_empty(), "{}", String::from_utf8_lossy(&cleaned.stdout));
 }

@@ -12,7 +12,8 @@ use crate::wire::{vxlan, MacAddr};
 /// Capture files: the one-shot report and the watch replay of whatever the bytes are.
 pub fn capture_file(bytes: &[u8]) {
     let dir = std::env::temp_dir();
-    let path = dir.join(format!("netprobe-fuzz-{}-{:?}.pcap", std::process::id(), std::thread::current().id()));
+    let path =
+        dir.join(format!("netprobe-fuzz-{}-{:?}.pcap", std::process::id(), std::thread::current().id()));
     let Ok(mut file) = std::fs::File::create(&path) else { return };
     if file.write_all(bytes).is_err() {
         return;

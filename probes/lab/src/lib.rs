@@ -22,6 +22,7 @@ pub mod iptables_dump;
 use std::fmt;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -84,6 +85,7 @@ extern "C" fn report_skipped() {
 /// A set of namespaces and processes that lives as long as this value.
 pub struct Lab {
     id: String,
+    prefix: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
     /// Per-namespace counter for the next ethN name.
@@ -97,7 +99,7 @@ impl Lab {
     }
 
     /// Like [`Lab::new`], with every namespace name starting with `prefix` (so a later
-    /// [`remove_all`] can find what a kept lab left behind).
+    /// [`remove_leftovers`] can find what a kept or killed lab left behind).
     pub fn with_prefix(prefix: &str, tag: &str) -> Result<Lab> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -109,17 +111,25 @@ impl Lab {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
         let id = format!("{prefix}{}x{n}-{tag}", std::process::id());
-        Ok(Lab { id, namespaces: Vec::new(), children: Vec::new(), next_port: 0 })
+        Ok(Lab { id, prefix: prefix.to_string(), namespaces: Vec::new(), children: Vec::new(), next_port: 0 })
     }
 
     /// Ends this value without removing anything: the namespaces and processes stay up. Returns the
     /// namespaces' names.
     pub fn keep(mut self) -> Vec<String> {
+        // Marked kept: a later run removes leftovers of dead runs, but not these (only --clean).
+        let _ = std::fs::create_dir_all(KEPT_DIR);
+        let _ = std::fs::write(Path::new(KEPT_DIR).join(self.owner()), "");
         let names = std::mem::take(&mut self.namespaces);
         for child in std::mem::take(&mut self.children) {
             std::mem::forget(child);
         }
         names
+    }
+
+    /// The run this lab belongs to: its prefix and the pid of the process that made it.
+    fn owner(&self) -> String {
+        format!("{}{}", self.prefix, std::process::id())
     }
 
     /// A new namespace with loopback up.
@@ -214,19 +224,42 @@ impl Drop for Lab {
     }
 }
 
-/// Removes every namespace whose name starts with `prefix`, and the processes in them. Returns the
-/// names removed.
-pub fn remove_all(prefix: &str) -> Result<Vec<String>> {
+/// Where kept labs are marked (one empty file per run, named by its owner: prefix and pid).
+const KEPT_DIR: &str = "/run/netprobe-lab-kept";
+
+/// The run that made a lab namespace: `{prefix}{pid}` from a name `{prefix}{pid}x{n}-{tag}-{role}`.
+fn owner_of(prefix: &str, name: &str) -> Option<(String, u32)> {
+    let rest = name.strip_prefix(prefix)?;
+    let (pid, _) = rest.split_once('x')?;
+    let pid: u32 = pid.parse().ok()?;
+    Some((format!("{prefix}{pid}"), pid))
+}
+
+/// Whether the process `pid` still runs.
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the namespaces whose names start with `prefix` that no running process made (leftovers
+/// of a run that was killed, or kept ones when `kept_too`), with the processes in them. A run that
+/// is still going is never touched. Returns the names removed.
+pub fn remove_leftovers(prefix: &str, kept_too: bool) -> Result<Vec<String>> {
     let list = run(Command::new("ip").args(["netns", "list"]))?;
     let mut removed = Vec::new();
     for line in String::from_utf8_lossy(&list.stdout).lines() {
         let Some(name) = line.split_whitespace().next().filter(|n| n.starts_with(prefix)) else { continue };
+        let Some((owner, pid)) = owner_of(prefix, name) else { continue };
+        let marker = Path::new(KEPT_DIR).join(&owner);
+        if pid == std::process::id() || alive(pid) || (marker.exists() && !kept_too) {
+            continue;
+        }
         if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", name])) {
             for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", pid]).output();
             }
         }
         run(Command::new("ip").args(["netns", "del", name]))?;
+        let _ = std::fs::remove_file(marker);
         removed.push(name.to_string());
     }
     Ok(removed)
