@@ -2,22 +2,42 @@
 
 use std::time::Duration;
 
+use netprobe_probes::arp::services::{self, ServiceVip, ServicesReport};
 use netprobe_probes::arp::watch::{self, Claimant, WatchConfig, WatchEvent, WatchSummary};
-use netprobe_probes::arp::{self, ArpReport, Config, Responder};
+use netprobe_probes::arp::{self, ArpReport, Config, Node, Responder};
+use netprobe_probes::k8s::{self, ApiConfig};
+use netprobe_probes::net::interface;
 use netprobe_probes::Error;
 
 use crate::cli::ArpArgs;
 use crate::exit::Exit;
 use crate::output::{self, Format};
 
-pub fn run(args: ArpArgs, format: Format) -> Result<Exit, Error> {
-    if args.watch {
-        return run_watch(args, format);
+pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    if args.service.is_some() || args.all_services {
+        return run_services(args, api, format);
     }
-    let report = match &args.pcap {
-        Some(path) => arp::from_capture(path, args.vip, args.nodes)?,
+    let Some(vip) = args.vip else {
+        return Err(Error::invalid("arp", "give the VIP, --service NAMESPACE/NAME or --all-services"));
+    };
+    // Live and without --node: the cluster's nodes name the responders, when there is an API.
+    let mut label_note = None;
+    if args.nodes.is_empty() && args.pcap.is_none() && k8s::api_configured(api) {
+        let on = args.interface.clone().or_else(|| interface::route_to(vip).ok().map(|r| r.interface));
+        if let Some(on) = on {
+            (args.nodes, label_note) = cluster_labels(api, &on, IMPLICIT_API_LIMIT);
+        }
+    }
+    if args.watch {
+        if let Some(note) = &label_note {
+            eprintln!("netprobe: note: {note}");
+        }
+        return run_watch(vip, args, format);
+    }
+    let mut report = match &args.pcap {
+        Some(path) => arp::from_capture(path, vip, args.nodes)?,
         None => arp::probe(&Config {
-            target: args.vip,
+            target: vip,
             interface: args.interface,
             count: args.count,
             interval: args.interval.unwrap_or(Duration::from_millis(200)),
@@ -26,11 +46,149 @@ pub fn run(args: ArpArgs, format: Format) -> Result<Exit, Error> {
             nodes: args.nodes,
         })?,
     };
+    report.notes.extend(label_note);
     output::emit(&match format {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
     });
     Ok(Exit::from_health(report.health()))
+}
+
+/// How long a probe that only wants node names waits for an API nobody asked it to use.
+const IMPLICIT_API_LIMIT: Duration = Duration::from_secs(5);
+
+/// The cluster's nodes on `interface`'s segment as labels, or none and a note saying why.
+fn cluster_labels(api: &ApiConfig, interface: &str, limit: Duration) -> (Vec<Node>, Option<String>) {
+    match k8s::blocking_within(limit, k8s::nodes(api)) {
+        Ok(nodes) => (services::node_labels(&nodes, interface, |ip| interface::route_to(ip).ok()), None),
+        Err(e) => (Vec::new(), Some(format!("responders are not named by node: {e}"))),
+    }
+}
+
+/// `--service` and `--all-services`: the Services' VIPs on this host's segments, each probed.
+fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    let only = args.service.as_ref().map(|(namespace, name)| (namespace.as_str(), name.as_str()));
+    let services = k8s::blocking(k8s::load_balancers(api, only))?;
+    let (targets, skipped) =
+        services::plan(&services, args.interface.as_deref(), |ip| interface::route_to(ip).ok());
+    if let (Some((namespace, name)), true) = (&args.service, targets.is_empty()) {
+        let why: Vec<String> = skipped
+            .iter()
+            .map(|s| match s.vip {
+                Some(vip) => format!("{vip}: {}", s.reason),
+                None => s.reason.clone(),
+            })
+            .collect();
+        return Err(Error::could_not_run(format!("probing service {namespace}/{name}"), why.join("; ")));
+    }
+    // The nodes are read once; each VIP is labelled by the nodes on its own segment.
+    let (cluster_nodes, label_note) = if args.nodes.is_empty() && !targets.is_empty() {
+        match k8s::blocking(k8s::nodes(api)) {
+            Ok(nodes) => (nodes, None),
+            Err(e) => (Vec::new(), Some(format!("responders are not named by node: {e}"))),
+        }
+    } else {
+        (Vec::new(), None)
+    };
+    let configs: Vec<Config> = targets
+        .iter()
+        .map(|t| Config {
+            target: t.vip,
+            interface: Some(t.interface.clone()),
+            count: args.count,
+            interval: args.interval.unwrap_or(Duration::from_millis(200)),
+            wait: args.wait,
+            source: args.source,
+            nodes: if args.nodes.is_empty() {
+                services::node_labels(&cluster_nodes, &t.interface, |ip| interface::route_to(ip).ok())
+            } else {
+                args.nodes.clone()
+            },
+        })
+        .collect();
+    let reports = services::probe_each(&configs)?;
+    let vips = targets
+        .into_iter()
+        .zip(reports)
+        .map(|(target, mut report)| {
+            report.notes.extend(label_note.clone());
+            ServiceVip { service: target.service, report }
+        })
+        .collect();
+    let report = ServicesReport::new(vips, skipped);
+    output::emit(&match format {
+        Format::Json => output::json(&report),
+        Format::Table => render_services(&report),
+    });
+    Ok(Exit::from_health(report.verdict))
+}
+
+/// One VIP: its full table under the Service's name. Several: one row per VIP, then what is wrong.
+fn render_services(report: &ServicesReport) -> String {
+    if let ([one], []) = (report.vips.as_slice(), report.skipped.as_slice()) {
+        let table = render_table(&one.report);
+        let (verdict, rest) = table.split_once('\n').unwrap_or((&table, ""));
+        return format!(
+            "{verdict}\nservice {}, VIP {} from its status.loadBalancer.ingress\n{rest}",
+            one.service, one.report.target
+        );
+    }
+    let count = |v: arp::Verdict| report.vips.iter().filter(|x| x.report.verdict == v).count();
+    let mut headline = format!(
+        "{} VIP(s) probed: {} ok, {} duplicate, {} no-reply",
+        report.vips.len(),
+        count(arp::Verdict::Ok),
+        count(arp::Verdict::Duplicate),
+        count(arp::Verdict::NoReply)
+    );
+    if !report.skipped.is_empty() {
+        headline.push_str(&format!("; {} skipped", report.skipped.len()));
+    }
+    let word = match report.verdict {
+        netprobe_probes::Health::Ok => "ok",
+        netprobe_probes::Health::Fault => "fault",
+        netprobe_probes::Health::CouldNotRun => "incomplete",
+    };
+    let mut text = format!("{}  {headline}\n", output::verdict(word, report.verdict));
+    if !report.vips.is_empty() {
+        let mut table = output::table(&["service", "vip", "verdict", "answered by"]);
+        for vip in &report.vips {
+            let by: Vec<String> = vip.report.responders.iter().map(|r| labelled(&r.mac, &r.node)).collect();
+            table.add_row(vec![
+                vip.service.clone(),
+                vip.report.target.to_string(),
+                vip.report.verdict.as_str().to_string(),
+                if by.is_empty() { "-".into() } else { by.join(", ") },
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&table.to_string());
+        text.push('\n');
+    }
+    let wrong: Vec<&ServiceVip> =
+        report.vips.iter().filter(|v| v.report.verdict != arp::Verdict::Ok).collect();
+    if !wrong.is_empty() {
+        text.push('\n');
+        for vip in wrong {
+            text.push_str(&format!("{} {}: {}\n", vip.service, vip.report.target, vip.report.summary));
+            if let Some(next) = &vip.report.next_step {
+                text.push_str(&format!("  next: {next}\n"));
+            }
+        }
+    }
+    if !report.skipped.is_empty() {
+        text.push('\n');
+        for skipped in &report.skipped {
+            let vip = skipped.vip.map(|v| format!(" {v}")).unwrap_or_default();
+            text.push_str(&format!("skipped {}{vip}: {}\n", skipped.service, skipped.reason));
+        }
+    }
+    let mut notes: Vec<&String> = report.vips.iter().flat_map(|v| &v.report.notes).collect();
+    notes.dedup();
+    for note in notes {
+        text.push_str(&format!("\nnote: {note}\n"));
+    }
+    text
 }
 
 /// Verdict first, then one row per MAC, then where to look next.
@@ -120,7 +278,7 @@ fn note(responder: &Responder) -> String {
 }
 
 /// `--watch`: events as they happen (a line each), then the summary.
-fn run_watch(args: ArpArgs, format: Format) -> Result<Exit, Error> {
+fn run_watch(vip: std::net::Ipv4Addr, args: ArpArgs, format: Format) -> Result<Exit, Error> {
     let print = |event: &WatchEvent| {
         output::emit(&match format {
             Format::Json => output::json(event),
@@ -128,10 +286,10 @@ fn run_watch(args: ArpArgs, format: Format) -> Result<Exit, Error> {
         })
     };
     let summary = match &args.pcap {
-        Some(path) => watch::watch_capture(path, args.vip, args.nodes, print)?,
+        Some(path) => watch::watch_capture(path, vip, args.nodes, print)?,
         None => watch::watch_live(
             &WatchConfig {
-                target: args.vip,
+                target: vip,
                 interface: args.interface,
                 interval: args.interval.unwrap_or(Duration::from_secs(1)),
                 duration: args.duration,

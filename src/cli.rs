@@ -157,10 +157,23 @@ sudo netprobe arp 192.0.2.100\n  \
 sudo netprobe arp 192.0.2.100 --watch --tcp 192.0.2.100:80 --duration 10m\n  \
 sudo netprobe arp 192.0.2.100 -i eth0 --node node-a=192.0.2.11 --node node-b=192.0.2.12\n  \
 sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n  \
-netprobe arp 192.0.2.100 --pcap vip.pcap -o json")]
+netprobe arp 192.0.2.100 --pcap vip.pcap -o json\n  \
+kubectl netprobe arp --service metallb-test/web   # its VIP(s), responders named by node\n  \
+kubectl netprobe arp --all-services               # every LoadBalancer VIP on this segment")]
 pub struct ArpArgs {
-    /// The address to resolve, e.g. a LoadBalancer VIP.
-    pub vip: Ipv4Addr,
+    /// The address to resolve, e.g. a LoadBalancer VIP. With a kubeconfig (or in a pod), responders
+    /// are named by the cluster's nodes unless --node is given.
+    #[arg(required_unless_present_any = ["service", "all_services"], conflicts_with_all = ["service", "all_services"])]
+    pub vip: Option<Ipv4Addr>,
+
+    /// Probe the VIP(s) of this LoadBalancer Service (status.loadBalancer.ingress), responders
+    /// named by node (--kubeconfig, --context).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service, conflicts_with_all = ["all_services", "pcap", "watch"])]
+    pub service: Option<(String, String)>,
+
+    /// Probe every LoadBalancer VIP on this host's segments (of -i, when given): one row per VIP.
+    #[arg(long, conflicts_with_all = ["pcap", "watch"])]
+    pub all_services: bool,
 
     /// Interface to probe on [default: the interface of the route to VIP].
     #[arg(short, long)]
@@ -223,11 +236,21 @@ fn parse_tcp_target(text: &str) -> Result<SocketAddr, String> {
 #[command(after_help = "Examples:\n  \
 export NETPROBE_TOKEN=...            # the agents' token\n  \
 netprobe vxlan 198.51.100.1 203.0.113.2\n  \
-netprobe vxlan node1 node2 node3 -o json")]
+netprobe vxlan node1 node2 node3 -o json\n  \
+kubectl netprobe vxlan --all-nodes    # every Node of the cluster, agents from deploy/kubernetes/")]
 pub struct VxlanArgs {
     /// Agent addresses of the nodes: two test both directions, more test every ordered pair.
-    #[arg(required = true, num_args = 2.., value_name = "NODE")]
+    #[arg(required_unless_present = "all_nodes", num_args = 2.., value_name = "NODE")]
     pub nodes: Vec<String>,
+
+    /// Probe every Node of the cluster (control-plane nodes too), each at its InternalIP, labelled
+    /// by its name; nodes where no agent answers are named, not probed (--kubeconfig, --context).
+    #[arg(long, conflicts_with = "nodes")]
+    pub all_nodes: bool,
+
+    /// The agents' port, for nodes given without one and with --all-nodes.
+    #[arg(long, default_value_t = netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT)]
+    pub agent_port: u16,
 
     /// The VXLAN port (8472 for flannel and Cilium on Linux; 4789 is the IANA port).
     #[arg(long, default_value_t = 8472)]
@@ -488,6 +511,15 @@ fn parse_duration_max(text: &str, max: Duration) -> Result<Duration, String> {
         return Err(format!("at most {}", humantime::format_duration(max)));
     }
     Ok(value)
+}
+
+fn parse_service(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((namespace.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{text:?}: write NAMESPACE/NAME, e.g. metallb-test/web")),
+    }
 }
 
 fn parse_node(text: &str) -> Result<Node, String> {

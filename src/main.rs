@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let format = cli.format();
     let api = cli.api();
     let result = match cli.command {
-        Command::Arp(args) => arp::run(args, format),
+        Command::Arp(args) => arp::run(args, &api, format),
         Command::Demo(args) => demo::run(args),
         Command::Completions { shell } => {
             let mut text = Vec::new();
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             output::emit(&String::from_utf8_lossy(&text));
             Ok(Exit::Healthy)
         }
-        Command::Vxlan(args) => vxlan::run(args, format),
+        Command::Vxlan(args) => vxlan::run(args, &api, format),
         Command::Agent(args) => vxlan::agent(args),
         Command::Dns(args) => dns::run(args, &api, format),
         Command::Iptables(args) => iptables::run(args, format),

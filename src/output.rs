@@ -51,6 +51,17 @@ pub fn table(header: &[&str]) -> Table {
     table
 }
 
+/// A from-by-to matrix: the corner's header upper case, the columns (names of things, as node
+/// names are) as they are written.
+pub fn matrix(corner: &str, columns: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(std::iter::once(corner.to_uppercase()).chain(columns.iter().map(|c| c.to_string())));
+    table
+}
+
 /// A count with thousands separators, as people read them: 1055488 -> 1,055,488.
 pub fn count(n: u64) -> String {
     let digits = n.to_string();

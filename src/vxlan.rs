@@ -1,5 +1,6 @@
 //! `netprobe vxlan` and `netprobe agent`: flags to configs, and the mesh as a from x to matrix.
 
+use netprobe_probes::k8s::{self, ApiConfig};
 use netprobe_probes::vxlan::agent::{self, AgentConfig};
 use netprobe_probes::vxlan::{self, Config, PairVerdict, VxlanReport};
 use netprobe_probes::{Error, Health};
@@ -36,16 +37,29 @@ pub fn agent(args: AgentArgs) -> Result<Exit, Error> {
     Ok(Exit::Healthy)
 }
 
-pub fn run(args: VxlanArgs, format: Format) -> Result<Exit, Error> {
-    let nodes = args.nodes.iter().map(|n| vxlan::parse_node(n)).collect::<Result<Vec<_>, _>>()?;
-    let report = vxlan::run(Config {
+pub fn run(args: VxlanArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    if args.agent_port == 0 {
+        return Err(Error::invalid("--agent-port 0", "give the agents' port, e.g. 9473"));
+    }
+    let token = token(None)?;
+    let (nodes, untested) = if args.all_nodes {
+        vxlan::nodes_from_cluster(&k8s::blocking(k8s::nodes(api))?, args.agent_port)
+    } else {
+        let nodes = args.nodes.iter().map(|n| vxlan::parse_node(n, args.agent_port));
+        (nodes.collect::<Result<Vec<_>, _>>()?, Vec::new())
+    };
+    let mut report = vxlan::run(Config {
         nodes,
-        token: token(None)?,
+        token,
         port: args.port,
         vni: args.vni,
         count: args.count,
         timeout: args.timeout,
+        skip_unanswering: args.all_nodes,
     })?;
+    // Nodes the API gave without an address come first: they were never asked.
+    report.untested.splice(0..0, untested);
+    report.verdict = VxlanReport::health_of(&report.pairs, &report.untested);
     output::emit(&match format {
         Format::Json => output::json(&report),
         Format::Table => render_table(&report),
@@ -53,10 +67,21 @@ pub fn run(args: VxlanArgs, format: Format) -> Result<Exit, Error> {
     Ok(Exit::from_health(report.verdict))
 }
 
+/// Up to this many nodes the table is a from-by-to matrix; above, a list of the directions that
+/// are not ok.
+const MATRIX_MAX_NODES: usize = 8;
+
 fn render_table(report: &VxlanReport) -> String {
     let bad: Vec<_> = report.pairs.iter().filter(|p| p.verdict.health() != Health::Ok).collect();
     let unverified = report.pairs.iter().filter(|p| p.verdict == PairVerdict::Unverified).count();
-    let mut headline = if bad.is_empty() {
+    let mut headline = if bad.is_empty() && !report.untested.is_empty() {
+        format!(
+            "VXLAN on UDP {} passes in all {} direction(s) probed; {} node(s) untested",
+            report.port,
+            report.pairs.len(),
+            report.untested.len()
+        )
+    } else if bad.is_empty() {
         format!("VXLAN on UDP {} passes in all {} direction(s)", report.port, report.pairs.len())
     } else {
         format!("{} of {} direction(s) fail on UDP {}", bad.len(), report.pairs.len(), report.port)
@@ -64,39 +89,55 @@ fn render_table(report: &VxlanReport) -> String {
     if unverified > 0 {
         headline.push_str(&format!("; delivery past the firewall unverified in {unverified}"));
     }
-    let word = if report.verdict == Health::Ok { "ok" } else { "fault" };
+    let word = match report.verdict {
+        Health::Ok => "ok",
+        Health::Fault => "fault",
+        Health::CouldNotRun => "incomplete",
+    };
     let mut text = format!(
         "{}  {headline} (VNI {}, {} probes each)\n\n",
         output::verdict(word, report.verdict),
         report.vni,
         report.count
     );
-    // The matrix: one row per source, one column per destination.
-    let mut nodes: Vec<std::net::Ipv4Addr> = Vec::new();
+    // The matrix: one row per source, one column per destination, each node by its label.
+    let mut nodes: Vec<&str> = Vec::new();
     for p in &report.pairs {
-        for ip in [p.from, p.to] {
-            if !nodes.contains(&ip) {
-                nodes.push(ip);
+        for label in [&p.from_node, &p.to_node] {
+            if !nodes.contains(&label.as_str()) {
+                nodes.push(label);
             }
         }
     }
-    let header: Vec<String> =
-        std::iter::once("from \\ to".to_string()).chain(nodes.iter().map(ToString::to_string)).collect();
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let mut table = output::table(&header);
-    for from in &nodes {
-        let mut row = vec![from.to_string()];
-        for to in &nodes {
-            row.push(match report.pairs.iter().find(|p| p.from == *from && p.to == *to) {
-                None => "-".into(),
-                Some(p) if p.verdict == PairVerdict::Ok => format!("ok {}/{}", p.arrived, p.sent),
-                Some(p) => format!("{} {}/{}", p.verdict.as_str().to_uppercase(), p.arrived, p.sent),
-            });
+    let cell = |p: &vxlan::PairReport| match p.verdict {
+        PairVerdict::Ok => format!("ok {}/{}", p.arrived, p.sent),
+        verdict => format!("{} {}/{}", verdict.as_str().to_uppercase(), p.arrived, p.sent),
+    };
+    if nodes.len() <= MATRIX_MAX_NODES {
+        let mut table = output::matrix("from \\ to", &nodes);
+        for from in &nodes {
+            let mut row = vec![from.to_string()];
+            for to in &nodes {
+                row.push(match report.pairs.iter().find(|p| p.from_node == *from && p.to_node == *to) {
+                    None => "-".into(),
+                    Some(p) => cell(p),
+                });
+            }
+            table.add_row(row);
         }
-        table.add_row(row);
+        text.push_str(&table.to_string());
+        text.push('\n');
+    } else {
+        // Too many nodes for a matrix to be read: the directions that are not ok, one a line.
+        let mut table = output::table(&["from", "to", "result"]);
+        for p in report.pairs.iter().filter(|p| p.verdict != PairVerdict::Ok) {
+            table.add_row(vec![p.from_node.clone(), p.to_node.clone(), cell(p)]);
+        }
+        if table.row_count() > 0 {
+            text.push_str(&table.to_string());
+            text.push('\n');
+        }
     }
-    text.push_str(&table.to_string());
-    text.push('\n');
     let explained: Vec<_> = report.pairs.iter().filter(|p| p.verdict != PairVerdict::Ok).collect();
     if !explained.is_empty() {
         text.push('\n');
@@ -105,7 +146,17 @@ fn render_table(report: &VxlanReport) -> String {
                 vxlan::ControlUdp::Ok => "ok",
                 vxlan::ControlUdp::Lost => "lost",
             };
-            text.push_str(&format!("{} -> {}: {} (control UDP {control})\n", p.from, p.to, p.diagnosis));
+            text.push_str(&format!(
+                "{} -> {}: {} (control UDP {control})\n",
+                p.from_node, p.to_node, p.diagnosis
+            ));
+        }
+    }
+    if !report.untested.is_empty() {
+        text.push('\n');
+        for node in &report.untested {
+            let ip = node.ip.map(|ip| format!(" ({ip})")).unwrap_or_default();
+            text.push_str(&format!("untested {}{ip}: {}\n", node.node, node.reason));
         }
     }
     text
@@ -129,6 +180,7 @@ mod tests {
             vni: DEFAULT_VNI,
             count: 5,
             timeout: Duration::ZERO,
+            skip_unanswering: false,
         };
         let (a, b, c) =
             (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 2), Ipv4Addr::new(192, 0, 2, 3));
@@ -157,7 +209,56 @@ mod tests {
             judge(&config, c, b, &sent(5), &arrived(5, vec![], None)),
         ];
         let verdict = Health::worst(pairs.iter().map(|p| p.verdict.health()));
-        let report = VxlanReport { probe: "vxlan", port: 8472, vni: DEFAULT_VNI, count: 5, verdict, pairs };
+        let report = VxlanReport {
+            probe: "vxlan",
+            port: 8472,
+            vni: DEFAULT_VNI,
+            count: 5,
+            verdict,
+            pairs,
+            untested: vec![],
+        };
+        insta::assert_snapshot!(render_table(&report));
+    }
+
+    #[test]
+    fn nodes_from_the_api_by_name_and_the_untested_ones_with_the_fix() {
+        std::env::set_var("NO_COLOR", "1");
+        let config = Config {
+            nodes: vec![],
+            token: String::new(),
+            port: 8472,
+            vni: DEFAULT_VNI,
+            count: 5,
+            timeout: Duration::ZERO,
+            skip_unanswering: true,
+        };
+        let (a, b) = (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(198, 51, 100, 2));
+        let sent = SendResponse {
+            sent: 5,
+            left_source: 5,
+            control_left: 5,
+            send_error: None,
+            dropping_rules: vec![],
+            counters_error: None,
+        };
+        let arrived =
+            CollectResponse { arrived: 5, control_arrived: 5, dropping_rules: vec![], counters_error: None };
+        let mut pairs = vec![judge(&config, a, b, &sent, &arrived), judge(&config, b, a, &sent, &arrived)];
+        (pairs[0].from_node, pairs[0].to_node) = ("cp-1".into(), "worker-1".into());
+        (pairs[1].from_node, pairs[1].to_node) = ("worker-1".into(), "cp-1".into());
+        let untested = vec![netprobe_probes::vxlan::UntestedNode {
+            node: "worker-2".into(),
+            ip: Some(Ipv4Addr::new(198, 51, 100, 3)),
+            reason: format!(
+                "agent worker-2 (198.51.100.3:9473): unreachable (connection refused): {}",
+                netprobe_probes::vxlan::DEPLOY_HINT
+            ),
+        }];
+        let verdict = VxlanReport::health_of(&pairs, &untested);
+        assert_eq!(verdict, Health::CouldNotRun);
+        let report =
+            VxlanReport { probe: "vxlan", port: 8472, vni: DEFAULT_VNI, count: 5, verdict, pairs, untested };
         insta::assert_snapshot!(render_table(&report));
     }
 }

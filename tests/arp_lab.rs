@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use netprobe_lab::fake_api::{fixture, FakeApi};
 use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
 use netprobe_probes::net::capture::LiveCapture;
 use netprobe_probes::net::Link;
@@ -60,7 +61,12 @@ impl Run {
 }
 
 fn netprobe_in(ns: &Netns, args: &[&str]) -> Run {
-    let output = ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).output().unwrap();
+    netprobe_env(ns, args, &[])
+}
+
+fn netprobe_env(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output =
+        ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).envs(env.iter().copied()).output().unwrap();
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -285,6 +291,118 @@ fn a_tcpdump_capture_gives_the_live_verdict() -> TestResult {
         }
     }
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The API as the cluster serves it: the Nodes (two of them the speakers, one on another subnet,
+/// one without an address yet) and the LoadBalancer Services.
+fn cluster_api(ns: &Netns) -> FakeApi {
+    FakeApi::start(
+        ns,
+        vec![
+            ("/api/v1/nodes", 200, fixture("nodes-l2.json")),
+            ("/api/v1/namespaces/metallb-test/services/web", 200, fixture("service-web-loadbalancer.json")),
+            ("/api/v1/services", 200, fixture("services-loadbalancers.json")),
+        ],
+    )
+}
+
+fn node_of(report: &Value, mac: &str) -> String {
+    let responders = report["responders"].as_array().unwrap();
+    let responder = responders.iter().find(|r| r["mac"] == mac).unwrap_or_else(|| panic!("{mac}: {report}"));
+    responder["node"].as_str().unwrap_or("(none)").to_string()
+}
+
+#[test]
+fn a_services_vip_comes_from_the_api_and_speakers_are_named_by_node_without_node_flags() -> TestResult {
+    let Some(seg) = segment("arp-svc", &[(SP1, true), (SP2, true)]) else { return Ok(()) };
+    let api = cluster_api(&seg.client);
+    let kubeconfig = api.kubeconfig();
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+
+    let run = netprobe_env(&seg.client, &["arp", "--service", "metallb-test/web", "-o", "json"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    let vip = &report["vips"][0];
+    assert_eq!((vip["service"].as_str(), vip["target"].as_str()), (Some("metallb-test/web"), Some(VIP)));
+    assert_eq!(vip["verdict"], "duplicate");
+    assert_eq!(node_of(vip, SP1.2), "k8s-worker-1");
+    assert_eq!(node_of(vip, SP2.2), "k8s-worker-2");
+    let labelled: Vec<&str> =
+        vip["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(labelled, ["k8s-worker-1", "k8s-worker-2"], "only the nodes on this segment");
+
+    // The table says the same, by node name.
+    let run = netprobe_env(&seg.client, &["arp", "--service", "metallb-test/web"], &env);
+    assert!(run.stdout.contains("service metallb-test/web, VIP 192.0.2.100"), "{}", run.stdout);
+    assert!(run.stdout.contains("k8s-worker-1") && run.stdout.contains("k8s-worker-2"), "{}", run.stdout);
+
+    // A plain VIP with a kubeconfig: the same names, still without --node.
+    let run = netprobe_env(&seg.client, &["arp", VIP, "-o", "json"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(node_of(&run.json(), SP2.2), "k8s-worker-2");
+
+    // A Service that does not exist: one line, exit 2.
+    let run = netprobe_env(&seg.client, &["arp", "--service", "metallb-test/nope"], &env);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("service metallb-test/nope") && run.stderr.lines().count() == 1,
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn all_services_gives_a_row_per_vip_on_this_segment_and_says_why_the_others_were_skipped() -> TestResult {
+    let Some(seg) = segment("arp-allsvc", &[(SP1, true), (SP2, true)]) else { return Ok(()) };
+    // metallb-test/api's VIP is announced by one speaker only.
+    seg.speakers[0].sh("ip addr add 192.0.2.101/32 dev eth0")?;
+    let api = cluster_api(&seg.client);
+    let kubeconfig = api.kubeconfig();
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let run = netprobe_env(&seg.client, &["arp", "--all-services", "-o", "json"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["verdict"], "fault");
+    let rows: Vec<(String, String)> = report["vips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["service"].as_str().unwrap().into(), v["verdict"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("metallb-test/web".into(), "duplicate".into()), ("metallb-test/api".into(), "ok".into())]
+    );
+    assert_eq!(node_of(&report["vips"][1], SP1.2), "k8s-worker-1");
+    let skipped: Vec<&str> =
+        report["skipped"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(skipped, ["shop/checkout", "shop/pending"], "a VIP with no route here, one with no IP yet");
+
+    let run = netprobe_env(&seg.client, &["arp", "--all-services"], &env);
+    assert!(
+        run.stdout.starts_with("FAULT  2 VIP(s) probed: 1 ok, 1 duplicate, 0 no-reply; 2 skipped"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("skipped shop/checkout 203.0.113.50: no route from this host"),
+        "{}",
+        run.stdout
+    );
+
+    // Without RBAC to list services: exit 3 naming the verb.
+    drop(api);
+    let forbidden = FakeApi::start(&seg.client, vec![("/api/v1/services", 403, fixture("forbidden.json"))]);
+    let kubeconfig = forbidden.kubeconfig();
+    let run = netprobe_env(
+        &seg.client,
+        &["arp", "--all-services"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("list services in the core API group"), "{}", run.stderr);
     Ok(())
 }
 

@@ -3,13 +3,11 @@
 //! Discovery goes through kube's client to a small HTTP server in the client's namespace that
 //! serves the responses in tests/fixtures/k8s/.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
+use netprobe_lab::fake_api::{fixture, FakeApi};
+use netprobe_lab::{lab_or_skip, Lab, Netns};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -230,99 +228,6 @@ fn a_truncated_udp_reply_is_asked_again_over_tcp() -> TestResult {
     Ok(())
 }
 
-/// A tiny HTTP/1.1 server on 127.0.0.1 inside `ns`, answering GETs from `routes` (path prefix,
-/// status, body). Stops when dropped.
-struct FakeApi {
-    port: u16,
-    _thread: NsThread,
-}
-
-impl FakeApi {
-    fn start(ns: &Netns, routes: Vec<(&'static str, u16, String)>) -> FakeApi {
-        let (thread, port) = NsThread::start(ns, move |stop, ready| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.set_nonblocking(true).unwrap();
-            ready.send(listener.local_addr().unwrap().port()).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        serve(stream, &routes);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        })
-        .expect("fake API server started");
-        FakeApi { port, _thread: thread }
-    }
-
-    fn kubeconfig(&self, dir: &std::path::Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://127.0.0.1:{}\n\
-                 contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n\
-                 users:\n- name: lab\n  user:\n    token: lab-token\n",
-                self.port
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
-
-/// Answers requests on one keep-alive connection until the client closes it.
-fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)]) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut content_length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            if header == "\r\n" {
-                break;
-            }
-            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; content_length];
-        let _ = reader.read_exact(&mut body);
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-        let (status, body) = routes
-            .iter()
-            .find(|(prefix, _, _)| path.starts_with(prefix))
-            .map(|(_, status, body)| (*status, body.clone()))
-            .unwrap_or((
-                404,
-                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
-                    .into(),
-            ));
-        let response = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s").join(name))
-        .unwrap()
-}
-
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices";
 const SERVICE: &str = "/api/v1/namespaces/kube-system/services/kube-dns";
 
@@ -336,7 +241,7 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
             (SERVICE, 200, fixture("service-kube-dns.json")),
         ],
     );
-    let kubeconfig = api.kubeconfig(&lab.dir);
+    let kubeconfig = api.kubeconfig();
     // 60 queries per protocol: enough for the Service's failure share to be told apart (see
     // dns::share_explains), so the finding below is not a matter of luck.
     let args = [
@@ -378,15 +283,17 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
 fn a_forbidden_api_is_exit_3_naming_the_permission() -> TestResult {
     let Some(lab) = dns_lab("dns-rbac") else { return Ok(()) };
     let api = FakeApi::start(&lab.client, vec![(SLICES, 403, fixture("forbidden.json"))]);
-    let kubeconfig = api.kubeconfig(&lab.dir);
+    let kubeconfig = api.kubeconfig();
     let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("list endpointslices in discovery.k8s.io"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
-    // An API nobody listens on: exit 3 too.
+    // An API nobody listens on (the same kubeconfig, kept past the server): exit 3 too.
+    let dead = lab.dir.join("kubeconfig-dead");
+    std::fs::copy(&kubeconfig, &dead)?;
     drop(api);
-    let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", dead.to_str().unwrap())]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("unreachable"), "{err}");
     Ok(())
@@ -530,7 +437,7 @@ fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
         &lab.client,
         vec![(SLICES, 200, fixture(ROLLING)), (SERVICE, 200, fixture("service-kube-dns-dualstack.json"))],
     );
-    let kubeconfig = api.kubeconfig(&lab.dir);
+    let kubeconfig = api.kubeconfig();
     let args = [
         "dns",
         "--count",
@@ -585,7 +492,7 @@ fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
         &lab.client,
         vec![(SLICES, 200, fixture(ROLLING)), (SERVICE, 403, fixture("forbidden.json"))],
     );
-    let kubeconfig = api.kubeconfig(&lab.dir);
+    let kubeconfig = api.kubeconfig();
     let with_ip = [&args[..], &["--service-ip", "192.0.2.10", "--family", "4"]].concat();
     let (code, out, err) = netprobe(&lab.client, &with_ip, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert!(code == 0 || code == 1, "{err}{out}");

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use netprobe_lab::fake_api::{fixture, FakeApi};
 use netprobe_lab::{lab_or_skip, Lab, Netns};
 use serde_json::Value;
 
@@ -277,5 +278,62 @@ fn agents_that_cannot_read_their_firewall_say_so() -> TestResult {
         assert_eq!((p["arrived"].as_u64(), p["verdict"].as_str()), (Some(5), Some("unverified")), "{p}");
         assert!(p["delivery_note"].as_str().unwrap().contains("not installed"), "{p}");
     }
+    Ok(())
+}
+
+#[test]
+fn all_nodes_come_from_the_api_named_and_a_node_without_an_agent_is_named_with_the_fix() -> TestResult {
+    let Some(mut c) = cluster("vx-allnodes", 3) else { return Ok(()) };
+    // The API lists the three nodes (control plane included); node3's agent is not running.
+    let api = FakeApi::start(&c.nodes[0].0, vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))]);
+    let stopped = c.agents[2];
+    c.lab.kill(stopped);
+    let run = |args: &[&str]| {
+        let output = c.nodes[0]
+            .0
+            .command(env!("CARGO_BIN_EXE_netprobe"))
+            .args(["vxlan", "--all-nodes", "--timeout", "500ms"])
+            .args(args)
+            .env("NETPROBE_TOKEN", TOKEN)
+            .env("KUBECONFIG", api.kubeconfig())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+    };
+    let (code, out, err) = run(&["-o", "json"]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(code, 3, "a mesh with a node unchecked is not ok: {report}");
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (p["from_node"].as_str(), p["to_node"].as_str()),
+        (Some("k8s-cp-1"), Some("k8s-worker-1")),
+        "{p}"
+    );
+    assert_eq!(p["verdict"], "ok", "{p}");
+    assert_eq!(report["pairs"].as_array().unwrap().len(), 2, "{report}");
+    let untested = &report["untested"][0];
+    assert_eq!(
+        (untested["node"].as_str(), untested["ip"].as_str()),
+        (Some("k8s-worker-2"), Some("192.0.2.3"))
+    );
+    assert!(
+        untested["reason"].as_str().unwrap().contains("kubectl apply -k deploy/kubernetes/"),
+        "{untested}"
+    );
+
+    let (_, table, _) = run(&[]);
+    assert!(table.contains("k8s-cp-1") && table.contains("k8s-worker-1"), "{table}");
+    assert!(table.contains("untested k8s-worker-2 (192.0.2.3)"), "{table}");
+
+    // Explicit nodes still work, with the agents' port given once.
+    let output = c.nodes[0]
+        .0
+        .command(env!("CARGO_BIN_EXE_netprobe"))
+        .args(["vxlan", N1, N2, "--agent-port", "9473", "--timeout", "500ms"])
+        .env("NETPROBE_TOKEN", TOKEN)
+        .output()?;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     Ok(())
 }

@@ -17,6 +17,7 @@
 pub mod dns_relay;
 pub mod dns_responder;
 pub mod dns_servers;
+pub mod fake_api;
 pub mod iptables_dump;
 
 use std::fmt;

@@ -6,6 +6,7 @@
 //! [`tally::Tally`] reads live frames and capture files, so both give the same verdict.
 
 mod report;
+pub mod services;
 mod tally;
 pub mod watch;
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -87,8 +87,7 @@ pub fn discover_blocking(
     port_name: &str,
     want_cluster_ips: bool,
 ) -> Result<Discovered> {
-    let runtime = crate::net::runtime("starting the Kubernetes client", None)?;
-    runtime.block_on(discover(api, namespace, service, port_name, want_cluster_ips))
+    blocking(discover(api, namespace, service, port_name, want_cluster_ips))
 }
 
 /// The EndpointSlices labelled `kubernetes.io/service-name=SERVICE` in `namespace`, each endpoint
@@ -175,6 +174,141 @@ fn endpoints_of(slices: Vec<EndpointSlice>, port_name: &str) -> Vec<ServiceEndpo
         }
     }
     out
+}
+
+/// A node of the cluster, as the probes need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    /// The node's InternalIP (the first IPv4 one when there are both families).
+    pub internal_ip: Option<IpAddr>,
+    /// Labelled node-role.kubernetes.io/control-plane (or master).
+    pub control_plane: bool,
+}
+
+/// Every Node, control-plane nodes included.
+pub async fn nodes(api: &ApiConfig) -> Result<Vec<ClusterNode>> {
+    let Connected { client, server } = api.connect().await?;
+    let list = Api::<Node>::all(client)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(e, "listing nodes", "list nodes in the core API group", &server))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|node| {
+            let labels = node.metadata.labels.unwrap_or_default();
+            let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+            let internal: Vec<IpAddr> = addresses
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect();
+            ClusterNode {
+                name: node.metadata.name.unwrap_or_default(),
+                internal_ip: internal.iter().find(|ip| ip.is_ipv4()).or(internal.first()).copied(),
+                control_plane: labels.contains_key("node-role.kubernetes.io/control-plane")
+                    || labels.contains_key("node-role.kubernetes.io/master"),
+            }
+        })
+        .collect())
+}
+
+/// A Service of type LoadBalancer and the addresses its status gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub namespace: String,
+    pub name: String,
+    /// status.loadBalancer.ingress[].ip
+    pub ips: Vec<IpAddr>,
+}
+
+/// One Service's load-balancer addresses (`Some((namespace, name))`), or every LoadBalancer Service's.
+pub async fn load_balancers(api: &ApiConfig, only: Option<(&str, &str)>) -> Result<Vec<LoadBalancer>> {
+    let Connected { client, server } = api.connect().await?;
+    let services: Vec<Service> = match only {
+        Some((namespace, name)) => {
+            let api = Api::<Service>::namespaced(client, namespace);
+            let found = api.get_opt(name).await.map_err(|e| {
+                api_error(
+                    e,
+                    &format!("reading service {namespace}/{name}"),
+                    "get services in the core API group",
+                    &server,
+                )
+            })?;
+            let service = found.ok_or_else(|| {
+                Error::invalid(format!("service {namespace}/{name}"), "not found (kubectl get svc -A)")
+            })?;
+            vec![service]
+        }
+        None => {
+            Api::<Service>::all(client)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| {
+                    api_error(e, "listing services", "list services in the core API group", &server)
+                })?
+                .items
+        }
+    };
+    Ok(services
+        .into_iter()
+        .filter(|s| {
+            only.is_some() || s.spec.as_ref().and_then(|spec| spec.type_.as_deref()) == Some("LoadBalancer")
+        })
+        .map(|s| LoadBalancer {
+            namespace: s.metadata.namespace.unwrap_or_default(),
+            name: s.metadata.name.unwrap_or_default(),
+            ips: s
+                .status
+                .and_then(|st| st.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip.and_then(|ip| ip.parse().ok()))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Runs one of the async look-ups above on a runtime of its own, for at most 30 s (kube's own
+/// read timeout is minutes).
+pub fn blocking<T>(lookup: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    blocking_within(std::time::Duration::from_secs(30), lookup)
+}
+
+/// [`blocking`] with a limit of its own.
+pub fn blocking_within<T>(
+    limit: std::time::Duration,
+    lookup: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let runtime = crate::net::runtime("starting the Kubernetes client", None)?;
+    runtime.block_on(async {
+        tokio::time::timeout(limit, lookup).await.map_err(|_| {
+            Error::could_not_run(
+                "reading the Kubernetes API",
+                format!(
+                    "no answer within {} s: is the server in the kubeconfig reachable from here?",
+                    limit.as_secs()
+                ),
+            )
+        })?
+    })
+}
+
+/// Whether there is any way to the API: a flag, KUBECONFIG, ~/.kube/config or an in-cluster
+/// service account. Probes that only use the API for labels try it then, and stay quiet otherwise.
+pub fn api_configured(api: &ApiConfig) -> bool {
+    let home_config =
+        std::env::var_os("HOME").is_some_and(|home| PathBuf::from(home).join(".kube/config").is_file());
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file();
+    api.kubeconfig.is_some()
+        || api.context.is_some()
+        || std::env::var_os("KUBECONFIG").is_some()
+        || home_config
+        || in_cluster
 }
 
 fn api_error(err: kube::Error, op: &str, permission: &str, server: &str) -> Error {

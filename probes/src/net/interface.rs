@@ -79,6 +79,19 @@ pub fn all() -> Result<Vec<Interface>> {
 /// The interface the main routing table sends `destination` out of (longest prefix, then lowest
 /// metric), like the `dev` of `ip route get`. Policy routing rules are not consulted.
 pub fn for_route_to(destination: Ipv4Addr) -> Result<String> {
+    route_to(destination).map(|route| route.interface)
+}
+
+/// The route the main table picks for an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub interface: String,
+    /// No gateway: the address is on the interface's own segment, where ARP reaches it.
+    pub on_link: bool,
+}
+
+/// The route to `destination` (as [`for_route_to`]), or an error naming the address.
+pub fn route_to(destination: Ipv4Addr) -> Result<Route> {
     let table = std::fs::read_to_string("/proc/thread-self/net/route")
         .map_err(|e| Error::could_not_run("reading /proc/net/route", e.to_string()))?;
     best_route(&table, destination).ok_or_else(|| {
@@ -106,11 +119,12 @@ fn has_route(table: &str, interface_column: usize) -> bool {
         .any(|i| i != "lo" && i != "Iface")
 }
 
-/// Picks the interface from /proc/net/route text. Addresses there are hex in host byte order.
-fn best_route(table: &str, destination: Ipv4Addr) -> Option<String> {
+/// Picks the route from /proc/net/route text. Addresses there are hex in host byte order.
+fn best_route(table: &str, destination: Ipv4Addr) -> Option<Route> {
     const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
     let dst = u32::from(destination);
-    let mut best: Option<(u32, u32, &str)> = None; // (prefix length, metric, interface)
+    let mut best: Option<(u32, u32, &str, u32)> = None; // (prefix length, metric, interface, flags)
     for line in table.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.len() < 8 {
@@ -129,13 +143,13 @@ fn best_route(table: &str, destination: Ipv4Addr) -> Option<String> {
         let prefix = mask.count_ones();
         let better = match best {
             None => true,
-            Some((p, m, _)) => prefix > p || (prefix == p && metric < m),
+            Some((p, m, _, _)) => prefix > p || (prefix == p && metric < m),
         };
         if better {
-            best = Some((prefix, metric, cols[0]));
+            best = Some((prefix, metric, cols[0], flags));
         }
     }
-    best.map(|(_, _, name)| name.to_string())
+    best.map(|(_, _, name, flags)| Route { interface: name.to_string(), on_link: flags & RTF_GATEWAY == 0 })
 }
 
 #[cfg(test)]
@@ -153,9 +167,12 @@ lan1\t000200C0\t00000000\t0001\t0\t0\t100\t80FFFFFF\t0\t0\t0
 
     #[test]
     fn longest_prefix_wins() {
-        assert_eq!(best_route(TABLE, Ipv4Addr::new(192, 0, 2, 5)).as_deref(), Some("lan1"));
-        assert_eq!(best_route(TABLE, Ipv4Addr::new(192, 0, 2, 200)).as_deref(), Some("lan0"));
-        assert_eq!(best_route(TABLE, Ipv4Addr::new(198, 51, 100, 1)).as_deref(), Some("wan0"));
+        let interface = |ip| best_route(TABLE, ip).map(|r| r.interface);
+        assert_eq!(interface(Ipv4Addr::new(192, 0, 2, 5)).as_deref(), Some("lan1"));
+        assert_eq!(interface(Ipv4Addr::new(192, 0, 2, 200)).as_deref(), Some("lan0"));
+        assert_eq!(interface(Ipv4Addr::new(198, 51, 100, 1)).as_deref(), Some("wan0"));
+        assert!(best_route(TABLE, Ipv4Addr::new(192, 0, 2, 5)).unwrap().on_link);
+        assert!(!best_route(TABLE, Ipv4Addr::new(198, 51, 100, 1)).unwrap().on_link, "via a gateway");
     }
 
     #[test]

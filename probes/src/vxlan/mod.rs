@@ -32,16 +32,15 @@ pub struct Node {
     pub ip: Ipv4Addr,
 }
 
-/// `IP`, `IP:PORT`, `HOST` or `HOST:PORT` (agent port 9473 by default). The node's address is the
-/// agent's: run the agent on the host network.
-pub fn parse_node(text: &str) -> Result<Node> {
+/// `IP`, `IP:PORT`, `HOST` or `HOST:PORT` (the agent on `default_port` when none is given). The
+/// node's address is the agent's: run the agent on the host network.
+pub fn parse_node(text: &str, default_port: u16) -> Result<Node> {
     // Refuse what cannot be a host name before anything is looked up.
     let host = text.rsplit_once(':').map_or(text, |(h, _)| h);
     if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
         return Err(Error::invalid(format!("node {text:?}"), "write IP, IP:PORT or HOST[:PORT]"));
     }
-    let with_port =
-        if text.contains(':') { text.to_string() } else { format!("{text}:{DEFAULT_AGENT_PORT}") };
+    let with_port = if text.contains(':') { text.to_string() } else { format!("{text}:{default_port}") };
     let agent = with_port
         .to_socket_addrs()
         .map_err(|e| {
@@ -53,6 +52,44 @@ pub fn parse_node(text: &str) -> Result<Node> {
     Ok(Node { label: text.to_string(), agent, ip })
 }
 
+/// A node that was not probed, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UntestedNode {
+    pub node: String,
+    pub ip: Option<Ipv4Addr>,
+    pub reason: String,
+}
+
+/// What to do where no agent runs: the DaemonSet of deploy/kubernetes/ puts one on every node.
+pub const DEPLOY_HINT: &str =
+    "deploy the agent DaemonSet (kubectl apply -k deploy/kubernetes/), then kubectl -n netprobe get pods -o wide";
+
+/// The nodes of the cluster as probe targets: each Node's InternalIP, its agent on `agent_port`,
+/// labelled by the node's name. A node without an IPv4 InternalIP cannot carry these probes.
+pub fn nodes_from_cluster(
+    nodes: &[crate::k8s::ClusterNode],
+    agent_port: u16,
+) -> (Vec<Node>, Vec<UntestedNode>) {
+    let mut probed = Vec::new();
+    let mut untested = Vec::new();
+    for node in nodes {
+        match node.internal_ip {
+            Some(IpAddr::V4(ip)) => {
+                probed.push(Node { label: node.name.clone(), agent: SocketAddr::from((ip, agent_port)), ip })
+            }
+            other => untested.push(UntestedNode {
+                node: node.name.clone(),
+                ip: None,
+                reason: match other {
+                    Some(ip) => format!("its InternalIP {ip} is IPv6: the probes are VXLAN over IPv4"),
+                    None => "its status lists no InternalIP".into(),
+                },
+            }),
+        }
+    }
+    (probed, untested)
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub nodes: Vec<Node>,
@@ -62,6 +99,9 @@ pub struct Config {
     pub count: u32,
     /// How long to wait for probes to arrive after sending.
     pub timeout: Duration,
+    /// A node whose agent does not answer is listed as untested (`--all-nodes`) instead of being
+    /// an error (nodes named by hand).
+    pub skip_unanswering: bool,
 }
 
 impl Node {
@@ -125,6 +165,9 @@ pub enum Delivery {
 pub struct PairReport {
     pub from: Ipv4Addr,
     pub to: Ipv4Addr,
+    /// The nodes' labels: their names from the API, or the NODE arguments as given.
+    pub from_node: String,
+    pub to_node: String,
     pub sent: u32,
     pub left_source: u32,
     pub arrived: u32,
@@ -151,10 +194,28 @@ pub struct VxlanReport {
     pub count: u32,
     pub verdict: Health,
     pub pairs: Vec<PairReport>,
+    /// Nodes that were not probed (no agent answered, no IPv4 address), each with why.
+    pub untested: Vec<UntestedNode>,
+}
+
+impl VxlanReport {
+    /// A fault found anywhere wins; else nodes left untested mean the mesh could not be checked.
+    pub fn health_of(pairs: &[PairReport], untested: &[UntestedNode]) -> Health {
+        match Health::worst(pairs.iter().map(|p| p.verdict.health())) {
+            Health::Ok if !untested.is_empty() => Health::CouldNotRun,
+            health => health,
+        }
+    }
 }
 
 /// Probes every ordered pair of `config.nodes`, all at once, through the agents over HTTP.
 pub fn run(config: Config) -> Result<VxlanReport> {
+    if config.nodes.len() < 2 && config.skip_unanswering {
+        return Err(Error::could_not_run(
+            "probing the cluster's nodes",
+            format!("the API lists {} node(s) with an IPv4 InternalIP: a mesh needs two", config.nodes.len()),
+        ));
+    }
     if config.nodes.len() < 2 {
         return Err(Error::invalid("nodes", "give at least two nodes (their agents' addresses)"));
     }
@@ -183,16 +244,48 @@ pub fn run(config: Config) -> Result<VxlanReport> {
 
 /// The driver on any [`AgentApi`]: every agent answers and takes the token before any probe is
 /// sent, then every ordered pair is probed at once.
-pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanReport> {
+pub async fn probe<A: AgentApi>(agents: Arc<A>, mut config: Config) -> Result<VxlanReport> {
     let mut checks = tokio::task::JoinSet::new();
-    for node in config.nodes.clone() {
+    for (index, node) in config.nodes.iter().cloned().enumerate() {
         let agents = agents.clone();
-        checks.spawn(
-            async move { agents.call::<(), AgentHealth>(&node.agent_addr(), "/v1/health", None).await },
-        );
+        checks.spawn(async move {
+            (index, agents.call::<(), AgentHealth>(&node.agent_addr(), "/v1/health", None).await)
+        });
     }
+    let mut silent = Vec::new();
     while let Some(done) = checks.join_next().await {
-        done.map_err(|e| Error::could_not_run("checking agents", e.to_string()))??;
+        let (index, answer) = done.map_err(|e| Error::could_not_run("checking agents", e.to_string()))?;
+        match answer {
+            Ok(_) => {}
+            Err(e) if config.skip_unanswering => silent.push((index, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    silent.sort_by_key(|(index, _)| *index);
+    let untested: Vec<UntestedNode> = silent
+        .iter()
+        .map(|(index, e)| {
+            let node = &config.nodes[*index];
+            UntestedNode {
+                node: node.label.clone(),
+                ip: Some(node.ip),
+                reason: format!("{e}: {DEPLOY_HINT}"),
+            }
+        })
+        .collect();
+    let silent: Vec<usize> = silent.into_iter().map(|(index, _)| index).collect();
+    config.nodes =
+        config.nodes.into_iter().enumerate().filter(|(i, _)| !silent.contains(i)).map(|(_, n)| n).collect();
+    if config.nodes.len() < 2 {
+        let named: Vec<String> = untested.iter().map(|u| u.node.clone()).collect();
+        return Err(Error::could_not_run(
+            "probing the nodes",
+            format!(
+                "{} answer(s) from the agents, two are needed; no agent answered on {}: {DEPLOY_HINT}",
+                config.nodes.len(),
+                named.join(", ")
+            ),
+        ));
     }
 
     let seed = std::time::SystemTime::now()
@@ -233,14 +326,14 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanR
     }
     results.sort_by_key(|(order, _)| *order);
     let pairs: Vec<PairReport> = results.into_iter().map(|(_, pair)| pair).collect();
-    let verdict = Health::worst(pairs.iter().map(|p| p.verdict.health()));
     Ok(VxlanReport {
         probe: "vxlan",
         port: config.port,
         vni: config.vni,
         count: config.count,
-        verdict,
+        verdict: VxlanReport::health_of(&pairs, &untested),
         pairs,
+        untested,
     })
 }
 
@@ -290,7 +383,10 @@ async fn probe_pair<A: AgentApi>(
     tokio::time::sleep(config.timeout).await;
     let arrived: CollectResponse =
         agents.call(&to.agent_addr(), "/v1/collect", Some(&CollectRequest { probe_id })).await?;
-    Ok(judge(config, from.ip, to.ip, &sent, &arrived))
+    let mut pair = judge(config, from.ip, to.ip, &sent, &arrived);
+    pair.from_node = from.label.clone();
+    pair.to_node = to.label.clone();
+    Ok(pair)
 }
 
 /// The first rule that grew by at least `missing` packets (the probes it would have to explain).
@@ -373,6 +469,8 @@ pub fn judge(
     PairReport {
         from,
         to,
+        from_node: from.to_string(),
+        to_node: to.to_string(),
         sent: sent.sent,
         left_source: sent.left_source,
         arrived: arrived.arrived,
@@ -400,6 +498,7 @@ mod tests {
             vni: DEFAULT_VNI,
             count: 5,
             timeout: Duration::ZERO,
+            skip_unanswering: false,
         }
     }
 
@@ -480,10 +579,10 @@ mod tests {
 
     #[test]
     fn nodes_parse_with_default_port() {
-        let n = parse_node("198.51.100.1").unwrap();
+        let n = parse_node("198.51.100.1", DEFAULT_AGENT_PORT).unwrap();
         assert_eq!((n.agent.port(), n.ip), (DEFAULT_AGENT_PORT, Ipv4Addr::new(198, 51, 100, 1)));
-        assert_eq!(parse_node("198.51.100.1:7000").unwrap().agent.port(), 7000);
-        assert!(parse_node("not a host!").unwrap_err().is_bad_input());
+        assert_eq!(parse_node("198.51.100.1:7000", 1).unwrap().agent.port(), 7000);
+        assert!(parse_node("not a host!", 1).unwrap_err().is_bad_input());
     }
 
     /// Agents that answer from a script: per (agent, path), a JSON value or an error.
@@ -585,5 +684,61 @@ mod tests {
         agents.answers.lock().unwrap().retain(|(a, _), _| a.ip() != "203.0.113.2".parse::<IpAddr>().unwrap());
         let err = probe(Arc::new(agents), two_nodes()).await.unwrap_err();
         assert!(err.to_string().contains("agent 203.0.113.2 (203.0.113.2:9473): unreachable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn with_all_nodes_a_node_without_an_agent_is_named_untested_and_the_rest_probed() {
+        let agents = healthy(FakeAgents::default());
+        let mut config = two_nodes();
+        config.skip_unanswering = true;
+        config.nodes.push(Node {
+            label: "node-c".into(),
+            agent: "192.0.2.3:9473".parse().unwrap(),
+            ip: "192.0.2.3".parse().unwrap(),
+        });
+        let report = probe(Arc::new(agents), config.clone()).await.unwrap();
+        assert_eq!(report.pairs.len(), 2, "only the two nodes with agents");
+        assert_eq!(report.untested.len(), 1);
+        assert_eq!(report.untested[0].node, "node-c");
+        assert!(
+            report.untested[0].reason.contains("kubectl apply -k deploy/kubernetes/"),
+            "{:?}",
+            report.untested
+        );
+        assert_eq!(report.verdict, Health::CouldNotRun, "a mesh with a node unchecked is not ok");
+
+        // One answering agent is not a mesh: an error naming the silent ones.
+        config.nodes.remove(0);
+        let err = probe(Arc::new(healthy(FakeAgents::default())), config).await.unwrap_err();
+        assert!(err.to_string().contains("no agent answered on node-c"), "{err}");
+    }
+
+    #[test]
+    fn cluster_nodes_become_targets_by_internal_ip() {
+        use crate::k8s::ClusterNode;
+        let nodes = [
+            ClusterNode {
+                name: "cp-1".into(),
+                internal_ip: Some("192.0.2.1".parse().unwrap()),
+                control_plane: true,
+            },
+            ClusterNode {
+                name: "v6-only".into(),
+                internal_ip: Some("2001:db8::2".parse().unwrap()),
+                control_plane: false,
+            },
+            ClusterNode { name: "new".into(), internal_ip: None, control_plane: false },
+        ];
+        let (probed, untested) = nodes_from_cluster(&nodes, 9999);
+        assert_eq!(
+            probed,
+            vec![Node {
+                label: "cp-1".into(),
+                agent: "192.0.2.1:9999".parse().unwrap(),
+                ip: "192.0.2.1".parse().unwrap()
+            }]
+        );
+        let names: Vec<&str> = untested.iter().map(|u| u.node.as_str()).collect();
+        assert_eq!(names, ["v6-only", "new"]);
     }
 }
