@@ -153,7 +153,14 @@ fn render_services(report: &ServicesReport) -> String {
     if !report.vips.is_empty() {
         let mut table = output::table(&["service", "vip", "verdict", "answered by"]);
         for vip in &report.vips {
-            let by: Vec<String> = vip.report.responders.iter().map(|r| labelled(&r.mac, &r.node)).collect();
+            // A node's name says more than its MAC here; the MACs are in the JSON and in
+            // `netprobe arp VIP`.
+            let by: Vec<String> = vip
+                .report
+                .responders
+                .iter()
+                .map(|r| r.node.clone().unwrap_or_else(|| r.mac.to_string()))
+                .collect();
             table.add_row(vec![
                 vip.service.clone(),
                 vip.report.target.to_string(),

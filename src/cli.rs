@@ -160,15 +160,15 @@ sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n 
 netprobe arp 192.0.2.100 --pcap vip.pcap -o json\n  \
 kubectl netprobe arp --service metallb-test/web   # its VIP(s), responders named by node\n  \
 kubectl netprobe arp --all-services               # every LoadBalancer VIP on this segment")]
+#[command(group(clap::ArgGroup::new("targets").required(true).args(["vip", "service", "all_services"])))]
 pub struct ArpArgs {
     /// The address to resolve, e.g. a LoadBalancer VIP. With a kubeconfig (or in a pod), responders
     /// are named by the cluster's nodes unless --node is given.
-    #[arg(required_unless_present_any = ["service", "all_services"], conflicts_with_all = ["service", "all_services"])]
     pub vip: Option<Ipv4Addr>,
 
     /// Probe the VIP(s) of this LoadBalancer Service (status.loadBalancer.ingress), responders
     /// named by node (--kubeconfig, --context).
-    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service, conflicts_with_all = ["all_services", "pcap", "watch"])]
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service, conflicts_with_all = ["pcap", "watch"])]
     pub service: Option<(String, String)>,
 
     /// Probe every LoadBalancer VIP on this host's segments (of -i, when given): one row per VIP.
@@ -238,14 +238,15 @@ export NETPROBE_TOKEN=...            # the agents' token\n  \
 netprobe vxlan 198.51.100.1 203.0.113.2\n  \
 netprobe vxlan node1 node2 node3 -o json\n  \
 kubectl netprobe vxlan --all-nodes    # every Node of the cluster, agents from deploy/kubernetes/")]
+#[command(group(clap::ArgGroup::new("targets").required(true).args(["nodes", "all_nodes"])))]
 pub struct VxlanArgs {
     /// Agent addresses of the nodes: two test both directions, more test every ordered pair.
-    #[arg(required_unless_present = "all_nodes", num_args = 2.., value_name = "NODE")]
+    #[arg(num_args = 2.., value_name = "NODE")]
     pub nodes: Vec<String>,
 
     /// Probe every Node of the cluster (control-plane nodes too), each at its InternalIP, labelled
     /// by its name; nodes where no agent answers are named, not probed (--kubeconfig, --context).
-    #[arg(long, conflicts_with = "nodes")]
+    #[arg(long)]
     pub all_nodes: bool,
 
     /// The agents' port, for nodes given without one and with --all-nodes.

@@ -12,13 +12,24 @@ mod vxlan;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 
+/// The command line, named as it was called: `kubectl netprobe` when kubectl runs it as its plugin
+/// (kubectl-netprobe on the PATH), so usage and errors show the command the user typed.
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let called = std::env::args_os().next().map(std::path::PathBuf::from);
+    if called.as_deref().and_then(|p| p.file_name()).is_some_and(|name| name == "kubectl-netprobe") {
+        command = command.bin_name("kubectl netprobe");
+    }
+    command.try_get_matches().and_then(|matches| Cli::from_arg_matches(&matches))
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

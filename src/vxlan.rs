@@ -30,7 +30,9 @@ fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
 pub fn agent(args: AgentArgs) -> Result<Exit, Error> {
     let token = token(args.token_file.as_deref())?;
     let peer_port = args.peer_port.unwrap_or(args.listen.port());
-    agent::serve(AgentConfig { listen: args.listen, token, peer_port }, |bound, kept| {
+    // NODE_NAME: the DaemonSet sets it from the downward API.
+    let node_name = std::env::var("NODE_NAME").ok().filter(|n| !n.trim().is_empty());
+    agent::serve(AgentConfig { listen: args.listen, token, peer_port, node_name }, |bound, kept| {
         let kept = if kept.is_empty() { "none".to_string() } else { kept.join(", ") };
         eprintln!("netprobe agent: serving on {bound}; capabilities kept: {kept} (every other one dropped)");
     })?;
@@ -251,7 +253,7 @@ mod tests {
             node: "worker-2".into(),
             ip: Some(Ipv4Addr::new(198, 51, 100, 3)),
             reason: format!(
-                "agent worker-2 (198.51.100.3:9473): unreachable (connection refused): {}",
+                "agent worker-2 (198.51.100.3:9473): unreachable (Connection refused (os error 111)): is `netprobe agent` running there, on the host network?; {}",
                 netprobe_probes::vxlan::DEPLOY_HINT
             ),
         }];

@@ -64,6 +64,16 @@ impl HttpAgents {
     }
 }
 
+/// The innermost error of a chain: hyper-util says "client error (Connect)", its source says
+/// "Connection refused" or "tcp connect error: ... timed out".
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// An agent's error body.
 #[derive(serde::Deserialize)]
 struct ApiError {
@@ -93,7 +103,10 @@ impl AgentApi for HttpAgents {
             let response = self.http.request(request).await.map_err(|e| {
                 Error::could_not_run(
                     agent.who(),
-                    format!("unreachable ({e}): is `netprobe agent` running there, on the host network?"),
+                    format!(
+                        "unreachable ({}): is `netprobe agent` running there, on the host network?",
+                        root_cause(&e)
+                    ),
                 )
             })?;
             let status = response.status();

@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub token: String,
     /// The port the other agents listen on (the same on every node): asked before sending.
     pub peer_port: u16,
+    /// The node's name (NODE_NAME from the downward API), told to the driver so that it can check
+    /// it reached the node it meant.
+    pub node_name: Option<String>,
 }
 
 /// Asks the agent at `peer` what it expects for `probe_id` (`None`: nothing, or no agent there).
@@ -107,6 +110,7 @@ pub struct Agent {
     open: Arc<Mutex<Open>>,
     sends: Arc<tokio::sync::Semaphore>,
     ways: Arc<Ways>,
+    node_name: Option<Arc<str>>,
 }
 
 impl Agent {
@@ -117,7 +121,14 @@ impl Agent {
             open: Arc::default(),
             sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS)),
             ways: Arc::new(ways),
+            node_name: None,
         }
+    }
+
+    /// The node this agent runs on, as its health answer names it.
+    pub fn on_node(mut self, name: Option<String>) -> Agent {
+        self.node_name = name.map(Arc::from);
+        self
     }
 }
 
@@ -134,7 +145,7 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
         node: Arc::new(ThisNode),
         peers: Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(5))?),
     };
-    let agent = Agent::new(config.token, config.peer_port, ways);
+    let agent = Agent::new(config.token, config.peer_port, ways).on_node(config.node_name);
     crate::net::http_server::serve(config.listen, router(agent), Default::default(), |bound| {
         // The listener is open: from here on the agent needs only captures and counters.
         let kept = crate::net::privilege::keep_only(&crate::net::privilege::AGENT_CAPABILITIES);
@@ -174,8 +185,9 @@ async fn authorise(State(agent): State<Agent>, headers: HeaderMap, request: Requ
     next.run(request).await
 }
 
-async fn health() -> Response {
-    Json(AgentHealth { version: env!("CARGO_PKG_VERSION").to_string() }).into_response()
+async fn health(State(agent): State<Agent>) -> Response {
+    let node = agent.node_name.as_deref().map(str::to_string);
+    Json(AgentHealth { version: env!("CARGO_PKG_VERSION").to_string(), node }).into_response()
 }
 
 /// Runs blocking work (captures, commands) off the runtime; a panic there is an error answer.

@@ -110,6 +110,9 @@ pub struct CollectResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AgentHealth {
     pub version: String,
+    /// The node the agent says it runs on (its NODE_NAME), when it knows.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

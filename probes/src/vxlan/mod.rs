@@ -62,7 +62,7 @@ pub struct UntestedNode {
 
 /// What to do where no agent runs: the DaemonSet of deploy/kubernetes/ puts one on every node.
 pub const DEPLOY_HINT: &str =
-    "deploy the agent DaemonSet (kubectl apply -k deploy/kubernetes/), then kubectl -n netprobe get pods -o wide";
+    "to run one on every node: kubectl apply -k deploy/kubernetes/ (README: In the cluster), then kubectl -n netprobe get pods -o wide";
 
 /// The nodes of the cluster as probe targets: each Node's InternalIP, its agent on `agent_port`,
 /// labelled by the node's name. A node without an IPv4 InternalIP cannot carry these probes.
@@ -255,35 +255,36 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, mut config: Config) -> Result<Vx
     let mut silent = Vec::new();
     while let Some(done) = checks.join_next().await {
         let (index, answer) = done.map_err(|e| Error::could_not_run("checking agents", e.to_string()))?;
+        let node = &config.nodes[index];
         match answer {
+            // Nodes from the API: an agent that says it runs on another node is not this node's.
+            Ok(AgentHealth { node: Some(name), .. }) if config.skip_unanswering && name != node.label => {
+                silent.push((index, format!("the agent at {} says it runs on node {name}", node.agent)))
+            }
             Ok(_) => {}
-            Err(e) if config.skip_unanswering => silent.push((index, e)),
+            Err(e) if config.skip_unanswering => silent.push((index, format!("{e}; {DEPLOY_HINT}"))),
             Err(e) => return Err(e),
         }
     }
     silent.sort_by_key(|(index, _)| *index);
     let untested: Vec<UntestedNode> = silent
         .iter()
-        .map(|(index, e)| {
+        .map(|(index, reason)| {
             let node = &config.nodes[*index];
-            UntestedNode {
-                node: node.label.clone(),
-                ip: Some(node.ip),
-                reason: format!("{e}: {DEPLOY_HINT}"),
-            }
+            UntestedNode { node: node.label.clone(), ip: Some(node.ip), reason: reason.clone() }
         })
         .collect();
     let silent: Vec<usize> = silent.into_iter().map(|(index, _)| index).collect();
     config.nodes =
         config.nodes.into_iter().enumerate().filter(|(i, _)| !silent.contains(i)).map(|(_, n)| n).collect();
     if config.nodes.len() < 2 {
-        let named: Vec<String> = untested.iter().map(|u| u.node.clone()).collect();
+        let named: Vec<String> = untested.iter().map(|u| format!("{} ({})", u.node, u.reason)).collect();
         return Err(Error::could_not_run(
             "probing the nodes",
             format!(
-                "{} answer(s) from the agents, two are needed; no agent answered on {}: {DEPLOY_HINT}",
+                "{} agent(s) answered, a mesh needs two; not probed: {}",
                 config.nodes.len(),
-                named.join(", ")
+                named.join("; ")
             ),
         ));
     }
@@ -710,7 +711,30 @@ mod tests {
         // One answering agent is not a mesh: an error naming the silent ones.
         config.nodes.remove(0);
         let err = probe(Arc::new(healthy(FakeAgents::default())), config).await.unwrap_err();
-        assert!(err.to_string().contains("no agent answered on node-c"), "{err}");
+        assert!(
+            err.to_string().contains("not probed: node-c (agent node-c (192.0.2.3:9473): unreachable"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_names_another_node_is_not_taken_for_this_one() {
+        use serde_json::json;
+        let agents = healthy(FakeAgents::default()).answer(
+            "203.0.113.2:9473",
+            "/v1/health",
+            Ok(json!({"version": "t", "node": "somewhere-else"})),
+        );
+        let mut config = two_nodes();
+        config.skip_unanswering = true;
+        config.nodes[1].label = "node-b".into();
+        let err = probe(Arc::new(agents), config).await.unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "not probed: node-b (the agent at 203.0.113.2:9473 says it runs on node somewhere-else)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
