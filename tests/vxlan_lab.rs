@@ -327,6 +327,20 @@ fn all_nodes_come_from_the_api_named_and_a_node_without_an_agent_is_named_with_t
     assert!(table.contains("k8s-cp-1") && table.contains("k8s-worker-1"), "{table}");
     assert!(table.contains("untested k8s-worker-2 (192.0.2.3)"), "{table}");
 
+    // Without RBAC to list nodes: exit 3 naming the verb, in one line.
+    drop(api);
+    let forbidden = FakeApi::start(&c.nodes[0].0, vec![("/api/v1/nodes", 403, fixture("forbidden.json"))]);
+    let output = c.nodes[0]
+        .0
+        .command(env!("CARGO_BIN_EXE_netprobe"))
+        .args(["vxlan", "--all-nodes"])
+        .env("NETPROBE_TOKEN", TOKEN)
+        .env("KUBECONFIG", forbidden.kubeconfig())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("list nodes in the core API group") && stderr.lines().count() == 1, "{stderr}");
+
     // Explicit nodes still work, with the agents' port given once.
     let output = c.nodes[0]
         .0
