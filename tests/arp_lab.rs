@@ -342,6 +342,23 @@ fn a_services_vip_comes_from_the_api_and_speakers_are_named_by_node_without_node
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(node_of(&run.json(), SP2.2), "k8s-worker-2");
 
+    // The kubeconfig as a flag, with a context named (kubectl's flags), and a context it lacks.
+    let flags = ["--kubeconfig", kubeconfig.to_str().unwrap(), "--context", "lab"];
+    let run = netprobe_in(
+        &seg.client,
+        &[&["arp", "--service", "metallb-test/web", "-o", "json"][..], &flags].concat(),
+    );
+    assert_eq!(
+        (run.code, run.json()["vips"][0]["verdict"].as_str()),
+        (1, Some("duplicate")),
+        "{}",
+        run.stderr
+    );
+    let wrong = ["--kubeconfig", kubeconfig.to_str().unwrap(), "--context", "nope"];
+    let run = netprobe_in(&seg.client, &[&["arp", "--service", "metallb-test/web"][..], &wrong].concat());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("nope") && run.stderr.lines().count() == 1, "{}", run.stderr);
+
     // A Service that does not exist: one line, exit 2.
     let run = netprobe_env(&seg.client, &["arp", "--service", "metallb-test/nope"], &env);
     assert_eq!(run.code, 2, "{}", run.stderr);
