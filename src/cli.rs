@@ -317,6 +317,38 @@ pub struct AgentArgs {
     /// the agent there whether it expects them [default: the port of --listen].
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub peer_port: Option<u16>,
+
+    /// Probe every peer from this node each period, as `netprobe vxlan` probes a pair, and show
+    /// the verdicts on GET /metrics (1s to 1h; e.g. 30s) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = parse_mesh_period)]
+    pub mesh_every: Option<Duration>,
+
+    /// With --mesh-every: the peers' agents, ADDR[:PORT],... (the port of --peer-port by default).
+    #[arg(
+        long,
+        value_name = "ADDR,...",
+        value_delimiter = ',',
+        requires = "mesh_every",
+        conflicts_with = "peers_from_api"
+    )]
+    pub peers: Vec<String>,
+
+    /// With --mesh-every: every Node's InternalIP from the API, read again each round (in a pod:
+    /// the ServiceAccount's; else --kubeconfig, KUBECONFIG, ~/.kube/config).
+    #[arg(long, requires = "mesh_every")]
+    pub peers_from_api: bool,
+
+    /// With --mesh-every: the VXLAN port to probe (8472 for flannel and Cilium; 4789 IANA's).
+    #[arg(long, default_value_t = 8472, requires = "mesh_every")]
+    pub vxlan_port: u16,
+}
+
+fn parse_mesh_period(text: &str) -> Result<Duration, String> {
+    let period = parse_duration_max(text, HOUR)?;
+    if period < SECOND {
+        return Err(format!("{text:?}: at least 1s (each round takes a probe window of about a second)"));
+    }
+    Ok(period)
 }
 
 #[derive(Debug, Args)]

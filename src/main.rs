@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             Ok(Exit::Healthy)
         }
         Command::Vxlan(args) => vxlan::run(args, &api, format),
-        Command::Agent(args) => vxlan::agent(args),
+        Command::Agent(args) => vxlan::agent(args, &api),
         Command::Dns(args) => dns::run(args, &api, format),
         Command::Iptables(args) => iptables::run(args, format),
     };

@@ -2,6 +2,7 @@
 
 use netprobe_probes::k8s::{self, ApiConfig};
 use netprobe_probes::vxlan::agent::{self, AgentConfig};
+use netprobe_probes::vxlan::mesh::{self, MeshConfig, Peers};
 use netprobe_probes::vxlan::{self, Config, PairVerdict, VxlanReport};
 use netprobe_probes::{Error, Health};
 
@@ -27,12 +28,58 @@ fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
     Ok(token)
 }
 
-pub fn agent(args: AgentArgs) -> Result<Exit, Error> {
+/// `--mesh-every` and its peers as the agent's mesh config.
+fn mesh_config(
+    args: &AgentArgs,
+    every: std::time::Duration,
+    peer_port: u16,
+    node_name: Option<&str>,
+    api: &ApiConfig,
+) -> Result<MeshConfig, Error> {
+    let peers = if args.peers_from_api {
+        Peers::FromApi { api: api.clone(), agent_port: peer_port }
+    } else if !args.peers.is_empty() {
+        Peers::Fixed(mesh::parse_peers(&args.peers.join(","), peer_port)?)
+    } else {
+        return Err(Error::invalid("--mesh-every", "give the peers: --peers ADDR,... or --peers-from-api"));
+    };
+    // The metrics name this node by its name, else by the address it listens on.
+    let me = match (node_name, args.listen.ip()) {
+        (Some(name), _) => name.to_string(),
+        (None, ip) if !ip.is_unspecified() => ip.to_string(),
+        (None, _) => {
+            return Err(Error::invalid(
+                "--mesh-every",
+                "name this node: set NODE_NAME, or listen on the node's address (--listen NODE_IP:9473)",
+            ))
+        }
+    };
+    if args.vxlan_port == 0 {
+        return Err(Error::invalid("--vxlan-port 0", "give the VXLAN port, e.g. 8472"));
+    }
+    Ok(MeshConfig {
+        every,
+        peers,
+        me,
+        me_agent: args.listen,
+        port: args.vxlan_port,
+        vni: vxlan::DEFAULT_VNI,
+        count: 5,
+        timeout: std::time::Duration::from_secs(1),
+    })
+}
+
+pub fn agent(args: AgentArgs, api: &ApiConfig) -> Result<Exit, Error> {
     let token = token(args.token_file.as_deref())?;
     let peer_port = args.peer_port.unwrap_or(args.listen.port());
     // NODE_NAME: the DaemonSet sets it from the downward API.
     let node_name = std::env::var("NODE_NAME").ok().filter(|n| !n.trim().is_empty());
-    agent::serve(AgentConfig { listen: args.listen, token, peer_port, node_name }, |bound, kept| {
+    let mesh = match args.mesh_every {
+        None => None,
+        Some(every) => Some(mesh_config(&args, every, peer_port, node_name.as_deref(), api)?),
+    };
+    let config = AgentConfig { listen: args.listen, token, peer_port, node_name, mesh };
+    agent::serve(config, |bound, kept| {
         let kept = if kept.is_empty() { "none".to_string() } else { kept.join(", ") };
         eprintln!("netprobe agent: serving on {bound}; capabilities kept: {kept} (every other one dropped)");
     })?;

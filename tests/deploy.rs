@@ -128,6 +128,8 @@ fn the_manifests_apply_k_renders_validate_against_kubernetes_1_30_and_hold_what_
     );
     let agent = &pod["containers"][0];
     assert_eq!(agent["args"][0], "agent");
+    let args = agent["args"].to_string();
+    assert!(args.contains("--mesh-every") && args.contains("--peers-from-api"), "{args}");
     let env = |name: &str| {
         agent["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or(Value::Null)
     };
@@ -144,6 +146,69 @@ fn the_manifests_apply_k_renders_validate_against_kubernetes_1_30_and_hold_what_
         "the port vxlan --all-nodes calls"
     );
     assert!(agent["resources"]["requests"].is_object() && agent["resources"]["limits"].is_object());
+    Ok(())
+}
+
+/// The netprobe metric names in a text (PromQL or the exposition), each once.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("netprobe_"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool_agrees() -> TestResult {
+    use netprobe_probes::vxlan::metrics::{Metrics, Outcome};
+    let test = "deploy-prometheus";
+    let Some((_, python)) = validator(test) else { return Ok(()) };
+    let dir = repo().join("deploy/prometheus");
+
+    // What an agent's /metrics holds once it has judged a pair, served a request, ended a round.
+    let metrics = Metrics::default();
+    let verdict = netprobe_probes::vxlan::PairVerdict::Ok;
+    metrics.record_pair("a", "b", Outcome::Judged { verdict, sent: 5, arrived: 5 });
+    metrics.record_request("/v1/send", 200);
+    metrics.record_round(Duration::from_secs(1), std::time::SystemTime::now());
+    let exposed = metric_names(&metrics.encode());
+
+    let rule = &yaml_documents(&python, &std::fs::read(dir.join("prometheusrule.yaml"))?)[0];
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(dir.join("grafana-dashboard.json"))?)?;
+    let mut asked = metric_names(&rule.to_string());
+    asked.extend(metric_names(&dashboard.to_string()));
+    for name in &asked {
+        assert!(exposed.contains(name), "{name} is asked for but the agent does not expose it: {exposed:?}");
+    }
+    assert!(asked.len() >= 6, "{asked:?}");
+
+    // The ServiceMonitor scrapes a port the Service has.
+    let monitor = &yaml_documents(&python, &std::fs::read(dir.join("servicemonitor.yaml"))?)[0];
+    let service = &yaml_documents(&python, &std::fs::read(repo().join("deploy/kubernetes/service.yaml"))?)[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+
+    // promtool (Prometheus's own) checks the rules and runs the alert's unit test.
+    let Some(promtool) = tool(test, "promtool", &[], true) else { return Ok(()) };
+    let work = std::env::temp_dir().join(format!("netprobe-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    std::fs::write(
+        work.join("rules.yml"),
+        serde_json::json!({"groups": rule["spec"]["groups"]}).to_string(),
+    )?;
+    std::fs::copy(dir.join("prometheus-rules-test.yaml"), work.join("test.yaml"))?;
+    for args in [&["check", "rules", "rules.yml"][..], &["test", "rules", "test.yaml"]] {
+        let output = Command::new(&promtool).args(args).current_dir(&work).output()?;
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&work)?;
     Ok(())
 }
 

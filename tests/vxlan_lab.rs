@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use netprobe_lab::fake_api::{fixture, FakeApi};
-use netprobe_lab::{lab_or_skip, Lab, Netns};
+use netprobe_lab::{http_get, lab_or_skip, Lab, Netns};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -21,11 +21,12 @@ struct Cluster {
 
 /// Nodes on their own subnets behind one router: 198.51.100.1, 203.0.113.2, 192.0.2.3.
 fn cluster(test: &str, count: usize) -> Option<Cluster> {
-    cluster_with(test, count, &[])
+    cluster_with(test, count, &[], &[])
 }
 
-/// [`cluster`], with `agent_env` (`NAME=VALUE`) added to the agents' environment.
-fn cluster_with(test: &str, count: usize, agent_env: &[&str]) -> Option<Cluster> {
+/// [`cluster`], with `agent_env` (`NAME=VALUE`) added to the agents' environment and `agent_args`
+/// to their command lines.
+fn cluster_with(test: &str, count: usize, agent_env: &[&str], agent_args: &[&str]) -> Option<Cluster> {
     let mut lab = lab_or_skip(test)?;
     let router = lab.router("router").unwrap();
     let plan = [("198.51.100", "1"), ("203.0.113", "2"), ("192.0.2", "3")];
@@ -49,6 +50,7 @@ fn cluster_with(test: &str, count: usize, agent_env: &[&str]) -> Option<Cluster>
             .into_iter()
             .chain(agent_env.iter().copied())
             .chain([bin, "agent", "--listen", &listen])
+            .chain(agent_args.iter().copied())
             .collect();
         agents.push(lab.spawn(&node, &argv).unwrap());
         nodes.push((node, ip));
@@ -270,7 +272,7 @@ fn native_nftables_rules_are_read_and_an_uncounted_one_leaves_delivery_unverifie
 
 #[test]
 fn agents_that_cannot_read_their_firewall_say_so() -> TestResult {
-    let Some(c) = cluster_with("vx-nocounters", 2, &["PATH=/var/empty"]) else { return Ok(()) };
+    let Some(c) = cluster_with("vx-nocounters", 2, &["PATH=/var/empty"], &[]) else { return Ok(()) };
     let (code, report) = c.json();
     assert_eq!(code, 0, "{report}");
     for (a, b) in [(N1, N2), (N2, N1)] {
@@ -349,5 +351,112 @@ fn all_nodes_come_from_the_api_named_and_a_node_without_an_agent_is_named_with_t
         .env("NETPROBE_TOKEN", TOKEN)
         .output()?;
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+/// Prometheus's answer to an instant query, as (from, to) -> value.
+fn prometheus_query(router: &Netns, query: &str) -> Vec<((String, String), String)> {
+    let (code, body) =
+        http_get(router, "127.0.0.1:9090".parse().unwrap(), &format!("/api/v1/query?query={query}"))
+            .unwrap_or((0, String::new()));
+    if code != 200 {
+        return Vec::new();
+    }
+    let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut pairs: Vec<((String, String), String)> = answer["data"]["result"]
+        .as_array()
+        .map(|results| {
+            results
+                .iter()
+                .map(|r| {
+                    let label = |name: &str| r["metric"][name].as_str().unwrap_or_default().to_string();
+                    ((label("from"), label("to")), r["value"][1].as_str().unwrap_or_default().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.sort();
+    pairs
+}
+
+/// Polls Prometheus until `want` holds for netprobe_vxlan_pair_up (generous: the figures of how
+/// fast are the README's, not this test's).
+fn until_pairs(router: &Netns, want: impl Fn(&str, &str) -> &'static str) -> Vec<((String, String), String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let pairs = prometheus_query(router, "netprobe_vxlan_pair_up");
+        let holds = pairs.len() == 6 && pairs.iter().all(|((from, to), value)| value == want(from, to));
+        if holds || std::time::Instant::now() > deadline {
+            return pairs;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn the_mesh_puts_every_pair_in_a_real_prometheus_and_a_dropped_path_goes_to_zero_and_back() -> TestResult {
+    let Some(prometheus) = ["/usr/bin/prometheus"].into_iter().find(|p| std::path::Path::new(p).exists())
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            ".ci/run installs prometheus, and it is missing"
+        );
+        netprobe_lab::skip("vx-mesh", "prometheus is not installed");
+        return Ok(());
+    };
+    let peers = "--peers=198.51.100.1,203.0.113.2,192.0.2.3";
+    let Some(mut c) = cluster_with("vx-mesh", 3, &[], &["--mesh-every", "2s", peers]) else { return Ok(()) };
+    // A real Prometheus in the router's namespace scrapes the three agents every second.
+    let dir = std::env::temp_dir().join(format!("netprobe-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n\
+         scrape_configs:\n\
+         - job_name: netprobe\n  static_configs:\n  - targets: ['198.51.100.1:9473', '203.0.113.2:9473', '192.0.2.3:9473']\n",
+    )?;
+    let (config_flag, storage_flag) = (
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+    );
+    let router = c.router.clone();
+    c.lab
+        .spawn(&router, &[prometheus, &config_flag, &storage_flag, "--web.listen-address=127.0.0.1:9090"])?;
+    router.wait_listening("tcp", 9090, Duration::from_secs(60))?;
+
+    let all_up = until_pairs(&router, |_, _| "1");
+    assert!(all_up.len() == 6 && all_up.iter().all(|(_, v)| v == "1"), "every pair up: {all_up:?}");
+
+    // The security group drops VXLAN between node1 and node2, both ways.
+    router.sh(&format!(
+        "iptables -I FORWARD -s {N1} -d {N2} -p udp --dport 8472 -j DROP && \
+         iptables -I FORWARD -s {N2} -d {N1} -p udp --dport 8472 -j DROP"
+    ))?;
+    let cut =
+        |from: &str, to: &str| if (from == N1 && to == N2) || (from == N2 && to == N1) { "0" } else { "1" };
+    let pairs = until_pairs(&router, cut);
+    assert!(
+        pairs.len() == 6 && pairs.iter().all(|((f, t), v)| v == cut(f, t)),
+        "only the cut pairs are 0: {pairs:?}"
+    );
+    let verdicts =
+        prometheus_query(&router, "netprobe_vxlan_pair_verdict%7Bverdict%3D%22lost-in-network%22%7D");
+    let lost = verdicts.iter().filter(|((f, t), _)| cut(f, t) == "0").count();
+    assert_eq!(lost, 2, "{verdicts:?}");
+
+    router.sh("iptables -F FORWARD")?;
+    let back = until_pairs(&router, |_, _| "1");
+    assert!(
+        back.len() == 6 && back.iter().all(|(_, v)| v == "1"),
+        "back to 1 once the rule is gone: {back:?}"
+    );
+    let (code, metrics) = http_get(&router, format!("{N1}:9473").parse()?, "/metrics")?;
+    assert_eq!(code, 200, "no token needed for /metrics");
+    assert!(
+        metrics.contains("netprobe_agent_requests_total{endpoint=\"/v1/expect\",code=\"200\"}"),
+        "{metrics}"
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

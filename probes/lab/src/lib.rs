@@ -342,6 +342,28 @@ impl Netns {
     }
 }
 
+/// `GET path` from inside `ns` to `address` (plain HTTP/1.0): the status line's code and the body.
+pub fn http_get(ns: &Netns, address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let ns = ns.clone();
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        ns.enter_current_thread()?;
+        let fail = |e: std::io::Error| LabError(format!("GET http://{address}{path}: {e}"));
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)).map_err(fail)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(fail)?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(fail)?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).map_err(fail)?;
+        let code = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string();
+        Ok((code, body))
+    })
+    .join()
+    .map_err(|_| LabError("the HTTP client thread failed".into()))?
+}
+
 /// A thread that runs inside a namespace (a user-space responder, a fake API server) until it is
 /// dropped. Declare it after the [`Lab`] so it stops before the namespaces go.
 pub struct NsThread {

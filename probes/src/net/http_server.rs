@@ -40,15 +40,26 @@ impl Default for Limits {
     }
 }
 
+/// Work that runs beside the server until it stops (the agent's mesh).
+pub type Background = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Binds `listen` (so an address that cannot be served fails before anything is announced),
-/// calls `ready` with the bound address, then serves `app` until Ctrl-C or SIGTERM.
-pub fn serve(listen: SocketAddr, app: Router, limits: Limits, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+/// calls `ready` with the bound address, starts the background work it returns, then serves `app`
+/// until Ctrl-C or SIGTERM.
+pub fn serve(
+    listen: SocketAddr,
+    app: Router,
+    limits: Limits,
+    ready: impl FnOnce(SocketAddr) -> Option<Background>,
+) -> Result<()> {
     let runtime = super::runtime("starting the agent", Some(2))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::could_not_run(format!("listening on {listen}"), e.to_string()))?;
-        ready(listener.local_addr().unwrap_or(listen));
+        if let Some(background) = ready(listener.local_addr().unwrap_or(listen)) {
+            tokio::spawn(background);
+        }
         signal::catch_interrupts();
         let app =
             app.layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| async move {

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Json, Path as UrlPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Json, MatchedPath, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use super::api::*;
+use super::metrics::{Metrics, CONTENT_TYPE};
 use super::rules::{self, Candidates, Flow, Path};
 use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
 use crate::net::firewall::{NodeFirewall, RuleCounters};
@@ -46,6 +47,9 @@ pub struct AgentConfig {
     /// The node's name (NODE_NAME from the downward API), told to the driver so that it can check
     /// it reached the node it meant.
     pub node_name: Option<String>,
+    /// `--mesh-every`: probe the peers every period and show it on /metrics. Its `me_agent` is
+    /// filled in once the listener is bound.
+    pub mesh: Option<super::mesh::MeshConfig>,
 }
 
 /// Asks the agent at `peer` what it expects for `probe_id` (`None`: nothing, or no agent there).
@@ -111,6 +115,7 @@ pub struct Agent {
     sends: Arc<tokio::sync::Semaphore>,
     ways: Arc<Ways>,
     node_name: Option<Arc<str>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Agent {
@@ -122,7 +127,13 @@ impl Agent {
             sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS)),
             ways: Arc::new(ways),
             node_name: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// What `/metrics` shows: the mesh records its rounds here.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The node this agent runs on, as its health answer names it.
@@ -145,11 +156,21 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
         node: Arc::new(ThisNode),
         peers: Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(5))?),
     };
+    let mesh_agents = Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(10))?);
     let agent = Agent::new(config.token, config.peer_port, ways).on_node(config.node_name);
+    let metrics = agent.metrics();
     crate::net::http_server::serve(config.listen, router(agent), Default::default(), |bound| {
         // The listener is open: from here on the agent needs only captures and counters.
         let kept = crate::net::privilege::keep_only(&crate::net::privilege::AGENT_CAPABILITIES);
-        ready(bound, kept)
+        ready(bound, kept);
+        let mut mesh = config.mesh?;
+        // The agent asks itself for sends: on its own address, or loopback when it listens on all.
+        mesh.me_agent = if bound.ip().is_unspecified() {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port()))
+        } else {
+            bound
+        };
+        Some(Box::pin(super::mesh::run(mesh_agents, Arc::new(ThisNode), mesh, metrics)))
     })
 }
 
@@ -165,9 +186,27 @@ pub fn router(agent: Agent) -> Router {
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorise));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // Open like /healthz: it reads counters and changes nothing.
+        .route("/metrics", get(metrics))
         .merge(protected)
+        .layer(middleware::from_fn_with_state(agent.clone(), count_request))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
+}
+
+async fn metrics(State(agent): State<Agent>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], agent.metrics.encode()).into_response()
+}
+
+/// Counts every answer by route (the route's pattern, so a stranger's paths add no series) and code.
+async fn count_request(State(agent): State<Agent>, request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    agent.metrics.record_request(&endpoint, response.status().as_u16());
+    response
 }
 
 fn refuse(status: StatusCode, error: impl Into<String>) -> Response {

@@ -8,6 +8,8 @@
 
 pub mod agent;
 pub mod api;
+pub mod mesh;
+pub mod metrics;
 pub mod rules;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -105,7 +107,7 @@ pub struct Config {
 }
 
 impl Node {
-    fn agent_addr(&self) -> AgentAddr {
+    pub(crate) fn agent_addr(&self) -> AgentAddr {
         AgentAddr { label: self.label.clone(), address: self.agent }
     }
 }
@@ -353,7 +355,7 @@ impl Default for Slots {
     }
 }
 
-async fn probe_pair<A: AgentApi>(
+pub(crate) async fn probe_pair<A: AgentApi>(
     agents: &A,
     config: &Config,
     from: &Node,

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark: the agents' continuous mesh. N agents (default 50) in namespaces on one bridge, each
+# with a kernel vxlan device, run `netprobe agent --mesh-every PERIOD` (default 10s) with every
+# other agent as a peer, for SECONDS (default 60). Then, per agent: RSS (VmRSS), CPU (user+system
+# time over the run, as a share of one core), rounds done and the mean and longest round (from its
+# /metrics), and whether every pair is up. Everything it makes is removed on exit.
+#
+#   sudo bash benches/vxlan_mesh_continuous.sh [N [PERIOD [SECONDS]]]      needs: iproute2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-50}
+period=${2:-10s}
+seconds=${3:-60}
+tag="npc$$"
+token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for i in $(seq 1 "$n") sw; do ip netns del "$tag-$i" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+cargo build --release --quiet -p netprobe
+bin=$PWD/target/release/netprobe
+ip netns add "$tag-sw"
+ip -n "$tag-sw" link add br0 type bridge forward_delay 0 stp_state 0
+ip -n "$tag-sw" link set br0 up
+addresses=()
+for i in $(seq 1 "$n"); do addresses+=("198.51.100.$i"); done
+peers=$(IFS=,; echo "${addresses[*]}")
+for i in $(seq 1 "$n"); do
+    ns="$tag-$i"; ip="198.51.100.$i"
+    ip netns add "$ns"
+    ip -n "$tag-sw" link add "p$i" type veth peer name eth0 netns "$ns"
+    ip -n "$tag-sw" link set "p$i" master br0 up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link add flannel.1 type vxlan id 1 local "$ip" dstport 8472 dev eth0
+    ip -n "$ns" link set flannel.1 up
+    ip netns exec "$ns" env NETPROBE_TOKEN="$token" NODE_NAME="node-$i" \
+        "$bin" agent --listen "$ip:9473" --mesh-every "$period" --peers "$peers" 2>/dev/null &
+    pids+=($!)
+done
+for i in $(seq 1 "$n"); do
+    until [ -n "$(ip netns exec "$tag-$i" ss -Hltn 'sport = :9473')" ]; do sleep 0.05; done
+done
+ticks=$(getconf CLK_TCK)
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A before
+for pid in "${pids[@]}"; do before[$pid]=$(cpu_of "$pid"); done
+echo "mesh of $n agents, a round every $period, for $seconds s: $((n * (n - 1))) ordered pairs per period"
+sleep "$seconds"
+rss=(); cpu=()
+for pid in "${pids[@]}"; do
+    rss+=("$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")")
+    cpu+=("$(( $(cpu_of "$pid") - ${before[$pid]} ))")
+done
+python3 - "$ticks" "$seconds" "${rss[*]}" "${cpu[*]}" <<'PY'
+import sys
+ticks, seconds = int(sys.argv[1]), float(sys.argv[2])
+rss = [int(x) / 1024 for x in sys.argv[3].split()]
+cpu = [int(x) / ticks / seconds * 100 for x in sys.argv[4].split()]
+print(f"RSS per agent: median {sorted(rss)[len(rss)//2]:.1f} MiB, max {max(rss):.1f} MiB")
+print(f"CPU per agent: median {sorted(cpu)[len(cpu)//2]:.2f}% of a core, max {max(cpu):.2f}%")
+PY
+# Rounds, their length and the pairs' verdicts, from each agent's /metrics.
+for i in $(seq 1 "$n"); do
+    ip netns exec "$tag-$i" python3 - "198.51.100.$i" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}:9473/metrics", timeout=5).read().decode()
+def value(prefix):
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
+rounds, total = value("netprobe_vxlan_round_duration_seconds_count"), value("netprobe_vxlan_round_duration_seconds_sum")
+up = [l for l in text.splitlines() if l.startswith("netprobe_vxlan_pair_up{")]
+print(int(rounds), total / max(rounds, 1), sum(l.endswith(" 1") for l in up), len(up))
+PY
+done | awk '{rounds+=$1; if ($2>longest) longest=$2; mean+=$2; up+=$3; pairs+=$4; n++}
+    END {printf "rounds per agent: %.1f, mean round %.2f s (slowest agent'"'"'s mean %.2f s), pairs up: %d of %d\n", rounds/n, mean/n, longest, up, pairs}'
