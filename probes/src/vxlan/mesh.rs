@@ -50,10 +50,14 @@ impl MeshConfig {
 
     /// This agent's offset within the period: spread by name, the same on every start.
     pub fn stagger(&self) -> Duration {
+        let period = self.every.as_millis().max(1) as u64;
+        Duration::from_millis(self.name_hash() % period)
+    }
+
+    fn name_hash(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.me.hash(&mut hasher);
-        let period = self.every.as_millis().max(1) as u64;
-        Duration::from_millis(hasher.finish() % period)
+        hasher.finish()
     }
 
     fn probe_config(&self) -> Config {
@@ -81,12 +85,15 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
     // A round longer than the period delays the next one; rounds never overlap.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peers: Vec<Node> = Vec::new();
+    // The name each peer's agent gave (its NODE_NAME): the metrics name peers by it, so that
+    // from and to agree when the peers were given by address.
+    let mut names: std::collections::HashMap<SocketAddr, String> = Default::default();
     loop {
         ticks.tick().await;
         match current_peers(&config, facts.as_ref()).await {
             Ok(now) => {
-                for gone in peers.iter().filter(|p| !now.iter().any(|n| n.label == p.label)) {
-                    metrics.forget_pair(&config.me, &gone.label);
+                for gone in peers.iter().filter(|p| !now.iter().any(|n| n.agent == p.agent)) {
+                    metrics.forget_pair(&config.me, names.get(&gone.agent).unwrap_or(&gone.label));
                 }
                 peers = now;
             }
@@ -94,8 +101,12 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
             Err(e) => eprintln!("netprobe agent: mesh: keeping the last peers: {e}"),
         }
         let started = Instant::now();
-        for (peer, outcome) in round(&agents, facts.as_ref(), &config, &peers).await {
-            metrics.record_pair(&config.me, &peer, outcome);
+        for (peer, name, outcome) in round(&agents, facts.as_ref(), &config, &peers).await {
+            if let Some(name) = name {
+                names.insert(peer.agent, name);
+            }
+            let label = names.get(&peer.agent).unwrap_or(&peer.label);
+            metrics.record_pair(&config.me, label, outcome);
         }
         metrics.record_round(started.elapsed(), SystemTime::now());
     }
@@ -120,19 +131,23 @@ async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> crate::R
     }
 }
 
-/// One round: every peer once, at most MAX_SENDS at a time, each within its deadline.
+/// One round: every peer once, at most MAX_SENDS at a time, each within its deadline. Each peer
+/// comes back with the node name its agent gave, if it gave one.
 pub async fn round<A: AgentApi, F: NodeFacts>(
     agents: &Arc<A>,
     facts: &F,
     config: &MeshConfig,
     peers: &[Node],
-) -> Vec<(String, Outcome)> {
+) -> Vec<(Node, Option<String>, Outcome)> {
     let seed =
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
     let sends = Arc::new(tokio::sync::Semaphore::new(MAX_SENDS));
     let probe_config = Arc::new(config.probe_config());
     let mut pairs = tokio::task::JoinSet::new();
-    for (index, peer) in peers.iter().enumerate() {
+    // Each agent walks the peers from its own place in the list, so that agents whose rounds
+    // overlap do not all ask the first peers first.
+    let start = if peers.is_empty() { 0 } else { (config.name_hash() % peers.len() as u64) as usize };
+    for (index, peer) in peers.iter().enumerate().cycle().skip(start).take(peers.len()) {
         let from = facts.address_towards(peer.ip).map(|ip| Node {
             label: config.me.clone(),
             agent: config.me_agent,
@@ -143,18 +158,20 @@ pub async fn round<A: AgentApi, F: NodeFacts>(
         let deadline = config.pair_deadline();
         let probe_id = seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         pairs.spawn(async move {
-            let label = peer.label.clone();
-            let Some(from) = from else { return (label, Outcome::Untested) };
+            let Some(from) = from else { return (peer, None, Outcome::Untested) };
+            let mut name = None;
             let outcome = tokio::time::timeout(deadline, async {
                 // A peer whose agent does not answer is untested, not a network fault.
-                agents.call::<(), AgentHealth>(&peer.agent_addr(), "/v1/health", None).await.ok()?;
+                let health: AgentHealth =
+                    agents.call::<(), _>(&peer.agent_addr(), "/v1/health", None).await.ok()?;
+                name = health.node;
                 let slot = sends.acquire_owned().await.ok();
                 let pair =
                     probe_pair(agents.as_ref(), &probe_config, &from, &peer, probe_id, slot).await.ok()?;
                 Some(Outcome::Judged { verdict: pair.verdict, sent: pair.sent, arrived: pair.arrived })
             })
             .await;
-            (label, outcome.ok().flatten().unwrap_or(Outcome::Untested))
+            (peer, name, outcome.ok().flatten().unwrap_or(Outcome::Untested))
         });
     }
     let mut outcomes = Vec::with_capacity(peers.len());
@@ -205,7 +222,7 @@ mod tests {
                     unreachable!("the deadline ends it first")
                 }
                 ("gone", _) => return Err(crate::Error::could_not_run("agent gone", "unreachable")),
-                (_, "/v1/health") => json!({"version": "t"}),
+                (label, "/v1/health") => json!({"version": "t", "node": format!("node-{label}")}),
                 (_, "/v1/expect") => json!({"control_port": 40000, "interface": "eth0"}),
                 (_, "/v1/send") => {
                     json!({"sent": 5, "left_source": 5, "control_left": 5, "send_error": null, "dropping_rules": []})
@@ -252,14 +269,20 @@ mod tests {
         let peers = vec![node("fine", "203.0.113.2"), node("slow", "192.0.2.3"), node("gone", "192.0.2.4")];
         let config = config(peers.clone());
         let started = tokio::time::Instant::now();
-        let mut outcomes = round(&Arc::new(Scripted), &Facts, &config, &peers).await;
+        let mut outcomes: Vec<(String, Option<String>, Outcome)> =
+            round(&Arc::new(Scripted), &Facts, &config, &peers)
+                .await
+                .into_iter()
+                .map(|(peer, name, outcome)| (peer.label, name, outcome))
+                .collect();
         outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        let judged = Outcome::Judged { verdict: PairVerdict::Ok, sent: 5, arrived: 5 };
         assert_eq!(
             outcomes,
             [
-                ("fine".to_string(), Outcome::Judged { verdict: PairVerdict::Ok, sent: 5, arrived: 5 }),
-                ("gone".to_string(), Outcome::Untested),
-                ("slow".to_string(), Outcome::Untested),
+                ("fine".to_string(), Some("node-fine".to_string()), judged),
+                ("gone".to_string(), None, Outcome::Untested),
+                ("slow".to_string(), None, Outcome::Untested),
             ]
         );
         // The round lasted the slow pair's deadline, not its hour (the clock is paused and jumps).
