@@ -460,3 +460,46 @@ fn the_mesh_puts_every_pair_in_a_real_prometheus_and_a_dropped_path_goes_to_zero
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
+    let Some(mut c) = cluster("vx-meshapi", 3) else { return Ok(()) };
+    // node1's agent again, now with the mesh, its peers from the API (the Nodes of the lab).
+    let api = FakeApi::start(&c.nodes[0].0, vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))]);
+    c.lab.kill(c.agents[0]);
+    let kubeconfig = api.kubeconfig();
+    let (kubeconfig_env, token_env) =
+        (format!("KUBECONFIG={}", kubeconfig.display()), format!("NETPROBE_TOKEN={TOKEN}"));
+    let node1 = c.nodes[0].0.clone();
+    let argv = [
+        "env",
+        &token_env,
+        &kubeconfig_env,
+        "NODE_NAME=k8s-cp-1",
+        env!("CARGO_BIN_EXE_netprobe"),
+        "agent",
+        "--listen",
+        "198.51.100.1:9473",
+        "--mesh-every",
+        "1s",
+        "--peers-from-api",
+    ];
+    c.lab.spawn(&node1, &argv)?;
+    node1.wait_listening("tcp", 9473, Duration::from_secs(10))?;
+    let want = ["k8s-worker-1", "k8s-worker-2"]
+        .map(|to| format!("netprobe_vxlan_pair_up{{from=\"k8s-cp-1\",to=\"{to}\"}} 1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let (_, metrics) = http_get(&node1, format!("{N1}:9473").parse()?, "/metrics")?;
+        if want.iter().all(|line| metrics.lines().any(|l| l == line)) || std::time::Instant::now() > deadline
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    for line in &want {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert!(!metrics.contains("to=\"k8s-cp-1\""), "this node is not its own peer: {metrics}");
+    Ok(())
+}

@@ -82,3 +82,9 @@ pub fn runtime(op: &str, workers: Option<usize>) -> crate::Result<tokio::runtime
     };
     builder.enable_all().build().map_err(|e| crate::Error::could_not_run(op, e.to_string()))
 }
+
+/// Raises this process's limit on open files to its hard limit (rlimit) and returns the limit now
+/// in force: the vxlan driver holds a connection for each request in flight, to every agent.
+pub fn raise_open_files_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}

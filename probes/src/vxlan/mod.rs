@@ -239,14 +239,26 @@ pub fn run(config: Config) -> Result<VxlanReport> {
             ));
         }
     }
+    // Each pair in flight holds a connection at a time, and the pool keeps some idle: a third of
+    // the open-file limit for pairs leaves room for the rest.
+    let in_flight = (crate::net::raise_open_files_limit().saturating_sub(128) / 3).max(16) as usize;
     let runtime = crate::net::runtime("starting the vxlan runtime", Some(2))?;
     let agents = Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(30))?);
-    runtime.block_on(probe(agents, config))
+    runtime.block_on(probe_within(agents, config, in_flight))
 }
 
 /// The driver on any [`AgentApi`]: every agent answers and takes the token before any probe is
 /// sent, then every ordered pair is probed at once.
-pub async fn probe<A: AgentApi>(agents: Arc<A>, mut config: Config) -> Result<VxlanReport> {
+pub async fn probe<A: AgentApi>(agents: Arc<A>, config: Config) -> Result<VxlanReport> {
+    probe_within(agents, config, usize::MAX >> 4).await
+}
+
+/// [`probe`] with at most `in_flight` pairs under way at once.
+pub async fn probe_within<A: AgentApi>(
+    agents: Arc<A>,
+    mut config: Config,
+    in_flight: usize,
+) -> Result<VxlanReport> {
     let mut checks = tokio::task::JoinSet::new();
     for (index, node) in config.nodes.iter().cloned().enumerate() {
         let agents = agents.clone();
@@ -299,6 +311,7 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, mut config: Config) -> Result<Vx
     // Each agent takes at most MAX_SENDS sends and MAX_OPEN expectations at once: ask no more of it.
     let slots: std::collections::HashMap<SocketAddr, Slots> =
         config.nodes.iter().map(|n| (n.agent, Slots::default())).collect();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight.min(tokio::sync::Semaphore::MAX_PERMITS)));
     let mut pairs = tokio::task::JoinSet::new();
     let mut index = 0u64;
     for (a, from) in config.nodes.iter().enumerate() {
@@ -310,7 +323,9 @@ pub async fn probe<A: AgentApi>(agents: Arc<A>, mut config: Config) -> Result<Vx
             let probe_id = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let (agents, config, from, to) = (agents.clone(), config.clone(), from.clone(), to.clone());
             let (sends, expects) = (slots[&from.agent].sends.clone(), slots[&to.agent].expects.clone());
+            let in_flight = in_flight.clone();
             pairs.spawn(async move {
+                let _under_way = in_flight.acquire_owned().await.ok();
                 // The source's send slot first, then the destination's expectation: a listener is
                 // never opened long before its probes can go, and no two pairs wait on each other.
                 let send_slot = sends.acquire_owned().await.ok();
