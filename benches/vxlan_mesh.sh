@@ -3,7 +3,7 @@
 # network namespace of its own on one bridge, each with a kernel vxlan device on 8472. Everything it
 # makes is removed on exit.
 #
-#   sudo bash benches/vxlan_mesh.sh [N]          needs: iproute2, hyperfine
+#   sudo RUNS=5 bash benches/vxlan_mesh.sh [N]          needs: iproute2, hyperfine
 #
 # Target (issue "netprobe vxlan"): the mesh's verdict in under 10 s.
 set -euo pipefail
@@ -40,7 +40,7 @@ for i in $(seq 1 "$n"); do
     until [ -n "$(ip netns exec "$tag-$i" ss -Hltn 'sport = :9473')" ]; do sleep 0.05; done
 done
 echo "mesh of $n agents: $((n * (n - 1))) ordered pairs"
-NETPROBE_TOKEN="$token" hyperfine -N --output=pipe --warmup 1 --runs 5 \
+NETPROBE_TOKEN="$token" hyperfine -N --output=pipe --warmup 1 --runs "${RUNS:-5}" \
     "ip netns exec $tag-1 $bin vxlan ${nodes[*]} --timeout 1s -o json"
 NETPROBE_TOKEN="$token" ip netns exec "$tag-1" "$bin" vxlan "${nodes[@]}" --timeout 1s -o json \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print("verdict:", r["verdict"], "pairs:", len(r["pairs"]), "ok:", sum(p["verdict"]=="ok" for p in r["pairs"]))'

@@ -68,7 +68,10 @@ PY
 for i in $(seq 1 "$n"); do
     ip netns exec "$tag-$i" python3 - "198.51.100.$i" <<'PY'
 import sys, urllib.request
-text = urllib.request.urlopen(f"http://{sys.argv[1]}:9473/metrics", timeout=5).read().decode()
+try:
+    text = urllib.request.urlopen(f"http://{sys.argv[1]}:9473/metrics", timeout=30).read().decode()
+except OSError as e:
+    print("unreachable", file=sys.stderr); sys.exit(0)
 def value(prefix):
     return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
 rounds, total = value("netprobe_vxlan_round_duration_seconds_count"), value("netprobe_vxlan_round_duration_seconds_sum")

@@ -194,6 +194,7 @@ fn render_table(report: &VxlanReport) -> String {
             let control = match p.control_udp {
                 vxlan::ControlUdp::Ok => "ok",
                 vxlan::ControlUdp::Lost => "lost",
+                vxlan::ControlUdp::NotMeasured => "not measured",
             };
             text.push_str(&format!(
                 "{} -> {}: {} (control UDP {control})\n",

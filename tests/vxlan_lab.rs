@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use netprobe_lab::fake_api::{fixture, FakeApi};
-use netprobe_lab::{http_get, lab_or_skip, Lab, Netns};
+use netprobe_lab::{http_get, http_request, lab_or_skip, Lab, Netns};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -501,5 +501,57 @@ fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
     assert!(!metrics.contains("to=\"k8s-cp-1\""), "this node is not its own peer: {metrics}");
+    Ok(())
+}
+
+#[test]
+fn a_sender_that_asks_keeps_the_capture_open_and_one_too_late_sends_nothing() -> TestResult {
+    let Some(c) = cluster("vx-late", 2) else { return Ok(()) };
+    let (n1, n2) = (&c.nodes[0].0, &c.nodes[1].0);
+    let agent2: std::net::SocketAddr = format!("{N2}:9473").parse()?;
+    let agent1: std::net::SocketAddr = format!("{N1}:9473").parse()?;
+    let expect = |id: u32| {
+        let body = format!(
+            r#"{{"probe_id":{id},"from":"{N1}","to":"{N2}","port":8472,"vni":16777200,"window_ms":600}}"#
+        );
+        let (code, answer) = http_request(n1, agent2, "POST", "/v1/expect", Some(TOKEN), &body).unwrap();
+        assert_eq!(code, 200, "{answer}");
+        serde_json::from_str::<Value>(&answer).unwrap()["control_port"].as_u64().unwrap()
+    };
+    let send = |id: u32, control_port: u64| {
+        let body = format!(
+            r#"{{"probe_id":{id},"to":"{N2}","port":8472,"control_port":{control_port},"vni":16777200,"count":5}}"#
+        );
+        http_request(n1, agent1, "POST", "/v1/send", Some(TOKEN), &body).unwrap()
+    };
+    let collect = |id: u32| {
+        let body = format!(r#"{{"probe_id":{id}}}"#);
+        http_request(n2, agent2, "POST", "/v1/collect", Some(TOKEN), &body).unwrap()
+    };
+
+    // Probe 77: node2 listens 600 ms; the sender asks at 400 ms (as a loaded sender does before
+    // its probes leave), which keeps the capture open a window from then; the probes leave at
+    // 800 ms, past the first window, and are heard.
+    let control_port = expect(77);
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, answer) = http_get(n1, agent2, "/v1/expectation/77").map(|(c, a)| (c, a))?;
+    assert_eq!(code, 401, "the question needs the token: {answer}");
+    let (code, answer) = http_request(n1, agent2, "GET", "/v1/expectation/77", Some(TOKEN), "")?;
+    assert_eq!(code, 200, "{answer}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, answer) = send(77, control_port);
+    assert_eq!(code, 200, "{answer}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, answer) = collect(77);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(serde_json::from_str::<Value>(&answer)?["arrived"], 5, "{answer}");
+
+    // Probe 78: nobody asks until long after the window; the send is refused, nothing is sent,
+    // so no verdict can call the probes lost.
+    let control_port = expect(78);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, answer) = send(78, control_port);
+    assert_eq!(code, 403, "{answer}");
+    assert!(answer.contains("does not expect probe 78"), "{answer}");
     Ok(())
 }

@@ -30,6 +30,11 @@ pub enum Error {
     /// Anything else that stopped the probe from running (exit 3). `detail` carries the fix.
     #[error("{op}: {detail}")]
     CouldNotRun { op: String, detail: String },
+
+    /// A peer at its limits for now (an agent's caps): the same request may pass a moment later
+    /// (exit 3 if it never does).
+    #[error("{op}: {detail}")]
+    Busy { op: String, detail: String },
 }
 
 impl Error {
@@ -45,5 +50,10 @@ impl Error {
 
     pub fn could_not_run(op: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::CouldNotRun { op: op.into(), detail: detail.into() }
+    }
+
+    /// True for [`Error::Busy`]: worth trying again after a pause.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Busy { .. })
     }
 }

@@ -344,16 +344,34 @@ impl Netns {
 
 /// `GET path` from inside `ns` to `address` (plain HTTP/1.0): the status line's code and the body.
 pub fn http_get(ns: &Netns, address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_request(ns, address, "GET", path, None, "")
+}
+
+/// A request from inside `ns` (plain HTTP/1.0, a JSON body, a bearer token if given): the status
+/// line's code and the body.
+pub fn http_request(
+    ns: &Netns,
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let ns = ns.clone();
-    let path = path.to_string();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let what = format!("{method} http://{address}{path}");
     std::thread::spawn(move || {
         ns.enter_current_thread()?;
-        let fail = |e: std::io::Error| LabError(format!("GET http://{address}{path}: {e}"));
+        let fail = |e: std::io::Error| LabError(format!("{what}: {e}"));
         let mut stream =
             std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)).map_err(fail)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(fail)?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(fail)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(fail)?;
+        stream.write_all(request.as_bytes()).map_err(fail)?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer).map_err(fail)?;
         let code = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -126,6 +126,10 @@ impl AgentApi for HttpAgents {
                 "refused the token: set NETPROBE_TOKEN to the token the agents were started with",
             ));
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let why = serde_json::from_slice::<ApiError>(&bytes).map(|e| e.error).unwrap_or_default();
+            return Err(Error::Busy { op: format!("{} {path}", agent.who()), detail: why });
+        }
         if !status.is_success() {
             let why = serde_json::from_slice::<ApiError>(&bytes)
                 .map(|e| e.error)

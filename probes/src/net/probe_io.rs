@@ -57,6 +57,10 @@ pub struct Sent {
 pub trait Listener: Send {
     fn interface(&self) -> &str;
     fn control_port(&self) -> u16;
+    /// Keeps listening until `until` at least: the sender is about to send (it asked first), so
+    /// probes that leave late under load are still heard, never taken for lost. False when the
+    /// listening has already ended: then it is too late to send.
+    fn extend(&self, until: Instant) -> bool;
     /// Stops listening, takes in what the capture still buffered, and says what was heard; a
     /// capture that failed (or its thread) is an error, never "nothing arrived".
     fn finish(self: Box<Self>) -> Result<Heard>;
@@ -122,12 +126,51 @@ impl PacketBudget {
 struct LiveListener {
     interface: String,
     control_port: u16,
+    deadline: Arc<Deadline>,
     stop: Arc<AtomicBool>,
     capture: JoinHandle<Result<HashSet<u32>>>,
     control: JoinHandle<HashSet<u32>>,
 }
 
+/// When listening ends: moved later by [`Listener::extend`], closed for good by the first thread
+/// that finds it passed. Both under one lock, so an extension either keeps the threads going or
+/// is refused, never lost between a thread's check and its exit.
+struct Deadline(std::sync::Mutex<Option<Instant>>);
+
+impl Deadline {
+    fn new(at: Instant) -> Deadline {
+        Deadline(std::sync::Mutex::new(Some(at)))
+    }
+
+    /// The deadline while it has not passed; once it has (or on `stop`), closes it: None.
+    fn still_open(&self, stop: &AtomicBool) -> Option<Instant> {
+        let mut deadline = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match *deadline {
+            Some(at) if !stop.load(Ordering::Relaxed) && Instant::now() < at => Some(at),
+            _ => {
+                *deadline = None;
+                None
+            }
+        }
+    }
+
+    fn extend(&self, until: Instant) -> bool {
+        let mut deadline = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match deadline.as_mut() {
+            Some(at) if Instant::now() < *at => {
+                *at = (*at).max(until);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Listener for LiveListener {
+    fn extend(&self, until: Instant) -> bool {
+        self.deadline.extend(until)
+    }
+
     fn interface(&self) -> &str {
         &self.interface
     }
@@ -153,7 +196,7 @@ impl Listener for LiveListener {
 impl ProbeIo for Sockets {
     fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>> {
         let name = interface::for_route_to(spec.from)?;
-        let deadline = Instant::now() + spec.window;
+        let deadline = Arc::new(Deadline::new(Instant::now() + spec.window));
         let stop = Arc::new(AtomicBool::new(false));
         // Capture first (filter set before anyone sends), then the control socket.
         let filter = format!("udp and src host {} and dst port {}", spec.from, spec.port);
@@ -162,6 +205,7 @@ impl ProbeIo for Sockets {
             .map_err(|e| Error::could_not_run("binding the control socket", e.to_string()))?;
         let control_port = control.local_addr().map(|a| a.port()).unwrap_or(0);
         let stopping = stop.clone();
+        let until = deadline.clone();
         let capture_thread = std::thread::spawn(move || -> Result<HashSet<u32>> {
             let mut seen = HashSet::new();
             let mut take = |frame: super::Captured| {
@@ -171,8 +215,8 @@ impl ProbeIo for Sockets {
                     }
                 }
             };
-            while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let tick = (Instant::now() + Duration::from_millis(20)).min(deadline);
+            while let Some(at) = until.still_open(&stopping) {
+                let tick = (Instant::now() + Duration::from_millis(20)).min(at);
                 while let Some(frame) = capture.next_before(tick)? {
                     take(frame);
                 }
@@ -184,11 +228,12 @@ impl ProbeIo for Sockets {
             Ok(seen)
         });
         let stopping = stop.clone();
+        let until = deadline.clone();
         let control_thread = std::thread::spawn(move || {
             let mut seen = HashSet::new();
             let _ = control.set_read_timeout(Some(Duration::from_millis(20)));
             let mut buf = [0u8; 256];
-            while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
+            while until.still_open(&stopping).is_some() {
                 if let Ok((n, SocketAddr::V4(peer))) = control.recv_from(&mut buf) {
                     if *peer.ip() == spec.from {
                         if let Some(seq) = vxlan::control_seq(&buf[..n], spec.probe_id) {
@@ -202,6 +247,7 @@ impl ProbeIo for Sockets {
         Ok(Box::new(LiveListener {
             interface: name,
             control_port,
+            deadline,
             stop,
             capture: capture_thread,
             control: control_thread,

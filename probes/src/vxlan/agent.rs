@@ -87,8 +87,13 @@ struct Expectation {
     vni: u32,
     counters_before: Candidates,
     counters_error: Option<String>,
+    /// How long it listens: from its opening, and again from when its sender asks about it.
+    window: Duration,
     expires: Instant,
 }
+
+/// An expectation is dropped this long after its capture ends if nobody collects it.
+const UNCOLLECTED_GRACE: Duration = Duration::from_secs(5);
 
 /// Expectations open, and slots reserved for ones being opened: the cap counts both, checked and
 /// taken under one lock.
@@ -308,10 +313,15 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
         let mut open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
         open.expectations.retain(|_, e| e.expires > Instant::now());
         if open.expectations.len() + open.reserved >= MAX_OPEN {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many open expectations on this agent");
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many open expectations on this agent: try again",
+            );
         }
         open.reserved += 1;
     }
+    // Released however this handler ends, also when its caller goes away mid-request.
+    let _reservation = Reservation(agent.clone());
     let state = agent.clone();
     let result = blocking(move || {
         let window = Duration::from_millis(req.window_ms);
@@ -337,27 +347,46 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
             vni: req.vni,
             counters_before,
             counters_error,
-            expires: Instant::now() + window + Duration::from_secs(5),
+            window,
+            expires: Instant::now() + window + UNCOLLECTED_GRACE,
         };
         state.open.lock().unwrap_or_else(|e| e.into_inner()).expectations.insert(req.probe_id, expectation);
         Ok(response)
     })
     .await;
-    agent.open.lock().unwrap_or_else(|e| e.into_inner()).reserved -= 1;
     answer(result)
 }
 
-/// What this agent expects for a probe: asked by the agent about to send it.
+/// One expectation being set up, counted against MAX_OPEN until it is open (or has failed).
+struct Reservation(Agent);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.open.lock().unwrap_or_else(|e| e.into_inner()).reserved -= 1;
+    }
+}
+
+/// What this agent expects for a probe: asked by the agent about to send it. The capture then
+/// listens a whole window from now, so probes that leave late (a loaded node) are still heard.
 async fn expectation(State(agent): State<Agent>, UrlPath(probe_id): UrlPath<u64>) -> Response {
-    let open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
-    match open.expectations.get(&probe_id).filter(|e| e.expires > Instant::now()) {
-        Some(e) => Json(ExpectationInfo {
-            from: e.from,
-            port: e.port,
-            control_port: e.listener.control_port(),
-            vni: e.vni,
-        })
-        .into_response(),
+    let mut open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    match open.expectations.get_mut(&probe_id).filter(|e| e.expires > now) {
+        // Its capture has ended: sending now would only make probes nobody hears.
+        Some(e) if !e.listener.extend(now + e.window) => refuse(
+            StatusCode::GONE,
+            format!("the capture for probe {probe_id} has ended: too late to send, ask for a new one"),
+        ),
+        Some(e) => {
+            e.expires = e.expires.max(now + e.window + UNCOLLECTED_GRACE);
+            Json(ExpectationInfo {
+                from: e.from,
+                port: e.port,
+                control_port: e.listener.control_port(),
+                vni: e.vni,
+            })
+            .into_response()
+        }
         None => refuse(StatusCode::NOT_FOUND, format!("no expectation for probe {probe_id}")),
     }
 }
@@ -421,10 +450,11 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
     }
     let Ok(slot) = agent.sends.clone().try_acquire_owned() else {
         return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::TOO_MANY_REQUESTS,
             format!("{MAX_SENDS} sends are under way on this agent: try again"),
         );
     };
+    let runtime = tokio::runtime::Handle::current();
     answer(
         blocking(move || {
             let _slot = slot;
@@ -432,6 +462,15 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
             let flow =
                 Flow { source: local, destination: Some(req.to), port: req.port, path: Path::Outbound };
             let (before, before_error) = read_counters(agent.ways.counters.as_ref(), &flow);
+            // Asked again just before the probes leave (reading counters can take a while on a
+            // busy node): the question keeps the peer's capture open for them, or says it is
+            // too late, and then nothing is sent.
+            if runtime.block_on(agent.ways.peers.expectation(peer, req.probe_id)).is_none() {
+                return Err(Error::could_not_run(
+                    format!("sending probe {} to {peer}", req.probe_id),
+                    "the agent there no longer expects it (its capture ended): too late, ask it again",
+                ));
+            }
             let sent = agent.ways.io.send(SendSpec {
                 to: req.to,
                 port: req.port,
@@ -481,6 +520,9 @@ mod tests {
         }
         fn control_port(&self) -> u16 {
             40000
+        }
+        fn extend(&self, _: Instant) -> bool {
+            true
         }
         fn finish(self: Box<Self>) -> Result<Heard> {
             match self.0 {
@@ -694,7 +736,7 @@ mod tests {
             assert_eq!(status, StatusCode::OK, "expectation {id}");
         }
         let (status, body) = call(&app, "/v1/expect", Some(TOKEN), expect_body(9999)).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
         // Collecting one frees its slot.
         call(&app, "/v1/collect", Some(TOKEN), r#"{"probe_id":1000}"#.into()).await;
         let (status, _) = call(&app, "/v1/expect", Some(TOKEN), expect_body(9999)).await;

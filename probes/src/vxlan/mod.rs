@@ -123,6 +123,9 @@ pub enum PairVerdict {
     BlockedAtSource,
     LostInNetwork,
     DroppedAtDestination,
+    /// The pair could not be measured (an agent failed or refused a step): no verdict on the
+    /// network, and the run could not check everything.
+    Untested,
 }
 
 impl PairVerdict {
@@ -134,12 +137,14 @@ impl PairVerdict {
             PairVerdict::BlockedAtSource => "blocked-at-source",
             PairVerdict::LostInNetwork => "lost-in-network",
             PairVerdict::DroppedAtDestination => "dropped-at-destination",
+            PairVerdict::Untested => "untested",
         }
     }
 
     pub fn health(self) -> Health {
         match self {
             PairVerdict::Ok | PairVerdict::Unverified => Health::Ok,
+            PairVerdict::Untested => Health::CouldNotRun,
             _ => Health::Fault,
         }
     }
@@ -151,6 +156,8 @@ impl PairVerdict {
 pub enum ControlUdp {
     Ok,
     Lost,
+    /// The pair was not measured.
+    NotMeasured,
 }
 
 /// How delivery past the destination's firewall is known.
@@ -201,11 +208,15 @@ pub struct VxlanReport {
 }
 
 impl VxlanReport {
-    /// A fault found anywhere wins; else nodes left untested mean the mesh could not be checked.
+    /// A fault found anywhere wins; else pairs or nodes left untested mean the mesh could not be
+    /// checked.
     pub fn health_of(pairs: &[PairReport], untested: &[UntestedNode]) -> Health {
-        match Health::worst(pairs.iter().map(|p| p.verdict.health())) {
-            Health::Ok if !untested.is_empty() => Health::CouldNotRun,
-            health => health,
+        if pairs.iter().any(|p| p.verdict.health() == Health::Fault) {
+            Health::Fault
+        } else if !untested.is_empty() || pairs.iter().any(|p| p.verdict == PairVerdict::Untested) {
+            Health::CouldNotRun
+        } else {
+            Health::Ok
         }
     }
 }
@@ -339,8 +350,10 @@ pub async fn probe_within<A: AgentApi>(
     let mut results = Vec::new();
     while let Some(done) = pairs.join_next().await {
         // A task that failed is an error, never a verdict.
-        let (order, result) = done.map_err(|e| Error::could_not_run("probing pairs", e.to_string()))?;
-        results.push((order, result?));
+        let ((a, b), result) = done.map_err(|e| Error::could_not_run("probing pairs", e.to_string()))?;
+        // A pair an agent could not measure is untested, with why; the other pairs still count.
+        let pair = result.unwrap_or_else(|e| untested_pair(&config.nodes[a], &config.nodes[b], &e));
+        results.push(((a, b), pair));
     }
     results.sort_by_key(|(order, _)| *order);
     let pairs: Vec<PairReport> = results.into_iter().map(|(_, pair)| pair).collect();
@@ -378,7 +391,9 @@ pub(crate) async fn probe_pair<A: AgentApi>(
     probe_id: u64,
     send_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<PairReport> {
-    let window = config.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(config.count) + 3000);
+    // The longest the destination listens if nobody collects; collect ends it sooner. Room for a
+    // busy source, whose counters and send slot may keep the probes waiting seconds.
+    let window = config.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(config.count) + 10_000);
     let expect = ExpectRequest {
         probe_id,
         from: from.ip,
@@ -387,7 +402,8 @@ pub(crate) async fn probe_pair<A: AgentApi>(
         vni: config.vni,
         window_ms: (window.as_millis() as u64).min(MAX_WINDOW_MS),
     };
-    let listening: ExpectResponse = agents.call(&to.agent_addr(), "/v1/expect", Some(&expect)).await?;
+    let (to_agent, from_agent) = (to.agent_addr(), from.agent_addr());
+    let listening: ExpectResponse = patiently(|| agents.call(&to_agent, "/v1/expect", Some(&expect))).await?;
     let send = SendRequest {
         probe_id,
         to: to.ip,
@@ -396,7 +412,15 @@ pub(crate) async fn probe_pair<A: AgentApi>(
         vni: config.vni,
         count: config.count,
     };
-    let sent: SendResponse = agents.call(&from.agent_addr(), "/v1/send", Some(&send)).await?;
+    let sent: SendResponse = match patiently(|| agents.call(&from_agent, "/v1/send", Some(&send))).await {
+        Ok(sent) => sent,
+        Err(e) => {
+            // Free the destination's expectation now, not at its expiry: it counts against its cap.
+            let release = CollectRequest { probe_id };
+            let _ = agents.call::<_, CollectResponse>(&to_agent, "/v1/collect", Some(&release)).await;
+            return Err(e);
+        }
+    };
     drop(send_slot);
     tokio::time::sleep(config.timeout).await;
     let arrived: CollectResponse =
@@ -405,6 +429,46 @@ pub(crate) async fn probe_pair<A: AgentApi>(
     pair.from_node = from.label.clone();
     pair.to_node = to.label.clone();
     Ok(pair)
+}
+
+/// A pair that could not be measured: why, and no counts.
+fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
+    PairReport {
+        from: from.ip,
+        to: to.ip,
+        from_node: from.label.clone(),
+        to_node: to.label.clone(),
+        sent: 0,
+        left_source: 0,
+        arrived: 0,
+        verdict: PairVerdict::Untested,
+        control_udp: ControlUdp::NotMeasured,
+        delivery: None,
+        delivery_note: None,
+        rtt_ms: None,
+        rule: None,
+        diagnosis: format!("not measured: {why}"),
+    }
+}
+
+/// Calls again while the agent says it is at its limits (429), pausing longer each time, up to
+/// about 1.5 s in all: a busy agent delays a pair, it does not fail it.
+async fn patiently<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..5 {
+        match call().await {
+            Err(e) if e.is_busy() => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    call().await
 }
 
 /// The first rule that grew by at least `missing` packets (the probes it would have to explain).
@@ -685,15 +749,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_capture_that_failed_on_an_agent_is_an_error_naming_it_not_lost_in_network() {
+    async fn a_capture_that_failed_on_an_agent_leaves_the_pair_untested_naming_it_never_lost() {
         let agents = FakeAgents::default().answer(
             "203.0.113.2:9473",
             "/v1/collect",
             Err("capturing on eth0: the capture thread failed"),
         );
-        let err = probe(Arc::new(healthy(agents)), two_nodes()).await.unwrap_err();
-        assert!(!err.is_bad_input());
-        assert!(err.to_string().contains("agent 203.0.113.2 /v1/collect: capturing on eth0"), "{err}");
+        let report = probe(Arc::new(healthy(agents)), two_nodes()).await.unwrap();
+        let failed = report.pairs.iter().find(|p| p.to == Ipv4Addr::new(203, 0, 113, 2)).unwrap();
+        assert_eq!((failed.verdict, failed.control_udp), (PairVerdict::Untested, ControlUdp::NotMeasured));
+        assert!(
+            failed.diagnosis.contains("agent 203.0.113.2 /v1/collect: capturing on eth0"),
+            "{}",
+            failed.diagnosis
+        );
+        let other = report.pairs.iter().find(|p| p.to == Ipv4Addr::new(198, 51, 100, 1)).unwrap();
+        assert_eq!(other.verdict, PairVerdict::Ok, "the other direction still counts");
+        assert_eq!(report.verdict, Health::CouldNotRun, "exit 3: not everything could be checked");
     }
 
     #[tokio::test]
@@ -752,6 +824,42 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_agent_delays_a_pair_and_fails_it_only_if_it_stays_busy() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let busy =
+            || Error::Busy { op: "agent b /v1/expect".into(), detail: "too many open expectations".into() };
+        let calls = AtomicU32::new(0);
+        let answer = patiently(|| async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                Err(busy())
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!((answer.unwrap(), calls.load(Ordering::SeqCst)), (7, 4));
+
+        let calls = AtomicU32::new(0);
+        let answer: Result<u32> = patiently(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(busy())
+        })
+        .await;
+        assert!(answer.unwrap_err().is_busy());
+        assert_eq!(calls.load(Ordering::SeqCst), 6, "five pauses, then the last answer stands");
+
+        // Any other error is not retried.
+        let calls = AtomicU32::new(0);
+        let answer: Result<u32> = patiently(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Error::could_not_run("agent b", "unreachable"))
+        })
+        .await;
+        assert!(!answer.unwrap_err().is_busy());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]
