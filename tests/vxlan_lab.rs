@@ -534,7 +534,7 @@ fn a_sender_that_asks_keeps_the_capture_open_and_one_too_late_sends_nothing() ->
     // 800 ms, past the first window, and are heard.
     let control_port = expect(77);
     std::thread::sleep(Duration::from_millis(400));
-    let (code, answer) = http_get(n1, agent2, "/v1/expectation/77").map(|(c, a)| (c, a))?;
+    let (code, answer) = http_get(n1, agent2, "/v1/expectation/77")?;
     assert_eq!(code, 401, "the question needs the token: {answer}");
     let (code, answer) = http_request(n1, agent2, "GET", "/v1/expectation/77", Some(TOKEN), "")?;
     assert_eq!(code, 200, "{answer}");
