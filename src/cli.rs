@@ -74,7 +74,8 @@ interface towards A, A sends --count real VXLAN packets (RFC 7348, VNI --vni, a 
 frame) to B:--port through its kernel's UDP stack, and captures its own egress; a datagram to another \
 UDP port of B's agent is the control. Verdicts per pair: ok, partial-loss, blocked-at-source (never \
 left A), lost-in-network (left A, never reached B), dropped-at-destination (reached B, dropped by a \
-rule there, which is named).\n\n\
+rule there, which is named), unverified (reached B, its counters unreadable), untested (an agent could \
+not measure the pair: the reason is given, exit 3).\n\n\
 The default VNI 16777200 is far from flannel's 1, Calico's 4096 and Cilium's cluster identities, so a \
 node's own VTEP drops the probes without learning anything from them.";
 
