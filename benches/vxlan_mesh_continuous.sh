@@ -13,38 +13,12 @@ period=${2:-10s}
 seconds=${3:-60}
 tag="npc$$"
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for i in $(seq 1 "$n") sw; do ip netns del "$tag-$i" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+source benches/mesh_lab.sh
 
 cargo build --release --quiet -p netprobe
 bin=$PWD/target/release/netprobe
-ip netns add "$tag-sw"
-ip -n "$tag-sw" link add br0 type bridge forward_delay 0 stp_state 0
-ip -n "$tag-sw" link set br0 up
-addresses=()
-for i in $(seq 1 "$n"); do addresses+=("198.51.100.$i"); done
-peers=$(IFS=,; echo "${addresses[*]}")
-for i in $(seq 1 "$n"); do
-    ns="$tag-$i"; ip="198.51.100.$i"
-    ip netns add "$ns"
-    ip -n "$tag-sw" link add "p$i" type veth peer name eth0 netns "$ns"
-    ip -n "$tag-sw" link set "p$i" master br0 up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" addr add "$ip/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$ns" link add flannel.1 type vxlan id 1 local "$ip" dstport 8472 dev eth0
-    ip -n "$ns" link set flannel.1 up
-    ip netns exec "$ns" env NETPROBE_TOKEN="$token" NODE_NAME="node-$i" \
-        "$bin" agent --listen "$ip:9473" --mesh-every "$period" --peers "$peers" 2>/dev/null &
-    pids+=($!)
-done
-for i in $(seq 1 "$n"); do
-    until [ -n "$(ip netns exec "$tag-$i" ss -Hltn 'sport = :9473')" ]; do sleep 0.05; done
-done
+peers=$(for i in $(seq 1 "$n"); do printf '198.51.100.%s,' "$i"; done)
+mesh_lab_up "$n" "$tag" "$token" "$bin" --mesh-every "$period" --peers "${peers%,}"
 ticks=$(getconf CLK_TCK)
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A before

@@ -25,7 +25,8 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
     if args.nodes.is_empty() && args.pcap.is_none() && k8s::api_configured(api) {
         let on = args.interface.clone().or_else(|| interface::route_to(vip).ok().map(|r| r.interface));
         if let Some(on) = on {
-            (args.nodes, label_note) = cluster_labels(api, &on, IMPLICIT_API_LIMIT);
+            let (nodes, note) = cluster_nodes(api, IMPLICIT_API_LIMIT);
+            (args.nodes, label_note) = (labels_on(&nodes, &on), note);
         }
     }
     if args.watch {
@@ -57,12 +58,17 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
 /// How long a probe that only wants node names waits for an API nobody asked it to use.
 const IMPLICIT_API_LIMIT: Duration = Duration::from_secs(5);
 
-/// The cluster's nodes on `interface`'s segment as labels, or none and a note saying why.
-fn cluster_labels(api: &ApiConfig, interface: &str, limit: Duration) -> (Vec<Node>, Option<String>) {
+/// The cluster's Nodes, or none and a note saying why: names are a help, never a reason to stop.
+fn cluster_nodes(api: &ApiConfig, limit: Duration) -> (Vec<k8s::ClusterNode>, Option<String>) {
     match k8s::blocking_within(limit, k8s::nodes(api)) {
-        Ok(nodes) => (services::node_labels(&nodes, interface, |ip| interface::route_to(ip).ok()), None),
+        Ok(nodes) => (nodes, None),
         Err(e) => (Vec::new(), Some(format!("responders are not named by node: {e}"))),
     }
+}
+
+/// The Nodes whose InternalIP is on `interface`'s segment, as responder labels.
+fn labels_on(nodes: &[k8s::ClusterNode], interface: &str) -> Vec<Node> {
+    services::node_labels(nodes, interface, |ip| interface::route_to(ip).ok())
 }
 
 /// `--service` and `--all-services`: the Services' VIPs on this host's segments, each probed.
@@ -82,11 +88,8 @@ fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, 
         return Err(Error::could_not_run(format!("probing service {namespace}/{name}"), why.join("; ")));
     }
     // The nodes are read once; each VIP is labelled by the nodes on its own segment.
-    let (cluster_nodes, label_note) = if args.nodes.is_empty() && !targets.is_empty() {
-        match k8s::blocking(k8s::nodes(api)) {
-            Ok(nodes) => (nodes, None),
-            Err(e) => (Vec::new(), Some(format!("responders are not named by node: {e}"))),
-        }
+    let (nodes, label_note) = if args.nodes.is_empty() && !targets.is_empty() {
+        cluster_nodes(api, k8s::LOOKUP_LIMIT)
     } else {
         (Vec::new(), None)
     };
@@ -99,11 +102,7 @@ fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, 
             interval: args.interval.unwrap_or(Duration::from_millis(200)),
             wait: args.wait,
             source: args.source,
-            nodes: if args.nodes.is_empty() {
-                services::node_labels(&cluster_nodes, &t.interface, |ip| interface::route_to(ip).ok())
-            } else {
-                args.nodes.clone()
-            },
+            nodes: if args.nodes.is_empty() { labels_on(&nodes, &t.interface) } else { args.nodes.clone() },
         })
         .collect();
     let reports = services::probe_each(&configs)?;

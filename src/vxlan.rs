@@ -220,18 +220,23 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
-    #[test]
-    fn the_matrix_and_its_diagnoses() {
-        std::env::set_var("NO_COLOR", "1");
-        let config = Config {
+    /// What judge needs of a run: port, VNI and count.
+    fn config(skip_unanswering: bool) -> Config {
+        Config {
             nodes: vec![],
             token: String::new(),
             port: 8472,
             vni: DEFAULT_VNI,
             count: 5,
             timeout: Duration::ZERO,
-            skip_unanswering: false,
-        };
+            skip_unanswering,
+        }
+    }
+
+    #[test]
+    fn the_matrix_and_its_diagnoses() {
+        std::env::set_var("NO_COLOR", "1");
+        let config = config(false);
         let (a, b, c) =
             (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 2), Ipv4Addr::new(192, 0, 2, 3));
         let sent = |left| SendResponse {
@@ -274,15 +279,7 @@ mod tests {
     #[test]
     fn nodes_from_the_api_by_name_and_the_untested_ones_with_the_fix() {
         std::env::set_var("NO_COLOR", "1");
-        let config = Config {
-            nodes: vec![],
-            token: String::new(),
-            port: 8472,
-            vni: DEFAULT_VNI,
-            count: 5,
-            timeout: Duration::ZERO,
-            skip_unanswering: true,
-        };
+        let config = config(true);
         let (a, b) = (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(198, 51, 100, 2));
         let sent = SendResponse {
             sent: 5,

@@ -512,7 +512,7 @@ fn a_sender_that_asks_keeps_the_capture_open_and_one_too_late_sends_nothing() ->
     let agent1: std::net::SocketAddr = format!("{N1}:9473").parse()?;
     let expect = |id: u32| {
         let body = format!(
-            r#"{{"probe_id":{id},"from":"{N1}","to":"{N2}","port":8472,"vni":16777200,"window_ms":600}}"#
+            r#"{{"probe_id":{id},"from":"{N1}","to":"{N2}","port":8472,"vni":16777200,"window_ms":3000}}"#
         );
         let (code, answer) = http_request(n1, agent2, "POST", "/v1/expect", Some(TOKEN), &body).unwrap();
         assert_eq!(code, 200, "{answer}");
@@ -529,16 +529,16 @@ fn a_sender_that_asks_keeps_the_capture_open_and_one_too_late_sends_nothing() ->
         http_request(n2, agent2, "POST", "/v1/collect", Some(TOKEN), &body).unwrap()
     };
 
-    // Probe 77: node2 listens 600 ms; the sender asks at 400 ms (as a loaded sender does before
-    // its probes leave), which keeps the capture open a window from then; the probes leave at
-    // 800 ms, past the first window, and are heard.
+    // Probe 77: node2 listens 3 s; the sender asks at 1.5 s (as a loaded sender does before its
+    // probes leave), which keeps the capture open 3 s from then; the probes leave at 3.5 s, past
+    // the first window, and are heard. Each step has a second or more to spare on a busy machine.
     let control_port = expect(77);
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1500));
     let (code, answer) = http_get(n1, agent2, "/v1/expectation/77")?;
     assert_eq!(code, 401, "the question needs the token: {answer}");
     let (code, answer) = http_request(n1, agent2, "GET", "/v1/expectation/77", Some(TOKEN), "")?;
     assert_eq!(code, 200, "{answer}");
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(2000));
     let (code, answer) = send(77, control_port);
     assert_eq!(code, 200, "{answer}");
     std::thread::sleep(Duration::from_millis(200));
@@ -549,7 +549,7 @@ fn a_sender_that_asks_keeps_the_capture_open_and_one_too_late_sends_nothing() ->
     // Probe 78: nobody asks until long after the window; the send is refused, nothing is sent,
     // so no verdict can call the probes lost.
     let control_port = expect(78);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(4500));
     let (code, answer) = send(78, control_port);
     assert_eq!(code, 403, "{answer}");
     assert!(answer.contains("does not expect probe 78"), "{answer}");

@@ -275,8 +275,11 @@ pub async fn load_balancers(api: &ApiConfig, only: Option<(&str, &str)>) -> Resu
 /// Runs one of the async look-ups above on a runtime of its own, for at most 30 s (kube's own
 /// read timeout is minutes).
 pub fn blocking<T>(lookup: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    blocking_within(std::time::Duration::from_secs(30), lookup)
+    blocking_within(LOOKUP_LIMIT, lookup)
 }
+
+/// The longest a look-up waits for the API.
+pub const LOOKUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// [`blocking`] with a limit of its own.
 pub fn blocking_within<T>(
