@@ -73,6 +73,17 @@ fn labels_on(nodes: &[k8s::ClusterNode], interface: &str) -> Vec<Node> {
 
 /// `--service` and `--all-services`: the Services' VIPs on this host's segments, each probed.
 fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    let report = services_report(args, api)?;
+    output::emit(&match format {
+        Format::Json => output::json(&report),
+        Format::Table => render_services(&report),
+    });
+    Ok(Exit::from_health(report.verdict))
+}
+
+/// The report `netprobe arp --service` and `--all-services` print (`netprobe doctor` runs the
+/// latter).
+pub fn services_report(args: ArpArgs, api: &ApiConfig) -> Result<ServicesReport, Error> {
     let only = args.service.as_ref().map(|(namespace, name)| (namespace.as_str(), name.as_str()));
     let services = k8s::blocking(k8s::load_balancers(api, only))?;
     let (targets, skipped) =
@@ -114,12 +125,34 @@ fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, 
             ServiceVip { service: target.service, report }
         })
         .collect();
-    let report = ServicesReport::new(vips, skipped);
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_services(&report),
-    });
-    Ok(Exit::from_health(report.verdict))
+    Ok(ServicesReport::new(vips, skipped))
+}
+
+/// The verdict in a line: how many VIPs are ok, duplicate, silent or skipped.
+pub fn services_headline(report: &ServicesReport) -> String {
+    let count = |v: arp::Verdict| report.vips.iter().filter(|x| x.report.verdict == v).count();
+    let mut headline = format!(
+        "{} VIP(s) probed: {} ok, {} duplicate, {} no-reply",
+        report.vips.len(),
+        count(arp::Verdict::Ok),
+        count(arp::Verdict::Duplicate),
+        count(arp::Verdict::NoReply)
+    );
+    if !report.skipped.is_empty() {
+        headline.push_str(&format!("; {} skipped", report.skipped.len()));
+    }
+    headline
+}
+
+/// Who answered for a VIP: node names where known, else MACs.
+pub fn answered_by(report: &ArpReport) -> String {
+    let by: Vec<String> =
+        report.responders.iter().map(|r| r.node.clone().unwrap_or_else(|| r.mac.to_string())).collect();
+    if by.is_empty() {
+        "-".into()
+    } else {
+        by.join(", ")
+    }
 }
 
 /// One VIP: its full table under the Service's name. Several: one row per VIP, then what is wrong.
@@ -132,17 +165,7 @@ fn render_services(report: &ServicesReport) -> String {
             one.service, one.report.target
         );
     }
-    let count = |v: arp::Verdict| report.vips.iter().filter(|x| x.report.verdict == v).count();
-    let mut headline = format!(
-        "{} VIP(s) probed: {} ok, {} duplicate, {} no-reply",
-        report.vips.len(),
-        count(arp::Verdict::Ok),
-        count(arp::Verdict::Duplicate),
-        count(arp::Verdict::NoReply)
-    );
-    if !report.skipped.is_empty() {
-        headline.push_str(&format!("; {} skipped", report.skipped.len()));
-    }
+    let headline = services_headline(report);
     let word = match report.verdict {
         netprobe_probes::Health::Ok => "ok",
         netprobe_probes::Health::Fault => "fault",
@@ -154,17 +177,11 @@ fn render_services(report: &ServicesReport) -> String {
         for vip in &report.vips {
             // A node's name says more than its MAC here; the MACs are in the JSON and in
             // `netprobe arp VIP`.
-            let by: Vec<String> = vip
-                .report
-                .responders
-                .iter()
-                .map(|r| r.node.clone().unwrap_or_else(|| r.mac.to_string()))
-                .collect();
             table.add_row(vec![
                 vip.service.clone(),
                 vip.report.target.to_string(),
                 vip.report.verdict.as_str().to_string(),
-                if by.is_empty() { "-".into() } else { by.join(", ") },
+                answered_by(&vip.report),
             ]);
         }
         text.push('\n');

@@ -79,6 +79,19 @@ not measure the pair: the reason is given, exit 3).\n\n\
 The default VNI 16777200 is far from flannel's 1, Calico's 4096 and Cilium's cluster identities, so a \
 node's own VTEP drops the probes without learning anything from them.";
 
+const DOCTOR_LONG: &str = "Walk the chain incident 2 taught, from the symptom to the cause, and say it in \
+one sentence with the fix.\n\n\
+Reads the cluster (Nodes, the DNS Service and its EndpointSlices, LoadBalancer Services: --kubeconfig, \
+else KUBECONFIG, else ~/.kube/config, else the in-cluster service account) and runs, in order, what \
+applies from this node: 1. dns: every endpoint of --dns-service and the Service, as `netprobe dns` does; \
+2. vxlan: when DNS endpoints on other nodes fail, VXLAN between this node and theirs, both directions, \
+through the agents (`netprobe agent`, token in NETPROBE_TOKEN), as `netprobe vxlan` does; 3. arp: every \
+LoadBalancer VIP on this host's segments, as `netprobe arp --all-services` does (needs CAP_NET_RAW); \
+4. iptables: this node's rules, live, as `netprobe iptables` does (needs root). A step that does not \
+apply is skipped with why; one that could not run says what stopped it.\n\n\
+It changes nothing anywhere: fixes are printed, never applied. The verdict is fault when any step found \
+one (even if another could not run), could-not-run when a needed step could not run, else ok.";
+
 const DEMO_LONG: &str =
     "Rebuild the three incidents in network namespaces on this machine, run the real probe \
 against each, and remove everything again. Needs root (namespaces, iptables); uses only \
@@ -136,6 +149,9 @@ pub enum Command {
     /// Count and explain iptables rule bloat (duplicate rules), and print a cleanup script.
     #[command(long_about = IPTABLES_LONG)]
     Iptables(IptablesArgs),
+    /// Walk from the symptom to the cause: DNS, then VXLAN to the failing pods' nodes, the VIPs, iptables.
+    #[command(long_about = DOCTOR_LONG)]
+    Doctor(DoctorArgs),
     /// Rebuild the three incidents in network namespaces on this machine and diagnose them live.
     #[command(long_about = DEMO_LONG)]
     Demo(DemoArgs),
@@ -298,6 +314,32 @@ pub enum DemoPart {
     Vxlan,
     Dns,
     Iptables,
+    /// Incident 2 end to end: `netprobe doctor` on a node whose DNS half-fails.
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+sudo -E netprobe doctor                        # on a node, with ~/.kube/config and NETPROBE_TOKEN\n  \
+sudo -E netprobe doctor --node node-a -o json\n  \
+kubectl netprobe doctor --dns-service kube-system/coredns")]
+pub struct DoctorArgs {
+    /// The node this runs on [default: $NODE_NAME, else the Node whose InternalIP is an address of
+    /// this host].
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+
+    /// The cluster's DNS Service.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "kube-system/kube-dns", value_parser = parse_service)]
+    pub dns_service: (String, String),
+
+    /// The agents' port, for the vxlan step.
+    #[arg(long, default_value_t = netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT)]
+    pub agent_port: u16,
+
+    /// The VXLAN port the cluster's overlay uses.
+    #[arg(long, default_value_t = 8472)]
+    pub vxlan_port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use netprobe_lab::{dns_responder, iptables_dump, remove_leftovers, Lab, LabError, Netns, NsThread};
+use netprobe_lab::overlay::{Options, Overlay};
+use netprobe_lab::{dns_responder, iptables_dump, on_path, remove_leftovers, Lab, LabError, Netns, NsThread};
 use netprobe_probes::net::signal;
 use netprobe_probes::{Error, Health};
 
@@ -49,7 +50,9 @@ pub fn run(args: DemoArgs) -> Result<Exit, Error> {
     }
     signal::catch_interrupts();
     let parts = match args.part {
-        DemoPart::All => vec![DemoPart::Arp, DemoPart::Vxlan, DemoPart::Dns, DemoPart::Iptables],
+        DemoPart::All => {
+            vec![DemoPart::Arp, DemoPart::Vxlan, DemoPart::Dns, DemoPart::Iptables, DemoPart::Doctor]
+        }
         one => vec![one],
     };
     let started = Instant::now();
@@ -60,6 +63,7 @@ pub fn run(args: DemoArgs) -> Result<Exit, Error> {
             DemoPart::Arp => arp(&mut lab)?,
             DemoPart::Vxlan => vxlan(&mut lab)?,
             DemoPart::Dns => dns(&mut lab)?,
+            DemoPart::Doctor => doctor(&mut lab)?,
             _ => iptables(&mut lab)?,
         };
         as_staged += usize::from(ok);
@@ -80,12 +84,6 @@ pub fn run(args: DemoArgs) -> Result<Exit, Error> {
         if args.keep { "" } else { "; everything it made is removed" }
     );
     Ok(Exit::from_health(if as_staged == parts.len() { Health::Ok } else { Health::Fault }))
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
 }
 
 /// Stops the demo (and so removes the lab) when Ctrl-C arrived.
@@ -145,13 +143,18 @@ fn arp(lab: &mut Lab) -> Result<bool, Error> {
     Ok(duplicate && single)
 }
 
+/// A token the demo's agents take, new each run.
+fn demo_token() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(7)
+    )
+}
+
 fn vxlan(lab: &mut Lab) -> Result<bool, Error> {
     step("vxlan: incident 2, a security group (the router's FORWARD chain) drops UDP 8472 between two nodes");
     let router = lab.router("router").map_err(lab_error)?;
-    let token = format!(
-        "{:x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(7)
-    );
+    let token = demo_token();
     let exe =
         std::env::current_exe().map_err(|e| Error::could_not_run("finding this binary", e.to_string()))?;
     let exe = exe.to_str().unwrap_or("netprobe").to_string();
@@ -285,6 +288,25 @@ fn iptables(lab: &mut Lab) -> Result<bool, Error> {
     println!("$ iptables-restore --noflush < cleanup.rules\n{before} rules before, {after} after, applied in {:.2} s", took.as_secs_f64());
     let clean = probe(&node, &["iptables"], &[], 0)?;
     Ok(bloated && clean)
+}
+
+fn doctor(lab: &mut Lab) -> Result<bool, Error> {
+    step("doctor: incident 2 end to end: node-a and node-b behind a security group that drops UDP 8472, pods routed over flannel.1 (VXLAN), a CoreDNS stand-in on each node, the kube-dns Service by DNAT, agents on both nodes, and the API describing it");
+    let exe =
+        std::env::current_exe().map_err(|e| Error::could_not_run("finding this binary", e.to_string()))?;
+    let exe = exe.to_str().unwrap_or("netprobe").to_string();
+    let token = demo_token();
+    let overlay = Overlay::build(lab, Options { agents: Some(&exe), token: &token }).map_err(lab_error)?;
+    overlay.drop_vxlan().map_err(lab_error)?;
+    let kubeconfig = overlay.api.kubeconfig();
+    let kubeconfig = kubeconfig.to_str().unwrap_or_default();
+    let node_a = &overlay.nodes[0].ns;
+    let env = [("NETPROBE_TOKEN", token.as_str())];
+    let fault = probe(node_a, &["doctor", "--kubeconfig", kubeconfig], &env, 1)?;
+    step("doctor: the security group allows UDP 8472 again");
+    overlay.allow_vxlan().map_err(lab_error)?;
+    let healthy = probe(node_a, &["doctor", "--kubeconfig", kubeconfig], &env, 0)?;
+    Ok(fault && healthy)
 }
 
 fn restore(ns: &Netns, args: &[&str], text: &[u8]) -> Result<(), Error> {

@@ -15,6 +15,16 @@ use crate::output::{self, Format};
 const ANSWERS_WIDTH: usize = 40;
 
 pub fn run(args: DnsArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    let report = report(args, api)?;
+    output::emit(&match format {
+        Format::Json => output::json(&report),
+        Format::Table => render_table(&report),
+    });
+    Ok(Exit::from_health(report.health()))
+}
+
+/// The report `netprobe dns` prints (`netprobe doctor` runs this as its first step).
+pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
     let name = dns::parse_name(&args.name)?;
     let record_type = dns::parse_type(&args.record_type)?;
     let (endpoints, services) = match &args.endpoints {
@@ -26,7 +36,7 @@ pub fn run(args: DnsArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error
         DnsProtocol::Tcp => vec![Protocol::Tcp],
         DnsProtocol::Both => vec![Protocol::Udp, Protocol::Tcp],
     };
-    let report = dns::run(Config {
+    dns::run(Config {
         endpoints,
         services,
         name,
@@ -39,12 +49,7 @@ pub fn run(args: DnsArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error
         slow: args.slow,
         this_node: args.node.filter(|n| !n.is_empty()),
         edns_bufsize: args.edns_bufsize,
-    })?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
-    Ok(Exit::from_health(report.health()))
+    })
 }
 
 /// Endpoints and Service addresses from the API, in the families asked for (or routed here).
@@ -100,7 +105,8 @@ fn discover(args: &DnsArgs, api: &ApiConfig) -> Result<(Vec<Target>, Vec<SocketA
     Ok((endpoints, services))
 }
 
-fn render_table(report: &DnsReport) -> String {
+/// The verdict in a line: how many endpoints are not ok, and how often the Service failed.
+pub fn headline(report: &DnsReport) -> String {
     let judged: Vec<&EndpointReport> = report.endpoints.iter().filter(|e| !e.not_ready()).collect();
     let bad = judged.iter().filter(|e| e.verdict.is_fault()).count();
     let mut headline = if bad == 0 {
@@ -120,6 +126,11 @@ fn render_table(report: &DnsReport) -> String {
             service.totals.sent
         ));
     }
+    headline
+}
+
+fn render_table(report: &DnsReport) -> String {
+    let headline = headline(report);
     let word = if report.health() == netprobe_probes::Health::Ok { "ok" } else { "fault" };
     let mut text = format!("{}  {headline}\n", output::verdict(word, report.health()));
     let node = report.this_node.as_deref().map(|n| format!(", from node {n}")).unwrap_or_default();

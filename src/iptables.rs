@@ -16,6 +16,25 @@ use crate::output::{self, Format};
 const TOP: usize = 10;
 
 pub fn run(args: IptablesArgs, format: Format) -> Result<Exit, Error> {
+    let (input, selection, options) = plan(&args);
+    if args.cleanup_script {
+        let loaded = iptables::load(&input, selection)?;
+        let mut out = std::io::stdout().lock();
+        loaded.write_cleanup_script(&mut out, &options)?;
+        // A full disk or a closed pipe must not pass for a complete script.
+        out.flush().map_err(|e| Error::could_not_run("writing the cleanup script", e.to_string()))?;
+        return Ok(Exit::Healthy);
+    }
+    let report = report(&args)?;
+    output::emit(&match format {
+        Format::Json => output::json(&report),
+        Format::Table => render_table(&report),
+    });
+    Ok(Exit::from_health(report.health()))
+}
+
+/// The flags as what to read, which rule sets, and the thresholds.
+fn plan(args: &IptablesArgs) -> (Input, Selection, Options) {
     let input = match &args.file {
         Some(path) => Input::File(path.clone()),
         None => Input::Live,
@@ -42,14 +61,13 @@ pub fn run(args: IptablesArgs, format: Format) -> Result<Exit, Error> {
         },
         dedupe_stateful: args.dedupe_stateful,
     };
+    (input, selection, options)
+}
+
+/// The report `netprobe iptables` prints (`netprobe doctor` runs it live on its node).
+pub fn report(args: &IptablesArgs) -> Result<IptablesReport, Error> {
+    let (input, selection, options) = plan(args);
     let loaded = iptables::load(&input, selection)?;
-    if args.cleanup_script {
-        let mut out = std::io::stdout().lock();
-        loaded.write_cleanup_script(&mut out, &options)?;
-        // A full disk or a closed pipe must not pass for a complete script.
-        out.flush().map_err(|e| Error::could_not_run("writing the cleanup script", e.to_string()))?;
-        return Ok(Exit::Healthy);
-    }
     let mut report = loaded.report(&options);
     if args.check_latency {
         report.check_latency = Some(loaded.check_latency(5)?);
@@ -66,24 +84,31 @@ pub fn run(args: IptablesArgs, format: Format) -> Result<Exit, Error> {
         report = after;
     }
     iptables::decide(&mut report);
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
-    Ok(Exit::from_health(report.health()))
+    Ok(report)
 }
 
-fn render_table(report: &IptablesReport) -> String {
+/// The verdict in a line: rules, duplicates and their share.
+pub fn headline(report: &IptablesReport) -> String {
     let total: u64 = report.rulesets.iter().map(|r| r.total_rules).sum();
     let duplicates: u64 = report.rulesets.iter().map(|r| r.duplicate_rules).sum();
     let share = if total > 0 { duplicates as f64 * 100.0 / total as f64 } else { 0.0 };
-    let mut text = format!(
-        "{}  {} rules, {} of them duplicates ({share:.1}%), in {} rule set(s)\n",
-        output::verdict(report.verdict.as_str(), report.health()),
+    format!(
+        "{} rules, {} of them duplicates ({share:.1}%), in {} rule set(s)",
         output::count(total),
         output::count(duplicates),
         report.rulesets.len()
-    );
+    )
+}
+
+/// What to do about duplicates, as the table and `netprobe doctor` say it.
+pub const CLEANUP_HINT: &str =
+    "back up (iptables-save > backup.rules), then netprobe iptables --cleanup-script > cleanup.rules, \
+review it and apply it as its header says, or let netprobe iptables --apply check and apply it";
+
+fn render_table(report: &IptablesReport) -> String {
+    let duplicates: u64 = report.rulesets.iter().map(|r| r.duplicate_rules).sum();
+    let mut text =
+        format!("{}  {}\n", output::verdict(report.verdict.as_str(), report.health()), headline(report));
     text.push_str(&format!("source: {}\n", report.source));
     for note in &report.notes {
         text.push_str(&format!("note: {note}\n"));
@@ -116,10 +141,7 @@ fn render_table(report: &IptablesReport) -> String {
             }
         ));
     } else if duplicates > 0 {
-        text.push_str(
-            "\nnext: back up (iptables-save > backup.rules), then netprobe iptables --cleanup-script > cleanup.rules, \
-             review it and apply it as its header says, or let netprobe iptables --apply check and apply it\n",
-        );
+        text.push_str(&format!("\nnext: {CLEANUP_HINT}\n"));
     }
     text
 }

@@ -5,6 +5,7 @@ mod arp;
 mod cli;
 mod demo;
 mod dns;
+mod doctor;
 mod exit;
 mod iptables;
 mod output;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         Command::Vxlan(args) => vxlan::run(args, &api, format),
         Command::Agent(args) => vxlan::agent(args, &api),
         Command::Dns(args) => dns::run(args, &api, format),
+        Command::Doctor(args) => doctor::run(args, &api, format),
         Command::Iptables(args) => iptables::run(args, format),
     };
     match result {

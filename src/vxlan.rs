@@ -87,15 +87,28 @@ pub fn agent(args: AgentArgs, api: &ApiConfig) -> Result<Exit, Error> {
 }
 
 pub fn run(args: VxlanArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    let cluster = if args.all_nodes { Some(k8s::blocking(k8s::nodes(api))?) } else { None };
+    let report = report_for(&args, cluster.as_deref())?;
+    output::emit(&match format {
+        Format::Json => output::json(&report),
+        Format::Table => render_table(&report),
+    });
+    Ok(Exit::from_health(report.verdict))
+}
+
+/// The report `netprobe vxlan` prints: over `cluster`'s nodes by name (`--all-nodes`, and
+/// `netprobe doctor` with the nodes it chose), else over the NODE arguments.
+pub fn report_for(args: &VxlanArgs, cluster: Option<&[k8s::ClusterNode]>) -> Result<VxlanReport, Error> {
     if args.agent_port == 0 {
         return Err(Error::invalid("--agent-port 0", "give the agents' port, e.g. 9473"));
     }
     let token = token(None)?;
-    let (nodes, untested) = if args.all_nodes {
-        vxlan::nodes_from_cluster(&k8s::blocking(k8s::nodes(api))?, args.agent_port)
-    } else {
-        let nodes = args.nodes.iter().map(|n| vxlan::parse_node(n, args.agent_port));
-        (nodes.collect::<Result<Vec<_>, _>>()?, Vec::new())
+    let (nodes, untested) = match cluster {
+        Some(cluster) => vxlan::nodes_from_cluster(cluster, args.agent_port),
+        None => {
+            let nodes = args.nodes.iter().map(|n| vxlan::parse_node(n, args.agent_port));
+            (nodes.collect::<Result<Vec<_>, _>>()?, Vec::new())
+        }
     };
     let mut report = vxlan::run(Config {
         nodes,
@@ -104,23 +117,20 @@ pub fn run(args: VxlanArgs, api: &ApiConfig, format: Format) -> Result<Exit, Err
         vni: args.vni,
         count: args.count,
         timeout: args.timeout,
-        skip_unanswering: args.all_nodes,
+        skip_unanswering: cluster.is_some(),
     })?;
     // Nodes the API gave without an address come first: they were never asked.
     report.untested.splice(0..0, untested);
     report.verdict = VxlanReport::health_of(&report.pairs, &report.untested);
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
-    Ok(Exit::from_health(report.verdict))
+    Ok(report)
 }
 
 /// Up to this many nodes the table is a from-by-to matrix; above, a list of the directions that
 /// are not ok.
 const MATRIX_MAX_NODES: usize = 8;
 
-fn render_table(report: &VxlanReport) -> String {
+/// The verdict in a line: how many directions fail, untested and unverified ones.
+pub fn headline(report: &VxlanReport) -> String {
     let bad: Vec<_> = report.pairs.iter().filter(|p| p.verdict.health() != Health::Ok).collect();
     let unverified = report.pairs.iter().filter(|p| p.verdict == PairVerdict::Unverified).count();
     let mut headline = if bad.is_empty() && !report.untested.is_empty() {
@@ -138,6 +148,11 @@ fn render_table(report: &VxlanReport) -> String {
     if unverified > 0 {
         headline.push_str(&format!("; delivery past the firewall unverified in {unverified}"));
     }
+    headline
+}
+
+fn render_table(report: &VxlanReport) -> String {
+    let headline = headline(report);
     let word = match report.verdict {
         Health::Ok => "ok",
         Health::Fault => "fault",

@@ -34,10 +34,14 @@ fn the_demo_shows_every_verdict_and_leaves_nothing_behind() {
         "FAILING",
         "BLOATED",
         "OK  1,322 rules, 0 of them duplicates",
+        "FAULT  dns failing -> vxlan lost-in-network",
+        "cause: DNS fails for pods on node-b",
+        "fix:   allow UDP 8472 between nodes",
+        "OK  nothing wrong found",
     ] {
         assert!(text.contains(verdict), "missing {verdict:?} in:\n{text}");
     }
-    assert!(text.contains("demo: 4 of 4 incident(s) diagnosed as staged"), "{text}");
+    assert!(text.contains("demo: 5 of 5 incident(s) diagnosed as staged"), "{text}");
     assert!(demo_namespaces().is_empty(), "the demo removed its namespaces");
 
     // --keep leaves one part up; --clean removes it.

@@ -9,6 +9,7 @@
 
 pub mod arp;
 pub mod dns;
+pub mod doctor;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

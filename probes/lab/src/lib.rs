@@ -19,6 +19,7 @@ pub mod dns_responder;
 pub mod dns_servers;
 pub mod fake_api;
 pub mod iptables_dump;
+pub mod overlay;
 
 use std::fmt;
 use std::fs::File;
@@ -81,6 +82,13 @@ extern "C" fn report_skipped() {
         std::io::stderr(),
         "netprobe-lab: {n} lab test(s) of this binary were SKIPPED ({reason}): run as root for a full run; CI=true makes this a failure"
     );
+}
+
+/// Whether `tool` is on the PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false)
 }
 
 /// A set of namespaces and processes that lives as long as this value.

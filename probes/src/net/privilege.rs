@@ -14,6 +14,12 @@ pub fn require_net_raw(op: &str) -> Result<()> {
     }
 }
 
+/// Whether the effective set holds CAP_NET_ADMIN, which reading the live firewall
+/// (iptables-save, nft) needs.
+pub fn may_read_firewall() -> bool {
+    caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false)
+}
+
 /// What an agent keeps: raw sockets (captures) and network administration (firewall counters).
 pub const AGENT_CAPABILITIES: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
 

@@ -1,0 +1,515 @@
+//! `netprobe doctor`'s reasoning: from what each probe found, in the order incident 2 taught
+//! (DNS through the Service -> the failing CoreDNS pods' nodes -> VXLAN to those nodes -> the
+//! network), the cause in one sentence and its fix. Pure: the binary runs each probe as its own
+//! subcommand would and hands the reports here.
+
+use serde::Serialize;
+
+use crate::arp::services::ServicesReport;
+use crate::dns::{DnsReport, EndpointReport, FindingKind};
+use crate::iptables::{IptablesReport, Verdict as IptablesVerdict};
+use crate::vxlan::{ControlUdp, PairReport, PairVerdict, VxlanReport, DEPLOY_HINT};
+use crate::{arp, Health};
+
+/// What became of one step.
+#[derive(Clone, Debug)]
+pub enum Outcome<T> {
+    /// The probe ran; its report.
+    Ran(T),
+    /// It was needed and could not run: why, in the probe's own error words.
+    CouldNotRun(String),
+    /// It did not apply here: why.
+    Skipped(String),
+}
+
+impl<T> Outcome<T> {
+    pub fn ran(&self) -> Option<&T> {
+        match self {
+            Outcome::Ran(report) => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the steps found, for [`diagnose`].
+pub struct Evidence<'a> {
+    /// The node doctor runs on, by name.
+    pub this_node: &'a str,
+    /// The DNS Service's namespace (for the `kubectl logs` of a fix).
+    pub dns_namespace: &'a str,
+    pub dns: &'a Outcome<DnsReport>,
+    pub vxlan: &'a Outcome<VxlanReport>,
+    pub arp: &'a Outcome<ServicesReport>,
+    pub iptables: &'a Outcome<IptablesReport>,
+}
+
+/// One cause and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    pub cause: String,
+    pub fix: String,
+}
+
+/// A node whose DNS endpoints fail, seen from another node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteFailure<'a> {
+    pub node: String,
+    pub endpoints: Vec<&'a EndpointReport>,
+}
+
+/// The endpoints at fault on nodes other than `this_node`, grouped by node in the report's order.
+/// These are the ones an overlay between the nodes could explain.
+pub fn remote_failures<'a>(dns: &'a DnsReport, this_node: &str) -> Vec<RemoteFailure<'a>> {
+    let mut out: Vec<RemoteFailure<'a>> = Vec::new();
+    for endpoint in dns.endpoints.iter().filter(|e| e.verdict.is_fault()) {
+        let Some(node) = endpoint.node.as_deref().filter(|n| *n != this_node) else { continue };
+        match out.iter_mut().find(|f| f.node == node) {
+            Some(failure) => failure.endpoints.push(endpoint),
+            None => out.push(RemoteFailure { node: node.to_string(), endpoints: vec![endpoint] }),
+        }
+    }
+    out
+}
+
+/// A step's status from a report's health.
+pub fn status_of(health: Health) -> StepStatus {
+    match health {
+        Health::Ok => StepStatus::Ok,
+        Health::Fault => StepStatus::Fault,
+        Health::CouldNotRun => StepStatus::CouldNotRun,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Ok,
+    Fault,
+    CouldNotRun,
+    Skipped,
+}
+
+/// The run's verdict: a fault found anywhere wins (it is a finding, whatever else could not be
+/// checked); else a step that was needed and could not run; else ok. Skipped steps do not count.
+pub fn verdict(statuses: impl IntoIterator<Item = StepStatus>) -> Health {
+    let statuses: Vec<StepStatus> = statuses.into_iter().collect();
+    if statuses.contains(&StepStatus::Fault) {
+        Health::Fault
+    } else if statuses.contains(&StepStatus::CouldNotRun) {
+        Health::CouldNotRun
+    } else {
+        Health::Ok
+    }
+}
+
+/// Every cause the steps support, the one nearest the symptom first: the DNS chain, then the
+/// VIPs, then the node's rules.
+pub fn diagnose(e: &Evidence) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Outcome::Ran(dns) = e.dns {
+        if dns.health() == Health::Fault {
+            causes.extend(dns_causes(e, dns));
+        }
+    }
+    if let Outcome::Ran(arp) = e.arp {
+        for vip in arp.vips.iter().filter(|v| v.report.verdict != arp::Verdict::Ok) {
+            causes.push(Cause {
+                cause: format!("the VIP {} of {}: {}", vip.report.target, vip.service, vip.report.summary),
+                fix: vip.report.next_step.clone().unwrap_or_else(|| {
+                    format!("netprobe arp {} for who answers, and the speakers' logs", vip.report.target)
+                }),
+            });
+        }
+    }
+    if let Outcome::Ran(rules) = e.iptables {
+        let total: u64 = rules.rulesets.iter().map(|r| r.total_rules).sum();
+        let duplicates: u64 = rules.rulesets.iter().map(|r| r.duplicate_rules).sum();
+        match rules.verdict {
+            IptablesVerdict::Ok => {}
+            IptablesVerdict::Bloated => causes.push(Cause {
+                cause: format!(
+                    "{}'s iptables holds {total} rules, {duplicates} of them duplicates: every rule change and every packet's walk slows down",
+                    e.this_node
+                ),
+                fix: "netprobe iptables --cleanup-script > cleanup.rules on the node, review it, then iptables-restore --noflush < cleanup.rules; and find the controller that adds the copies (netprobe iptables names the owners)".into(),
+            }),
+            IptablesVerdict::CheckBroken => causes.push(Cause {
+                cause: format!("iptables -C on {} does not find rules it was given: controllers will add copies on every sync", e.this_node),
+                fix: "use the same iptables backend (legacy or nft) as the controllers, or a version whose -C works".into(),
+            }),
+        }
+    }
+    causes
+}
+
+/// Why DNS fails: the overlay to the failing endpoints' nodes, the pods themselves, or the path
+/// to the Service.
+fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let remote = remote_failures(dns, e.this_node);
+    for failure in &remote {
+        let pods = endpoints_text(&failure.endpoints);
+        let symptom = format!("DNS fails for pods on {} ({pods})", failure.node);
+        causes.push(match e.vxlan {
+            Outcome::Ran(vxlan) => tunnel_cause(e.this_node, &failure.node, &symptom, vxlan, e.dns_namespace, failure),
+            Outcome::CouldNotRun(why) => Cause {
+                cause: format!("{symptom}; whether VXLAN between {} and {} carries could not be checked: {why}", e.this_node, failure.node),
+                fix: format!("make the vxlan step runnable (the agents and NETPROBE_TOKEN: {DEPLOY_HINT}), then run netprobe doctor again"),
+            },
+            Outcome::Skipped(why) => Cause {
+                cause: format!("{symptom}; VXLAN was not checked: {why}"),
+                fix: "netprobe vxlan --all-nodes, with an agent on every node".into(),
+            },
+        });
+    }
+    let local: Vec<&EndpointReport> = dns
+        .endpoints
+        .iter()
+        .filter(|x| x.verdict.is_fault() && !remote.iter().any(|f| f.endpoints.contains(x)))
+        .collect();
+    if !local.is_empty() {
+        let on_this = local.iter().all(|x| x.node.as_deref() == Some(e.this_node));
+        let message = first_finding(dns, &[FindingKind::EndpointUnreachable, FindingKind::ServerErrors])
+            .unwrap_or_else(|| format!("{} not ok", endpoints_text(&local)));
+        causes.push(Cause {
+            cause: if on_this {
+                format!("DNS fails for pods on this node ({}): {message}", e.this_node)
+            } else {
+                format!("DNS fails: {message}")
+            },
+            fix: pod_fix(&local, e.dns_namespace),
+        });
+    }
+    if remote.is_empty() && local.is_empty() {
+        // No endpoint at fault, yet DNS is: the Service path, or answers that disagree.
+        let message = first_finding(
+            dns,
+            &[FindingKind::ServicePath, FindingKind::InconsistentAnswers, FindingKind::NameExistsNowhere],
+        )
+        .unwrap_or_else(|| "DNS through the Service fails while its endpoints answer".into());
+        let service_path = dns.findings.iter().any(|f| f.kind == FindingKind::ServicePath);
+        causes.push(Cause {
+            cause: message,
+            fix: if service_path {
+                format!("look at kube-proxy on {}: its rules for the Service (iptables-save -t nat | grep the Service address) and its logs", e.this_node)
+            } else {
+                format!("compare the CoreDNS configuration (kubectl -n {} get configmap coredns -o yaml) and its logs", e.dns_namespace)
+            },
+        });
+    }
+    causes
+}
+
+/// The cause for DNS failing on `node` given what VXLAN between this node and it did.
+fn tunnel_cause(
+    this: &str,
+    node: &str,
+    symptom: &str,
+    vxlan: &VxlanReport,
+    namespace: &str,
+    failure: &RemoteFailure,
+) -> Cause {
+    let between = |p: &&PairReport| {
+        (p.from_node == this && p.to_node == node) || (p.from_node == node && p.to_node == this)
+    };
+    let pairs: Vec<&PairReport> = vxlan.pairs.iter().filter(between).collect();
+    // The direction the queries take first: a lost query explains the silence before a lost reply.
+    let failing: Vec<&PairReport> =
+        pairs.iter().copied().filter(|p| p.verdict.health() == Health::Fault).collect();
+    if let Some(pair) = failing.iter().find(|p| p.from_node == this).or(failing.first()) {
+        let both = failing.len() == 2;
+        let direction = if both {
+            format!("between {this} and {node} (both directions)")
+        } else {
+            format!("from {} to {}", pair.from_node, pair.to_node)
+        };
+        let port = vxlan.port;
+        let (how, fix) = match pair.verdict {
+            PairVerdict::LostInNetwork if pair.control_udp == ControlUdp::Ok => (
+                "is lost in the network while other UDP passes".to_string(),
+                format!("allow UDP {port} between nodes in the security group, NACL or firewall"),
+            ),
+            PairVerdict::LostInNetwork => (
+                "is lost in the network, and so is other UDP".to_string(),
+                format!("allow UDP (at least {port}) between nodes in the security group, NACL or firewall, and check the route between them"),
+            ),
+            PairVerdict::BlockedAtSource => (
+                format!("never leaves {}", pair.from_node),
+                match &pair.rule {
+                    Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.from_node),
+                    None => format!("check {}'s OUTPUT firewall (iptables/nft) and routes", pair.from_node),
+                },
+            ),
+            PairVerdict::DroppedAtDestination => (
+                format!("reaches {} and its firewall drops it", pair.to_node),
+                match &pair.rule {
+                    Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.to_node),
+                    None => format!("check {}'s INPUT firewall for UDP {port}", pair.to_node),
+                },
+            ),
+            _ => (
+                format!("loses {} of {} probes", pair.sent - pair.arrived.min(pair.sent), pair.sent),
+                "look for congestion, rate limits or MTU trouble on the path between the nodes".to_string(),
+            ),
+        };
+        return Cause { cause: format!("{symptom} because VXLAN (UDP {port}) {direction} {how}"), fix };
+    }
+    let untested: Vec<String> = pairs
+        .iter()
+        .filter(|p| p.verdict == PairVerdict::Untested)
+        .map(|p| format!("{} -> {}: {}", p.from_node, p.to_node, p.diagnosis))
+        .chain(
+            vxlan
+                .untested
+                .iter()
+                .filter(|u| u.node == this || u.node == node)
+                .map(|u| format!("{}: {}", u.node, u.reason)),
+        )
+        .collect();
+    if pairs.is_empty() || !untested.is_empty() {
+        return Cause {
+            cause: format!(
+                "{symptom}; whether VXLAN between {this} and {node} carries could not be checked: {}",
+                untested.join("; ")
+            ),
+            fix: DEPLOY_HINT.to_string(),
+        };
+    }
+    // The tunnel carries: the pods or their node are the place to look.
+    Cause {
+        cause: format!("{symptom} while VXLAN between {this} and {node} passes both ways: the pods or {node} itself, not the tunnel"),
+        fix: pod_fix(&failure.endpoints, namespace),
+    }
+}
+
+/// `10.244.1.10:53 (coredns-b)`, each endpoint once.
+fn endpoints_text(endpoints: &[&EndpointReport]) -> String {
+    let parts: Vec<String> = endpoints
+        .iter()
+        .map(|x| match &x.pod {
+            Some(pod) => format!("{pod} at {}", x.socket()),
+            None => x.socket().to_string(),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// Look at the pods themselves.
+fn pod_fix(endpoints: &[&EndpointReport], namespace: &str) -> String {
+    let pods: Vec<&str> = endpoints.iter().filter_map(|x| x.pod.as_deref()).collect();
+    match pods.first() {
+        Some(pod) => format!(
+            "look at the pod{}: kubectl -n {namespace} logs {pod}; kubectl -n {namespace} describe pod {pod}",
+            if pods.len() > 1 { "s" } else { "" }
+        ),
+        None => "look at the DNS server at that address and its logs".into(),
+    }
+}
+
+fn first_finding(dns: &DnsReport, kinds: &[FindingKind]) -> Option<String> {
+    kinds.iter().find_map(|kind| dns.findings.iter().find(|f| f.kind == *kind).map(|f| f.message.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{EndpointVerdict, Finding, ProtocolReport};
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    fn endpoint(ip: &str, node: &str, verdict: EndpointVerdict) -> EndpointReport {
+        EndpointReport {
+            address: ip.parse().unwrap(),
+            port: 53,
+            node: Some(node.into()),
+            pod: Some(format!("coredns-{node}")),
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+            totals: ProtocolReport::default(),
+            answers: vec![],
+            protocols: BTreeMap::new(),
+            verdict,
+        }
+    }
+
+    fn dns(endpoints: Vec<EndpointReport>, findings: Vec<(FindingKind, &str)>) -> DnsReport {
+        let verdict = if endpoints.iter().any(|x| x.verdict.is_fault()) || !findings.is_empty() {
+            Health::Fault
+        } else {
+            Health::Ok
+        };
+        DnsReport {
+            probe: "dns",
+            name: "kubernetes.default.svc.cluster.local.".into(),
+            record_type: "A".into(),
+            this_node: Some("node-a".into()),
+            endpoints,
+            services: vec![],
+            findings: findings.into_iter().map(|(kind, m)| Finding { kind, message: m.into() }).collect(),
+            verdict,
+        }
+    }
+
+    fn pair(
+        from: &str,
+        to: &str,
+        verdict: PairVerdict,
+        control: ControlUdp,
+        rule: Option<&str>,
+    ) -> PairReport {
+        PairReport {
+            from: Ipv4Addr::new(198, 51, 100, 1),
+            to: Ipv4Addr::new(203, 0, 113, 2),
+            from_node: from.into(),
+            to_node: to.into(),
+            sent: 5,
+            left_source: if verdict == PairVerdict::BlockedAtSource { 0 } else { 5 },
+            arrived: if verdict == PairVerdict::Ok { 5 } else { 0 },
+            verdict,
+            control_udp: control,
+            delivery: None,
+            delivery_note: None,
+            rtt_ms: None,
+            rule: rule.map(str::to_string),
+            diagnosis: "why".into(),
+        }
+    }
+
+    fn vxlan(pairs: Vec<PairReport>) -> VxlanReport {
+        let verdict = VxlanReport::health_of(&pairs, &[]);
+        VxlanReport { probe: "vxlan", port: 8472, vni: 1, count: 5, verdict, pairs, untested: vec![] }
+    }
+
+    fn causes(dns: &Outcome<DnsReport>, vxlan: &Outcome<VxlanReport>) -> Vec<Cause> {
+        diagnose(&Evidence {
+            this_node: "node-a",
+            dns_namespace: "kube-system",
+            dns,
+            vxlan,
+            arp: &Outcome::Skipped("no VIP".into()),
+            iptables: &Outcome::Skipped("not root".into()),
+        })
+    }
+
+    fn incident_two_dns() -> Outcome<DnsReport> {
+        Outcome::Ran(dns(
+            vec![
+                endpoint("10.244.0.10", "node-a", EndpointVerdict::Ok),
+                endpoint("10.244.1.10", "node-b", EndpointVerdict::Failing),
+            ],
+            vec![(FindingKind::CrossNode, "every failing endpoint is on another node")],
+        ))
+    }
+
+    #[test]
+    fn failing_pods_on_another_node_are_grouped_by_node() {
+        let Outcome::Ran(report) = incident_two_dns() else { unreachable!() };
+        let remote = remote_failures(&report, "node-a");
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].node, "node-b");
+        assert_eq!(remote[0].endpoints[0].address.to_string(), "10.244.1.10");
+        // Seen from node-b, its own pod is local: nothing for the overlay to explain.
+        assert!(remote_failures(&report, "node-b").is_empty());
+    }
+
+    #[test]
+    fn incident_two_names_the_tunnel_and_the_security_group() {
+        let vxlan = Outcome::Ran(vxlan(vec![
+            pair("node-a", "node-b", PairVerdict::LostInNetwork, ControlUdp::Ok, None),
+            pair("node-b", "node-a", PairVerdict::LostInNetwork, ControlUdp::Ok, None),
+        ]));
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].cause,
+            "DNS fails for pods on node-b (coredns-node-b at 10.244.1.10:53) because VXLAN (UDP 8472) between node-a and node-b (both directions) is lost in the network while other UDP passes"
+        );
+        assert_eq!(found[0].fix, "allow UDP 8472 between nodes in the security group, NACL or firewall");
+    }
+
+    #[test]
+    fn one_direction_and_a_named_rule() {
+        let vxlan = Outcome::Ran(vxlan(vec![
+            pair("node-a", "node-b", PairVerdict::Ok, ControlUdp::Ok, None),
+            pair(
+                "node-b",
+                "node-a",
+                PairVerdict::DroppedAtDestination,
+                ControlUdp::Ok,
+                Some("-A INPUT -p udp --dport 8472 -j DROP"),
+            ),
+        ]));
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert!(
+            found[0]
+                .cause
+                .ends_with("VXLAN (UDP 8472) from node-b to node-a reaches node-a and its firewall drops it"),
+            "{}",
+            found[0].cause
+        );
+        assert_eq!(
+            found[0].fix,
+            "remove or narrow this rule on node-a: -A INPUT -p udp --dport 8472 -j DROP"
+        );
+    }
+
+    #[test]
+    fn a_tunnel_that_carries_points_at_the_pods() {
+        let vxlan = Outcome::Ran(vxlan(vec![
+            pair("node-a", "node-b", PairVerdict::Ok, ControlUdp::Ok, None),
+            pair("node-b", "node-a", PairVerdict::Ok, ControlUdp::Ok, None),
+        ]));
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert!(found[0].cause.contains("passes both ways: the pods or node-b itself, not the tunnel"));
+        assert!(found[0].fix.contains("kubectl -n kube-system logs coredns-node-b"));
+    }
+
+    #[test]
+    fn no_agents_says_what_could_not_be_checked_and_how_to_deploy() {
+        let vxlan = Outcome::CouldNotRun("no agent answered".into());
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert!(found[0].cause.contains("could not be checked: no agent answered"), "{}", found[0].cause);
+        assert!(found[0].fix.contains("kubectl apply -k deploy/kubernetes/"));
+        let untested = Outcome::Ran(VxlanReport {
+            untested: vec![crate::vxlan::UntestedNode {
+                node: "node-b".into(),
+                ip: None,
+                reason: "unreachable".into(),
+            }],
+            ..vxlan_report_with_no_pairs()
+        });
+        let found = causes(&incident_two_dns(), &untested);
+        assert!(found[0].cause.ends_with("could not be checked: node-b: unreachable"), "{}", found[0].cause);
+    }
+
+    fn vxlan_report_with_no_pairs() -> VxlanReport {
+        vxlan(vec![])
+    }
+
+    #[test]
+    fn local_failures_and_the_service_path() {
+        let local = Outcome::Ran(dns(
+            vec![endpoint("10.244.0.10", "node-a", EndpointVerdict::Failing)],
+            vec![(FindingKind::EndpointUnreachable, "10.244.0.10:53 never answered")],
+        ));
+        let found = causes(&local, &Outcome::Skipped("not needed".into()));
+        assert_eq!(found[0].cause, "DNS fails for pods on this node (node-a): 10.244.0.10:53 never answered");
+        let path = Outcome::Ran(dns(
+            vec![endpoint("10.244.0.10", "node-a", EndpointVerdict::Ok)],
+            vec![(FindingKind::ServicePath, "the Service fails while every endpoint answers")],
+        ));
+        let found = causes(&path, &Outcome::Skipped("not needed".into()));
+        assert_eq!(found[0].cause, "the Service fails while every endpoint answers");
+        assert!(found[0].fix.contains("kube-proxy on node-a"));
+    }
+
+    #[test]
+    fn healthy_steps_give_no_cause_and_faults_win_the_verdict() {
+        let ok = Outcome::Ran(dns(vec![endpoint("10.244.0.10", "node-a", EndpointVerdict::Ok)], vec![]));
+        assert!(causes(&ok, &Outcome::Skipped("not needed".into())).is_empty());
+        assert_eq!(verdict([StepStatus::Ok, StepStatus::Skipped]), Health::Ok);
+        assert_eq!(verdict([StepStatus::Fault, StepStatus::CouldNotRun]), Health::Fault);
+        assert_eq!(verdict([StepStatus::Ok, StepStatus::CouldNotRun]), Health::CouldNotRun);
+    }
+}
