@@ -254,6 +254,9 @@ fn dns_step(outcome: &Outcome<netprobe_probes::dns::DnsReport>, command: String)
 fn vxlan_step(outcome: &Outcome<netprobe_probes::vxlan::VxlanReport>, command: String) -> Step {
     let Outcome::Ran(report) = outcome else {
         let (status, why) = not_run(outcome).unwrap_or((StepStatus::CouldNotRun, String::new()));
+        // How to deploy the agents is the fix's to say, once.
+        let hint = format!("; {}", netprobe_probes::vxlan::DEPLOY_HINT);
+        let why = why.trim_end_matches(&hint).to_string();
         return step_without_report("vxlan", status, why, format!("netprobe {command}"));
     };
     let not_ok: Vec<_> =

@@ -153,8 +153,17 @@ fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
         causes.push(match e.vxlan {
             Outcome::Ran(vxlan) => tunnel_cause(e.this_node, &failure.node, &symptom, vxlan, e.dns_namespace, failure),
             Outcome::CouldNotRun(why) => Cause {
-                cause: format!("{symptom}; whether VXLAN between {} and {} carries could not be checked: {why}", e.this_node, failure.node),
-                fix: format!("make the vxlan step runnable (the agents and NETPROBE_TOKEN: {DEPLOY_HINT}), then run netprobe doctor again"),
+                cause: format!(
+                    "{symptom}; whether VXLAN between {} and {} carries could not be checked: {}",
+                    e.this_node,
+                    failure.node,
+                    why.trim_end_matches(&format!("; {DEPLOY_HINT}"))
+                ),
+                fix: if why.contains("NETPROBE_TOKEN") {
+                    "set NETPROBE_TOKEN to the agents' token (kubectl -n netprobe get secret netprobe-token -o jsonpath='{.data.token}' | base64 -d), then run netprobe doctor again".into()
+                } else {
+                    format!("run the agents on both nodes ({DEPLOY_HINT}), then run netprobe doctor again")
+                },
             },
             Outcome::Skipped(why) => Cause {
                 cause: format!("{symptom}; VXLAN was not checked: {why}"),
@@ -481,6 +490,21 @@ mod tests {
         });
         let found = causes(&incident_two_dns(), &untested);
         assert!(found[0].cause.ends_with("could not be checked: node-b: unreachable"), "{}", found[0].cause);
+    }
+
+    #[test]
+    fn no_token_says_where_the_token_is() {
+        let vxlan = Outcome::CouldNotRun(
+            "token: none given: set NETPROBE_TOKEN (or --token-file for the agent)".into(),
+        );
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert!(
+            found[0].fix.starts_with(
+                "set NETPROBE_TOKEN to the agents' token (kubectl -n netprobe get secret netprobe-token"
+            ),
+            "{}",
+            found[0].fix
+        );
     }
 
     fn vxlan_report_with_no_pairs() -> VxlanReport {

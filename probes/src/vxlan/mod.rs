@@ -303,13 +303,18 @@ pub async fn probe_within<A: AgentApi>(
     config.nodes =
         config.nodes.into_iter().enumerate().filter(|(i, _)| !silent.contains(i)).map(|(_, n)| n).collect();
     if config.nodes.len() < 2 {
-        let named: Vec<String> = untested.iter().map(|u| format!("{} ({})", u.node, u.reason)).collect();
+        // The deploy hint once, after every node's own reason.
+        let hint = format!("; {DEPLOY_HINT}");
+        let named: Vec<String> =
+            untested.iter().map(|u| format!("{} ({})", u.node, u.reason.trim_end_matches(&hint))).collect();
+        let any_hint = untested.iter().any(|u| u.reason.ends_with(&hint));
         return Err(Error::could_not_run(
             "probing the nodes",
             format!(
-                "{} agent(s) answered, a mesh needs two; not probed: {}",
+                "{} agent(s) answered, a mesh needs two; not probed: {}{}",
                 config.nodes.len(),
-                named.join("; ")
+                named.join("; "),
+                if any_hint { hint.as_str() } else { "" }
             ),
         ));
     }
@@ -804,6 +809,7 @@ mod tests {
             err.to_string().contains("not probed: node-c (agent node-c (192.0.2.3:9473): unreachable"),
             "{err}"
         );
+        assert_eq!(err.to_string().matches(DEPLOY_HINT).count(), 1, "the hint once: {err}");
     }
 
     #[tokio::test]
