@@ -33,6 +33,25 @@ mesh_lab_up() {
     for i in $(seq 1 "$n"); do
         until [ -n "$(ip netns exec "$tag-$i" ss -Hltn 'sport = :9473')" ]; do sleep 0.05; done
     done
+    mesh_lab_neighbours "$n" "$tag"
+}
+
+# Every node knows every other's MAC, as nodes of a running cluster do. Without this the lab does
+# not model N machines: the kernel's ARP table is one table for all namespaces, so N(N-1) entries
+# pass its gc_thresh3 (1024 by default) from about 33 nodes on ("neighbour: arp_cache: neighbor
+# table overflow!" in dmesg), new entries fail, and TCP SYNs die until the agents time out.
+# Permanent entries are exempt from that limit; the host's settings are not touched.
+mesh_lab_neighbours() {
+    local n=$1 tag=$2 i j
+    local -a macs
+    for i in $(seq 1 "$n"); do
+        macs[i]=$(ip -n "$tag-$i" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+    done
+    for i in $(seq 1 "$n"); do
+        for j in $(seq 1 "$n"); do
+            [ "$i" = "$j" ] || echo "neigh replace 198.51.100.$j lladdr ${macs[j]} dev eth0 nud permanent"
+        done | ip -n "$tag-$i" -batch -
+    done
 }
 
 mesh_lab_down() {

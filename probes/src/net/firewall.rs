@@ -69,8 +69,25 @@ impl RuleCounters for NodeFirewall {
 
 fn read_firewall() -> Snapshot {
     let mut snapshot = Snapshot::default();
-    let tools: Vec<&str> = if super::iptables::exists("iptables-legacy-save") {
-        vec!["iptables-nft-save", "iptables-legacy-save"]
+    match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
+        Ok(json) => snapshot.nft_json = Some(json),
+        Err(e) => snapshot.errors.push(format!("nft: {e}")),
+    }
+    // A backend with no tables has no rules to show: its save tool is not run (a read runs for
+    // every probe on a busy agent, and each tool is a process).
+    let nft_tables = snapshot.nft_json.as_deref().map(has_tables);
+    let legacy_tables = legacy_tables_exist();
+    // Whether both backends' tools are installed is asked once: each ask is a process.
+    static BOTH_BACKENDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let tools: Vec<&str> = if *BOTH_BACKENDS.get_or_init(|| super::iptables::exists("iptables-legacy-save")) {
+        let mut tools = Vec::new();
+        if nft_tables != Some(false) {
+            tools.push("iptables-nft-save");
+        }
+        if legacy_tables != Some(false) {
+            tools.push("iptables-legacy-save");
+        }
+        tools
     } else {
         vec!["iptables-save"]
     };
@@ -80,11 +97,34 @@ fn read_firewall() -> Snapshot {
             Err(e) => snapshot.errors.push(format!("{tool}: {e}")),
         }
     }
-    match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
-        Ok(json) => snapshot.nft_json = Some(json),
-        Err(e) => snapshot.errors.push(format!("nft: {e}")),
-    }
     snapshot
+}
+
+/// Whether `nft -j list ruleset` output lists any table (iptables-nft's tables are nf_tables
+/// tables too).
+fn has_tables(json: &str) -> bool {
+    json.contains("\"table\":")
+}
+
+/// Whether this network namespace has legacy (x_tables) tables, from /proc/net/ip_tables_names
+/// and ip6_tables_names; `None` when neither can be read (then the tool is asked).
+fn legacy_tables_exist() -> Option<bool> {
+    let mut readable = false;
+    for path in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
+        if let Ok(names) = std::fs::read_to_string(path) {
+            readable = true;
+            if !names.trim().is_empty() {
+                return Some(true);
+            }
+        }
+    }
+    // Not readable: the module is not loaded, so there are no legacy tables either, unless the
+    // files are hidden from us; then ask the tool.
+    if readable {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Runs `program ARGS`, returns its stdout; fails when it is missing, fails, or runs over `limit`
@@ -151,5 +191,15 @@ mod tests {
         let err = run_bounded("sleep", &["5"], Duration::from_millis(100)).unwrap_err();
         assert!(err.contains("killed"), "{err}");
         assert_eq!(Snapshot::default().unreadable().as_deref(), Some("no firewall tool answered"));
+    }
+
+    #[test]
+    fn an_empty_nft_ruleset_lists_no_table() {
+        assert!(!has_tables(
+            r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}]}"#
+        ));
+        assert!(has_tables(
+            r#"{"nftables": [{"metainfo": {"json_schema_version": 1}}, {"table": {"family": "ip", "name": "filter", "handle": 1}}]}"#
+        ));
     }
 }

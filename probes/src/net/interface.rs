@@ -219,14 +219,25 @@ impl NodeFacts for ThisNode {
         all().map(|list| list.into_iter().flat_map(|i| i.ipv4).collect()).unwrap_or_default()
     }
 
+    /// Read at most every [`VNI_FRESHNESS`]: every request asks, and each read is a process. A
+    /// device made since is seen within that time.
     fn vxlan_vnis(&self) -> Vec<u32> {
+        static LAST: std::sync::Mutex<Option<(std::time::Instant, Vec<u32>)>> = std::sync::Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((read, vnis)) = &*last {
+            if read.elapsed() < VNI_FRESHNESS {
+                return vnis.clone();
+            }
+        }
         let json = super::firewall::run_bounded(
             "ip",
             &["-j", "-d", "link", "show", "type", "vxlan"],
             std::time::Duration::from_secs(5),
         )
         .unwrap_or_default();
-        vxlan_ids(&json)
+        let vnis = vxlan_ids(&json);
+        *last = Some((std::time::Instant::now(), vnis.clone()));
+        vnis
     }
 
     fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr> {
@@ -234,6 +245,9 @@ impl NodeFacts for ThisNode {
         lookup(&name).ok()?.ipv4.first().copied()
     }
 }
+
+/// How long a read of this node's vxlan devices is reused.
+const VNI_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The VNIs in `ip -j -d link show type vxlan` output.
 fn vxlan_ids(json: &str) -> Vec<u32> {

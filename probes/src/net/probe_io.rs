@@ -2,11 +2,9 @@
 //! a control UDP socket, each on a thread) and sending them through the kernel's UDP stack while
 //! capturing what leaves. The agent's handlers reach it through [`ProbeIo`]; [`Sockets`] is real.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::capture::LiveCapture;
@@ -72,15 +70,234 @@ pub trait ProbeIo: Send + Sync + 'static {
 }
 
 /// The real captures and sockets, and the packet budget every send of this agent shares.
+///
+/// Listening is shared: every expectation on one interface and port is served by one capture
+/// (and every expectation by one control socket), each read by one thread that hands a packet to
+/// the expectation it belongs to. A capture per expectation made every packet pass every open
+/// capture's filter and kept two threads awake per expectation: the cost grew with the square of
+/// the peers.
 #[derive(Debug)]
 pub struct Sockets {
     budget: PacketBudget,
+    taps: Mutex<HashMap<(String, u16), Weak<Tap>>>,
+    control: Mutex<Weak<Tap>>,
 }
 
 impl Sockets {
     /// At most `per_second` packets a second over all sends together.
     pub fn new(per_second: u32) -> Sockets {
-        Sockets { budget: PacketBudget::new(per_second) }
+        Sockets {
+            budget: PacketBudget::new(per_second),
+            taps: Default::default(),
+            control: Default::default(),
+        }
+    }
+
+    /// The capture for probes to `port` on `interface`, shared while anyone listens there.
+    fn capture_tap(&self, interface: &str, port: u16) -> Result<Arc<Tap>> {
+        let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+        taps.retain(|_, tap| tap.strong_count() > 0);
+        let key = (interface.to_string(), port);
+        if let Some(tap) = taps.get(&key).and_then(Weak::upgrade).filter(|t| t.failure().is_none()) {
+            return Ok(tap);
+        }
+        // The filter is set before the capture is handed out, so nobody is asked to send earlier.
+        let capture = LiveCapture::open(interface, &format!("udp and dst port {port}"))?;
+        let tap = Tap::start(format!("capturing on {interface}"), TapSource::Capture(capture));
+        taps.insert(key, Arc::downgrade(&tap));
+        Ok(tap)
+    }
+
+    /// The control socket, shared while anyone listens.
+    fn control_tap(&self) -> Result<Arc<Tap>> {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tap) = control.upgrade().filter(|t| t.failure().is_none()) {
+            return Ok(tap);
+        }
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| Error::could_not_run("binding the control socket", e.to_string()))?;
+        let _ = socket.set_read_timeout(Some(TICK));
+        let tap = Tap::start("the control socket".into(), TapSource::Control(socket));
+        *control = Arc::downgrade(&tap);
+        Ok(tap)
+    }
+}
+
+/// How often a tap's thread looks up from its reads: for stop requests and drain barriers.
+const TICK: Duration = Duration::from_millis(20);
+
+/// The longest `finish` waits for a tap to take in what was buffered before it was called.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Who listens on a tap for what: the probes of one probe id from one node.
+#[derive(Debug)]
+struct Registration {
+    from: Ipv4Addr,
+    vni: u32,
+    probe_id: u64,
+    /// Sequence numbers of the probes and of the control datagrams heard.
+    heard: Mutex<HashSet<u32>>,
+    control_heard: Mutex<HashSet<u32>>,
+}
+
+enum TapSource {
+    Capture(LiveCapture),
+    Control(UdpSocket),
+}
+
+/// One capture or control socket and its reading thread, shared by every registration on it.
+/// Stops when the last listener holding it is gone.
+#[derive(Debug)]
+struct Tap {
+    what: String,
+    /// The control socket's port; 0 for a capture.
+    port: u16,
+    registrations: Mutex<Vec<Arc<Registration>>>,
+    /// When the thread last found nothing buffered: a drain barrier for `finish`.
+    drained: Mutex<Instant>,
+    drained_changed: Condvar,
+    failed: Mutex<Option<String>>,
+}
+
+impl Tap {
+    fn start(what: String, source: TapSource) -> Arc<Tap> {
+        let port = match &source {
+            TapSource::Control(socket) => socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            TapSource::Capture(_) => 0,
+        };
+        let tap = Arc::new(Tap {
+            what,
+            port,
+            registrations: Default::default(),
+            drained: Mutex::new(Instant::now()),
+            drained_changed: Condvar::new(),
+            failed: Default::default(),
+        });
+        // The thread holds the tap weakly: the listeners own it, and it ends with the last one.
+        let weak = Arc::downgrade(&tap);
+        std::thread::spawn(move || match source {
+            TapSource::Capture(capture) => Tap::read_capture(weak, capture),
+            TapSource::Control(socket) => Tap::read_control(weak, socket),
+        });
+        tap
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn register(&self, registration: Arc<Registration>) {
+        self.registrations.lock().unwrap_or_else(|e| e.into_inner()).push(registration);
+    }
+
+    fn unregister(&self, registration: &Arc<Registration>) {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| !Arc::ptr_eq(r, registration));
+    }
+
+    /// Hands a packet from `source` to the registration it belongs to (`seq_of` reads its
+    /// sequence number if it is that registration's).
+    fn deliver(&self, source: Ipv4Addr, seq_of: impl Fn(&Registration) -> Option<u32>) {
+        for registration in self.registrations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if registration.from == source {
+                if let Some(seq) = seq_of(registration) {
+                    let set = if self.port == 0 { &registration.heard } else { &registration.control_heard };
+                    set.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Everything buffered at `at` has been handed out.
+    fn mark_drained(&self, at: Instant) {
+        let mut drained = self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        *drained = (*drained).max(at);
+        self.drained_changed.notify_all();
+    }
+
+    fn fail(&self, why: String) {
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.drained_changed.notify_all();
+    }
+
+    /// Waits until everything buffered before `since` has been handed out (or the tap failed).
+    fn drain_since(&self, since: Instant) -> Result<()> {
+        let mut drained = self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        let give_up = since + DRAIN_LIMIT;
+        while *drained <= since && self.failure().is_none() && Instant::now() < give_up {
+            let wait = give_up.saturating_duration_since(Instant::now()).min(TICK * 2);
+            drained = self.drained_changed.wait_timeout(drained, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        drop(drained);
+        match self.failure() {
+            Some(why) => Err(Error::could_not_run(self.what.clone(), why)),
+            None => Ok(()),
+        }
+    }
+
+    fn read_capture(tap: Weak<Tap>, mut capture: LiveCapture) {
+        while let Some(tap) = tap.upgrade() {
+            // Reads until the buffer is found empty once the tick has passed: a call that
+            // returns nothing has taken in all that was buffered when it started.
+            let tick = Instant::now() + TICK;
+            loop {
+                let started = Instant::now();
+                match capture.next_before(tick) {
+                    Ok(Some(frame)) => {
+                        if let Some((source, _, _, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
+                            tap.deliver(source, |r| vxlan::probe_seq(payload, r.vni, r.probe_id));
+                        }
+                    }
+                    Ok(None) => break tap.mark_drained(started),
+                    Err(e) => return tap.fail(e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn read_control(tap: Weak<Tap>, socket: UdpSocket) {
+        while let Some(tap) = tap.upgrade() {
+            // Take in what is buffered, then wait up to a tick for more.
+            let _ = socket.set_nonblocking(true);
+            loop {
+                let started = Instant::now();
+                match tap.receive_control(&socket) {
+                    Ok(true) => {}
+                    Ok(false) => break tap.mark_drained(started),
+                    Err(e) => return tap.fail(e.to_string()),
+                }
+            }
+            let _ = socket.set_nonblocking(false);
+            if let Err(e) = tap.receive_control(&socket) {
+                return tap.fail(e.to_string());
+            }
+        }
+    }
+
+    /// One control datagram handed out: false when none came (nothing buffered, or the timeout).
+    fn receive_control(&self, socket: &UdpSocket) -> std::io::Result<bool> {
+        let mut buf = [0u8; 256];
+        match socket.recv_from(&mut buf) {
+            Ok((n, SocketAddr::V4(peer))) => {
+                self.deliver(*peer.ip(), |r| vxlan::control_seq(&buf[..n], r.probe_id));
+                Ok(true)
+            }
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -123,35 +340,30 @@ impl PacketBudget {
     }
 }
 
+/// One expectation's listening: its registrations on the shared capture and control taps.
 struct LiveListener {
     interface: String,
     control_port: u16,
-    deadline: Arc<Deadline>,
-    stop: Arc<AtomicBool>,
-    capture: JoinHandle<Result<HashSet<u32>>>,
-    control: JoinHandle<HashSet<u32>>,
+    deadline: Deadline,
+    registration: Arc<Registration>,
+    capture: Arc<Tap>,
+    control: Arc<Tap>,
 }
 
-/// When listening ends: moved later by [`Listener::extend`], closed for good by the first thread
-/// that finds it passed. Both under one lock, so an extension either keeps the threads going or
-/// is refused, never lost between a thread's check and its exit.
-struct Deadline(std::sync::Mutex<Option<Instant>>);
+impl Drop for LiveListener {
+    fn drop(&mut self) {
+        self.capture.unregister(&self.registration);
+        self.control.unregister(&self.registration);
+    }
+}
+
+/// Until when the sender may still send: moved later by [`Listener::extend`], refused for good
+/// once it has passed. Probes that arrive are counted until the expectation is collected.
+struct Deadline(Mutex<Option<Instant>>);
 
 impl Deadline {
     fn new(at: Instant) -> Deadline {
-        Deadline(std::sync::Mutex::new(Some(at)))
-    }
-
-    /// The deadline while it has not passed; once it has (or on `stop`), closes it: None.
-    fn still_open(&self, stop: &AtomicBool) -> Option<Instant> {
-        let mut deadline = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match *deadline {
-            Some(at) if !stop.load(Ordering::Relaxed) && Instant::now() < at => Some(at),
-            _ => {
-                *deadline = None;
-                None
-            }
-        }
+        Deadline(Mutex::new(Some(at)))
     }
 
     fn extend(&self, until: Instant) -> bool {
@@ -180,77 +392,38 @@ impl Listener for LiveListener {
     }
 
     fn finish(self: Box<Self>) -> Result<Heard> {
-        self.stop.store(true, Ordering::Relaxed);
-        let failed = |what: &str| {
-            Error::could_not_run(
-                format!("capturing on {}", self.interface),
-                format!("the {what} thread failed"),
-            )
-        };
-        let probes = self.capture.join().map_err(|_| failed("capture"))??;
-        let control = self.control.join().map_err(|_| failed("control socket"))?;
-        Ok(Heard { probes, control })
+        // What the kernel buffered before now was captured before we were asked: take it in.
+        let now = Instant::now();
+        self.capture.drain_since(now)?;
+        self.control.drain_since(now)?;
+        let take =
+            |set: &Mutex<HashSet<u32>>| std::mem::take(&mut *set.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(Heard { probes: take(&self.registration.heard), control: take(&self.registration.control_heard) })
     }
 }
 
 impl ProbeIo for Sockets {
     fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>> {
         let name = interface::for_route_to(spec.from)?;
-        let deadline = Arc::new(Deadline::new(Instant::now() + spec.window));
-        let stop = Arc::new(AtomicBool::new(false));
-        // Capture first (filter set before anyone sends), then the control socket.
-        let filter = format!("udp and src host {} and dst port {}", spec.from, spec.port);
-        let mut capture = LiveCapture::open(&name, &filter)?;
-        let control = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .map_err(|e| Error::could_not_run("binding the control socket", e.to_string()))?;
-        let control_port = control.local_addr().map(|a| a.port()).unwrap_or(0);
-        let stopping = stop.clone();
-        let until = deadline.clone();
-        let capture_thread = std::thread::spawn(move || -> Result<HashSet<u32>> {
-            let mut seen = HashSet::new();
-            let mut take = |frame: super::Captured| {
-                if let Some((_, _, _, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
-                    if let Some(seq) = vxlan::probe_seq(payload, spec.vni, spec.probe_id) {
-                        seen.insert(seq);
-                    }
-                }
-            };
-            while let Some(at) = until.still_open(&stopping) {
-                let tick = (Instant::now() + Duration::from_millis(20)).min(at);
-                while let Some(frame) = capture.next_before(tick)? {
-                    take(frame);
-                }
-            }
-            // Whatever the kernel still buffers was captured before we were asked: take it.
-            while let Some(frame) = capture.next_before(Instant::now() + Duration::from_millis(20))? {
-                take(frame);
-            }
-            Ok(seen)
+        let capture = self.capture_tap(&name, spec.port)?;
+        let control = self.control_tap()?;
+        let control_port = control.port;
+        let registration = Arc::new(Registration {
+            from: spec.from,
+            vni: spec.vni,
+            probe_id: spec.probe_id,
+            heard: Default::default(),
+            control_heard: Default::default(),
         });
-        let stopping = stop.clone();
-        let until = deadline.clone();
-        let control_thread = std::thread::spawn(move || {
-            let mut seen = HashSet::new();
-            let _ = control.set_read_timeout(Some(Duration::from_millis(20)));
-            let mut buf = [0u8; 256];
-            while until.still_open(&stopping).is_some() {
-                if let Ok((n, SocketAddr::V4(peer))) = control.recv_from(&mut buf) {
-                    if *peer.ip() == spec.from {
-                        if let Some(seq) = vxlan::control_seq(&buf[..n], spec.probe_id) {
-                            seen.insert(seq);
-                        }
-                    }
-                }
-            }
-            seen
-        });
+        capture.register(registration.clone());
+        control.register(registration.clone());
         Ok(Box::new(LiveListener {
             interface: name,
             control_port,
-            deadline,
-            stop,
-            capture: capture_thread,
-            control: control_thread,
+            deadline: Deadline::new(Instant::now() + spec.window),
+            registration,
+            capture,
+            control,
         }))
     }
 
