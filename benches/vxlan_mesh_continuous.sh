@@ -44,8 +44,8 @@ for i in $(seq 1 "$n"); do
 import sys, urllib.request
 try:
     text = urllib.request.urlopen(f"http://{sys.argv[1]}:9473/metrics", timeout=30).read().decode()
-except OSError as e:
-    print("unreachable", file=sys.stderr); sys.exit(0)
+except Exception as e:  # an agent that does not answer is counted, not a reason to stop
+    print(f"{sys.argv[1]}: /metrics unreadable: {e}", file=sys.stderr); sys.exit(0)
 def value(prefix):
     return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
 rounds, total = value("netprobe_vxlan_round_duration_seconds_count"), value("netprobe_vxlan_round_duration_seconds_sum")
@@ -53,4 +53,5 @@ up = [l for l in text.splitlines() if l.startswith("netprobe_vxlan_pair_up{")]
 print(int(rounds), total / max(rounds, 1), sum(l.endswith(" 1") for l in up), len(up))
 PY
 done | awk '{rounds+=$1; if ($2>longest) longest=$2; mean+=$2; up+=$3; pairs+=$4; n++}
-    END {printf "rounds per agent: %.1f, mean round %.2f s (slowest agent'"'"'s mean %.2f s), pairs up: %d of %d\n", rounds/n, mean/n, longest, up, pairs}'
+    END {if (n == 0) {print "rounds: no agent answered /metrics"; exit}
+         printf "answered /metrics: %d agents; rounds per agent: %.1f, mean round %.2f s (slowest agent'"'"'s mean %.2f s), pairs up: %d of %d\n", n, rounds/n, mean/n, longest, up, pairs}'
