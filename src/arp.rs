@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use netprobe_probes::arp::range::{AddressVerdict, Range, RangeConfig, RangeReport};
 use netprobe_probes::arp::services::{self, ServiceVip, ServicesReport};
 use netprobe_probes::arp::watch::{self, Claimant, WatchConfig, WatchEvent, WatchSummary};
 use netprobe_probes::arp::{self, ArpReport, Config, Node, Responder};
@@ -17,8 +18,14 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
     if args.service.is_some() || args.all_services {
         return run_services(args, api, format);
     }
+    if let Some(range) = args.range {
+        return run_range(range, &args, format);
+    }
     let Some(vip) = args.vip else {
-        return Err(Error::invalid("arp", "give the VIP, --service NAMESPACE/NAME or --all-services"));
+        return Err(Error::invalid(
+            "arp",
+            "give the VIP, --service NAMESPACE/NAME, --all-services or --range FIRST-LAST",
+        ));
     };
     // Live and without --node: the cluster's nodes name the responders, when there is an API.
     let mut label_note = None;
@@ -53,6 +60,76 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
         Format::Table => render_table(&report),
     });
     Ok(Exit::from_health(report.health()))
+}
+
+/// `--range`: every address of a pool asked, and the ones already owned.
+fn run_range(range: Range, args: &ArpArgs, format: Format) -> Result<Exit, Error> {
+    let report = arp::range::scan(&RangeConfig {
+        range,
+        interface: args.interface.clone(),
+        count: args.count,
+        interval: args.interval.unwrap_or(Duration::from_millis(20)),
+        wait: args.wait,
+        source: args.source,
+    })?;
+    output::emit(&match format {
+        Format::Json => output::json(&report),
+        Format::Table => render_range(&report),
+    });
+    Ok(Exit::from_health(report.health()))
+}
+
+/// The verdict, then one row per owned address; free addresses are only counted.
+fn render_range(report: &RangeReport) -> String {
+    let duplicates = report.owned.iter().filter(|o| o.verdict == AddressVerdict::Duplicate).count();
+    let (word, headline) = if report.owned.is_empty() {
+        (
+            "ok",
+            format!(
+                "all {} addresses of {} are free: nothing answers ARP for them",
+                report.addresses, report.range
+            ),
+        )
+    } else {
+        (
+            "fault",
+            format!(
+                "{} of {} addresses of {} already answer ARP: {} in use, {duplicates} duplicate",
+                report.owned.len(),
+                report.addresses,
+                report.range,
+                report.owned.len() - duplicates
+            ),
+        )
+    };
+    let mut text = format!("{}  {headline}\n", output::verdict(word, report.verdict));
+    text.push_str(&format!(
+        "{} request(s) per address on {} from {}\n",
+        report.count,
+        report.interface.as_deref().unwrap_or("-"),
+        report.source_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into())
+    ));
+    if !report.owned.is_empty() {
+        let mut table = output::table(&["address", "verdict", "answered by"]);
+        for owned in &report.owned {
+            let word = owned.verdict.as_str();
+            table.add_row(vec![
+                owned.address.to_string(),
+                if owned.verdict == AddressVerdict::Duplicate {
+                    word.to_uppercase()
+                } else {
+                    word.to_string()
+                },
+                owned.macs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "),
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&table.to_string());
+        text.push_str(
+            "\n\nnext: an address that answers before MetalLB assigns it is held by another host (a static address, a DHCP lease, another load balancer): find it by its MAC (switch MAC table, `ip neigh` on the nodes), or take the address out of the pool\n",
+        );
+    }
+    text
 }
 
 /// How long a probe that only wants node names waits for an API nobody asked it to use.
@@ -412,6 +489,35 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(1_795_435_200_000 + v)
+    }
+
+    #[test]
+    fn the_range_table() {
+        std::env::set_var("NO_COLOR", "1");
+        use netprobe_probes::arp::range::OwnedAddress;
+        let mac = |last| netprobe_probes::wire::MacAddr([0, 0, 0x5e, 0, 0x53, last]);
+        let report = RangeReport {
+            probe: "arp",
+            range: "192.0.2.100-192.0.2.120".into(),
+            interface: Some("eth0".into()),
+            source_ip: Some("192.0.2.1".parse().unwrap()),
+            addresses: 21,
+            count: 3,
+            verdict: netprobe_probes::Health::Fault,
+            owned: vec![
+                OwnedAddress {
+                    address: "192.0.2.105".parse().unwrap(),
+                    verdict: AddressVerdict::InUse,
+                    macs: vec![mac(0x11)],
+                },
+                OwnedAddress {
+                    address: "192.0.2.110".parse().unwrap(),
+                    verdict: AddressVerdict::Duplicate,
+                    macs: vec![mac(0x12), mac(0x11)],
+                },
+            ],
+        };
+        insta::assert_snapshot!(render_range(&report));
     }
 
     #[test]

@@ -176,8 +176,9 @@ sudo netprobe arp 192.0.2.100 -i eth0 --node node-a=192.0.2.11 --node node-b=192
 sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n  \
 netprobe arp 192.0.2.100 --pcap vip.pcap -o json\n  \
 kubectl netprobe arp --service metallb-test/web   # its VIP(s), responders named by node\n  \
-kubectl netprobe arp --all-services               # every LoadBalancer VIP on this segment")]
-#[command(group(clap::ArgGroup::new("targets").required(true).args(["vip", "service", "all_services"])))]
+kubectl netprobe arp --all-services               # every LoadBalancer VIP on this segment\n  \
+sudo netprobe arp --range 192.0.2.100-192.0.2.120  # is a MetalLB pool free before it is used?")]
+#[command(group(clap::ArgGroup::new("targets").required(true).args(["vip", "service", "all_services", "range"])))]
 pub struct ArpArgs {
     /// The address to resolve, e.g. a LoadBalancer VIP. With a kubeconfig (or in a pod), responders
     /// are named by the cluster's nodes unless --node is given.
@@ -192,6 +193,12 @@ pub struct ArpArgs {
     #[arg(long, conflicts_with_all = ["pcap", "watch"])]
     pub all_services: bool,
 
+    /// Ask for every address of a pool, FIRST-LAST or ADDRESS/LEN (at most 4096), a request every
+    /// --interval [default 20ms] --count times each, and list the addresses that already have an
+    /// owner (in-use) or several (duplicate): run it before the pool is given to MetalLB.
+    #[arg(long, value_name = "RANGE", value_parser = parse_range, conflicts_with_all = ["pcap", "watch", "nodes"])]
+    pub range: Option<netprobe_probes::arp::range::Range>,
+
     /// Interface to probe on [default: the interface of the route to VIP].
     #[arg(short, long)]
     pub interface: Option<String>,
@@ -200,7 +207,8 @@ pub struct ArpArgs {
     #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
 
-    /// Time between requests (250ms, 1s, ...; at most 1h) [default: 200ms, with --watch 1s].
+    /// Time between requests (250ms, 1s, ...; at most 1h) [default: 200ms, with --watch 1s, with
+    /// --range 20ms].
     #[arg(long, value_parser = |s: &str| parse_duration_max(s, HOUR))]
     pub interval: Option<Duration>,
 
@@ -239,6 +247,10 @@ pub struct ArpArgs {
     /// With --tcp: give up on a connect after this long (counted as a failure; at most 1m).
     #[arg(long, default_value = "3s", requires = "tcp", value_parser = |s: &str| parse_duration_max(s, MINUTE))]
     pub tcp_timeout: Duration,
+}
+
+fn parse_range(text: &str) -> Result<netprobe_probes::arp::range::Range, String> {
+    netprobe_probes::arp::range::Range::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_tcp_target(text: &str) -> Result<SocketAddr, String> {

@@ -438,3 +438,47 @@ fn regenerate_pcap_fixtures() -> TestResult {
     capture_probe(&mut seg, &pcaps.join("arp-duplicate-any.pcap"), &["-i", "any", "-y", "LINUX_SLL"], &nodes);
     Ok(())
 }
+
+#[test]
+fn a_pool_scan_names_the_addresses_already_owned_and_the_duplicates() -> TestResult {
+    // sp1 holds .105 of the pool; sp1 and sp2 both hold .110; the rest is free.
+    let Some(seg) = segment("arp-range", &[(SP1, false), (SP2, false)]) else { return Ok(()) };
+    seg.speakers[0].sh("ip addr add 192.0.2.105/32 dev eth0 && ip addr add 192.0.2.110/32 dev eth0")?;
+    seg.speakers[1].sh("ip addr add 192.0.2.110/32 dev eth0")?;
+    let run = netprobe_in(&seg.client, &["arp", "--range", "192.0.2.100-192.0.2.120", "-o", "json"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!((report["addresses"].as_u64(), report["interface"].as_str()), (Some(21), Some("eth0")));
+    let owned: Vec<(String, String, usize)> = report["owned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["address"].as_str().unwrap().into(),
+                o["verdict"].as_str().unwrap().into(),
+                o["macs"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owned,
+        vec![("192.0.2.105".into(), "in-use".into(), 1), ("192.0.2.110".into(), "duplicate".into(), 2)]
+    );
+    assert_eq!(report["owned"][0]["macs"][0], SP1.2);
+
+    // A free pool (the speakers' own addresses are outside it): ok, and the table says so.
+    let run = netprobe_in(&seg.client, &["arp", "--range", "192.0.2.200/29"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.starts_with("OK  all 8 addresses of 192.0.2.200-192.0.2.207 are free"),
+        "{}",
+        run.stdout
+    );
+
+    // Bad input is one line and exit 2, before anything is sent.
+    let run = netprobe_in(&seg.client, &["arp", "--range", "192.0.2.0/16"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("at most 4096"), "{}", run.stderr);
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! and the capture keeps listening until the deadline, so late answerers count too. The same
 //! [`tally::Tally`] reads live frames and capture files, so both give the same verdict.
 
+pub mod range;
 mod report;
 pub mod services;
 mod tally;
@@ -188,9 +189,18 @@ pub fn from_capture(path: &Path, target: Ipv4Addr, nodes: Vec<Node>) -> Result<A
 }
 
 fn drain(link: &mut impl Link, tally: &mut Tally, until: Instant) -> Result<()> {
+    drain_with(link, until, |at, arp| tally.observe(at, arp))
+}
+
+/// Hands every ARP frame captured before `until` to `observe`, with its capture time.
+fn drain_with(
+    link: &mut impl Link,
+    until: Instant,
+    mut observe: impl FnMut(Duration, &ArpFrame),
+) -> Result<()> {
     while let Some(frame) = link.next_before(until)? {
         if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
-            tally.observe(frame.at, &arp);
+            observe(frame.at, &arp);
         }
     }
     Ok(())
