@@ -267,6 +267,7 @@ mod tests {
             control_arrived: 5,
             dropping_rules: rules,
             counters_error: error.map(str::to_string),
+            udp_csum_errors: Some(0),
         };
         let drop =
             GrownRule { rule: "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP".into(), packets: 5 };
@@ -304,8 +305,13 @@ mod tests {
             dropping_rules: vec![],
             counters_error: None,
         };
-        let arrived =
-            CollectResponse { arrived: 5, control_arrived: 5, dropping_rules: vec![], counters_error: None };
+        let arrived = CollectResponse {
+            arrived: 5,
+            control_arrived: 5,
+            dropping_rules: vec![],
+            counters_error: None,
+            udp_csum_errors: Some(0),
+        };
         let mut pairs = vec![judge(&config, a, b, &sent, &arrived), judge(&config, b, a, &sent, &arrived)];
         (pairs[0].from_node, pairs[0].to_node) = ("cp-1".into(), "worker-1".into());
         (pairs[1].from_node, pairs[1].to_node) = ("worker-1".into(), "cp-1".into());

@@ -555,3 +555,38 @@ fn a_sender_that_asks_keeps_the_capture_open_and_one_too_late_sends_nothing() ->
     assert!(answer.contains("does not expect probe 78"), "{answer}");
     Ok(())
 }
+
+#[test]
+fn probes_with_a_broken_udp_checksum_are_dropped_at_the_destination_and_say_why() -> TestResult {
+    let test = "probes_with_a_broken_udp_checksum_are_dropped_at_the_destination_and_say_why";
+    if !netprobe_lab::on_path("ethtool") {
+        netprobe_lab::skip(test, "ethtool is not installed (apt-get install ethtool)");
+        return Ok(());
+    }
+    let Some(c) = cluster(test, 2) else { return Ok(()) };
+    // Checksums computed and checked in software on every veth, then the router breaks the UDP
+    // checksum of everything to 8472: what a broken checksum offload does to VXLAN in the wild.
+    for (node, _) in &c.nodes {
+        node.sh("ethtool -K eth0 tx off rx off >/dev/null")?;
+    }
+    c.router.sh("for d in eth0 eth1; do ethtool -K $d tx off rx off >/dev/null; done")?;
+    c.router.sh("nft add table inet mangle && \
+         nft 'add chain inet mangle fw { type filter hook forward priority 0; }' && \
+         nft add rule inet mangle fw udp dport 8472 udp checksum set 0x1234")?;
+    let (code, out, err) = c.vxlan(&["-o", "json"], TOKEN);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    for pair in report["pairs"].as_array().unwrap() {
+        // The capture saw every probe arrive; the kernel dropped them all for their checksum.
+        assert_eq!(pair["arrived"], 5, "{pair}");
+        assert_eq!(pair["verdict"], "dropped-at-destination", "{pair}");
+        assert_eq!(pair["drop_reason"], "UDP_CSUM", "{pair}");
+        assert!(pair["evidence"].as_str().unwrap().contains("InCsumErrors grew by"), "{pair}");
+        assert!(pair["diagnosis"].as_str().unwrap().contains("tx-checksum-ip-generic off"), "{pair}");
+    }
+    // Without the broken checksums, the same pairs are ok.
+    c.router.sh("nft delete table inet mangle")?;
+    let (code, out, err) = c.vxlan(&["-o", "json"], TOKEN);
+    assert_eq!(code, 0, "{out}\n{err}");
+    Ok(())
+}

@@ -249,6 +249,10 @@ fn tunnel_cause(
                     None => format!("check {}'s OUTPUT firewall (iptables/nft) and routes", pair.from_node),
                 },
             ),
+            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some("UDP_CSUM") => (
+                format!("reaches {} with a bad UDP checksum and its kernel drops it", pair.to_node),
+                "turn off checksum offload on the nodes' vxlan devices (ethtool -K flannel.1 tx-checksum-ip-generic off, or the CNI's option) and look for a device on the path that rewrites UDP".to_string(),
+            ),
             PairVerdict::DroppedAtDestination => (
                 format!("reaches {} and its firewall drops it", pair.to_node),
                 match &pair.rule {
@@ -381,6 +385,8 @@ mod tests {
             delivery_note: None,
             rtt_ms: None,
             rule: rule.map(str::to_string),
+            drop_reason: None,
+            evidence: None,
             diagnosis: "why".into(),
         }
     }
@@ -461,6 +467,23 @@ mod tests {
             found[0].fix,
             "remove or narrow this rule on node-a: -A INPUT -p udp --dport 8472 -j DROP"
         );
+    }
+
+    #[test]
+    fn a_bad_checksum_is_named_with_the_offload_fix() {
+        let mut dropped = pair("node-a", "node-b", PairVerdict::DroppedAtDestination, ControlUdp::Ok, None);
+        dropped.drop_reason = Some("UDP_CSUM".into());
+        let vxlan = Outcome::Ran(vxlan(vec![
+            dropped,
+            pair("node-b", "node-a", PairVerdict::Ok, ControlUdp::Ok, None),
+        ]));
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert!(
+            found[0].cause.ends_with("reaches node-b with a bad UDP checksum and its kernel drops it"),
+            "{}",
+            found[0].cause
+        );
+        assert!(found[0].fix.contains("tx-checksum-ip-generic off"), "{}", found[0].fix);
     }
 
     #[test]

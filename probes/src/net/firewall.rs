@@ -19,6 +19,9 @@ pub struct Snapshot {
     pub nft_json: Option<String>,
     /// What could not be read, and why.
     pub errors: Vec<String>,
+    /// The UDP datagrams this node's kernel dropped for a bad checksum (/proc/net/snmp, Udp
+    /// InCsumErrors), when readable.
+    pub udp_in_csum_errors: Option<u64>,
 }
 
 impl Snapshot {
@@ -68,7 +71,13 @@ impl RuleCounters for NodeFirewall {
 }
 
 fn read_firewall() -> Snapshot {
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot {
+        udp_in_csum_errors: std::fs::read_to_string("/proc/net/snmp")
+            .ok()
+            .as_deref()
+            .and_then(udp_in_csum_errors),
+        ..Snapshot::default()
+    };
     match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
         Ok(json) => snapshot.nft_json = Some(json),
         Err(e) => snapshot.errors.push(format!("nft: {e}")),
@@ -98,6 +107,14 @@ fn read_firewall() -> Snapshot {
         }
     }
     snapshot
+}
+
+/// Udp InCsumErrors from /proc/net/snmp text: a header line of names, then one of values.
+fn udp_in_csum_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let index = names.split_whitespace().position(|n| n == "InCsumErrors")?;
+    values.split_whitespace().nth(index)?.parse().ok()
 }
 
 /// Whether `nft -j list ruleset` output lists any table (iptables-nft's tables are nf_tables
@@ -191,6 +208,14 @@ mod tests {
         let err = run_bounded("sleep", &["5"], Duration::from_millis(100)).unwrap_err();
         assert!(err.contains("killed"), "{err}");
         assert_eq!(Snapshot::default().unreadable().as_deref(), Some("no firewall tool answered"));
+    }
+
+    #[test]
+    fn udp_checksum_errors_from_proc_net_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 10 0 5 3 0 0 5 0 0\nUdpLite: InDatagrams InCsumErrors\nUdpLite: 0 9\n";
+        assert_eq!(udp_in_csum_errors(snmp), Some(5));
+        assert_eq!(udp_in_csum_errors("Udp: InDatagrams\nUdp: 1\n"), None);
+        assert_eq!(udp_in_csum_errors(""), None);
     }
 
     #[test]

@@ -411,6 +411,7 @@ async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) ->
                 arrived: heard.probes.len() as u32,
                 control_arrived: heard.control.len() as u32,
                 dropping_rules: rules::grown(&expectation.counters_before, &after),
+                udp_csum_errors: rules::csum_errors_grown(&expectation.counters_before, &after),
                 counters_error: expectation.counters_error.or(error),
             })
         })
@@ -564,7 +565,12 @@ mod tests {
             "*filter\n:INPUT ACCEPT [0:0]\n[{invalid_packets}:0] -A INPUT -m conntrack --ctstate INVALID -j DROP\n\
              [{drop_packets}:0] -A INPUT -p udp -m udp --dport 8472 -j DROP\nCOMMIT\n"
         );
-        Snapshot { iptables: vec![("iptables-nft-save".into(), text)], nft_json: None, errors: vec![] }
+        Snapshot {
+            iptables: vec![("iptables-nft-save".into(), text)],
+            nft_json: None,
+            errors: vec![],
+            udp_in_csum_errors: None,
+        }
     }
 
     /// This node: 198.51.100.1, with flannel's VNI 1 in use.

@@ -104,6 +104,10 @@ pub struct CollectResponse {
     /// Why this node's firewall counters could not be read, when they could not.
     #[serde(default)]
     pub counters_error: Option<String>,
+    /// How much this node's Udp InCsumErrors (UDP datagrams dropped for a bad checksum) grew while
+    /// listening, when it could be read.
+    #[serde(default)]
+    pub udp_csum_errors: Option<u64>,
 }
 
 /// `GET /v1/health`.

@@ -192,6 +192,11 @@ pub struct PairReport {
     pub rtt_ms: Option<f64>,
     /// The firewall rule that dropped the probes, when one was found.
     pub rule: Option<String>,
+    /// Why the destination's kernel dropped probes that reached its interface, when known:
+    /// `UDP_CSUM` (a bad UDP checksum).
+    pub drop_reason: Option<String>,
+    /// What the drop reason rests on, e.g. the counter that grew.
+    pub evidence: Option<String>,
     pub diagnosis: String,
 }
 
@@ -452,6 +457,8 @@ fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
         delivery_note: None,
         rtt_ms: None,
         rule: None,
+        drop_reason: None,
+        evidence: None,
         diagnosis: format!("not measured: {why}"),
     }
 }
@@ -495,6 +502,12 @@ pub fn judge(
     let never_left = sent.sent.saturating_sub(sent.left_source);
     let mut delivery = None;
     let mut delivery_note = None;
+    let mut drop_reason = None;
+    let mut evidence = None;
+    // The destination's UDP checksum drops grew by at least the probes that reached it: its
+    // kernel threw them away after the capture saw them.
+    let bad_checksums =
+        arrived.udp_csum_errors.filter(|n| arrived.arrived > 0 && *n >= u64::from(arrived.arrived));
     let (verdict, rule, diagnosis) = if sent.left_source == 0 {
         let rule = blamed(&sent.dropping_rules, never_left).map(|r| r.rule.clone());
         let cause = match (&rule, &sent.send_error) {
@@ -528,6 +541,20 @@ pub fn judge(
             format!(
                 "UDP {port} from {from} reached {to}'s interface but {to} dropped it: {} (counted {} of {} probes)",
                 rule.rule, rule.packets, arrived.arrived
+            ),
+        )
+    } else if let Some(dropped) = bad_checksums {
+        delivery = Some(Delivery::Counters);
+        drop_reason = Some("UDP_CSUM".to_string());
+        evidence = Some(format!(
+            "{to}'s Udp InCsumErrors grew by {dropped} while {} probe(s) reached its interface",
+            arrived.arrived
+        ));
+        (
+            PairVerdict::DroppedAtDestination,
+            None,
+            format!(
+                "UDP {port} from {from} reached {to}'s interface with a bad UDP checksum and {to}'s kernel dropped it (Udp InCsumErrors grew by {dropped}): something on the path or the sender's checksum offload breaks it; on the nodes' vxlan devices: ethtool -K flannel.1 tx-checksum-ip-generic off (or the CNI's option)"
             ),
         )
     } else if arrived.arrived < sent.sent {
@@ -567,6 +594,8 @@ pub fn judge(
         delivery_note,
         rtt_ms: None,
         rule,
+        drop_reason,
+        evidence,
         diagnosis,
     }
 }
@@ -610,6 +639,7 @@ mod tests {
             control_arrived: control,
             dropping_rules: rules(dropping),
             counters_error: None,
+            udp_csum_errors: Some(0),
         }
     }
 
@@ -652,6 +682,24 @@ mod tests {
         assert_eq!((pair.verdict, pair.rule), (PairVerdict::Ok, None));
         let pair = judge(&config(), A, B, &sent(0, &[(DROP_OUT, 1)]), &arrived(0, 5, &[]));
         assert_eq!((pair.verdict, pair.rule), (PairVerdict::BlockedAtSource, None), "no rule named");
+    }
+
+    #[test]
+    fn probes_the_destination_dropped_for_a_bad_checksum_are_not_ok() {
+        // All five reached B's interface and B's UDP checksum drops grew by five.
+        let mut a = arrived(5, 5, &[]);
+        a.udp_csum_errors = Some(5);
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!(pair.verdict, PairVerdict::DroppedAtDestination, "{}", pair.diagnosis);
+        assert_eq!(pair.drop_reason.as_deref(), Some("UDP_CSUM"));
+        assert!(pair.diagnosis.contains("bad UDP checksum"), "{}", pair.diagnosis);
+        assert!(pair.evidence.unwrap().contains("InCsumErrors grew by 5 while 5 probe(s)"));
+        // Fewer checksum drops than probes that arrived cannot explain them all: not blamed.
+        a.udp_csum_errors = Some(2);
+        assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Ok);
+        // Unreadable (an older agent, or /proc/net/snmp hidden): as before.
+        a.udp_csum_errors = None;
+        assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Ok);
     }
 
     #[test]
