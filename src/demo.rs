@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use netprobe_lab::overlay::{Options, Overlay};
-use netprobe_lab::{dns_responder, iptables_dump, on_path, remove_leftovers, Lab, LabError, Netns, NsThread};
+use netprobe_lab::{dns_servers, iptables_dump, on_path, remove_leftovers, Lab, LabError, Netns, NsThread};
 use netprobe_probes::net::signal;
 use netprobe_probes::{Error, Health};
 
@@ -197,36 +197,17 @@ fn dns(lab: &mut Lab) -> Result<bool, Error> {
     for (name, ip) in [("dns1", "192.0.2.53"), ("dns2", "192.0.2.54")] {
         let host = lab.host(name).map_err(lab_error)?;
         lab.plug(&switch, &host, &format!("{ip}/24"), None).map_err(lab_error)?;
-        if dnsmasq {
-            let listen = format!("--listen-address={ip}");
-            lab.spawn(
+        let ip: Ipv4Addr = ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        responders.extend(
+            dns_servers::stand_in(
+                lab,
                 &host,
-                &[
-                    "dnsmasq",
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--user=root",
-                    "--bind-interfaces",
-                    &listen,
-                    "--address=/kubernetes.default.svc.cluster.local/10.96.0.1",
-                ],
+                ip,
+                "kubernetes.default.svc.cluster.local",
+                Ipv4Addr::new(10, 96, 0, 1),
             )
-            .map_err(lab_error)?;
-            host.wait_listening("udp", 53, Duration::from_secs(5)).map_err(lab_error)?;
-        } else {
-            let ip: Ipv4Addr = ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-            responders.push(
-                dns_responder::serve(
-                    &host,
-                    ip,
-                    "kubernetes.default.svc.cluster.local",
-                    Ipv4Addr::new(10, 96, 0, 1),
-                )
-                .map_err(lab_error)?,
-            );
-        }
+            .map_err(lab_error)?,
+        );
         if name == "dns2" {
             sh(
                 &host,

@@ -78,15 +78,12 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     if (namespace.as_str(), service.as_str()) != ("kube-system", "kube-dns") {
         dns_command.extend(["--namespace", namespace, "--service", service]);
     }
-    let dns = match parsed(&dns_command, |c| match c {
+    let dns: Outcome<_> = parsed(&dns_command, |c| match c {
         Command::Dns(a) => Some(a),
         _ => None,
     })
     .and_then(|a| crate::dns::report(a, api))
-    {
-        Ok(report) => Outcome::Ran(report),
-        Err(e) => Outcome::CouldNotRun(e.to_string()),
-    };
+    .into();
 
     // 2. VXLAN to the nodes whose DNS pods fail, both directions, through the agents.
     let remote: Vec<String> = match dns.ran() {
@@ -97,23 +94,15 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     let vxlan_port = args.vxlan_port.to_string();
     let mut chosen: Vec<ClusterNode> = vec![me.clone()];
     chosen.extend(nodes.iter().filter(|n| remote.contains(&n.name)).cloned());
-    let vxlan_command: Vec<String> = std::iter::once("vxlan".to_string())
-        .chain(
-            chosen.iter().map(|n| n.internal_ip.map(|ip| ip.to_string()).unwrap_or_else(|| n.name.clone())),
-        )
-        .chain(
-            (args.agent_port != netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT)
-                .then(|| ["--agent-port".to_string(), agent_port.clone()])
-                .into_iter()
-                .flatten(),
-        )
-        .chain(
-            (args.vxlan_port != 8472)
-                .then(|| ["--port".to_string(), vxlan_port.clone()])
-                .into_iter()
-                .flatten(),
-        )
-        .collect();
+    let mut vxlan_command = vec!["vxlan".to_string()];
+    vxlan_command
+        .extend(chosen.iter().map(|n| n.internal_ip.map_or_else(|| n.name.clone(), |ip| ip.to_string())));
+    if args.agent_port != netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT {
+        vxlan_command.extend(["--agent-port".to_string(), agent_port.clone()]);
+    }
+    if args.vxlan_port != 8472 {
+        vxlan_command.extend(["--port".to_string(), vxlan_port.clone()]);
+    }
     let vxlan = if dns.ran().is_none() {
         Outcome::Skipped("the DNS step did not run".into())
     } else if remote.is_empty() {
@@ -121,16 +110,19 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     } else if chosen.len() < 2 {
         Outcome::CouldNotRun(format!("the API lists no Node named {}", remote.join(", ")))
     } else {
-        match parsed(&["vxlan", "--all-nodes", "--agent-port", &agent_port, "--port", &vxlan_port], |c| {
-            match c {
+        let report = parsed(
+            &["vxlan", "--all-nodes", "--agent-port", &agent_port, "--port", &vxlan_port],
+            |c| match c {
                 Command::Vxlan(a) => Some(a),
                 _ => None,
-            }
-        })
-        .and_then(|a| crate::vxlan::report_for(&a, Some(&chosen)))
-        {
+            },
+        )
+        .and_then(|a| crate::vxlan::report_for(&a, Some(&chosen)));
+        // How to deploy the agents is the fix's to say, once: not in the step's reason too.
+        let hint = format!("; {}", netprobe_probes::vxlan::DEPLOY_HINT);
+        match report {
             Ok(report) => Outcome::Ran(report),
-            Err(e) => Outcome::CouldNotRun(e.to_string()),
+            Err(e) => Outcome::CouldNotRun(e.to_string().trim_end_matches(&hint).to_string()),
         }
     };
 
@@ -138,30 +130,24 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     let arp = if let Err(e) = privilege::require_net_raw("probing the VIPs") {
         Outcome::Skipped(e.to_string())
     } else {
-        match parsed(&["arp", "--all-services"], |c| match c {
+        parsed(&["arp", "--all-services"], |c| match c {
             Command::Arp(a) => Some(a),
             _ => None,
         })
         .and_then(|a| crate::arp::services_report(a, api))
-        {
-            Ok(report) => Outcome::Ran(report),
-            Err(e) => Outcome::CouldNotRun(e.to_string()),
-        }
+        .into()
     };
 
     // 4. This node's iptables, live.
     let iptables = if !privilege::may_read_firewall() {
         Outcome::Skipped("reading the live rules needs root (CAP_NET_ADMIN)".into())
     } else {
-        match parsed(&["iptables"], |c| match c {
+        parsed(&["iptables"], |c| match c {
             Command::Iptables(a) => Some(a),
             _ => None,
         })
         .and_then(|a| crate::iptables::report(&a))
-        {
-            Ok(report) => Outcome::Ran(report),
-            Err(e) => Outcome::CouldNotRun(e.to_string()),
-        }
+        .into()
     };
 
     let mut causes = doctor::diagnose(&Evidence {
@@ -175,10 +161,10 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     .into_iter();
     let first = causes.next();
     let steps = vec![
-        dns_step(&dns, dns_command.join(" ")),
-        vxlan_step(&vxlan, vxlan_command.join(" ")),
-        arp_step(&arp),
-        iptables_step(&iptables),
+        step("dns", &dns, format!("netprobe {}", dns_command.join(" ")), dns_step),
+        step("vxlan", &vxlan, format!("netprobe {}", vxlan_command.join(" ")), vxlan_step),
+        step("arp", &arp, "netprobe arp --all-services".into(), arp_step),
+        step("iptables", &iptables, "netprobe iptables".into(), iptables_step),
     ];
     Ok(DoctorReport {
         probe: "doctor",
@@ -217,13 +203,19 @@ fn this_node(named: Option<&str>, nodes: &[ClusterNode]) -> Result<ClusterNode, 
     })
 }
 
-/// What every step does when it did not run.
-fn not_run<T>(outcome: &Outcome<T>) -> Option<(StepStatus, String)> {
-    match outcome {
-        Outcome::Ran(_) => None,
-        Outcome::CouldNotRun(why) => Some((StepStatus::CouldNotRun, why.clone())),
-        Outcome::Skipped(why) => Some((StepStatus::Skipped, why.clone())),
-    }
+/// A step from its outcome: `ran` makes it from the report; a step that did not run says why.
+fn step<T>(
+    probe: &'static str,
+    outcome: &Outcome<T>,
+    command: String,
+    ran: impl FnOnce(&T, String) -> Step,
+) -> Step {
+    let (status, why) = match outcome {
+        Outcome::Ran(report) => return ran(report, command),
+        Outcome::CouldNotRun(why) => (StepStatus::CouldNotRun, why),
+        Outcome::Skipped(why) => (StepStatus::Skipped, why),
+    };
+    step_without_report(probe, status, why.clone(), command)
 }
 
 fn step_without_report(probe: &'static str, status: StepStatus, why: String, command: String) -> Step {
@@ -234,11 +226,7 @@ fn step_without_report(probe: &'static str, status: StepStatus, why: String, com
     Step { probe, status, result: result.into(), summary: why, details: vec![], command, report: None }
 }
 
-fn dns_step(outcome: &Outcome<netprobe_probes::dns::DnsReport>, command: String) -> Step {
-    let Outcome::Ran(report) = outcome else {
-        let (status, why) = not_run(outcome).unwrap_or((StepStatus::CouldNotRun, String::new()));
-        return step_without_report("dns", status, why, format!("netprobe {command}"));
-    };
+fn dns_step(report: &netprobe_probes::dns::DnsReport, command: String) -> Step {
     let worst = report.endpoints.iter().chain(&report.services).find(|e| e.verdict.is_fault());
     Step {
         probe: "dns",
@@ -246,19 +234,12 @@ fn dns_step(outcome: &Outcome<netprobe_probes::dns::DnsReport>, command: String)
         result: worst.map_or("ok", |e| e.verdict.as_str()).into(),
         summary: crate::dns::headline(report),
         details: report.findings.iter().map(|f| f.message.clone()).collect(),
-        command: format!("netprobe {command}"),
+        command,
         report: serde_json::to_value(report).ok(),
     }
 }
 
-fn vxlan_step(outcome: &Outcome<netprobe_probes::vxlan::VxlanReport>, command: String) -> Step {
-    let Outcome::Ran(report) = outcome else {
-        let (status, why) = not_run(outcome).unwrap_or((StepStatus::CouldNotRun, String::new()));
-        // How to deploy the agents is the fix's to say, once.
-        let hint = format!("; {}", netprobe_probes::vxlan::DEPLOY_HINT);
-        let why = why.trim_end_matches(&hint).to_string();
-        return step_without_report("vxlan", status, why, format!("netprobe {command}"));
-    };
+fn vxlan_step(report: &netprobe_probes::vxlan::VxlanReport, command: String) -> Step {
     let not_ok: Vec<_> =
         report.pairs.iter().filter(|p| p.verdict != netprobe_probes::vxlan::PairVerdict::Ok).collect();
     let worst = not_ok.iter().find(|p| p.verdict.health() == Health::Fault).or(not_ok.first());
@@ -277,17 +258,12 @@ fn vxlan_step(outcome: &Outcome<netprobe_probes::vxlan::VxlanReport>, command: S
         },
         summary: crate::vxlan::headline(report),
         details,
-        command: format!("netprobe {command}"),
+        command,
         report: serde_json::to_value(report).ok(),
     }
 }
 
-fn arp_step(outcome: &Outcome<arp::services::ServicesReport>) -> Step {
-    let command = "netprobe arp --all-services".to_string();
-    let Outcome::Ran(report) = outcome else {
-        let (status, why) = not_run(outcome).unwrap_or((StepStatus::CouldNotRun, String::new()));
-        return step_without_report("arp", status, why, command);
-    };
+fn arp_step(report: &arp::services::ServicesReport, command: String) -> Step {
     if report.vips.is_empty() {
         // Nothing ARP could check from here is not a failure of this node.
         let summary = match report.skipped.len() {
@@ -322,12 +298,7 @@ fn arp_step(outcome: &Outcome<arp::services::ServicesReport>) -> Step {
     }
 }
 
-fn iptables_step(outcome: &Outcome<netprobe_probes::iptables::IptablesReport>) -> Step {
-    let command = "netprobe iptables".to_string();
-    let Outcome::Ran(report) = outcome else {
-        let (status, why) = not_run(outcome).unwrap_or((StepStatus::CouldNotRun, String::new()));
-        return step_without_report("iptables", status, why, command);
-    };
+fn iptables_step(report: &netprobe_probes::iptables::IptablesReport, command: String) -> Step {
     Step {
         probe: "iptables",
         status: doctor::status_of(report.health()),

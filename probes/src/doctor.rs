@@ -22,6 +22,16 @@ pub enum Outcome<T> {
     Skipped(String),
 }
 
+/// A step's result: its report, or the error that stopped it.
+impl<T> From<crate::Result<T>> for Outcome<T> {
+    fn from(result: crate::Result<T>) -> Outcome<T> {
+        match result {
+            Ok(report) => Outcome::Ran(report),
+            Err(e) => Outcome::CouldNotRun(e.to_string()),
+        }
+    }
+}
+
 impl<T> Outcome<T> {
     pub fn ran(&self) -> Option<&T> {
         match self {
@@ -154,10 +164,8 @@ fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
             Outcome::Ran(vxlan) => tunnel_cause(e.this_node, &failure.node, &symptom, vxlan, e.dns_namespace, failure),
             Outcome::CouldNotRun(why) => Cause {
                 cause: format!(
-                    "{symptom}; whether VXLAN between {} and {} carries could not be checked: {}",
-                    e.this_node,
-                    failure.node,
-                    why.trim_end_matches(&format!("; {DEPLOY_HINT}"))
+                    "{symptom}; whether VXLAN between {} and {} carries could not be checked: {why}",
+                    e.this_node, failure.node
                 ),
                 fix: if why.contains("NETPROBE_TOKEN") {
                     "set NETPROBE_TOKEN to the agents' token (kubectl -n netprobe get secret netprobe-token -o jsonpath='{.data.token}' | base64 -d), then run netprobe doctor again".into()
@@ -499,8 +507,8 @@ mod tests {
 
     #[test]
     fn no_agents_says_what_could_not_be_checked_and_how_to_deploy() {
-        let vxlan = Outcome::CouldNotRun("no agent answered".into());
-        let found = causes(&incident_two_dns(), &vxlan);
+        let silent = Outcome::CouldNotRun("no agent answered".into());
+        let found = causes(&incident_two_dns(), &silent);
         assert!(found[0].cause.contains("could not be checked: no agent answered"), "{}", found[0].cause);
         assert!(found[0].fix.contains("kubectl apply -k deploy/kubernetes/"));
         let untested = Outcome::Ran(VxlanReport {
@@ -509,7 +517,7 @@ mod tests {
                 ip: None,
                 reason: "unreachable".into(),
             }],
-            ..vxlan_report_with_no_pairs()
+            ..vxlan(vec![])
         });
         let found = causes(&incident_two_dns(), &untested);
         assert!(found[0].cause.ends_with("could not be checked: node-b: unreachable"), "{}", found[0].cause);
@@ -528,10 +536,6 @@ mod tests {
             "{}",
             found[0].fix
         );
-    }
-
-    fn vxlan_report_with_no_pairs() -> VxlanReport {
-        vxlan(vec![])
     }
 
     #[test]

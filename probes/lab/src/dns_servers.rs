@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{Lab, LabError, Netns, Result};
+use crate::{dns_responder, Lab, LabError, Netns, NsThread, Result};
 
 /// The zone every server here is about.
 pub const ZONE: &str = "cluster.local";
@@ -111,4 +111,36 @@ pub fn kresd_forwarder(
     let conf = dir.join("kresd.conf");
     let rundir = dir.to_str().unwrap_or_default().to_string();
     start(lab, ns, ip, &["kresd", "-n", "-c", conf.to_str().unwrap_or_default(), &rundir])
+}
+
+/// A CoreDNS stand-in answering `name` with `answer` on `ip`:53: dnsmasq (UDP and TCP), or
+/// netprobe's own UDP responder where dnsmasq is not installed (returned: it stops when dropped).
+pub fn stand_in(
+    lab: &mut Lab,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    name: &str,
+    answer: Ipv4Addr,
+) -> Result<Option<NsThread>> {
+    if !crate::on_path("dnsmasq") {
+        return dns_responder::serve(ns, ip, name, answer).map(Some);
+    }
+    let listen = format!("--listen-address={ip}");
+    let address = format!("--address=/{}/{answer}", name.trim_end_matches('.'));
+    lab.spawn(
+        ns,
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--bind-interfaces",
+            &listen,
+            &address,
+        ],
+    )?;
+    ns.wait_listening("udp", 53, Duration::from_secs(5))?;
+    Ok(None)
 }

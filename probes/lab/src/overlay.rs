@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::fake_api::FakeApi;
-use crate::{dns_responder, Lab, LabError, Netns, NsThread, Result};
+use crate::{dns_servers, Lab, LabError, Netns, NsThread, Result};
 
 /// (name, node IP, pod network prefix) of each node; the API fixtures say the same.
 pub const NODES: [(&str, &str, &str); 2] =
@@ -96,7 +96,9 @@ impl Overlay {
             let dns_ip = format!("{pods}.10");
             lab.link(&ns, &format!("{pods}.1/24"), &pod, &format!("{dns_ip}/24"))?;
             pod.sh(&format!("ip route add default via {pods}.1"))?;
-            responders.extend(dns_server(lab, &pod, &dns_ip)?);
+            let address: Ipv4Addr =
+                dns_ip.parse().map_err(|_| LabError(format!("{dns_ip}: not an address")))?;
+            responders.extend(dns_servers::stand_in(lab, &pod, address, NAME, ANSWER)?);
             nodes.push(OverlayNode { name, ip, ns, dns_ip });
         }
         // Each node reaches the other's pods over the tunnel, and kube-proxy's DNAT spreads the
@@ -151,31 +153,4 @@ impl Overlay {
 /// The MAC of node `i`'s flannel.1 (the API's flannel annotation says the same).
 fn vtep_mac(i: usize) -> String {
     format!("02:00:00:f4:00:{i:02x}")
-}
-
-/// dnsmasq answering [`NAME`] on `ip`:53 (UDP and TCP), or netprobe's own UDP responder where
-/// dnsmasq is not installed (returned: it stops when dropped).
-fn dns_server(lab: &mut Lab, pod: &Netns, ip: &str) -> Result<Option<NsThread>> {
-    if crate::on_path("dnsmasq") {
-        let listen = format!("--listen-address={ip}");
-        let address = format!("--address=/{NAME}/{ANSWER}");
-        lab.spawn(
-            pod,
-            &[
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                "--bind-interfaces",
-                &listen,
-                &address,
-            ],
-        )?;
-        pod.wait_listening("udp", 53, Duration::from_secs(5))?;
-        return Ok(None);
-    }
-    let ip: Ipv4Addr = ip.parse().map_err(|_| LabError(format!("{ip}: not an address")))?;
-    dns_responder::serve(pod, ip, NAME, ANSWER).map(Some)
 }

@@ -135,8 +135,7 @@ fn legacy_tables_exist() -> Option<bool> {
             }
         }
     }
-    // Not readable: the module is not loaded, so there are no legacy tables either, unless the
-    // files are hidden from us; then ask the tool.
+    // Neither file readable (the module not loaded, or /proc hidden from us): ask the tool.
     if readable {
         Some(false)
     } else {
@@ -216,6 +215,17 @@ mod tests {
         assert_eq!(udp_in_csum_errors(snmp), Some(5));
         assert_eq!(udp_in_csum_errors("Udp: InDatagrams\nUdp: 1\n"), None);
         assert_eq!(udp_in_csum_errors(""), None);
+    }
+
+    #[test]
+    fn the_real_files_of_tests_corpus() {
+        let corpus = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus").join(name);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        assert_eq!(udp_in_csum_errors(&corpus("proc/snmp-bad-udp-checksums")), Some(5));
+        assert!(!has_tables(&corpus("nft/empty-ruleset.json")));
+        assert!(has_tables(&corpus("nft/iptables-nft-drop-8472.json")));
     }
 
     #[test]

@@ -150,7 +150,7 @@ enum TapSource {
 #[derive(Debug)]
 struct Tap {
     what: String,
-    /// The control socket's port; 0 for a capture.
+    /// The control socket's port (what senders are told); 0 for a capture.
     port: u16,
     registrations: Mutex<Vec<Arc<Registration>>>,
     /// When the thread last found nothing buffered: a drain barrier for `finish`.
@@ -197,14 +197,18 @@ impl Tap {
             .retain(|r| !Arc::ptr_eq(r, registration));
     }
 
-    /// Hands a packet from `source` to the registration it belongs to (`seq_of` reads its
-    /// sequence number if it is that registration's).
-    fn deliver(&self, source: Ipv4Addr, seq_of: impl Fn(&Registration) -> Option<u32>) {
+    /// Hands a packet from `source` to the registration it belongs to: `seq_of` reads its
+    /// sequence number if it is that registration's, `into` is the set it goes in.
+    fn deliver(
+        &self,
+        source: Ipv4Addr,
+        seq_of: impl Fn(&Registration) -> Option<u32>,
+        into: fn(&Registration) -> &Mutex<HashSet<u32>>,
+    ) {
         for registration in self.registrations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if registration.from == source {
                 if let Some(seq) = seq_of(registration) {
-                    let set = if self.port == 0 { &registration.heard } else { &registration.control_heard };
-                    set.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
+                    into(registration).lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
                     return;
                 }
             }
@@ -248,7 +252,11 @@ impl Tap {
                 match capture.next_before(tick) {
                     Ok(Some(frame)) => {
                         if let Some((source, _, _, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
-                            tap.deliver(source, |r| vxlan::probe_seq(payload, r.vni, r.probe_id));
+                            tap.deliver(
+                                source,
+                                |r| vxlan::probe_seq(payload, r.vni, r.probe_id),
+                                |r| &r.heard,
+                            );
                         }
                     }
                     Ok(None) => break tap.mark_drained(started),
@@ -277,23 +285,18 @@ impl Tap {
         }
     }
 
-    /// One control datagram handed out: false when none came (nothing buffered, or the timeout).
+    /// One control datagram handed out (or an interrupted read, to be tried again): false when
+    /// none came (nothing buffered, or the timeout).
     fn receive_control(&self, socket: &UdpSocket) -> std::io::Result<bool> {
         let mut buf = [0u8; 256];
         match socket.recv_from(&mut buf) {
             Ok((n, SocketAddr::V4(peer))) => {
-                self.deliver(*peer.ip(), |r| vxlan::control_seq(&buf[..n], r.probe_id));
+                self.deliver(*peer.ip(), |r| vxlan::control_seq(&buf[..n], r.probe_id), |r| &r.control_heard);
                 Ok(true)
             }
             Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -306,14 +309,14 @@ impl Tap {
 pub struct PacketBudget {
     per_second: f64,
     burst: f64,
-    state: std::sync::Mutex<(f64, Instant)>, // (tokens, last refill)
+    state: Mutex<(f64, Instant)>, // (tokens, last refill)
 }
 
 impl PacketBudget {
     pub fn new(per_second: u32) -> PacketBudget {
         let per_second = f64::from(per_second.max(1));
         let burst = (per_second / 10.0).max(1.0);
-        PacketBudget { per_second, burst, state: std::sync::Mutex::new((burst, Instant::now())) }
+        PacketBudget { per_second, burst, state: Mutex::new((burst, Instant::now())) }
     }
 
     /// How long to wait before one more packet may go, taking it (zero: go now).
@@ -468,6 +471,41 @@ impl ProbeIo for Sockets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn registration(from: Ipv4Addr, probe_id: u64) -> Arc<Registration> {
+        Arc::new(Registration {
+            from,
+            vni: 1,
+            probe_id,
+            heard: Default::default(),
+            control_heard: Default::default(),
+        })
+    }
+
+    #[test]
+    fn one_control_socket_serves_every_expectation_and_finish_takes_in_what_was_buffered() {
+        // Two expectations share the agent's one control socket (on loopback, inside this test).
+        let sockets = Sockets::new(100);
+        let (tap, again) = (sockets.control_tap().unwrap(), sockets.control_tap().unwrap());
+        assert!(Arc::ptr_eq(&tap, &again), "shared while held");
+        let me = Ipv4Addr::LOCALHOST;
+        let (first, second) = (registration(me, 7), registration(me, 8));
+        tap.register(first.clone());
+        tap.register(second.clone());
+        let sender = UdpSocket::bind((me, 0)).unwrap();
+        for (probe_id, seq) in [(7, 0), (7, 1), (8, 5), (9, 0)] {
+            sender.send_to(&vxlan::control_payload(probe_id, seq), (me, tap.port)).unwrap();
+        }
+        // Sent before the barrier: every datagram is handed out by the time it returns.
+        tap.drain_since(Instant::now()).unwrap();
+        let heard = |r: &Registration| r.control_heard.lock().unwrap().clone();
+        assert_eq!(heard(&first), HashSet::from([0, 1]));
+        assert_eq!(heard(&second), HashSet::from([5]), "probe 9 is nobody's");
+        // Once nobody holds it, the next expectation gets a new socket.
+        drop((tap, again));
+        let fresh = sockets.control_tap().unwrap();
+        assert!(fresh.failure().is_none());
+    }
 
     #[test]
     fn the_budget_is_shared_and_refills_with_time() {
