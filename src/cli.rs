@@ -490,7 +490,8 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 #[command(after_help = "Examples:\n  \
 netprobe dns --each-endpoint                      # discover kube-system/kube-dns, this node from NODE_NAME\n  \
 netprobe dns --endpoints 10.42.0.5,10.42.1.7 --service-ip 10.43.0.10 --node node-a\n  \
-netprobe dns --endpoints 192.0.2.53:5353 --protocol udp --count 1000 --interval 0 --concurrency 64")]
+netprobe dns --endpoints 192.0.2.53:5353 --protocol udp --count 1000 --interval 0 --concurrency 64\n  \
+netprobe dns --like-glibc --count 200                # A+AAAA pairs as glibc sends them: the 5 s stalls")]
 pub struct DnsArgs {
     /// Query every endpoint separately (what this command always does; the flag documents intent).
     #[arg(long)]
@@ -557,6 +558,13 @@ pub struct DnsArgs {
     /// glibc's stub resolver sends none].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(512..))]
     pub edns_bufsize: Option<u16>,
+
+    /// Ask as glibc's getaddrinfo does: A and AAAA from one UDP socket, back to back, and report
+    /// the pairs where one answer never came (a glibc client stalls 5 s on each). These are the
+    /// "5-second DNS delays" of the conntrack insert race (kubernetes#56903). Run as root on a
+    /// node (hostNetwork), it also reads how conntrack's insert_failed and drop counters grew.
+    #[arg(long, conflicts_with_all = ["record_type", "protocol"])]
+    pub like_glibc: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

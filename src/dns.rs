@@ -32,6 +32,8 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
         None => discover(&args, api)?,
     };
     let protocols = match args.protocol {
+        // glibc asks over UDP (over TCP only with `options use-vc`).
+        _ if args.like_glibc => vec![Protocol::Udp],
         DnsProtocol::Udp => vec![Protocol::Udp],
         DnsProtocol::Tcp => vec![Protocol::Tcp],
         DnsProtocol::Both => vec![Protocol::Udp, Protocol::Tcp],
@@ -49,6 +51,7 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
         slow: args.slow,
         this_node: args.node.filter(|n| !n.is_empty()),
         edns_bufsize: args.edns_bufsize,
+        like_glibc: args.like_glibc,
     })
 }
 
@@ -150,6 +153,11 @@ fn render_table(report: &DnsReport) -> String {
         protocols.iter().map(|p| format!("{p} answered")).collect()
     };
     header.extend(answered_columns.iter().map(String::as_str));
+    // With --like-glibc: pairs that lost part of their answers, each a 5 s stall for glibc.
+    let paired = report.endpoints.iter().chain(&report.services).any(|e| e.totals.pairs.is_some());
+    if paired {
+        header.push("pairs half-answered");
+    }
     header.extend(["rcode", "p50/p95 ms", "answers"]);
     let mut table = output::table(&header);
     let rows = report
@@ -186,6 +194,11 @@ fn render_table(report: &DnsReport) -> String {
                 );
             }
         }
+        if paired {
+            row.push(
+                e.totals.pairs.as_ref().map(|p| format!("{}/{}", p.part_lost, p.sent)).unwrap_or_default(),
+            );
+        }
         row.push(rcode_cell(e));
         row.push(match e.totals.latency_ms {
             Some(l) => format!("{:.1}/{:.1}", l.p50, l.p95),
@@ -196,6 +209,16 @@ fn render_table(report: &DnsReport) -> String {
     }
     text.push_str(&table.to_string());
     text.push('\n');
+    if let Some(c) = &report.conntrack {
+        text.push('\n');
+        text.push_str(&match (c.insert_failed, c.drop, &c.error) {
+            (Some(failed), Some(dropped), _) => format!(
+                "conntrack in this network namespace during the run: insert_failed +{failed}, drop +{dropped}{}\n",
+                c.clash_resolved.map(|n| format!(", clashes resolved +{n}")).unwrap_or_default()
+            ),
+            (_, _, why) => format!("conntrack not read: {}\n", why.as_deref().unwrap_or("unknown")),
+        });
+    }
     if !report.findings.is_empty() {
         text.push('\n');
         for finding in &report.findings {
@@ -309,6 +332,7 @@ mod snapshot_tests {
                 message: "192.0.2.54:5353 (coredns-node-b on node-b) answered SERVFAIL to 20 of 20 queries"
                     .into(),
             }],
+            conntrack: None,
             verdict: Health::Fault,
         };
         insta::assert_snapshot!(render_table(&report));

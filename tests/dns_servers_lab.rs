@@ -1,7 +1,9 @@
 //! `netprobe dns` against real DNS servers from Debian in a lab: BIND answering, BIND with a zone
 //! that does not load (SERVFAIL), NSD without the name (NXDOMAIN), Unbound refusing (REFUSED,
 //! without a question section), Knot Resolver forwarding to BIND, and a relay that holds BIND's
-//! answers back (late answers). Each server has its own address on one bridge.
+//! answers back (late answers), and a relay that drops the second of two back-to-back queries from
+//! one source port (the conntrack insert race's loss), behind a Service VIP made with DNAT. Each
+//! server has its own address on one bridge.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -18,9 +20,12 @@ const NSD_NXDOMAIN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 55);
 const UNBOUND_REFUSED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 56);
 const KRESD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 57);
 const LATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 58);
+const RACING: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 59);
+/// The Service VIP: the client DNATs it to the racing relay, as kube-proxy would to a pod.
+const SERVICE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
 struct Servers {
-    _relay: NsThread,
+    _relays: [NsThread; 2],
     _lab: Lab,
     client: Netns,
     dir: PathBuf,
@@ -41,7 +46,7 @@ fn servers(test: &str) -> Option<Servers> {
     lab.plug(&switch, &client, "192.0.2.1/24", None).unwrap();
     let host = lab.host("dns").unwrap();
     lab.plug(&switch, &host, "192.0.2.53/24", None).unwrap();
-    for ip in [BIND_SERVFAIL, NSD_NXDOMAIN, UNBOUND_REFUSED, KRESD, LATE] {
+    for ip in [BIND_SERVFAIL, NSD_NXDOMAIN, UNBOUND_REFUSED, KRESD, LATE, RACING] {
         host.sh(&format!("ip addr add {ip}/24 dev eth0")).unwrap();
     }
     let zone = dns_servers::zone_text(&[("kubernetes.default.svc", "10.96.0.1")]);
@@ -51,8 +56,14 @@ fn servers(test: &str) -> Option<Servers> {
     dns_servers::nsd(&mut lab, &host, NSD_NXDOMAIN, &dir, &other_zone).unwrap();
     dns_servers::unbound_refusing(&mut lab, &host, UNBOUND_REFUSED, &dir).unwrap();
     dns_servers::kresd_forwarder(&mut lab, &host, KRESD, &dir, BIND_OK).unwrap();
-    let relay = dns_relay::delayed(&host, LATE, BIND_OK, Duration::from_millis(3000)).unwrap();
-    Some(Servers { _relay: relay, _lab: lab, client, dir })
+    let late = dns_relay::delayed(&host, LATE, BIND_OK, Duration::from_millis(3000)).unwrap();
+    let racing = dns_relay::racing(&host, RACING, BIND_OK).unwrap();
+    client
+        .sh(&format!(
+            "iptables -t nat -A OUTPUT -d {SERVICE} -p udp --dport 53 -j DNAT --to-destination {RACING}"
+        ))
+        .unwrap();
+    Some(Servers { _relays: [late, racing], _lab: lab, client, dir })
 }
 
 fn netprobe(ns: &Netns, args: &[&str]) -> (i32, Value, String) {
@@ -151,5 +162,44 @@ fn answers_after_the_timeout_are_late_not_lost() -> TestResult {
     let late = &report["findings"][0];
     assert_eq!(late["kind"], "late-answers");
     assert!(late["message"].as_str().unwrap().contains("raise --timeout or look upstream"), "{late}");
+    Ok(())
+}
+
+#[test]
+fn glibc_pairs_that_lose_one_answer_behind_the_service_are_the_conntrack_race_pattern() -> TestResult {
+    let Some(lab) = servers("dns-like-glibc") else { return Ok(()) };
+    let (bind, service) = (BIND_OK.to_string(), SERVICE.to_string());
+    let args = ["dns", "--endpoints", &bind, "--service-ip", &service, "--count", "8", "--timeout", "500ms"];
+
+    // Asked as glibc asks, every pair through the Service loses its second query.
+    let glibc: Vec<&str> = args.iter().copied().chain(["--like-glibc"]).collect();
+    let (code, report, err) = netprobe(&lab.client, &glibc);
+    assert_eq!(code, 1, "{err} {report}");
+    assert_eq!(report["type"], "A+AAAA");
+    let row = &report["services"][0];
+    assert_eq!(row["pairs"], serde_json::json!({"sent": 8, "part_lost": 8, "all_lost": 0}), "{report}");
+    assert_eq!((row["sent"].as_u64(), row["answered"].as_u64()), (Some(16), Some(8)));
+    assert_eq!(row["verdict"], "degraded");
+    assert_eq!(endpoint(&report, BIND_OK)["pairs"]["part_lost"], 0, "the server itself answers both");
+    assert!(kinds(&report).contains(&"half-answered-pairs".to_string()), "{report}");
+    // Conntrack was read from the client's namespace (its DNAT made entries), and it counted no
+    // failed insert: the loss is elsewhere, and the finding says so.
+    let conntrack = &report["conntrack"];
+    assert_eq!(
+        (conntrack["insert_failed"].as_u64(), conntrack["error"].as_str()),
+        (Some(0), None),
+        "{report}"
+    );
+    let finding = report["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "half-answered-pairs");
+    let message = finding.unwrap()["message"].as_str().unwrap();
+    assert!(message.starts_with("192.0.2.10:53: 8 of 8 A+AAAA pairs"), "{message}");
+    assert!(message.contains("lost elsewhere") && message.contains("single-request-reopen"), "{message}");
+
+    // Asked one query per socket, as dig does, the same path answers every query: only the
+    // glibc pattern shows the loss.
+    let (code, report, err) = netprobe(&lab.client, &[&args[..], &["--protocol", "udp"]].concat());
+    assert_eq!(code, 0, "{err} {report}");
+    assert!(report["services"][0].get("pairs").is_none() && report.get("conntrack").is_none());
+    assert_eq!(report["services"][0]["answered"], 8);
     Ok(())
 }

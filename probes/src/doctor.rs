@@ -368,6 +368,7 @@ mod tests {
             endpoints,
             services: vec![],
             findings: findings.into_iter().map(|(kind, m)| Finding { kind, message: m.into() }).collect(),
+            conntrack: None,
             verdict,
         }
     }

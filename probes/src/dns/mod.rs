@@ -17,7 +17,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use message::rcode_name;
-pub use report::{DnsReport, EndpointReport, EndpointVerdict, Finding, FindingKind, Latency, ProtocolReport};
+pub use report::{
+    ConntrackReport, DnsReport, EndpointReport, EndpointVerdict, Finding, FindingKind, GroupReport, Latency,
+    ProtocolReport,
+};
 pub use verdict::share_explains;
 
 use crate::net::dns::{Exchange, Pacing, Sockets, Transport};
@@ -95,9 +98,22 @@ pub struct Config {
     pub this_node: Option<String>,
     /// Offer this EDNS UDP payload size (dig's +bufsize); `None` sends no OPT record, as glibc.
     pub edns_bufsize: Option<u16>,
+    /// Ask as glibc's getaddrinfo does: A and AAAA from one socket, back to back (the pattern of
+    /// the conntrack insert race), instead of `record_type` alone; conntrack's counters are read
+    /// before and after.
+    pub like_glibc: bool,
 }
 
 impl Config {
+    /// The record types each socket asks, in the order they are sent.
+    fn asked(&self) -> Vec<RecordType> {
+        if self.like_glibc {
+            vec![RecordType::A, RecordType::AAAA]
+        } else {
+            vec![self.record_type]
+        }
+    }
+
     /// How long past the timeout a query keeps listening for a late answer: twice the timeout,
     /// 1 to 5 s. Queries in their grace period hold no concurrency slot, so this costs a run one
     /// grace period at most, not one per query.
@@ -138,6 +154,7 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
             "nothing to query: give --endpoints or let discovery find some",
         ));
     }
+    let conntrack_before = config.like_glibc.then(|| net.conntrack());
     let config = Arc::new(config);
     let mut targets: Vec<Target> = config.endpoints.clone();
     targets.extend(config.services.iter().map(|s| Target::new(*s)));
@@ -163,6 +180,7 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
         .zip(&tallies)
         .map(|(target, by_protocol)| endpoint_report(target, by_protocol, config.protocols.len() > 1))
         .collect();
+    let conntrack = conntrack_before.map(|before| ConntrackReport::between(before, net.conntrack()));
     let mut services = reports.split_off(config.endpoints.len());
     let judge = verdict::Judge::new(&reports, &services, config.slow);
     for report in reports.iter_mut().chain(services.iter_mut()) {
@@ -175,16 +193,18 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
         this_node: config.this_node.as_deref(),
         name: &name,
         timeout: config.timeout,
+        conntrack: conntrack.as_ref(),
     });
     let fault = reports.iter().chain(&services).any(|r| r.verdict.is_fault());
     Ok(DnsReport {
         probe: "dns",
         name,
-        record_type: config.record_type.to_string(),
+        record_type: config.asked().iter().map(ToString::to_string).collect::<Vec<_>>().join("+"),
         this_node: config.this_node.clone(),
         endpoints: reports,
         services,
         findings,
+        conntrack,
         verdict: if fault { Health::Fault } else { Health::Ok },
     })
 }
@@ -233,17 +253,20 @@ async fn run_series<N: Transport>(
     }
 }
 
-/// UDP on a thread of its own (one poll(2) for all sockets in flight); replies with the TC bit are
-/// asked again over TCP afterwards, as a resolver would, at most `concurrency` at once, and
-/// counted as such.
+/// UDP on a thread of its own (one poll(2) for all sockets in flight), each socket asking every
+/// type of [`Config::asked`]; replies with the TC bit are asked again over TCP afterwards, as a
+/// resolver would, at most `concurrency` at once, and counted as such.
 async fn run_udp_series<N: Transport>(
     net: &Arc<N>,
     server: SocketAddr,
     config: Arc<Config>,
 ) -> Result<Tally> {
     let (shared, transport) = (config.clone(), net.clone());
-    let exchanges = tokio::task::spawn_blocking(move || {
-        let template = message::query(0, &shared.name, shared.record_type, shared.edns_bufsize);
+    let asked = config.asked();
+    let groups = tokio::task::spawn_blocking(move || {
+        let asked = shared.asked();
+        let group: Vec<Vec<u8>> =
+            asked.iter().map(|&rtype| message::query(0, &shared.name, rtype, shared.edns_bufsize)).collect();
         let pacing = Pacing {
             count: shared.count,
             interval: shared.interval,
@@ -251,40 +274,46 @@ async fn run_udp_series<N: Transport>(
             timeout: shared.timeout,
             grace: shared.grace(),
         };
-        // Replies are nearly always the same bytes but for the ID: decode each distinct one once.
-        let mut last: Option<(Vec<u8>, message::Reply)> = None;
-        let accept = |id: u16, bytes: &[u8]| {
+        // Replies to one question are nearly always the same bytes but for the ID: decode each
+        // distinct one once.
+        let mut last: Vec<Option<(Vec<u8>, message::Reply)>> = vec![None; asked.len()];
+        let accept = |index: usize, id: u16, bytes: &[u8]| {
             if bytes.get(..2) != Some(&id.to_be_bytes()[..]) {
                 return None;
             }
-            if let Some((body, reply)) = &last {
+            if let Some((body, reply)) = &last[index] {
                 if body[..] == bytes[2..] {
                     return Some(reply.clone());
                 }
             }
-            let reply = message::check_reply(bytes, id, &shared.name, shared.record_type)?;
-            last = Some((bytes[2..].to_vec(), reply.clone()));
+            let reply = message::check_reply(bytes, id, &shared.name, asked[index])?;
+            last[index] = Some((bytes[2..].to_vec(), reply.clone()));
             Some(reply)
         };
-        transport.udp_series(server, &template, pacing, next_id, accept)
+        transport.udp_series(server, &group, pacing, next_id, accept)
     })
     .await
     .map_err(|e| Error::could_not_run(format!("querying {server} over UDP"), e.to_string()))?;
     let mut tally = Tally::default();
     let mut retries = Vec::new();
-    for outcome in exchanges {
-        match outcome {
-            Exchange::Reply(reply, latency) if reply.truncated => retries.push(latency),
-            other => tally.add(outcome_of(other)),
+    for group in groups {
+        if group.len() > 1 {
+            tally.add_group(group.iter().map(|e| matches!(e, Exchange::Timeout)));
+        }
+        for (index, outcome) in group.into_iter().enumerate() {
+            match outcome {
+                Exchange::Reply(reply, latency) if reply.truncated => retries.push((asked[index], latency)),
+                other => tally.add(outcome_of(other)),
+            }
         }
     }
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
     let mut queries = JoinSet::new();
-    for udp_latency in retries {
+    for (rtype, udp_latency) in retries {
         let (net, config, permits) = (net.clone(), config.clone(), permits.clone());
         queries.spawn(async move {
             let permit = permits.acquire_owned().await.ok();
-            match tcp_query(&net, server, &config, permit).await {
+            match tcp_query(&net, server, &config, rtype, permit).await {
                 Outcome::Replied { rcode, answers, latency, .. } => Outcome::Replied {
                     rcode,
                     answers,
@@ -308,15 +337,16 @@ async fn run_udp_series<N: Transport>(
     Ok(tally)
 }
 
-/// TCP queries as tasks, at most `concurrency` within their timeout at once.
+/// TCP queries as tasks, at most `concurrency` within their timeout at once, taking the types of
+/// [`Config::asked`] in turn.
 async fn run_tcp_series<N: Transport>(net: &Arc<N>, server: SocketAddr, config: Arc<Config>) -> Tally {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
     let mut queries = JoinSet::new();
     let mut next = tokio::time::Instant::now();
-    for _ in 0..config.count {
+    for rtype in config.asked().into_iter().cycle().take(config.count as usize) {
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (net, shared) = (net.clone(), config.clone());
-        queries.spawn(async move { tcp_query(&net, server, &shared, Some(permit)).await });
+        queries.spawn(async move { tcp_query(&net, server, &shared, rtype, Some(permit)).await });
         if !config.interval.is_zero() {
             next += config.interval;
             tokio::time::sleep_until(next).await;
@@ -346,17 +376,18 @@ fn next_id() -> u16 {
     (n.wrapping_mul(0x9E37_79B1) >> 16) as u16
 }
 
-/// One TCP query. `permit` (a concurrency slot) is given back when the timeout passes, so a query
+/// One TCP query for `rtype`. `permit` (a concurrency slot) is given back when the timeout passes, so a query
 /// listening in its grace period does not hold up the next.
 async fn tcp_query<N: Transport>(
     net: &Arc<N>,
     server: SocketAddr,
     config: &Config,
+    rtype: RecordType,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Outcome {
     let id = next_id();
-    let query = message::query(id, &config.name, config.record_type, config.edns_bufsize);
-    let (name, rtype) = (config.name.clone(), config.record_type);
+    let query = message::query(id, &config.name, rtype, config.edns_bufsize);
+    let name = config.name.clone();
     let accept = move |bytes: &[u8]| message::check_reply(bytes, id, &name, rtype);
     let exchange = net.tcp(server, &query, config.timeout, config.grace(), accept);
     tokio::pin!(exchange);
@@ -384,7 +415,7 @@ fn outcome_of(exchange: Exchange<message::Reply>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::dns::FailureKind;
+    use crate::net::dns::{ConntrackStats, FailureKind};
     use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record};
@@ -401,11 +432,18 @@ mod tests {
         Refuse,
     }
 
-    /// A transport whose servers follow scripts: `udp(server)` and `tcp(server)` give the act for
-    /// each query. TCP acts take their latency in (paused) tokio time.
+    /// A transport whose servers follow scripts: `udp(server, socket, index)` gives the act for
+    /// the index-th query of the socket-th socket (from 1), `tcp(server)` for each TCP query.
+    /// TCP acts take their latency in (paused) tokio time. Conntrack's counters grow by 3 at
+    /// each read.
     struct Fake {
-        udp: fn(SocketAddr) -> Act,
+        udp: fn(SocketAddr, u32, usize) -> Act,
         tcp: fn(SocketAddr) -> Act,
+        conntrack_grows: AtomicU32,
+    }
+
+    fn fake(udp: fn(SocketAddr, u32, usize) -> Act, tcp: fn(SocketAddr) -> Act) -> Fake {
+        Fake { udp, tcp, conntrack_grows: AtomicU32::new(0) }
     }
 
     fn reply_bytes(query: &[u8], act: &Act) -> Vec<u8> {
@@ -429,29 +467,43 @@ mod tests {
         fn udp_series<T>(
             &self,
             server: SocketAddr,
-            template: &[u8],
+            group: &[Vec<u8>],
             pacing: Pacing,
             mut next_id: impl FnMut() -> u16,
-            mut accept: impl FnMut(u16, &[u8]) -> Option<T>,
-        ) -> Vec<Exchange<T>> {
+            mut accept: impl FnMut(usize, u16, &[u8]) -> Option<T>,
+        ) -> Vec<Vec<Exchange<T>>> {
+            let mut socket = 0;
             (0..pacing.count)
                 .map(|_| {
-                    let id = next_id();
-                    let mut query = template.to_vec();
-                    query[..2].copy_from_slice(&id.to_be_bytes());
-                    let act = (self.udp)(server);
-                    let mut reply = || accept(id, &reply_bytes(&query, &act)).expect("accepted");
-                    match act {
-                        Act::Answer(_, latency) => Exchange::Reply(reply(), latency),
-                        Act::Rcode(_) | Act::Truncated => Exchange::Reply(reply(), Duration::from_millis(1)),
-                        Act::Late(latency) => Exchange::Late(reply(), latency),
-                        Act::Silence => Exchange::Timeout,
-                        Act::Refuse => {
-                            Exchange::Failed(FailureKind::Refused, "udp receive: Connection refused".into())
-                        }
+                    socket += 1;
+                    let mut exchanges = Vec::new();
+                    for (index, template) in group.iter().enumerate() {
+                        let id = next_id();
+                        let mut query = template.clone();
+                        query[..2].copy_from_slice(&id.to_be_bytes());
+                        let act = (self.udp)(server, socket, index);
+                        let mut reply = || accept(index, id, &reply_bytes(&query, &act)).expect("accepted");
+                        exchanges.push(match act {
+                            Act::Answer(_, latency) => Exchange::Reply(reply(), latency),
+                            Act::Rcode(_) | Act::Truncated => {
+                                Exchange::Reply(reply(), Duration::from_millis(1))
+                            }
+                            Act::Late(latency) => Exchange::Late(reply(), latency),
+                            Act::Silence => Exchange::Timeout,
+                            Act::Refuse => Exchange::Failed(
+                                FailureKind::Refused,
+                                "udp receive: Connection refused".into(),
+                            ),
+                        });
                     }
+                    exchanges
                 })
                 .collect()
+        }
+
+        fn conntrack(&self) -> std::result::Result<ConntrackStats, String> {
+            let grown = self.conntrack_grows.fetch_add(1, Ordering::Relaxed) as u64;
+            Ok(ConntrackStats { insert_failed: 3 * grown, drop: 3 * grown, clash_resolved: Some(0) })
         }
 
         async fn tcp<T: Send>(
@@ -498,6 +550,7 @@ mod tests {
             slow: Duration::from_millis(250),
             this_node: None,
             edns_bufsize: None,
+            like_glibc: false,
         }
     }
 
@@ -507,8 +560,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn truncated_answers_are_retried_over_tcp_at_the_concurrency_asked() {
-        let fake =
-            Fake { udp: |_| Act::Truncated, tcp: |_| Act::Answer("10.96.0.1", Duration::from_millis(900)) };
+        let fake = fake(|_, _, _| Act::Truncated, |_| Act::Answer("10.96.0.1", Duration::from_millis(900)));
         let started = tokio::time::Instant::now();
         let slow_ok =
             Config { slow: Duration::from_secs(2), ..config(&["192.0.2.53:53"], vec![Protocol::Udp]) };
@@ -522,7 +574,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn truncated_answers_whose_tcp_retry_fails_are_too_big_for_udp() {
-        let fake = Fake { udp: |_| Act::Truncated, tcp: |_| Act::Refuse };
+        let fake = fake(|_, _, _| Act::Truncated, |_| Act::Refuse);
         let report = run_fake(fake, config(&["192.0.2.53:53"], vec![Protocol::Udp])).await;
         let e = &report.endpoints[0];
         assert_eq!((e.totals.tcp_retry_failed, e.verdict), (10, EndpointVerdict::Failing));
@@ -532,8 +584,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn udp_blocked_while_tcp_answers_names_the_protocol() {
-        let fake =
-            Fake { udp: |_| Act::Silence, tcp: |_| Act::Answer("10.96.0.1", Duration::from_millis(2)) };
+        let fake = fake(|_, _, _| Act::Silence, |_| Act::Answer("10.96.0.1", Duration::from_millis(2)));
         let report = run_fake(fake, config(&["192.0.2.53:53"], vec![Protocol::Udp, Protocol::Tcp])).await;
         assert_eq!(report.endpoints[0].verdict, EndpointVerdict::Degraded);
         assert_eq!(report.findings[0].kind, FindingKind::ProtocolBlocked);
@@ -542,16 +593,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn error_replies_late_answers_and_refusals_each_get_their_verdict() {
-        let fake = Fake {
-            udp: |server| match server.port() {
+        let fake = fake(
+            |server, _, _| match server.port() {
                 53 => Act::Answer("10.96.0.1", Duration::from_millis(2)),
                 54 => Act::Rcode(ResponseCode::ServFail),
                 55 => Act::Rcode(ResponseCode::NXDomain),
                 56 => Act::Late(Duration::from_millis(1500)),
                 _ => Act::Refuse,
             },
-            tcp: |_| Act::Silence,
-        };
+            |_| Act::Silence,
+        );
         let servers = ["192.0.2.53:53", "192.0.2.53:54", "192.0.2.53:55", "192.0.2.53:56", "192.0.2.53:57"];
         let report = run_fake(fake, config(&servers, vec![Protocol::Udp])).await;
         let verdicts: Vec<EndpointVerdict> = report.endpoints.iter().map(|e| e.verdict).collect();
@@ -577,17 +628,67 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn like_glibc_pairs_that_lose_one_answer_are_named_with_conntrack_growth() {
+        // The Service path loses the second query of every third socket; the endpoint loses none.
+        let fake = fake(
+            |server, socket, index| match (server.port(), socket % 3, index) {
+                (54, 0, 1) => Act::Silence,
+                _ => Act::Answer("10.96.0.1", Duration::from_millis(2)),
+            },
+            |_| Act::Silence,
+        );
+        let mut glibc = config(&["192.0.2.53:53"], vec![Protocol::Udp]);
+        glibc.services = vec!["192.0.2.10:54".parse().unwrap()];
+        glibc.like_glibc = true;
+        glibc.count = 9;
+        let report = run_fake(fake, glibc).await;
+        assert_eq!(report.record_type, "A+AAAA");
+        let (endpoint, service) = (&report.endpoints[0].totals, &report.services[0].totals);
+        assert_eq!(endpoint.sent, 18, "two queries per socket");
+        assert_eq!(endpoint.pairs, Some(GroupReport { sent: 9, part_lost: 0, all_lost: 0 }));
+        assert_eq!(service.pairs, Some(GroupReport { sent: 9, part_lost: 3, all_lost: 0 }));
+        assert_eq!((service.answered, service.timeouts), (15, 3));
+        assert_eq!(report.services[0].verdict, EndpointVerdict::Degraded);
+        let conntrack = report.conntrack.as_ref().unwrap();
+        assert_eq!(
+            (conntrack.insert_failed, conntrack.drop, conntrack.error.as_deref()),
+            (Some(3), Some(3), None)
+        );
+        let kinds: Vec<FindingKind> = report.findings.iter().map(|f| f.kind).collect();
+        // The Service path is also named: it lost queries while the endpoint answered every one.
+        assert_eq!(kinds, vec![FindingKind::HalfAnsweredPairs, FindingKind::ServicePath]);
+        let message = &report.findings[0].message;
+        assert!(message.starts_with("192.0.2.10:54: 3 of 9 A+AAAA pairs"), "{message}");
+        assert!(
+            message.contains("insert_failed +3 and drop +3") && message.contains("single-request-reopen")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_like_glibc_there_are_no_pairs_and_no_conntrack_read() {
+        let fake = fake(|_, _, _| Act::Answer("10.96.0.1", Duration::from_millis(2)), |_| Act::Silence);
+        let report = run_fake(fake, config(&["192.0.2.53:53"], vec![Protocol::Udp])).await;
+        assert_eq!((report.endpoints[0].totals.pairs.as_ref(), report.conntrack.as_ref()), (None, None));
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("conntrack").is_none() && json["endpoints"][0].get("pairs").is_none());
+    }
+
     struct Panics;
     impl Transport for Panics {
         fn udp_series<T>(
             &self,
             _: SocketAddr,
-            _: &[u8],
+            _: &[Vec<u8>],
             _: Pacing,
             _: impl FnMut() -> u16,
-            _: impl FnMut(u16, &[u8]) -> Option<T>,
-        ) -> Vec<Exchange<T>> {
+            _: impl FnMut(usize, u16, &[u8]) -> Option<T>,
+        ) -> Vec<Vec<Exchange<T>>> {
             panic!("a thread's failure")
+        }
+
+        fn conntrack(&self) -> std::result::Result<ConntrackStats, String> {
+            Err("not here".into())
         }
 
         async fn tcp<T: Send>(

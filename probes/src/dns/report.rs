@@ -55,6 +55,9 @@ pub struct DnsReport {
     /// endpoint; empty when not known.
     pub services: Vec<EndpointReport>,
     pub findings: Vec<Finding>,
+    /// With `--like-glibc`: how conntrack's counters in this network namespace grew over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<ConntrackReport>,
     /// `ok` when no endpoint or Service address is at fault (not-ready endpoints aside).
     pub verdict: Health,
 }
@@ -122,6 +125,52 @@ pub struct ProtocolReport {
     pub truncated_retried: u32,
     /// UDP replies with the TC bit whose retry over TCP failed.
     pub tcp_retry_failed: u32,
+    /// With `--like-glibc`: the A+AAAA pairs, each sent from one socket back to back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<GroupReport>,
+}
+
+/// Groups of queries sent from one socket back to back (A then AAAA), and how many of them lost
+/// part of the group: a client like glibc waits its whole timeout (5 s) for the missing answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GroupReport {
+    pub sent: u32,
+    /// Some answers came, at least one never did (grace period included).
+    pub part_lost: u32,
+    /// No answer came at all.
+    pub all_lost: u32,
+}
+
+/// How this network namespace's conntrack counters grew over the run (`null` each when they
+/// could not be read, with `error` saying why).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConntrackReport {
+    /// Entries that lost the insert race to another with the same tuple (the packet dropped).
+    pub insert_failed: Option<u64>,
+    /// Packets conntrack dropped.
+    pub drop: Option<u64>,
+    /// Clashes the kernel resolved by reusing the winner's entry (5.x kernels and later).
+    pub clash_resolved: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl ConntrackReport {
+    pub fn between(
+        before: Result<crate::net::conntrack::ConntrackStats, String>,
+        after: Result<crate::net::conntrack::ConntrackStats, String>,
+    ) -> ConntrackReport {
+        match before.and_then(|b| after.map(|a| a.since(&b))) {
+            Ok(grew) => ConntrackReport {
+                insert_failed: Some(grew.insert_failed),
+                drop: Some(grew.drop),
+                clash_resolved: grew.clash_resolved,
+                error: None,
+            },
+            Err(why) => {
+                ConntrackReport { insert_failed: None, drop: None, clash_resolved: None, error: Some(why) }
+            }
+        }
+    }
 }
 
 impl ProtocolReport {
@@ -167,6 +216,8 @@ pub enum FindingKind {
     ServiceFailuresExplained,
     /// Every failing endpoint is on another node while the local ones answer.
     CrossNode,
+    /// A+AAAA pairs from one socket that lost one answer: the conntrack insert race's pattern.
+    HalfAnsweredPairs,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

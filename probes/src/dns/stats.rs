@@ -6,7 +6,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 
 use super::message::rcode_name;
-use super::report::{Latency, ProtocolReport};
+use super::report::{GroupReport, Latency, ProtocolReport};
 use crate::net::dns::FailureKind;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,23 @@ impl Tally {
         }
     }
 
+    /// Counts one group of queries sent from one socket; `lost` says, per query, whether its
+    /// answer never came.
+    pub fn add_group(&mut self, lost: impl Iterator<Item = bool>) {
+        let (mut queries, mut missing) = (0, 0);
+        for lost in lost {
+            queries += 1;
+            missing += u32::from(lost);
+        }
+        let groups = self.report.pairs.get_or_insert_with(GroupReport::default);
+        groups.sent += 1;
+        if missing == queries {
+            groups.all_lost += 1;
+        } else if missing > 0 {
+            groups.part_lost += 1;
+        }
+    }
+
     /// Adds another tally (the other protocol) into this one.
     pub fn merge(&mut self, other: &Tally) {
         let (a, b) = (&mut self.report, &other.report);
@@ -88,6 +105,12 @@ impl Tally {
         a.tcp_retry_failed += b.tcp_retry_failed;
         if a.first_error.is_none() {
             a.first_error = b.first_error.clone();
+        }
+        if let Some(theirs) = &b.pairs {
+            let ours = a.pairs.get_or_insert_with(GroupReport::default);
+            ours.sent += theirs.sent;
+            ours.part_lost += theirs.part_lost;
+            ours.all_lost += theirs.all_lost;
         }
         for (rcode, n) in &b.rcodes {
             *a.rcodes.entry(rcode.clone()).or_default() += n;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::report::{EndpointReport, EndpointVerdict, Finding, FindingKind, ProtocolReport};
+use super::report::{ConntrackReport, EndpointReport, EndpointVerdict, Finding, FindingKind, ProtocolReport};
 use super::stats::error_rcodes;
 
 /// What the verdicts are judged against.
@@ -107,6 +107,8 @@ pub struct Context<'a> {
     pub this_node: Option<&'a str>,
     pub name: &'a str,
     pub timeout: Duration,
+    /// Conntrack's growth over the run (with --like-glibc).
+    pub conntrack: Option<&'a ConntrackReport>,
 }
 
 pub fn findings(cx: &Context) -> Vec<Finding> {
@@ -206,6 +208,19 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
             ),
         );
     }
+    for e in rows() {
+        let Some(pairs) = e.totals.pairs.as_ref().filter(|p| p.part_lost > 0) else { continue };
+        add(
+            FindingKind::HalfAnsweredPairs,
+            format!(
+                "{}: {} of {} A+AAAA pairs sent as glibc sends them (one socket, back to back) lost one answer while the other came; a glibc client waits its 5 s timeout for it. {}This is the pattern of the conntrack insert race (kubernetes#56903): set `options single-request-reopen` in the pods' dnsConfig (or `use-vc`, DNS over TCP), or run NodeLocal DNSCache",
+                describe(e),
+                pairs.part_lost,
+                pairs.sent,
+                conntrack_words(cx.conntrack)
+            ),
+        );
+    }
     let endpoints_fine = !judged.is_empty() && judged.iter().all(|e| e.totals.unanswered() == 0);
     for service in cx.services.iter().filter(|s| s.totals.sent > 0) {
         let failed = service.totals.unanswered();
@@ -265,6 +280,19 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// What this host's conntrack counters say of half-answered pairs, as a sentence (or nothing).
+fn conntrack_words(conntrack: Option<&ConntrackReport>) -> String {
+    let Some(c) = conntrack else { return String::new() };
+    match (c.insert_failed, c.drop, &c.error) {
+        (Some(failed), Some(dropped), _) if failed + dropped > 0 => format!(
+            "This host's conntrack counted insert_failed +{failed} and drop +{dropped} during the run: the race happened here. "
+        ),
+        (Some(_), Some(_), _) => "This network namespace's conntrack counted no failed insert and no drop during the run, so the answer was lost elsewhere: run this on the node that DNATs the Service (hostNetwork, as root) to read its counters. ".into(),
+        (_, _, Some(why)) => format!("(Conntrack's counters were not read: {why}.) "),
+        _ => String::new(),
+    }
 }
 
 /// Whether `failed` of `sent` Service queries support the claim "the failure rate is the share of
@@ -363,6 +391,7 @@ mod tests {
             this_node: node,
             name: "kubernetes.default.svc.cluster.local.",
             timeout: Duration::from_secs(1),
+            conntrack: None,
         }
     }
 

@@ -2,6 +2,9 @@
 //! source port, a fresh conntrack entry and a fresh DNAT choice behind a Service VIP), and single
 //! TCP exchanges. The DNS engine reaches them through [`Transport`]; [`Sockets`] is the real one.
 //!
+//! A socket may carry a group of queries sent back to back (A then AAAA, as glibc's stub resolver
+//! sends them from one socket): the pattern behind the conntrack insert race, kubernetes#56903.
+//!
 //! Every exchange keeps listening a grace period after its timeout, so an answer that comes late
 //! is told apart from one that never comes. A query in its grace period no longer holds a
 //! concurrency slot: a dead server costs one grace period per run, not one per query.
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use super::conntrack::ConntrackStats;
 
 /// Why an exchange failed outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,20 +69,24 @@ pub struct Pacing {
     pub grace: Duration,
 }
 
-/// The DNS exchanges the engine needs. `udp_series` blocks (run it on a thread of its own);
-/// `tcp` is one exchange on the caller's runtime.
+/// The DNS exchanges the engine needs, and the one OS counter it reads. `udp_series` blocks (run
+/// it on a thread of its own); `tcp` is one exchange on the caller's runtime.
 pub trait Transport: Send + Sync + 'static {
-    /// `pacing.count` UDP queries to `server`. `template` is the query; `next_id` gives each
-    /// query's ID (written into its first two bytes); `accept(id, bytes)` takes the matching
-    /// reply. Returns one exchange per query, in completion order.
+    /// `pacing.count` sockets to `server`, each sending every query of `group` back to back.
+    /// `next_id` gives each query's ID (written into its first two bytes); `accept(index, id,
+    /// bytes)` takes the reply to `group[index]`. Returns, per socket in completion order, one
+    /// exchange per query of the group, in the group's order.
     fn udp_series<T>(
         &self,
         server: SocketAddr,
-        template: &[u8],
+        group: &[Vec<u8>],
         pacing: Pacing,
         next_id: impl FnMut() -> u16,
-        accept: impl FnMut(u16, &[u8]) -> Option<T>,
-    ) -> Vec<Exchange<T>>;
+        accept: impl FnMut(usize, u16, &[u8]) -> Option<T>,
+    ) -> Vec<Vec<Exchange<T>>>;
+
+    /// This network namespace's conntrack statistics, summed over CPUs.
+    fn conntrack(&self) -> Result<ConntrackStats, String>;
 
     /// One query over TCP, within `timeout` (then `grace` more for a late reply).
     fn tcp<T: Send>(
@@ -100,25 +109,32 @@ impl Transport for Sockets {
     fn udp_series<T>(
         &self,
         server: SocketAddr,
-        template: &[u8],
+        group: &[Vec<u8>],
         pacing: Pacing,
         mut next_id: impl FnMut() -> u16,
-        mut accept: impl FnMut(u16, &[u8]) -> Option<T>,
-    ) -> Vec<Exchange<T>> {
-        struct InFlight {
+        mut accept: impl FnMut(usize, u16, &[u8]) -> Option<T>,
+    ) -> Vec<Vec<Exchange<T>>> {
+        /// One socket and its group of queries; `results[i]` is filled when query i ends.
+        struct InFlight<T> {
             socket: std::net::UdpSocket,
-            id: u16,
+            ids: Vec<u16>,
             sent: Instant,
+            results: Vec<Option<Exchange<T>>>,
         }
-        let mut done = Vec::with_capacity(pacing.count as usize);
-        let mut in_flight: Vec<InFlight> = Vec::with_capacity(pacing.concurrency as usize);
-        let mut query = template.to_vec();
+        impl<T> InFlight<T> {
+            fn finished(&self) -> bool {
+                self.results.iter().all(Option::is_some)
+            }
+        }
+        let mut done: Vec<Vec<Exchange<T>>> = Vec::with_capacity(pacing.count as usize);
+        let mut in_flight: Vec<InFlight<T>> = Vec::with_capacity(pacing.concurrency as usize);
+        let mut queries = group.to_vec();
         let mut buf = vec![0u8; 65_535];
         let mut sent = 0u32;
         let mut next_send = Instant::now();
         let slots = pacing.concurrency.max(1) as usize;
-        // Queries within their timeout hold a slot; those in their grace period do not.
-        let busy = |in_flight: &[InFlight], now: Instant| {
+        // Sockets within their timeout hold a slot; those in their grace period do not.
+        let busy = |in_flight: &[InFlight<T>], now: Instant| {
             in_flight.iter().filter(|q| now < q.sent + pacing.timeout).count()
         };
         while sent < pacing.count || !in_flight.is_empty() {
@@ -129,12 +145,26 @@ impl Transport for Sockets {
             {
                 sent += 1;
                 next_send += pacing.interval;
-                let id = next_id();
-                query[..2].copy_from_slice(&id.to_be_bytes());
+                let ids: Vec<u16> = queries.iter().map(|_| next_id()).collect();
+                for (query, id) in queries.iter_mut().zip(&ids) {
+                    query[..2].copy_from_slice(&id.to_be_bytes());
+                }
                 let started = Instant::now();
-                match connected_udp(server).and_then(|s| s.send(&query).map(|_| s)) {
-                    Ok(socket) => in_flight.push(InFlight { socket, id, sent: started }),
-                    Err(e) => done.push(Exchange::Failed(FailureKind::of(&e), format!("udp send: {e}"))),
+                // Back to back from one socket: the second send follows the first within
+                // microseconds, as glibc's (its sendmmsg is one system call for both).
+                let opened = connected_udp(server)
+                    .and_then(|s| queries.iter().try_for_each(|q| s.send(q).map(drop)).map(|()| s));
+                match opened {
+                    Ok(socket) => {
+                        let results = queries.iter().map(|_| None).collect();
+                        in_flight.push(InFlight { socket, ids, sent: started, results });
+                    }
+                    Err(e) => done.push(
+                        queries
+                            .iter()
+                            .map(|_| Exchange::Failed(FailureKind::of(&e), format!("udp send: {e}")))
+                            .collect(),
+                    ),
                 }
             }
             // Wait for a reply, the next timeout or expiry, or the next send.
@@ -166,49 +196,55 @@ impl Transport for Sockets {
                 libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &timeout, std::ptr::null())
             };
             let now = Instant::now();
-            let mut finished = vec![false; in_flight.len()];
             if ready > 0 {
                 for index in (0..fds.len()).filter(|&i| fds[i].revents != 0) {
-                    let q = &in_flight[index];
+                    let q = &mut in_flight[index];
                     // Drain: a stray datagram (wrong ID) must not hide the real one behind it.
-                    loop {
+                    while !q.finished() {
                         match q.socket.recv(&mut buf) {
                             Ok(n) => {
-                                if let Some(reply) = accept(q.id, &buf[..n]) {
+                                let waiting = (0..q.ids.len()).filter(|&i| q.results[i].is_none());
+                                let matched = waiting
+                                    .into_iter()
+                                    .find_map(|i| accept(i, q.ids[i], &buf[..n]).map(|reply| (i, reply)));
+                                if let Some((i, reply)) = matched {
                                     let took = now.duration_since(q.sent);
-                                    done.push(if took <= pacing.timeout {
+                                    q.results[i] = Some(if took <= pacing.timeout {
                                         Exchange::Reply(reply, took)
                                     } else {
                                         Exchange::Late(reply, took)
                                     });
-                                    finished[index] = true;
-                                    break;
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => {
-                                done.push(Exchange::Failed(FailureKind::of(&e), format!("udp receive: {e}")));
-                                finished[index] = true;
-                                break;
+                                // The socket failed (an ICMP error): every query still waiting on it.
+                                for result in q.results.iter_mut().filter(|r| r.is_none()) {
+                                    *result = Some(Exchange::Failed(
+                                        FailureKind::of(&e),
+                                        format!("udp receive: {e}"),
+                                    ));
+                                }
                             }
                         }
                     }
                 }
             }
-            for (index, q) in in_flight.iter().enumerate() {
-                if !finished[index] && now >= q.sent + pacing.timeout + pacing.grace {
-                    done.push(Exchange::Timeout);
-                    finished[index] = true;
+            for q in in_flight.iter_mut().filter(|q| now >= q.sent + pacing.timeout + pacing.grace) {
+                for result in q.results.iter_mut().filter(|r| r.is_none()) {
+                    *result = Some(Exchange::Timeout);
                 }
             }
             // Dropping a socket closes it; close(2) also takes it out of any poll set.
-            let mut index = 0;
-            in_flight.retain(|_| {
-                index += 1;
-                !finished[index - 1]
-            });
+            let (finished, waiting): (Vec<_>, Vec<_>) = in_flight.drain(..).partition(InFlight::finished);
+            in_flight = waiting;
+            done.extend(finished.into_iter().map(|q| q.results.into_iter().flatten().collect()));
         }
         done
+    }
+
+    fn conntrack(&self) -> Result<ConntrackStats, String> {
+        super::conntrack::read()
     }
 
     /// RFC 1035 4.2.2: a two-byte length before each message.

@@ -7,6 +7,7 @@
 pub mod agent_client;
 pub mod capture;
 pub mod capture_file;
+pub mod conntrack;
 pub mod dns;
 #[cfg(test)]
 pub mod fake;
