@@ -298,6 +298,14 @@ pub struct VxlanArgs {
     /// at most 15 s per probe).
     #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, 10 * SECOND))]
     pub timeout: Duration,
+
+    /// Also find each direction's path MTU: rounds of VXLAN probes of growing sizes (1200 bytes
+    /// up to the interface's MTU) with Don't Fragment set, 16 sizes a round, until the largest
+    /// that arrives is known to the byte. Says what that leaves the pods (50 bytes less), whether
+    /// the source's vxlan device (the pod network's MTU) fits in it, and whether a router sent
+    /// ICMP fragmentation-needed or the path is a black hole. About 4 rounds more per pair.
+    #[arg(long)]
+    pub mtu: bool,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +360,11 @@ pub struct DoctorArgs {
     /// The VXLAN port the cluster's overlay uses.
     #[arg(long, default_value_t = 8472)]
     pub vxlan_port: u16,
+
+    /// Let the vxlan step also find each direction's path MTU and compare the pod network's MTU
+    /// with it (as `netprobe vxlan --mtu`).
+    #[arg(long)]
+    pub mtu: bool,
 }
 
 #[derive(Debug, Args)]

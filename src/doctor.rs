@@ -103,6 +103,8 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     if args.vxlan_port != 8472 {
         vxlan_command.extend(["--port".to_string(), vxlan_port.clone()]);
     }
+    let mtu = args.mtu.then_some("--mtu");
+    vxlan_command.extend(mtu.map(String::from));
     let vxlan = if dns.ran().is_none() {
         Outcome::Skipped("the DNS step did not run".into())
     } else if remote.is_empty() {
@@ -110,13 +112,11 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     } else if chosen.len() < 2 {
         Outcome::CouldNotRun(format!("the API lists no Node named {}", remote.join(", ")))
     } else {
-        let report = parsed(
-            &["vxlan", "--all-nodes", "--agent-port", &agent_port, "--port", &vxlan_port],
-            |c| match c {
-                Command::Vxlan(a) => Some(a),
-                _ => None,
-            },
-        )
+        let argv = ["vxlan", "--all-nodes", "--agent-port", &agent_port, "--port", &vxlan_port];
+        let report = parsed(&argv.into_iter().chain(mtu).collect::<Vec<_>>(), |c| match c {
+            Command::Vxlan(a) => Some(a),
+            _ => None,
+        })
         .and_then(|a| crate::vxlan::report_for(&a, Some(&chosen)));
         // How to deploy the agents is the fix's to say, once: not in the step's reason too.
         let hint = format!("; {}", netprobe_probes::vxlan::DEPLOY_HINT);

@@ -118,6 +118,7 @@ pub fn report_for(args: &VxlanArgs, cluster: Option<&[k8s::ClusterNode]>) -> Res
         count: args.count,
         timeout: args.timeout,
         skip_unanswering: cluster.is_some(),
+        mtu: args.mtu,
     })?;
     // Nodes the API gave without an address come first: they were never asked.
     report.untested.splice(0..0, untested);
@@ -217,6 +218,35 @@ fn render_table(report: &VxlanReport) -> String {
             ));
         }
     }
+    let measured: Vec<_> = report.pairs.iter().filter_map(|p| Some((p, p.mtu.as_ref()?))).collect();
+    if !measured.is_empty() {
+        text.push('\n');
+        let mut table =
+            output::table(&["from", "to", "path mtu", "pods up to", "vxlan device", "icmp frag-needed"]);
+        for (p, m) in measured {
+            let bytes = |n: Option<u16>| n.map_or("-".to_string(), |n| n.to_string());
+            let device = match (&m.vxlan_device, m.vxlan_mtu) {
+                (Some(name), Some(mtu)) if m.too_small => format!("{name} {mtu} TOO BIG"),
+                (Some(name), Some(mtu)) => format!("{name} {mtu}"),
+                _ => "-".into(),
+            };
+            let icmp = match &m.frag_needed {
+                Some(f) => format!("from {} (mtu {})", f.from, f.mtu),
+                None if m.black_hole => "NONE (black hole)".into(),
+                None => "-".into(),
+            };
+            table.add_row(vec![
+                p.from_node.clone(),
+                p.to_node.clone(),
+                bytes(m.path_mtu),
+                bytes(m.inner_mtu),
+                device,
+                icmp,
+            ]);
+        }
+        text.push_str(&table.to_string());
+        text.push('\n');
+    }
     if !report.untested.is_empty() {
         text.push('\n');
         for node in &report.untested {
@@ -245,6 +275,7 @@ mod tests {
             count: 5,
             timeout: Duration::ZERO,
             skip_unanswering,
+            mtu: false,
         }
     }
 
@@ -261,6 +292,7 @@ mod tests {
             send_error: None,
             dropping_rules: vec![],
             counters_error: None,
+            ..Default::default()
         };
         let arrived = |n, rules: Vec<GrownRule>, error: Option<&str>| CollectResponse {
             arrived: n,
@@ -268,6 +300,7 @@ mod tests {
             dropping_rules: rules,
             counters_error: error.map(str::to_string),
             udp_csum_errors: Some(0),
+            ..Default::default()
         };
         let drop =
             GrownRule { rule: "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP".into(), packets: 5 };
@@ -304,6 +337,7 @@ mod tests {
             send_error: None,
             dropping_rules: vec![],
             counters_error: None,
+            ..Default::default()
         };
         let arrived = CollectResponse {
             arrived: 5,
@@ -311,6 +345,7 @@ mod tests {
             dropping_rules: vec![],
             counters_error: None,
             udp_csum_errors: Some(0),
+            ..Default::default()
         };
         let mut pairs = vec![judge(&config, a, b, &sent, &arrived), judge(&config, b, a, &sent, &arrived)];
         (pairs[0].from_node, pairs[0].to_node) = ("cp-1".into(), "worker-1".into());

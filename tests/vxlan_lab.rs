@@ -590,3 +590,64 @@ fn probes_with_a_broken_udp_checksum_are_dropped_at_the_destination_and_say_why(
     assert_eq!(code, 0, "{out}\n{err}");
     Ok(())
 }
+
+#[test]
+fn the_path_mtu_is_found_to_the_byte_and_a_black_hole_is_named() -> TestResult {
+    let Some(c) = cluster("vx-mtu", 2) else { return Ok(()) };
+    // node2 sits behind a 1400-byte link (the router's eth1 and node2's eth0), and its flannel.1
+    // was sized for it (1350); node1's flannel.1 is still sized for its own 1500-byte link (1450).
+    c.router.sh("ip link set eth1 mtu 1400")?;
+    c.nodes[1].0.sh("ip link set eth0 mtu 1400 && ip link set flannel.1 mtu 1350")?;
+    let run = |c: &Cluster| {
+        let (code, out, err) = c.vxlan(&["--mtu", "-o", "json"], TOKEN);
+        let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+        (code, report)
+    };
+
+    // The router says so (ICMP fragmentation-needed), but node1's pods would still send 1450.
+    let (code, report) = run(&c);
+    assert_eq!(code, 1, "{report}");
+    let there = pair(&report, N1, N2);
+    assert_eq!(there["verdict"], "path-mtu-too-small", "{there}");
+    let m = &there["mtu"];
+    assert_eq!((m["path_mtu"].as_u64(), m["inner_mtu"].as_u64()), (Some(1400), Some(1350)), "{m}");
+    assert_eq!(
+        (m["interface_mtu"].as_u64(), m["vxlan_device"].as_str(), m["vxlan_mtu"].as_u64()),
+        (Some(1500), Some("flannel.1"), Some(1450))
+    );
+    assert_eq!(m["frag_needed"], serde_json::json!({"from": "198.51.100.254", "mtu": 1400}), "{m}");
+    assert_eq!(m["black_hole"], false);
+    assert!(m["rounds"].as_u64().unwrap() <= 4, "{m}");
+    assert_eq!(
+        there["diagnosis"],
+        "flannel.1 MTU 1450 but the path from 198.51.100.1 to 203.0.113.2 carries 1400-byte packets: pods' packets over 1350 bytes are lost; set the CNI MTU to 1350; 198.51.100.254 sent ICMP fragmentation-needed (next-hop MTU 1400), so TCP in the pods can still adapt"
+    );
+    // Back the other way node2's own interface is the limit, and its flannel.1 fits.
+    let back = pair(&report, N2, N1);
+    assert_eq!(
+        (back["verdict"].as_str(), back["mtu"]["path_mtu"].as_u64()),
+        (Some("ok"), Some(1400)),
+        "{back}"
+    );
+    assert_eq!(back["mtu"]["too_small"], false);
+
+    // A firewall eats ICMP fragmentation-needed: the same size, now a black hole.
+    c.router.sh("iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP")?;
+    let (code, report) = run(&c);
+    assert_eq!(code, 1, "{report}");
+    let m = &pair(&report, N1, N2)["mtu"];
+    assert_eq!(
+        (m["path_mtu"].as_u64(), m["black_hole"].as_bool(), m["frag_needed"].is_null()),
+        (Some(1400), Some(true), true),
+        "{m}"
+    );
+    let (_, table, _) = c.vxlan(&["--mtu"], TOKEN);
+    assert!(table.contains("NONE (black hole)") && table.contains("flannel.1 1450 TOO BIG"), "{table}");
+
+    // node1's flannel.1 sized for the path: nothing is lost, the black hole stays named.
+    c.nodes[0].0.sh("ip link set flannel.1 mtu 1350")?;
+    let (code, report) = run(&c);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(pair(&report, N1, N2)["mtu"]["black_hole"], true);
+    Ok(())
+}

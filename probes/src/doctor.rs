@@ -261,6 +261,19 @@ fn tunnel_cause(
                 format!("reaches {} with a bad UDP checksum and its kernel drops it", pair.to_node),
                 "turn off checksum offload on the nodes' vxlan devices (ethtool -K flannel.1 tx-checksum-ip-generic off, or the CNI's option) and look for a device on the path that rewrites UDP".to_string(),
             ),
+            PairVerdict::PathMtuTooSmall => (
+                match &pair.mtu {
+                    Some(m) => format!(
+                        "carries small packets, but not the pod network's: {}",
+                        m.finding
+                    ),
+                    None => "carries small packets, but not the pod network's".to_string(),
+                },
+                match pair.mtu.as_ref().and_then(|m| m.inner_mtu) {
+                    Some(inner) => format!("set the CNI's MTU to {inner} or less (flannel: the net-conf's MTU; Calico: veth_mtu/vxlanMTU), or raise the MTU of the path"),
+                    None => "lower the CNI's MTU below what the path carries, or raise the MTU of the path".to_string(),
+                },
+            ),
             PairVerdict::DroppedAtDestination => (
                 format!("reaches {} and its firewall drops it", pair.to_node),
                 match &pair.rule {
@@ -397,6 +410,7 @@ mod tests {
             drop_reason: None,
             evidence: None,
             diagnosis: "why".into(),
+            mtu: None,
         }
     }
 
@@ -493,6 +507,27 @@ mod tests {
             found[0].cause
         );
         assert!(found[0].fix.contains("tx-checksum-ip-generic off"), "{}", found[0].fix);
+    }
+
+    #[test]
+    fn a_pod_network_wider_than_the_path_is_named_with_the_mtu_to_set() {
+        let mut small = pair("node-a", "node-b", PairVerdict::PathMtuTooSmall, ControlUdp::Ok, None);
+        let found = crate::vxlan::mtu::Found {
+            path_mtu: Some(1400),
+            interface_mtu: Some(1500),
+            vxlan_device: Some(("flannel.1".into(), 1450)),
+            ..Default::default()
+        };
+        small.mtu = Some(crate::vxlan::mtu::judge(small.from, small.to, found));
+        let vxlan =
+            Outcome::Ran(vxlan(vec![small, pair("node-b", "node-a", PairVerdict::Ok, ControlUdp::Ok, None)]));
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert!(
+            found[0].cause.contains("from node-a to node-b carries small packets, but not the pod network's: flannel.1 MTU 1450 but the path"),
+            "{}",
+            found[0].cause
+        );
+        assert!(found[0].fix.starts_with("set the CNI's MTU to 1350 or less"), "{}", found[0].fix);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn wire(bytes: &[u8]) {
     for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2] {
         let _ = link::decode(link, bytes);
         let _ = ArpFrame::from_link(link, bytes);
+        let _ = vxlan::frag_needed(link, bytes);
         if let Some((_, _, _, payload)) = vxlan::outer_udp(link, bytes) {
             let _ = vxlan::probe_seq(payload, 1, 1);
             let _ = vxlan::control_seq(payload, 1);
@@ -51,6 +52,10 @@ pub fn wire(bytes: &[u8]) {
         let probe_id = u64::from(u32::from_le_bytes(word(bytes, 16)));
         let payload = vxlan::probe_payload(vni, probe_id, 3);
         assert_eq!(vxlan::probe_seq(&payload, vni, probe_id), Some(3), "a built probe reads back");
+        let packet = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]) % 9216);
+        let sized = vxlan::sized_probe_payload(vni, probe_id, 4, packet);
+        assert_eq!(sized.len() + vxlan::OUTER_HEADERS, packet.max(vxlan::MIN_PROBE_PACKET), "sized as asked");
+        assert_eq!(vxlan::probe_seq(&sized, vni, probe_id), Some(4), "a sized probe reads back");
     }
 }
 

@@ -76,6 +76,32 @@ pub fn all() -> Result<Vec<Interface>> {
     Ok(out)
 }
 
+/// The MTU of interface `name` in this network namespace (SIOCGIFMTU on a socket of its own, so
+/// the namespace is the calling thread's, whatever /sys shows).
+pub fn mtu(name: &str) -> Result<u16> {
+    let failed =
+        |e: std::io::Error| Error::could_not_run(format!("reading the MTU of {name}"), e.to_string());
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(failed)?;
+    // SAFETY: an all-zero ifreq is a valid value of the C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= request.ifr_name.len() || bytes.contains(&0) {
+        return Err(Error::NoSuchInterface { name: name.to_string() });
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
+        *slot = *byte as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes ifru_mtu of `request`, which
+    // lives for the call.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) } < 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel filled the union's ifru_mtu member.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
+}
+
 /// The interface the main routing table sends `destination` out of (longest prefix, then lowest
 /// metric), like the `dev` of `ip route get`. Policy routing rules are not consulted.
 pub fn for_route_to(destination: Ipv4Addr) -> Result<String> {
@@ -204,10 +230,19 @@ lan1\t000200C0\t00000000\t0001\t0\t0\t100\t80FFFFFF\t0\t0\t0
 pub trait NodeFacts: Send + Sync + 'static {
     /// Every IPv4 address of this node (network namespace).
     fn addresses(&self) -> Vec<Ipv4Addr>;
-    /// The VNIs of this node's own vxlan devices (flannel.1's 1, Cilium's, ...): never ours.
-    fn vxlan_vnis(&self) -> Vec<u32>;
+    /// This node's own vxlan devices (flannel.1 with VNI 1, Cilium's, ...): their VNIs are never
+    /// ours, and their MTU is the pod network's.
+    fn vxlan_devices(&self) -> Vec<VxlanDevice>;
     /// This node's address on the route to `to`, if any.
     fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr>;
+}
+
+/// A vxlan device of the node, as `ip -d link` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanDevice {
+    pub name: String,
+    pub vni: u32,
+    pub mtu: Option<u16>,
 }
 
 /// The node the agent runs on.
@@ -221,12 +256,13 @@ impl NodeFacts for ThisNode {
 
     /// Read at most every [`VNI_FRESHNESS`]: every request asks, and each read is a process. A
     /// device made since is seen within that time.
-    fn vxlan_vnis(&self) -> Vec<u32> {
-        static LAST: std::sync::Mutex<Option<(std::time::Instant, Vec<u32>)>> = std::sync::Mutex::new(None);
+    fn vxlan_devices(&self) -> Vec<VxlanDevice> {
+        type Read = Option<(std::time::Instant, Vec<VxlanDevice>)>;
+        static LAST: std::sync::Mutex<Read> = std::sync::Mutex::new(None);
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((read, vnis)) = &*last {
+        if let Some((read, devices)) = &*last {
             if read.elapsed() < VNI_FRESHNESS {
-                return vnis.clone();
+                return devices.clone();
             }
         }
         let json = super::firewall::run_bounded(
@@ -235,9 +271,9 @@ impl NodeFacts for ThisNode {
             std::time::Duration::from_secs(5),
         )
         .unwrap_or_default();
-        let vnis = vxlan_ids(&json);
-        *last = Some((std::time::Instant::now(), vnis.clone()));
-        vnis
+        let devices = vxlan_devices(&json);
+        *last = Some((std::time::Instant::now(), devices.clone()));
+        devices
     }
 
     fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr> {
@@ -249,15 +285,21 @@ impl NodeFacts for ThisNode {
 /// How long a read of this node's vxlan devices is reused.
 const VNI_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The VNIs in `ip -j -d link show type vxlan` output.
-fn vxlan_ids(json: &str) -> Vec<u32> {
+/// The devices in `ip -j -d link show type vxlan` output.
+fn vxlan_devices(json: &str) -> Vec<VxlanDevice> {
     let Ok(serde_json::Value::Array(links)) = serde_json::from_str::<serde_json::Value>(json) else {
         return vec![];
     };
     links
         .iter()
-        .filter_map(|l| l.pointer("/linkinfo/info_data/id").and_then(serde_json::Value::as_u64))
-        .filter_map(|id| u32::try_from(id).ok())
+        .filter_map(|l| {
+            let vni = l.pointer("/linkinfo/info_data/id")?.as_u64()?;
+            Some(VxlanDevice {
+                name: l.get("ifname").and_then(serde_json::Value::as_str).unwrap_or("?").to_string(),
+                vni: u32::try_from(vni).ok()?,
+                mtu: l.get("mtu").and_then(serde_json::Value::as_u64).and_then(|m| u16::try_from(m).ok()),
+            })
+        })
         .collect()
 }
 
@@ -269,7 +311,11 @@ mod vxlan_tests {
     fn vnis_of_the_nodes_vxlan_devices() {
         let json = r#"[{"ifindex":4,"ifname":"flannel.1","flags":["BROADCAST","UP"],"mtu":1450,"linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"198.51.100.1","port":8472}}},
                        {"ifindex":5,"ifname":"cilium_vxlan","linkinfo":{"info_kind":"vxlan","info_data":{"id":2,"port":8472}}}]"#;
-        assert_eq!(vxlan_ids(json), vec![1, 2]);
-        assert!(vxlan_ids("").is_empty() && vxlan_ids("[]").is_empty());
+        let devices = vxlan_devices(json);
+        let vnis: Vec<u32> = devices.iter().map(|d| d.vni).collect();
+        assert_eq!(vnis, vec![1, 2]);
+        assert_eq!((devices[0].name.as_str(), devices[0].mtu), ("flannel.1", Some(1450)));
+        assert_eq!((devices[1].name.as_str(), devices[1].mtu), ("cilium_vxlan", None));
+        assert!(vxlan_devices("").is_empty() && vxlan_devices("[]").is_empty());
     }
 }

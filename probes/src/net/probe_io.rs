@@ -23,7 +23,7 @@ pub struct ListenSpec {
 }
 
 /// What to send.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SendSpec {
     pub to: Ipv4Addr,
     pub port: u16,
@@ -33,6 +33,9 @@ pub struct SendSpec {
     pub count: u32,
     /// Between probes.
     pub gap: Duration,
+    /// Sized probes: probe i's outer IPv4 packet is `sizes[i]` bytes, sent with Don't Fragment
+    /// (`count` is ignored, and no control datagram goes). Empty: `count` plain probes.
+    pub sizes: Vec<u16>,
 }
 
 /// The sequence numbers heard.
@@ -47,8 +50,13 @@ pub struct Heard {
 pub struct Sent {
     pub left: HashSet<u32>,
     pub control_left: HashSet<u32>,
-    /// The first error sendto(2) gave (EPERM when this node's own firewall drops the packet).
+    /// The first error sendto(2) gave (EPERM when this node's own firewall drops the packet;
+    /// EMSGSIZE for a sized probe longer than the interface's MTU).
     pub send_error: Option<String>,
+    /// The MTU of the interface the probes left by.
+    pub interface_mtu: Option<u16>,
+    /// An ICMP fragmentation-needed about our probes, captured while sending sized ones.
+    pub frag_needed: Option<vxlan::FragNeeded>,
 }
 
 /// Listening under way.
@@ -432,18 +440,36 @@ impl ProbeIo for Sockets {
 
     fn send(&self, spec: SendSpec) -> Result<Sent> {
         let name = interface::for_route_to(spec.to)?;
-        let filter = format!(
+        let sized = !spec.sizes.is_empty();
+        let mut filter = format!(
             "udp and dst host {} and (dst port {} or dst port {})",
             spec.to, spec.port, spec.control_port
         );
+        if sized {
+            // A router that cannot forward a probe says so, if it is allowed to.
+            filter = format!("({filter}) or (icmp and icmp[0] == 3 and icmp[1] == 4)");
+        }
         let mut capture = LiveCapture::open(&name, &filter)?;
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
             .map_err(|e| Error::could_not_run("binding the probe socket", e.to_string()))?;
-        let mut sent = Sent::default();
-        for seq in 0..spec.count {
-            let probe = vxlan::probe_payload(spec.vni, spec.probe_id, seq);
-            let control = vxlan::control_payload(spec.probe_id, seq);
-            for (payload, port) in [(&probe[..], spec.port), (&control[..], spec.control_port)] {
+        if sized {
+            dont_fragment(&socket).map_err(|e| {
+                Error::could_not_run("setting Don't Fragment on the probe socket", e.to_string())
+            })?;
+        }
+        let mut sent = Sent { interface_mtu: interface::mtu(&name).ok(), ..Sent::default() };
+        let probes: Vec<Vec<u8>> = if sized {
+            let sized = |(seq, size): (usize, &u16)| {
+                vxlan::sized_probe_payload(spec.vni, spec.probe_id, seq as u32, usize::from(*size))
+            };
+            spec.sizes.iter().enumerate().map(sized).collect()
+        } else {
+            (0..spec.count).map(|seq| vxlan::probe_payload(spec.vni, spec.probe_id, seq)).collect()
+        };
+        for (seq, probe) in probes.iter().enumerate() {
+            let control = vxlan::control_payload(spec.probe_id, seq as u32);
+            let datagrams = [(&probe[..], spec.port), (&control[..], spec.control_port)];
+            for (payload, port) in datagrams.into_iter().take(if sized { 1 } else { 2 }) {
                 self.budget.take();
                 if let Err(e) = socket.send_to(payload, (spec.to, port)) {
                     sent.send_error.get_or_insert(e.to_string());
@@ -454,7 +480,11 @@ impl ProbeIo for Sockets {
         // What left: read the egress capture a little past the last send.
         let until = Instant::now() + Duration::from_millis(100);
         while let Some(frame) = capture.next_before(until)? {
-            if let Some((_, _, port, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
+            if let Some(said) = vxlan::frag_needed(frame.link, &frame.data) {
+                if said.quoted_destination == spec.to && said.quoted_port == spec.port {
+                    sent.frag_needed.get_or_insert(said);
+                }
+            } else if let Some((_, _, port, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
                 if port == spec.port {
                     if let Some(seq) = vxlan::probe_seq(payload, spec.vni, spec.probe_id) {
                         sent.left.insert(seq);
@@ -466,6 +496,30 @@ impl ProbeIo for Sockets {
         }
         Ok(sent)
     }
+}
+
+/// Sets the Don't Fragment bit on every datagram of `socket`, whatever path MTU the kernel has
+/// cached for the destination (IP_PMTUDISC_PROBE): a datagram longer than the interface's MTU
+/// fails with EMSGSIZE, one longer than a hop's is dropped there (with or without an ICMP
+/// fragmentation-needed), never fragmented.
+#[allow(unsafe_code)] // setsockopt(2): std has no wrapper for IP_MTU_DISCOVER.
+fn dont_fragment(socket: &UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: `value` outlives the call and its size is passed with it.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -284,7 +284,7 @@ fn unfit_peer(ip: Ipv4Addr, own: &[Ipv4Addr]) -> Option<&'static str> {
 
 /// Refuses a VNI that one of this node's vxlan devices uses: a probe must never reach a real VTEP.
 fn vni_in_use(agent: &Agent, vni: u32) -> Option<Response> {
-    agent.ways.node.vxlan_vnis().contains(&vni).then(|| {
+    agent.ways.node.vxlan_devices().iter().any(|d| d.vni == vni).then(|| {
         refuse(
             StatusCode::FORBIDDEN,
             format!("VNI {vni} is used by a vxlan device of this node: pick another with --vni"),
@@ -338,6 +338,7 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
         let response = ExpectResponse {
             control_port: listener.control_port(),
             interface: listener.interface().to_string(),
+            interface_mtu: crate::net::interface::mtu(listener.interface()).ok(),
         };
         let expectation = Expectation {
             listener,
@@ -407,7 +408,10 @@ async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) ->
                 path: Path::Inbound,
             };
             let (after, error) = read_counters(counters.as_ref(), &flow);
+            let mut arrived_seqs: Vec<u32> = heard.probes.iter().copied().collect();
+            arrived_seqs.sort_unstable();
             Ok(CollectResponse {
+                arrived_seqs,
                 arrived: heard.probes.len() as u32,
                 control_arrived: heard.control.len() as u32,
                 dropping_rules: rules::grown(&expectation.counters_before, &after),
@@ -426,6 +430,19 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
         return refuse(
             StatusCode::BAD_REQUEST,
             format!("count must be 1 to {MAX_COUNT}, vni at most {}, port not 0", vxlan::MAX_VNI),
+        );
+    }
+    let sizes_fit = req
+        .sizes
+        .iter()
+        .all(|&s| (vxlan::MIN_PROBE_PACKET..=usize::from(MAX_PROBE_PACKET)).contains(&usize::from(s)));
+    if !req.sizes.is_empty() && (req.sizes.len() != req.count as usize || !sizes_fit) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "sizes: one per probe (count), each {} to {MAX_PROBE_PACKET} bytes",
+                vxlan::MIN_PROBE_PACKET
+            ),
         );
     }
     let own = agent.ways.node.addresses();
@@ -480,8 +497,13 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
                 probe_id: req.probe_id,
                 count: req.count,
                 gap: Duration::from_millis(SEND_GAP_MS),
+                sizes: req.sizes.clone(),
             })?;
             let (after, after_error) = read_counters(agent.ways.counters.as_ref(), &flow);
+            let mut left_seqs: Vec<u32> = sent.left.iter().copied().collect();
+            left_seqs.sort_unstable();
+            let widest =
+                agent.ways.node.vxlan_devices().into_iter().filter_map(|d| Some((d.mtu?, d.name))).max();
             Ok(SendResponse {
                 sent: req.count,
                 left_source: sent.left.len() as u32,
@@ -489,6 +511,10 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
                 send_error: sent.send_error,
                 dropping_rules: rules::grown(&before, &after),
                 counters_error: before_error.or(after_error),
+                left_seqs,
+                interface_mtu: sent.interface_mtu,
+                frag_needed: sent.frag_needed.map(|f| FragNeededSeen { from: f.from, mtu: f.mtu }),
+                vxlan_device: widest.map(|(mtu, name)| VxlanDeviceMtu { name, mtu }),
             })
         })
         .await,
@@ -499,6 +525,7 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
 mod tests {
     use super::*;
     use crate::net::firewall::Snapshot;
+    use crate::net::interface::VxlanDevice;
     use crate::net::probe_io::{Heard, Sent};
     use axum::body::Body;
     use axum::http::Request as HttpRequest;
@@ -541,7 +568,7 @@ mod tests {
             Ok(Sent {
                 left: (0..self.left.min(spec.count)).collect(),
                 control_left: HashSet::new(),
-                send_error: None,
+                ..Sent::default()
             })
         }
     }
@@ -580,8 +607,8 @@ mod tests {
         fn addresses(&self) -> Vec<Ipv4Addr> {
             vec![Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::LOCALHOST]
         }
-        fn vxlan_vnis(&self) -> Vec<u32> {
-            vec![1]
+        fn vxlan_devices(&self) -> Vec<VxlanDevice> {
+            vec![VxlanDevice { name: "flannel.1".into(), vni: 1, mtu: Some(1450) }]
         }
         fn address_towards(&self, _: Ipv4Addr) -> Option<Ipv4Addr> {
             Some(Ipv4Addr::new(198, 51, 100, 1))

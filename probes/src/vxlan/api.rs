@@ -19,6 +19,8 @@ pub const MAX_OPEN: usize = 64;
 pub const MAX_SENDS: usize = 8;
 /// Packets per second one agent sends at most, over all requests together (probes and controls).
 pub const MAX_PACKETS_PER_SECOND: u32 = 400;
+/// Sized probes (`--mtu`) are at most this long (outer IPv4 packet): a jumbo frame.
+pub const MAX_PROBE_PACKET: u16 = 9216;
 
 /// `POST /v1/expect`: start listening for probes from `from` (capture on the interface towards it,
 /// and a control UDP socket).
@@ -38,6 +40,9 @@ pub struct ExpectRequest {
 pub struct ExpectResponse {
     pub control_port: u16,
     pub interface: String,
+    /// The MTU of that interface, when it could be read.
+    #[serde(default)]
+    pub interface_mtu: Option<u16>,
 }
 
 /// `POST /v1/send`: send `count` VXLAN probes to `to:port` and as many control datagrams to
@@ -50,9 +55,13 @@ pub struct SendRequest {
     pub control_port: u16,
     pub vni: u32,
     pub count: u32,
+    /// Sized probes (`--mtu`): probe i's outer IPv4 packet is `sizes[i]` bytes and leaves with
+    /// the Don't Fragment bit set; `count` is then `sizes.len()` and no control datagram goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<u16>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SendResponse {
     pub sent: u32,
     /// Probes seen leaving the interface towards `to`.
@@ -66,6 +75,32 @@ pub struct SendResponse {
     /// Why this node's firewall counters could not be read, when they could not.
     #[serde(default)]
     pub counters_error: Option<String>,
+    /// Sequence numbers of the probes seen leaving, in order.
+    #[serde(default)]
+    pub left_seqs: Vec<u32>,
+    /// The MTU of the interface the probes left by, when it could be read.
+    #[serde(default)]
+    pub interface_mtu: Option<u16>,
+    /// An ICMP fragmentation-needed about the probes that came back while sending, if one did.
+    #[serde(default)]
+    pub frag_needed: Option<FragNeededSeen>,
+    /// This node's vxlan device with the largest MTU (the pod network's), when it has one.
+    #[serde(default)]
+    pub vxlan_device: Option<VxlanDeviceMtu>,
+}
+
+/// Who said a probe was too big for its next hop, and the MTU it gave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragNeededSeen {
+    pub from: Ipv4Addr,
+    pub mtu: u16,
+}
+
+/// A vxlan device of a node and its MTU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanDeviceMtu {
+    pub name: String,
+    pub mtu: u16,
 }
 
 /// A firewall rule and how many packets it counted during a probe.
@@ -92,7 +127,7 @@ pub struct CollectRequest {
     pub probe_id: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CollectResponse {
     /// Probes captured arriving on the interface.
     pub arrived: u32,
@@ -108,6 +143,9 @@ pub struct CollectResponse {
     /// listening, when it could be read.
     #[serde(default)]
     pub udp_csum_errors: Option<u64>,
+    /// Sequence numbers of the probes captured arriving, in order.
+    #[serde(default)]
+    pub arrived_seqs: Vec<u32>,
 }
 
 /// `GET /v1/health`.

@@ -69,6 +69,7 @@ impl MeshConfig {
             count: self.count,
             timeout: self.timeout,
             skip_unanswering: true,
+            mtu: false,
         }
     }
 }
@@ -200,6 +201,7 @@ mod tests {
     /// This node's address in the tests.
     const ME: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     use crate::net::agent_client::AgentAddr;
+    use crate::net::interface::VxlanDevice;
     use crate::vxlan::PairVerdict;
     use serde::de::DeserializeOwned;
     use serde::Serialize;
@@ -239,7 +241,7 @@ mod tests {
         fn addresses(&self) -> Vec<Ipv4Addr> {
             vec![ME]
         }
-        fn vxlan_vnis(&self) -> Vec<u32> {
+        fn vxlan_devices(&self) -> Vec<VxlanDevice> {
             vec![]
         }
         fn address_towards(&self, _: Ipv4Addr) -> Option<Ipv4Addr> {

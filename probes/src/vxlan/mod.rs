@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod mesh;
 pub mod metrics;
+pub mod mtu;
 pub mod rules;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -104,6 +105,8 @@ pub struct Config {
     /// A node whose agent does not answer is listed as untested (`--all-nodes`) instead of being
     /// an error (nodes named by hand).
     pub skip_unanswering: bool,
+    /// `--mtu`: after the probes, search each pair's path MTU with sized Don't Fragment probes.
+    pub mtu: bool,
 }
 
 impl Node {
@@ -123,6 +126,9 @@ pub enum PairVerdict {
     BlockedAtSource,
     LostInNetwork,
     DroppedAtDestination,
+    /// Probes arrive, but the pod network's MTU (the source's vxlan device) does not fit in
+    /// the largest packet the path carries (`--mtu`): pods' large packets are lost.
+    PathMtuTooSmall,
     /// The pair could not be measured (an agent failed or refused a step): no verdict on the
     /// network, and the run could not check everything.
     Untested,
@@ -137,6 +143,7 @@ impl PairVerdict {
             PairVerdict::BlockedAtSource => "blocked-at-source",
             PairVerdict::LostInNetwork => "lost-in-network",
             PairVerdict::DroppedAtDestination => "dropped-at-destination",
+            PairVerdict::PathMtuTooSmall => "path-mtu-too-small",
             PairVerdict::Untested => "untested",
         }
     }
@@ -198,6 +205,9 @@ pub struct PairReport {
     /// What the drop reason rests on, e.g. the counter that grew.
     pub evidence: Option<String>,
     pub diagnosis: String,
+    /// With `--mtu`: the largest packet the path carries and what it leaves the pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<mtu::MtuReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -351,7 +361,15 @@ pub async fn probe_within<A: AgentApi>(
                 // never opened long before its probes can go, and no two pairs wait on each other.
                 let send_slot = sends.acquire_owned().await.ok();
                 let expect_slot = expects.acquire_owned().await.ok();
-                let result = probe_pair(agents.as_ref(), &config, &from, &to, probe_id, send_slot).await;
+                let mut result = probe_pair(agents.as_ref(), &config, &from, &to, probe_id, send_slot).await;
+                if let (true, Ok(pair)) = (config.mtu, result.as_mut()) {
+                    if pair.arrived > 0 {
+                        match search_mtu(agents.as_ref(), &config, &from, &to, probe_id).await {
+                            Ok(found) => add_mtu(pair, mtu::judge(from.ip, to.ip, found)),
+                            Err(e) => pair.diagnosis.push_str(&format!(" (path MTU not measured: {e})")),
+                        }
+                    }
+                }
                 drop(expect_slot);
                 ((a, b), result)
             });
@@ -401,9 +419,29 @@ pub(crate) async fn probe_pair<A: AgentApi>(
     probe_id: u64,
     send_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<PairReport> {
+    let (sent, arrived) = exchange(agents, config, from, to, probe_id, Vec::new(), send_slot).await?;
+    let mut pair = judge(config, from.ip, to.ip, &sent, &arrived);
+    pair.from_node = from.label.clone();
+    pair.to_node = to.label.clone();
+    Ok(pair)
+}
+
+/// One round with a pair's agents: the destination expects probe `probe_id`, the source sends
+/// it (`config.count` plain probes, or one per entry of `sizes`), and after the timeout the
+/// destination says what arrived.
+async fn exchange<A: AgentApi>(
+    agents: &A,
+    config: &Config,
+    from: &Node,
+    to: &Node,
+    probe_id: u64,
+    sizes: Vec<u16>,
+    send_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<(SendResponse, CollectResponse)> {
+    let count = if sizes.is_empty() { config.count } else { sizes.len() as u32 };
     // The longest the destination listens if nobody collects; collect ends it sooner. Room for a
     // busy source, whose counters and send slot may keep the probes waiting seconds.
-    let window = config.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(config.count) + 10_000);
+    let window = config.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(count) + 10_000);
     let expect = ExpectRequest {
         probe_id,
         from: from.ip,
@@ -420,7 +458,8 @@ pub(crate) async fn probe_pair<A: AgentApi>(
         port: config.port,
         control_port: listening.control_port,
         vni: config.vni,
-        count: config.count,
+        count,
+        sizes,
     };
     let sent: SendResponse = match patiently(|| agents.call(&from_agent, "/v1/send", Some(&send))).await {
         Ok(sent) => sent,
@@ -434,11 +473,58 @@ pub(crate) async fn probe_pair<A: AgentApi>(
     drop(send_slot);
     tokio::time::sleep(config.timeout).await;
     let arrived: CollectResponse =
-        agents.call(&to.agent_addr(), "/v1/collect", Some(&CollectRequest { probe_id })).await?;
-    let mut pair = judge(config, from.ip, to.ip, &sent, &arrived);
-    pair.from_node = from.label.clone();
-    pair.to_node = to.label.clone();
-    Ok(pair)
+        agents.call(&to_agent, "/v1/collect", Some(&CollectRequest { probe_id })).await?;
+    Ok((sent, arrived))
+}
+
+/// Searches the pair's path MTU (see [`mtu`]): rounds of sized probes, each size sent
+/// [`mtu::COPIES`] times, until the bounds meet.
+async fn search_mtu<A: AgentApi>(
+    agents: &A,
+    config: &Config,
+    from: &Node,
+    to: &Node,
+    probe_id: u64,
+) -> Result<mtu::Found> {
+    let mut search = mtu::Search::new(api::MAX_PROBE_PACKET);
+    let mut found = mtu::Found::default();
+    while !search.done() && found.rounds < mtu::MAX_ROUNDS {
+        found.rounds += 1;
+        let sizes = search.sizes();
+        let sent_sizes: Vec<u16> = sizes.iter().flat_map(|&s| [s; mtu::COPIES]).collect();
+        found.probes += sent_sizes.len() as u32;
+        // A probe id of its own per round: a late probe of one round never counts in the next.
+        let round_id = probe_id ^ (u64::from(found.rounds) << 56);
+        let (sent, arrived) = exchange(agents, config, from, to, round_id, sent_sizes.clone(), None).await?;
+        let fate = |size: u16| {
+            let copies = sent_sizes.iter().enumerate().filter(|(_, s)| **s == size).map(|(i, _)| i as u32);
+            let seqs: Vec<u32> = copies.collect();
+            if seqs.iter().any(|seq| arrived.arrived_seqs.contains(seq)) {
+                mtu::Fate::Arrived
+            } else if seqs.iter().any(|seq| sent.left_seqs.contains(seq)) {
+                mtu::Fate::Lost
+            } else {
+                mtu::Fate::NotSent
+            }
+        };
+        let tried: Vec<(u16, mtu::Fate)> = sizes.iter().map(|&s| (s, fate(s))).collect();
+        search.narrow(&tried, sent.interface_mtu);
+        found.interface_mtu = sent.interface_mtu.or(found.interface_mtu);
+        found.vxlan_device = sent.vxlan_device.map(|d| (d.name, d.mtu)).or(found.vxlan_device);
+        found.frag_needed = found.frag_needed.or(sent.frag_needed);
+    }
+    found.path_mtu = search.path_mtu();
+    Ok(found)
+}
+
+/// Adds the MTU search's report to a pair: a pod network that does not fit in the path makes a
+/// pair whose probes got through `path-mtu-too-small`.
+fn add_mtu(pair: &mut PairReport, report: mtu::MtuReport) {
+    if report.too_small && matches!(pair.verdict, PairVerdict::Ok | PairVerdict::Unverified) {
+        pair.verdict = PairVerdict::PathMtuTooSmall;
+        pair.diagnosis = report.finding.clone();
+    }
+    pair.mtu = Some(report);
 }
 
 /// A pair that could not be measured: why, and no counts.
@@ -460,6 +546,7 @@ fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
         drop_reason: None,
         evidence: None,
         diagnosis: format!("not measured: {why}"),
+        mtu: None,
     }
 }
 
@@ -597,6 +684,7 @@ pub fn judge(
         drop_reason,
         evidence,
         diagnosis,
+        mtu: None,
     }
 }
 
@@ -615,6 +703,7 @@ mod tests {
             count: 5,
             timeout: Duration::ZERO,
             skip_unanswering: false,
+            mtu: false,
         }
     }
 
@@ -630,6 +719,7 @@ mod tests {
             send_error: None,
             dropping_rules: rules(dropping),
             counters_error: None,
+            ..Default::default()
         }
     }
 
@@ -640,6 +730,7 @@ mod tests {
             dropping_rules: rules(dropping),
             counters_error: None,
             udp_csum_errors: Some(0),
+            ..Default::default()
         }
     }
 
@@ -792,6 +883,71 @@ mod tests {
             }
         }
         agents
+    }
+
+    /// Agents on a path that carries 1,400-byte packets from interfaces of 1,500: plain probes
+    /// all arrive, sized ones as their size allows. Each node has flannel.1 at 1450.
+    #[derive(Default)]
+    struct PathAgents {
+        sizes: Mutex<HashMap<u64, Vec<u16>>>,
+        sends: Mutex<u32>,
+    }
+
+    impl AgentApi for PathAgents {
+        async fn call<B: Serialize + Sync, R: serde::de::DeserializeOwned>(
+            &self,
+            _: &AgentAddr,
+            path: &str,
+            body: Option<&B>,
+        ) -> Result<R> {
+            use serde_json::json;
+            let body = serde_json::to_value(body).unwrap();
+            let id = body["probe_id"].as_u64().unwrap_or(0);
+            let seqs = |sizes: &[u16], fits: u16| -> Vec<u32> {
+                (0..sizes.len() as u32).filter(|&i| sizes[i as usize] <= fits).collect()
+            };
+            let answer = match path {
+                "/v1/health" => json!({"version": "t"}),
+                "/v1/expect" => json!({"control_port": 40000, "interface": "eth0", "interface_mtu": 1500}),
+                "/v1/send" => {
+                    *self.sends.lock().unwrap() += 1;
+                    let sizes: Vec<u16> = serde_json::from_value(body["sizes"].clone()).unwrap_or_default();
+                    let count = body["count"].as_u64().unwrap() as u32;
+                    let left = if sizes.is_empty() { (0..count).collect() } else { seqs(&sizes, 1500) };
+                    self.sizes.lock().unwrap().insert(id, sizes);
+                    json!({"sent": count, "left_source": left.len(), "control_left": count, "dropping_rules": [],
+                           "left_seqs": left, "interface_mtu": 1500,
+                           "vxlan_device": {"name": "flannel.1", "mtu": 1450}})
+                }
+                "/v1/collect" => {
+                    let sizes = self.sizes.lock().unwrap().remove(&id).unwrap_or_default();
+                    let arrived = if sizes.is_empty() { (0..5).collect() } else { seqs(&sizes, 1400) };
+                    json!({"arrived": arrived.len(), "control_arrived": 5, "dropping_rules": [], "arrived_seqs": arrived})
+                }
+                other => panic!("{other}"),
+            };
+            Ok(serde_json::from_value(answer).unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_mtu_search_finds_the_path_and_says_the_pod_network_does_not_fit() {
+        let agents = Arc::new(PathAgents::default());
+        let report = probe(agents.clone(), Config { mtu: true, ..two_nodes() }).await.unwrap();
+        for pair in &report.pairs {
+            let m = pair.mtu.as_ref().unwrap();
+            assert_eq!((m.path_mtu, m.inner_mtu, m.vxlan_mtu), (Some(1400), Some(1350), Some(1450)), "{m:?}");
+            assert!(m.too_small && m.black_hole, "{m:?}");
+            assert!(m.rounds <= 4 && m.probes <= m.rounds * 32, "{m:?}");
+            assert_eq!(pair.verdict, PairVerdict::PathMtuTooSmall);
+            assert_eq!(pair.diagnosis, m.finding);
+        }
+        assert_eq!(report.verdict, Health::Fault);
+        // Without --mtu: one send per pair, no search.
+        let plain = Arc::new(PathAgents::default());
+        let report = probe(plain.clone(), two_nodes()).await.unwrap();
+        assert!(report.pairs.iter().all(|p| p.mtu.is_none() && p.verdict == PairVerdict::Ok));
+        assert_eq!(*plain.sends.lock().unwrap(), 2);
     }
 
     #[tokio::test]
