@@ -165,7 +165,12 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
     for e in rows() {
         let (Some(udp), Some(tcp)) = (e.protocols.get("udp"), e.protocols.get("tcp")) else { continue };
         let works = |p: &ProtocolReport| p.replies() > 0;
-        if !works(udp) && works(tcp) && udp.tcp_retry_failed == 0 {
+        // "Blocked" only when the silence stands against the other transport's answers: a
+        // Service half of whose backends are dead can lose 5 of 5 UDP queries by chance.
+        let blocked = |dead: &ProtocolReport, alive: &ProtocolReport| {
+            !works(dead) && works(alive) && clearly_fails(dead.sent, alive.replies(), alive.sent)
+        };
+        if blocked(udp, tcp) && udp.tcp_retry_failed == 0 {
             add(
                 FindingKind::ProtocolBlocked,
                 format!(
@@ -173,7 +178,7 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
                     describe(e)
                 ),
             );
-        } else if works(udp) && !works(tcp) {
+        } else if blocked(tcp, udp) {
             add(
                 FindingKind::ProtocolBlocked,
                 format!(
@@ -312,6 +317,17 @@ pub fn share_explains(failed: u32, sent: u32, failing: usize, endpoints: usize) 
 }
 
 /// The 95% Wilson score interval of a binomial proportion `k` of `n`.
+/// Whether `n` queries that all failed stand against `k` of `m` answered on another transport:
+/// had the first been as good as the second's 95% lower bound, all `n` failing would happen
+/// less than 5% of the time. 0 of 5 against 3 of 5 does not (27%); 0 of 10 against 10 of 10 does.
+fn clearly_fails(n: u32, k: u32, m: u32) -> bool {
+    if n == 0 || m == 0 {
+        return false;
+    }
+    let (low, _) = wilson_interval(k, m);
+    (1.0 - low).powi(n.min(1000) as i32) < 0.05
+}
+
 fn wilson_interval(k: u32, n: u32) -> (f64, f64) {
     const Z: f64 = 1.96;
     let n = f64::from(n);
@@ -586,6 +602,15 @@ mod tests {
         let healthy = [endpoint("192.0.2.10", "-", 40, 40, &["10.96.0.1"])];
         let found = findings(&context(&endpoints, &healthy, None));
         assert!(found.iter().all(|f| f.kind != FindingKind::ServiceFailuresExplained));
+    }
+
+    #[test]
+    fn a_transport_is_called_blocked_only_when_its_silence_stands_out() {
+        assert!(clearly_fails(10, 10, 10));
+        assert!(clearly_fails(20, 20, 20));
+        assert!(!clearly_fails(5, 3, 5), "a Service with a dead backend can lose 5 of 5 by chance");
+        assert!(!clearly_fails(1, 1, 1));
+        assert!(!clearly_fails(0, 5, 5) && !clearly_fails(5, 0, 0));
     }
 
     #[test]
