@@ -25,8 +25,10 @@ mesh_lab_up() {
         ip -n "$ns" link set eth0 up
         ip -n "$ns" link add flannel.1 type vxlan id 1 local "$ip" dstport 8472 dev eth0
         ip -n "$ns" link set flannel.1 up
+        # --no-drop-trace: every lab agent shares one kernel, so each one's tracefs instance would
+        # filter every packet of all the others; on a real node one agent has its kernel alone.
         ip netns exec "$ns" env NETPROBE_TOKEN="$token" NODE_NAME="node-$i" \
-            "$bin" agent --listen "$ip:9473" "$@" 2>/dev/null &
+            "$bin" agent --listen "$ip:9473" --no-drop-trace "$@" 2>/dev/null &
         pids+=($!)
         nodes+=("$ip")
     done

@@ -409,6 +409,14 @@ pub struct AgentArgs {
     /// With --mesh-every: the VXLAN port to probe (8472 for flannel and Cilium; 4789 IANA's).
     #[arg(long, default_value_t = 8472, requires = "mesh_every")]
     pub vxlan_port: u16,
+
+    /// Do not ask the kernel why it dropped probes that arrived. By default the agent traces
+    /// skb:kfree_skb in a tracefs instance of its own while an expectation is open (mounting
+    /// tracefs privately where it is not mounted, which needs CAP_SYS_ADMIN at start), and names
+    /// the drop reason: VXLAN_VNI_NOT_FOUND or NO_SOCKET prove the probes passed every firewall,
+    /// NETFILTER_DROP says one took them. Without it, only firewall and UDP counters are read.
+    #[arg(long)]
+    pub no_drop_trace: bool,
 }
 
 fn parse_mesh_period(text: &str) -> Result<Duration, String> {

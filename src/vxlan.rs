@@ -78,7 +78,8 @@ pub fn agent(args: AgentArgs, api: &ApiConfig) -> Result<Exit, Error> {
         None => None,
         Some(every) => Some(mesh_config(&args, every, peer_port, node_name.as_deref(), api)?),
     };
-    let config = AgentConfig { listen: args.listen, token, peer_port, node_name, mesh };
+    let drop_trace = !args.no_drop_trace;
+    let config = AgentConfig { listen: args.listen, token, peer_port, node_name, mesh, drop_trace };
     agent::serve(config, |bound, kept| {
         let kept = if kept.is_empty() { "none".to_string() } else { kept.join(", ") };
         eprintln!("netprobe agent: serving on {bound}; capabilities kept: {kept} (every other one dropped)");

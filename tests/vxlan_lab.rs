@@ -237,14 +237,26 @@ fn busy_drop_counters_that_cannot_match_the_probes_name_nothing() -> TestResult 
     let (code, report) = c.json();
     let p = pair(&report, N1, N2);
     assert_eq!((code, p["verdict"].as_str(), &p["rule"]), (0, Some("ok"), &Value::Null), "{p}");
-    assert_eq!(p["delivery"], "counters");
+    // The kernel itself says the probes reached flannel.1's socket, past every firewall.
+    assert_eq!(
+        (p["delivery"].as_str(), p["drop_location"].as_str()),
+        (Some("kernel"), Some("vxlan_rcv")),
+        "{p}"
+    );
+    assert!(
+        p["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("dropped 5 of the 5 probes that reached its interface with VXLAN_VNI_NOT_FOUND"),
+        "{p}"
+    );
     let counted = c.nodes[1].0.sh("iptables -L INPUT -v -x -n | awk '/dpt:53/ {print $1}'")?;
     assert!(counted.trim().parse::<u64>()? > 0, "the DNS drop rule did count packets meanwhile");
     Ok(())
 }
 
 #[test]
-fn native_nftables_rules_are_read_and_an_uncounted_one_leaves_delivery_unverified() -> TestResult {
+fn native_nftables_rules_are_read_and_an_uncounted_one_is_named_by_the_kernel() -> TestResult {
     let Some(c) = cluster("vx-nft", 2) else { return Ok(()) };
     // A native nftables firewall (not iptables-nft) on node2 drops VXLAN, counting.
     c.nodes[1].0.sh(
@@ -255,8 +267,37 @@ fn native_nftables_rules_are_read_and_an_uncounted_one_leaves_delivery_unverifie
     let p = pair(&report, N1, N2);
     assert_eq!((code, p["verdict"].as_str()), (1, Some("dropped-at-destination")), "{p}");
     assert!(p["rule"].as_str().unwrap().starts_with("nft: inet fw in handle"), "{p}");
-    // The same rule without a counter: the drop cannot be seen, so delivery is unverified.
+    assert_eq!(
+        (p["drop_reason"].as_str(), p["drop_location"].as_str()),
+        (Some("NETFILTER_DROP"), Some("nft_do_chain"))
+    );
+    // The same rule without a counter: no counter grows, but the kernel says its firewall took
+    // every probe (what counters alone leave unverified, below).
     c.nodes[1].0.sh("nft flush chain inet fw in && nft add rule inet fw in udp dport 8472 drop")?;
+    let (code, report) = c.json();
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (code, p["verdict"].as_str(), p["delivery"].as_str(), &p["rule"]),
+        (1, Some("dropped-at-destination"), Some("kernel"), &Value::Null),
+        "{p}"
+    );
+    assert_eq!(
+        (p["drop_reason"].as_str(), p["drop_location"].as_str()),
+        (Some("NETFILTER_DROP"), Some("nft_do_chain"))
+    );
+    assert!(p["diagnosis"].as_str().unwrap().contains("without a counter"), "{p}");
+    // The other direction passes: the kernel dropped those at flannel.1's socket, as it should.
+    assert_eq!(pair(&report, N2, N1)["drop_location"], "vxlan_rcv");
+    Ok(())
+}
+
+#[test]
+fn without_the_kernels_word_an_uncounted_drop_leaves_delivery_unverified() -> TestResult {
+    let Some(c) = cluster_with("vx-notrace", 2, &[], &["--no-drop-trace"]) else { return Ok(()) };
+    c.nodes[1].0.sh(
+        "nft add table inet fw && nft 'add chain inet fw in { type filter hook input priority 0; }' && \
+         nft add rule inet fw in udp dport 8472 drop",
+    )?;
     let (code, report) = c.json();
     let p = pair(&report, N1, N2);
     assert_eq!(
@@ -264,7 +305,12 @@ fn native_nftables_rules_are_read_and_an_uncounted_one_leaves_delivery_unverifie
         (0, Some("unverified"), Some("unverified")),
         "{p}"
     );
-    assert!(p["delivery_note"].as_str().unwrap().contains("without a counter"), "{p}");
+    let note = p["delivery_note"].as_str().unwrap();
+    assert!(
+        note.contains("without a counter")
+            && note.contains("not traced: tracing turned off (--no-drop-trace)"),
+        "{p}"
+    );
     let (_, table, _) = c.vxlan(&[], TOKEN);
     assert!(table.contains("unverified"), "{table}");
     Ok(())
@@ -272,7 +318,9 @@ fn native_nftables_rules_are_read_and_an_uncounted_one_leaves_delivery_unverifie
 
 #[test]
 fn agents_that_cannot_read_their_firewall_say_so() -> TestResult {
-    let Some(c) = cluster_with("vx-nocounters", 2, &["PATH=/var/empty"], &[]) else { return Ok(()) };
+    let Some(c) = cluster_with("vx-nocounters", 2, &["PATH=/var/empty"], &["--no-drop-trace"]) else {
+        return Ok(());
+    };
     let (code, report) = c.json();
     assert_eq!(code, 0, "{report}");
     for (a, b) in [(N1, N2), (N2, N1)] {
@@ -280,6 +328,32 @@ fn agents_that_cannot_read_their_firewall_say_so() -> TestResult {
         assert_eq!((p["arrived"].as_u64(), p["verdict"].as_str()), (Some(5), Some("unverified")), "{p}");
         assert!(p["delivery_note"].as_str().unwrap().contains("not installed"), "{p}");
     }
+    Ok(())
+}
+
+#[test]
+fn the_kernels_word_stands_where_the_counters_cannot_be_read() -> TestResult {
+    let Some(c) = cluster_with("vx-nocounters-traced", 2, &["PATH=/var/empty"], &[]) else { return Ok(()) };
+    // Without iptables and nft the counters are unreadable; the kernel says every probe got
+    // past the firewalls to flannel.1's socket. Then flannel.1 goes: nothing listens on 8472.
+    let (code, report) = c.json();
+    assert_eq!(code, 0, "{report}");
+    let p = pair(&report, N1, N2);
+    assert_eq!((p["verdict"].as_str(), p["delivery"].as_str()), (Some("ok"), Some("kernel")), "{p}");
+    assert!(
+        p["delivery_note"].as_str().unwrap().contains("not installed"),
+        "the counters' failure is still said: {p}"
+    );
+    c.nodes[1].0.sh("ip link del flannel.1")?;
+    let (code, report) = c.json();
+    assert_eq!(code, 0, "{report}");
+    let p = pair(&report, N1, N2);
+    assert_eq!(
+        (p["verdict"].as_str(), p["drop_location"].as_str()),
+        (Some("ok"), Some("__udp4_lib_rcv")),
+        "{p}"
+    );
+    assert!(p["evidence"].as_str().unwrap().contains("with NO_SOCKET"), "{p}");
     Ok(())
 }
 

@@ -408,6 +408,7 @@ mod tests {
             rtt_ms: None,
             rule: rule.map(str::to_string),
             drop_reason: None,
+            drop_location: None,
             evidence: None,
             diagnosis: "why".into(),
             mtu: None,

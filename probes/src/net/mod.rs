@@ -9,6 +9,7 @@ pub mod capture;
 pub mod capture_file;
 pub mod conntrack;
 pub mod dns;
+pub mod drop_trace;
 #[cfg(test)]
 pub mod fake;
 pub mod firewall;

@@ -29,6 +29,7 @@ use super::api::*;
 use super::metrics::{Metrics, CONTENT_TYPE};
 use super::rules::{self, Candidates, Flow, Path};
 use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
+use crate::net::drop_trace::{DropTrace, DropWatch, NoTrace, Tracefs, Watched};
 use crate::net::firewall::{NodeFirewall, RuleCounters};
 use crate::net::interface::{NodeFacts, ThisNode};
 use crate::net::probe_io::{ListenSpec, Listener, ProbeIo, SendSpec, Sockets};
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     /// `--mesh-every`: probe the peers every period and show it on /metrics. Its `me_agent` is
     /// filled in once the listener is bound.
     pub mesh: Option<super::mesh::MeshConfig>,
+    /// Ask the kernel why it dropped probes that arrived (skb:kfree_skb through tracefs).
+    pub drop_trace: bool,
 }
 
 /// Asks the agent at `peer` what it expects for `probe_id` (`None`: nothing, or no agent there).
@@ -81,6 +84,8 @@ impl PeerCheck for HttpAgents {
 
 struct Expectation {
     listener: Box<dyn Listener>,
+    /// The kernel's drops of the probes since the expectation opened, or why they are not known.
+    drops: std::result::Result<Box<dyn DropWatch>, String>,
     from: Ipv4Addr,
     to: Option<Ipv4Addr>,
     port: u16,
@@ -109,6 +114,7 @@ pub struct Ways {
     pub counters: Arc<dyn RuleCounters>,
     pub node: Arc<dyn NodeFacts>,
     pub peers: Arc<dyn PeerCheck>,
+    pub drops: Arc<dyn DropTrace>,
 }
 
 /// The agent's state: its token, the expectations open, the sends under way, and its ways.
@@ -155,11 +161,20 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
     if config.token.trim().is_empty() {
         return Err(Error::invalid("token", "empty: set NETPROBE_TOKEN or pass --token-file"));
     }
+    // Before the capabilities go: mounting tracefs, where it must, needs CAP_SYS_ADMIN.
+    let drops: Arc<dyn DropTrace> = match config.drop_trace {
+        false => Arc::new(NoTrace("tracing turned off (--no-drop-trace)".into())),
+        true => match Tracefs::open() {
+            Ok(tracefs) => Arc::new(tracefs),
+            Err(why) => Arc::new(NoTrace(why)),
+        },
+    };
     let ways = Ways {
         io: Arc::new(Sockets::new(MAX_PACKETS_PER_SECOND)),
         counters: Arc::new(NodeFirewall::default()),
         node: Arc::new(ThisNode),
         peers: Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(5))?),
+        drops,
     };
     let mesh_agents = Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(10))?);
     let agent = Agent::new(config.token, config.peer_port, ways).on_node(config.node_name);
@@ -335,6 +350,11 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
             probe_id: req.probe_id,
             window,
         })?;
+        let watched = Watched {
+            interface: listener.interface().to_string(),
+            len: vxlan::probe_packet_len(req.probe_id),
+        };
+        let drops = state.ways.drops.watch(watched);
         let response = ExpectResponse {
             control_port: listener.control_port(),
             interface: listener.interface().to_string(),
@@ -342,6 +362,7 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
         };
         let expectation = Expectation {
             listener,
+            drops,
             from: req.from,
             to: req.to,
             port: req.port,
@@ -401,6 +422,10 @@ async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) ->
     answer(
         blocking(move || {
             let heard = expectation.listener.finish()?;
+            let (kernel_drops, trace_error) = match expectation.drops.map(|watch| watch.finish()) {
+                Ok(Ok(drops)) => (Some(drops), None),
+                Ok(Err(why)) | Err(why) => (None, Some(why)),
+            };
             let flow = Flow {
                 source: expectation.from,
                 destination: expectation.to,
@@ -412,6 +437,8 @@ async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) ->
             arrived_seqs.sort_unstable();
             Ok(CollectResponse {
                 arrived_seqs,
+                kernel_drops,
+                trace_error,
                 arrived: heard.probes.len() as u32,
                 control_arrived: heard.control.len() as u32,
                 dropping_rules: rules::grown(&expectation.counters_before, &after),
@@ -645,6 +672,7 @@ mod tests {
                 counters: Arc::new(FakeCounters(Mutex::new(snapshots.into()))),
                 node: Arc::new(FakeNode),
                 peers: Arc::new(FakePeers),
+                drops: Arc::new(NoTrace("not traced in unit tests".into())),
             },
         ))
     }

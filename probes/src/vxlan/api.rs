@@ -146,6 +146,12 @@ pub struct CollectResponse {
     /// Sequence numbers of the probes captured arriving, in order.
     #[serde(default)]
     pub arrived_seqs: Vec<u32>,
+    /// What this node's kernel dropped of the probes (skb:kfree_skb), by reason and place;
+    /// `None` when it could not be traced, with `trace_error` saying why.
+    #[serde(default)]
+    pub kernel_drops: Option<Vec<crate::net::drop_trace::KernelDrop>>,
+    #[serde(default)]
+    pub trace_error: Option<String>,
 }
 
 /// `GET /v1/health`.

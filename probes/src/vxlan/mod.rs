@@ -175,6 +175,9 @@ pub enum Delivery {
     Counters,
     /// Its firewall counters could not be read: see `delivery_note`.
     Unverified,
+    /// Its kernel said so: it dropped the probes past every firewall, at the tunnel's socket
+    /// (VXLAN_VNI_NOT_FOUND: no VTEP has the probes' VNI; NO_SOCKET: no VTEP listens).
+    Kernel,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -199,9 +202,12 @@ pub struct PairReport {
     pub rtt_ms: Option<f64>,
     /// The firewall rule that dropped the probes, when one was found.
     pub rule: Option<String>,
-    /// Why the destination's kernel dropped probes that reached its interface, when known:
-    /// `UDP_CSUM` (a bad UDP checksum).
+    /// Why the destination's kernel dropped probes that reached its interface, when known: the
+    /// kernel's own reason from skb:kfree_skb (`NETFILTER_DROP`, `UDP_CSUM`, ...), or `UDP_CSUM`
+    /// from the checksum counter.
     pub drop_reason: Option<String>,
+    /// The kernel function that dropped them, when traced (`nft_do_chain`, `ipt_do_table`, ...).
+    pub drop_location: Option<String>,
     /// What the drop reason rests on, e.g. the counter that grew.
     pub evidence: Option<String>,
     pub diagnosis: String,
@@ -544,6 +550,7 @@ fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
         rtt_ms: None,
         rule: None,
         drop_reason: None,
+        drop_location: None,
         evidence: None,
         diagnosis: format!("not measured: {why}"),
         mtu: None,
@@ -591,10 +598,13 @@ pub fn judge(
     let mut delivery_note = None;
     let mut drop_reason = None;
     let mut evidence = None;
+    let mut drop_location = None;
     // The destination's UDP checksum drops grew by at least the probes that reached it: its
     // kernel threw them away after the capture saw them.
     let bad_checksums =
         arrived.udp_csum_errors.filter(|n| arrived.arrived > 0 && *n >= u64::from(arrived.arrived));
+    // What the destination's kernel said it dropped of these very probes (matched by packet).
+    let traced = Traced::of(arrived, to);
     let (verdict, rule, diagnosis) = if sent.left_source == 0 {
         let rule = blamed(&sent.dropping_rules, never_left).map(|r| r.rule.clone());
         let cause = match (&rule, &sent.send_error) {
@@ -622,6 +632,9 @@ pub fn judge(
         (PairVerdict::LostInNetwork, None, diagnosis)
     } else if let Some(rule) = blamed(&arrived.dropping_rules, arrived.arrived) {
         delivery = Some(Delivery::Counters);
+        if let Some(firewall) = traced.firewall() {
+            (drop_reason, drop_location, evidence) = firewall.named();
+        }
         (
             PairVerdict::DroppedAtDestination,
             Some(rule.rule.clone()),
@@ -630,13 +643,33 @@ pub fn judge(
                 rule.rule, rule.packets, arrived.arrived
             ),
         )
-    } else if let Some(dropped) = bad_checksums {
+    } else if let Some(firewall) = traced.firewall() {
+        delivery = Some(Delivery::Kernel);
+        (drop_reason, drop_location, evidence) = firewall.named();
+        (
+            PairVerdict::DroppedAtDestination,
+            None,
+            format!(
+                "UDP {port} from {from} reached {to}'s interface and {to}'s firewall dropped it: the kernel says NETFILTER_DROP in {} for {} of {} probes, though no counted rule grew: look for a DROP rule for UDP {port} without a counter in {to}'s input path (nft list ruleset)",
+                firewall.location, firewall.count, arrived.arrived
+            ),
+        )
+    } else if let (Some(dropped), _) | (None, Some(dropped)) =
+        (bad_checksums, traced.reason("UDP_CSUM").map(|d| u64::from(d.count)))
+    {
         delivery = Some(Delivery::Counters);
         drop_reason = Some("UDP_CSUM".to_string());
-        evidence = Some(format!(
-            "{to}'s Udp InCsumErrors grew by {dropped} while {} probe(s) reached its interface",
-            arrived.arrived
-        ));
+        let counted = bad_checksums.map(|n| {
+            format!(
+                "{to}'s Udp InCsumErrors grew by {n} while {} probe(s) reached its interface",
+                arrived.arrived
+            )
+        });
+        let said = traced.reason("UDP_CSUM").map(|d| {
+            drop_location = Some(d.location.clone());
+            traced.words(&d)
+        });
+        evidence = Some([counted, said].into_iter().flatten().collect::<Vec<_>>().join("; "));
         (
             PairVerdict::DroppedAtDestination,
             None,
@@ -653,9 +686,31 @@ pub fn judge(
             None,
             format!("{} of {} UDP {port} probes from {from} reached {to}: look for congestion, rate limits or MTU trouble on the path", arrived.arrived, sent.sent),
         )
+    } else if let Some(other) = traced.other_drop() {
+        delivery = Some(Delivery::Kernel);
+        (drop_reason, drop_location, evidence) = other.named();
+        (
+            PairVerdict::DroppedAtDestination,
+            None,
+            format!(
+                "UDP {port} from {from} reached {to}'s interface and {to}'s kernel dropped it: {} in {} ({} of {} probes)",
+                other.reason, other.location, other.count, arrived.arrived
+            ),
+        )
+    } else if let Some(tunnel) = traced.delivered(arrived.arrived) {
+        // Past every firewall to the tunnel's socket: the kernel's word, whatever the counters.
+        delivery = Some(Delivery::Kernel);
+        delivery_note = arrived.counters_error.clone();
+        (_, drop_location, evidence) = tunnel.named();
+        (PairVerdict::Ok, None, format!("VXLAN on UDP {port} from {from} reaches {to}"))
     } else if let Some(why) = &arrived.counters_error {
         delivery = Some(Delivery::Unverified);
-        delivery_note = Some(why.clone());
+        // Which evidence there was: the counters failed, and the kernel was not asked (or had
+        // nothing to say of these probes).
+        delivery_note = Some(match &arrived.trace_error {
+            Some(trace) => format!("{why}; the kernel's drop reasons were not traced: {trace}"),
+            None => why.clone(),
+        });
         (
             PairVerdict::Unverified,
             None,
@@ -682,9 +737,84 @@ pub fn judge(
         rtt_ms: None,
         rule,
         drop_reason,
+        drop_location,
         evidence,
         diagnosis,
         mtu: None,
+    }
+}
+
+/// The destination kernel's drops of a pair's probes, as its agent traced them.
+struct Traced<'a> {
+    drops: &'a [crate::net::drop_trace::KernelDrop],
+    to: Ipv4Addr,
+    arrived: u32,
+}
+
+/// Reasons that mean the probes got through every firewall to the UDP socket of a VTEP (or to
+/// where one would be).
+const PAST_THE_FIREWALLS: [&str; 3] = ["VXLAN_VNI_NOT_FOUND", "NO_SOCKET", "VXLAN_INVALID_HDR"];
+
+impl<'a> Traced<'a> {
+    fn of(arrived: &'a CollectResponse, to: Ipv4Addr) -> Traced<'a> {
+        Traced { drops: arrived.kernel_drops.as_deref().unwrap_or(&[]), to, arrived: arrived.arrived }
+    }
+
+    fn reason(&self, reason: &str) -> Option<Named<'_>> {
+        self.drops.iter().find(|d| d.reason == reason).map(|d| Named { drop: d, traced: self })
+    }
+
+    fn firewall(&self) -> Option<Named<'_>> {
+        self.reason("NETFILTER_DROP")
+    }
+
+    /// A drop for any other reason than the firewall, a checksum or the tunnel's socket.
+    fn other_drop(&self) -> Option<Named<'_>> {
+        let other = |d: &&crate::net::drop_trace::KernelDrop| {
+            !PAST_THE_FIREWALLS.contains(&d.reason.as_str())
+                && d.reason != "NETFILTER_DROP"
+                && d.reason != "UDP_CSUM"
+        };
+        self.drops.iter().find(other).map(|d| Named { drop: d, traced: self })
+    }
+
+    /// Every probe that arrived was dropped at the tunnel's socket.
+    fn delivered(&self, arrived: u32) -> Option<Named<'_>> {
+        let at_socket: u32 = self
+            .drops
+            .iter()
+            .filter(|d| PAST_THE_FIREWALLS.contains(&d.reason.as_str()))
+            .map(|d| d.count)
+            .sum();
+        let first = self.drops.iter().find(|d| PAST_THE_FIREWALLS.contains(&d.reason.as_str()))?;
+        (arrived > 0 && at_socket >= arrived).then_some(Named { drop: first, traced: self })
+    }
+
+    fn words(&self, d: &crate::net::drop_trace::KernelDrop) -> String {
+        format!(
+            "{}'s kernel (skb:kfree_skb) dropped {} of the {} probes that reached its interface with {} in {}, matched by packet (its address, the probes' length, the interface)",
+            self.to, d.count, self.arrived, d.reason, d.location
+        )
+    }
+}
+
+/// One traced drop, with what it says of the pair.
+struct Named<'a> {
+    drop: &'a crate::net::drop_trace::KernelDrop,
+    traced: &'a Traced<'a>,
+}
+
+impl std::ops::Deref for Named<'_> {
+    type Target = crate::net::drop_trace::KernelDrop;
+    fn deref(&self) -> &Self::Target {
+        self.drop
+    }
+}
+
+impl Named<'_> {
+    /// (drop_reason, drop_location, evidence) for the pair's report.
+    fn named(&self) -> (Option<String>, Option<String>, Option<String>) {
+        (Some(self.reason.clone()), Some(self.location.clone()), Some(self.traced.words(self.drop)))
     }
 }
 
@@ -791,6 +921,58 @@ mod tests {
         // Unreadable (an older agent, or /proc/net/snmp hidden): as before.
         a.udp_csum_errors = None;
         assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Ok);
+    }
+
+    #[test]
+    fn the_kernels_own_drop_reasons_decide_what_counters_cannot() {
+        use crate::net::drop_trace::KernelDrop;
+        let drop = |reason: &str, location: &str, count| KernelDrop {
+            reason: reason.into(),
+            location: location.into(),
+            count,
+        };
+        // Counters unreadable, but the kernel dropped every probe at the tunnel's socket: past
+        // every firewall, so ok (not unverified), and the kernel's word is the evidence.
+        let mut a = arrived(5, 5, &[]);
+        a.counters_error = Some("nft: not installed".into());
+        a.kernel_drops = Some(vec![drop("VXLAN_VNI_NOT_FOUND", "vxlan_rcv", 5)]);
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!(
+            (pair.verdict, pair.delivery),
+            (PairVerdict::Ok, Some(Delivery::Kernel)),
+            "{}",
+            pair.diagnosis
+        );
+        assert_eq!((pair.drop_reason, pair.drop_location.as_deref()), (None, Some("vxlan_rcv")));
+        assert!(pair.evidence.unwrap().contains(
+            "dropped 5 of the 5 probes that reached its interface with VXLAN_VNI_NOT_FOUND in vxlan_rcv"
+        ));
+        // An uncounted firewall rule: the kernel names the firewall.
+        let mut a = arrived(5, 5, &[]);
+        a.kernel_drops = Some(vec![drop("NETFILTER_DROP", "nft_do_chain", 5)]);
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!(pair.verdict, PairVerdict::DroppedAtDestination);
+        assert_eq!(
+            (pair.drop_reason.as_deref(), pair.drop_location.as_deref()),
+            (Some("NETFILTER_DROP"), Some("nft_do_chain"))
+        );
+        assert!(
+            pair.diagnosis.contains("the kernel says NETFILTER_DROP in nft_do_chain for 5 of 5"),
+            "{}",
+            pair.diagnosis
+        );
+        // Some other reason is named as the kernel's.
+        a.kernel_drops = Some(vec![drop("IP_RPFILTER", "ip_rcv_finish_core", 5)]);
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!(
+            (pair.verdict, pair.drop_reason.as_deref()),
+            (PairVerdict::DroppedAtDestination, Some("IP_RPFILTER"))
+        );
+        // Fewer socket drops than probes that arrived prove nothing: as without tracing.
+        let mut a = arrived(5, 5, &[]);
+        a.counters_error = Some("nft: not installed".into());
+        a.kernel_drops = Some(vec![drop("NO_SOCKET", "__udp4_lib_rcv", 3)]);
+        assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Unverified);
     }
 
     #[test]

@@ -58,9 +58,17 @@ fn read_mark(magic: &[u8; 4], bytes: &[u8], probe_id: u64) -> Option<u32> {
     Some(u32::from_be_bytes([m[12], m[13], m[14], m[15]]))
 }
 
-/// The UDP payload of probe `seq`: a VXLAN header and a whole inner Ethernet/IPv4/UDP frame.
+/// The UDP payload of probe `seq`: a VXLAN header and a whole inner Ethernet/IPv4/UDP frame,
+/// padded so that its outer packet is [`probe_packet_len`] bytes.
 pub fn probe_payload(vni: u32, probe_id: u64, seq: u32) -> Vec<u8> {
-    sized_probe_payload(vni, probe_id, seq, 0)
+    sized_probe_payload(vni, probe_id, seq, usize::from(probe_packet_len(probe_id)))
+}
+
+/// The outer IPv4 length of probe `probe_id`'s plain probes: 94 to 293 bytes, set by the id, so
+/// that the kernel's receive tracepoint (which gives a packet's length, not its ports) tells one
+/// probe's packets from other traffic and from other probes.
+pub fn probe_packet_len(probe_id: u64) -> u16 {
+    MIN_PROBE_PACKET as u16 + (probe_id % 200) as u16
 }
 
 /// Outer IPv4 and UDP headers around a probe payload: what the path carries is the payload plus these.
@@ -188,8 +196,11 @@ mod tests {
             0x08, 0x00,                                     // inner EtherType IPv4
         ];
         assert_eq!(&payload[..start.len()], &start);
-        assert_eq!(payload.len(), 8 + 14 + 20 + 8 + 16);
-        assert_eq!(&payload[payload.len() - 16..payload.len() - 12], b"NPVX");
+        assert_eq!(payload.len() + OUTER_HEADERS, usize::from(probe_packet_len(0x1122_3344_5566_7788)));
+        assert_eq!(MIN_PROBE_PACKET, 28 + 8 + 14 + 20 + 8 + 16);
+        assert_eq!((probe_packet_len(0), probe_packet_len(199), probe_packet_len(200)), (94, 293, 94));
+        let mark = 8 + 14 + 20 + 8;
+        assert_eq!(&payload[mark..mark + 4], b"NPVX");
         assert_eq!(probe_seq(&payload, 0xfffff0, 0x1122_3344_5566_7788), Some(7));
         assert_eq!(probe_seq(&payload, 1, 0x1122_3344_5566_7788), None, "another VNI");
         assert_eq!(probe_seq(&payload, 0xfffff0, 99), None, "another probe");
