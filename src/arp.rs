@@ -27,13 +27,25 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
             "give the VIP, --service NAMESPACE/NAME, --all-services or --range FIRST-LAST",
         ));
     };
+    let family = |ip: std::net::IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+    let other = args.nodes.iter().map(|n| n.ip).chain(args.source).find(|ip| ip.is_ipv4() != vip.is_ipv4());
+    if let Some(ip) = other {
+        return Err(Error::invalid(
+            format!("{ip}"),
+            format!(
+                "{} while the VIP {vip} is {}: give --node and --source addresses of the VIP's family",
+                family(ip),
+                family(vip)
+            ),
+        ));
+    }
     // Live and without --node: the cluster's nodes name the responders, when there is an API.
     let mut label_note = None;
     if args.nodes.is_empty() && args.pcap.is_none() && k8s::api_configured(api) {
         let on = args.interface.clone().or_else(|| interface::route_to(vip).ok().map(|r| r.interface));
         if let Some(on) = on {
             let (nodes, note) = cluster_nodes(api, IMPLICIT_API_LIMIT);
-            (args.nodes, label_note) = (labels_on(&nodes, &on), note);
+            (args.nodes, label_note) = (labels_on(&nodes, &on, vip), note);
         }
     }
     if args.watch {
@@ -64,13 +76,23 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
 
 /// `--range`: every address of a pool asked, and the ones already owned.
 fn run_range(range: Range, args: &ArpArgs, format: Format) -> Result<Exit, Error> {
+    let source = match args.source {
+        Some(std::net::IpAddr::V6(ip)) => {
+            return Err(Error::invalid(
+                format!("--source {ip}"),
+                "--range scans IPv4 pools: give an IPv4 source",
+            ))
+        }
+        Some(std::net::IpAddr::V4(ip)) => Some(ip),
+        None => None,
+    };
     let report = arp::range::scan(&RangeConfig {
         range,
         interface: args.interface.clone(),
         count: args.count,
         interval: args.interval.unwrap_or(Duration::from_millis(20)),
         wait: args.wait,
-        source: args.source,
+        source,
     })?;
     output::emit(&match format {
         Format::Json => output::json(&report),
@@ -143,9 +165,9 @@ fn cluster_nodes(api: &ApiConfig, limit: Duration) -> (Vec<k8s::ClusterNode>, Op
     }
 }
 
-/// The Nodes whose InternalIP is on `interface`'s segment, as responder labels.
-fn labels_on(nodes: &[k8s::ClusterNode], interface: &str) -> Vec<Node> {
-    services::node_labels(nodes, interface, |ip| interface::route_to(ip).ok())
+/// The Nodes whose InternalIP is of `vip`'s family and on `interface`'s segment, as responder labels.
+fn labels_on(nodes: &[k8s::ClusterNode], interface: &str, vip: std::net::IpAddr) -> Vec<Node> {
+    services::node_labels(nodes, interface, vip, |ip| interface::route_to(ip).ok())
 }
 
 /// `--service` and `--all-services`: the Services' VIPs on this host's segments, each probed.
@@ -189,8 +211,13 @@ pub fn services_report(args: ArpArgs, api: &ApiConfig) -> Result<ServicesReport,
             count: args.count,
             interval: args.interval.unwrap_or(Duration::from_millis(200)),
             wait: args.wait,
-            source: args.source,
-            nodes: if args.nodes.is_empty() { labels_on(&nodes, &t.interface) } else { args.nodes.clone() },
+            // A source or --node of the other family than this VIP's cannot ask for it.
+            source: args.source.filter(|s| s.is_ipv4() == t.vip.is_ipv4()),
+            nodes: if args.nodes.is_empty() {
+                labels_on(&nodes, &t.interface, t.vip)
+            } else {
+                args.nodes.iter().filter(|n| n.ip.is_ipv4() == t.vip.is_ipv4()).cloned().collect()
+            },
         })
         .collect();
     let reports = services::probe_each(&configs)?;
@@ -378,7 +405,7 @@ fn note(responder: &Responder) -> String {
 }
 
 /// `--watch`: events as they happen (a line each), then the summary.
-fn run_watch(vip: std::net::Ipv4Addr, args: ArpArgs, format: Format) -> Result<Exit, Error> {
+fn run_watch(vip: std::net::IpAddr, args: ArpArgs, format: Format) -> Result<Exit, Error> {
     let print = |event: &WatchEvent| {
         output::emit(&match format {
             Format::Json => output::json(event),
@@ -523,8 +550,14 @@ mod tests {
     #[test]
     fn the_duplicate_table() {
         std::env::set_var("NO_COLOR", "1");
-        let nodes = vec![Node { name: "sp1".into(), ip: Ipv4Addr::new(192, 0, 2, 11) }];
-        let mut tally = Tally::live(VIP, nodes, US, Duration::from_secs(1));
+        let nodes =
+            vec![Node { name: "sp1".into(), ip: std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 11)) }];
+        let mut tally = Tally::live(
+            std::net::IpAddr::from(VIP),
+            nodes,
+            std::net::IpAddr::from(US),
+            Duration::from_secs(1),
+        );
         tally.observe(ms(0), &frame(&reply(SP1, Ipv4Addr::new(192, 0, 2, 11), OUR_MAC, US)));
         for round in 0..3 {
             tally.request_sent(ms(round * 200));
@@ -534,14 +567,14 @@ mod tests {
         tally.observe(ms(700), &frame(&request(SP2, VIP, VIP)));
         let mut report = tally.finish();
         report.interface = Some("eth0".into());
-        report.source_ip = Some(US);
+        report.source_ip = Some(std::net::IpAddr::from(US));
         insta::assert_snapshot!(render_table(&report));
     }
 
     #[test]
     fn the_watch_summary() {
         std::env::set_var("NO_COLOR", "1");
-        let mut w = Watcher::new(VIP, vec![], Some("192.0.2.100:80".into()));
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], Some("192.0.2.100:80".into()));
         w.probe_sent(ms(0));
         w.observe(ms(1), &frame(&reply(SP1, VIP, OUR_MAC, US)));
         w.probe_sent(ms(1000));

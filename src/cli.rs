@@ -1,6 +1,6 @@
 //! The command line: every subcommand, flag and help text. Parsing only; `main` dispatches.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -173,6 +173,7 @@ pub struct NotBuilt {
 sudo netprobe arp 192.0.2.100\n  \
 sudo netprobe arp 192.0.2.100 --watch --tcp 192.0.2.100:80 --duration 10m\n  \
 sudo netprobe arp 192.0.2.100 -i eth0 --node node-a=192.0.2.11 --node node-b=192.0.2.12\n  \
+sudo netprobe arp 2001:db8::100 --node node-a=2001:db8::11   # an IPv6 VIP, over neighbour discovery\n  \
 sudo tcpdump -i eth0 -w vip.pcap arp   # elsewhere, while the problem happens\n  \
 netprobe arp 192.0.2.100 --pcap vip.pcap -o json\n  \
 kubectl netprobe arp --service metallb-test/web   # its VIP(s), responders named by node\n  \
@@ -180,9 +181,11 @@ kubectl netprobe arp --all-services               # every LoadBalancer VIP on th
 sudo netprobe arp --range 192.0.2.100-192.0.2.120  # is a MetalLB pool free before it is used?")]
 #[command(group(clap::ArgGroup::new("targets").required(true).args(["vip", "service", "all_services", "range"])))]
 pub struct ArpArgs {
-    /// The address to resolve, e.g. a LoadBalancer VIP. With a kubeconfig (or in a pod), responders
-    /// are named by the cluster's nodes unless --node is given.
-    pub vip: Option<Ipv4Addr>,
+    /// The address to resolve, e.g. a LoadBalancer VIP: IPv4 (asked by ARP) or IPv6 (asked by
+    /// neighbour discovery: a Neighbor Solicitation to its solicited-node group, every Neighbor
+    /// Advertisement counted per MAC). With a kubeconfig (or in a pod), responders are named by
+    /// the cluster's nodes unless --node is given.
+    pub vip: Option<IpAddr>,
 
     /// Probe the VIP(s) of this LoadBalancer Service (status.loadBalancer.ingress), responders
     /// named by node (--kubeconfig, --context).
@@ -216,9 +219,10 @@ pub struct ArpArgs {
     #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, HOUR))]
     pub wait: Duration,
 
-    /// Source IP of the requests [default: the interface's first IPv4 address].
+    /// Source IP of the requests [default: the interface's first address of the VIP's family; for
+    /// IPv6 a global one before a link-local one].
     #[arg(short, long)]
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
 
     /// Label responders with node names: NAME=IP, repeatable. Each node IP is resolved in the same
     /// run; a responder whose MAC matches no node is called out.
@@ -644,7 +648,7 @@ fn parse_node(text: &str) -> Result<Node, String> {
     if name.is_empty() {
         return Err("the node name before '=' is empty".into());
     }
-    let ip = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+    let ip = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
     Ok(Node { name: name.to_string(), ip })
 }
 
@@ -661,7 +665,8 @@ mod tests {
     #[test]
     fn nodes_parse() {
         let node = parse_node("sp1=192.0.2.11").unwrap();
-        assert_eq!((node.name.as_str(), node.ip), ("sp1", Ipv4Addr::new(192, 0, 2, 11)));
+        assert_eq!((node.name.as_str(), node.ip.to_string()), ("sp1", "192.0.2.11".to_string()));
+        assert_eq!(parse_node("sp2=2001:db8::12").unwrap().ip.to_string(), "2001:db8::12");
         assert!(parse_node("sp1").is_err());
         assert!(parse_node("=192.0.2.11").is_err());
         assert!(parse_node("sp1=not-an-ip").is_err());

@@ -155,3 +155,31 @@ fn flags_that_shape_sending_are_refused_with_a_capture() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn ipv6_duplicate_address_detection_probes_name_the_host_about_to_take_the_address() {
+    // tcpdump's icmpv6-ns-nonce.pcap: one DAD solicitation (source ::) with a nonce option.
+    let (code, report, _) = run("icmpv6-ns-nonce.pcap", "fe80::546f:f7ff:fee1:f", &[]);
+    assert_eq!(
+        (code, report["verdict"].as_str(), report["sent"].as_u64()),
+        (1, Some("no-reply"), Some(0)),
+        "{report}"
+    );
+    let note = report["notes"][0].as_str().unwrap();
+    assert!(
+        note.starts_with(
+            "1 duplicate address detection probe(s) for fe80::546f:f7ff:fee1:f from 56:6f:f7:e1:00:0f (1)"
+        ),
+        "{note}"
+    );
+    // tcpdump's ipv6-bad-version.pcap: two solicitations, each followed by a packet whose IPv6
+    // version field is 0, which is not read as anything.
+    let (_, report, _) = run("ipv6-bad-version.pcap", "1111:2222:3333:4444:20c:29ff:fe76:6c14", &[]);
+    assert_eq!(report["responders"].as_array().unwrap().len(), 0, "{report}");
+    assert!(report["notes"][0].as_str().unwrap().contains("from 00:0c:29:76:6c:14 (1)"), "{report}");
+    let (_, report, _) = run("ipv6-bad-version.pcap", "fe80::20c:29ff:fe76:6c14", &[]);
+    assert!(
+        report["notes"][0].as_str().unwrap().starts_with("1 duplicate address detection probe(s)"),
+        "{report}"
+    );
+}

@@ -176,8 +176,9 @@ fn late_responder(ns: &Netns, vip: Ipv4Addr, delay: Duration) -> NsThread {
             let tick = Instant::now() + Duration::from_millis(10);
             while let Some(frame) = capture.next_before(tick).unwrap() {
                 let Some(req) = ArpFrame::from_link(frame.link, &frame.data) else { continue };
-                if req.op == Op::Request && req.target_ip == vip && !req.is_gratuitous() {
-                    due.push((Instant::now() + delay, arp::reply(own, vip, req.sender_mac, req.sender_ip)));
+                let (Op::Request, std::net::IpAddr::V4(asker)) = (req.op, req.sender_ip) else { continue };
+                if req.target_ip == vip && !req.is_gratuitous() {
+                    due.push((Instant::now() + delay, arp::reply(own, vip, req.sender_mac, asker)));
                 }
             }
             let now = Instant::now();
@@ -481,4 +482,124 @@ fn a_pool_scan_names_the_addresses_already_owned_and_the_duplicates() -> TestRes
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("at most 4096"), "{}", run.stderr);
     Ok(())
+}
+
+/// The IPv6 segment: the client at 2001:db8::1, each speaker at 2001:db8::1N, and on the owners
+/// the VIP 2001:db8::100, so their kernels answer neighbour discovery for it (nodad: no wait for
+/// duplicate address detection, which would refuse the second owner, as it would not a MetalLB
+/// speaker answering from user space).
+fn segment6(test: &str, speakers: &[((&str, &str, &str), bool)]) -> Option<Segment> {
+    let seg = segment(test, speakers)?;
+    seg.client.sh("ip -6 addr add 2001:db8::1/64 dev eth0 nodad").unwrap();
+    for (host, ((_, ip, _), owns_vip)) in seg.speakers.iter().zip(speakers) {
+        let last = ip.rsplit('.').next().unwrap();
+        host.sh(&format!("ip -6 addr add 2001:db8::{last}/64 dev eth0 nodad")).unwrap();
+        if *owns_vip {
+            host.sh(&format!("ip -6 addr add {VIP6}/128 dev eth0 nodad")).unwrap();
+        }
+    }
+    Some(seg)
+}
+
+const VIP6: &str = "2001:db8::100";
+
+#[test]
+fn an_ipv6_vip_with_two_owners_is_a_duplicate_over_neighbour_discovery() -> TestResult {
+    let Some(seg) = segment6("arp-ndp-dup", &[(SP1, true), (SP2, true)]) else { return Ok(()) };
+    let nodes = ["--node", "sp1=2001:db8::11", "--node", "sp2=2001:db8::12"];
+    let run = netprobe_in(&seg.client, &[&["arp", VIP6, "-o", "json"][..], &nodes].concat());
+    assert_eq!(run.code, 1, "{} {}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(
+        (report["verdict"].as_str(), report["target"].as_str()),
+        (Some("duplicate"), Some(VIP6)),
+        "{report}"
+    );
+    assert_eq!(report["source_ip"], "2001:db8::1", "a global address before the link-local one");
+    assert_eq!(macs(&report), vec![SP1.2, SP2.2]);
+    for responder in report["responders"].as_array().unwrap() {
+        let want = if responder["mac"] == SP1.2 { "sp1" } else { "sp2" };
+        assert_eq!(
+            (responder["node"].as_str(), responder["replies"].as_u64()),
+            (Some(want), Some(3)),
+            "{responder}"
+        );
+    }
+    // The second speaker gone: one owner.
+    seg.speakers[1].sh(&format!("ip -6 addr del {VIP6}/128 dev eth0"))?;
+    let run = netprobe_in(&seg.client, &[&["arp", VIP6][..], &nodes].concat());
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.starts_with("OK  one MAC answers for 2001:db8::100: 00:00:5e:00:53:11 (node sp1)"),
+        "{}",
+        run.stdout
+    );
+    // Addresses of the other family are refused before anything is sent.
+    let run = netprobe_in(&seg.client, &["arp", VIP6, "--node", "sp1=192.0.2.11"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("give --node and --source addresses of the VIP's family"), "{}", run.stderr);
+    Ok(())
+}
+
+#[test]
+fn an_ipv6_takeover_is_watched_and_its_unsolicited_advertisement_read_from_a_capture() -> TestResult {
+    let Some(mut seg) = segment6("arp-ndp-watch", &[(SP1, true), (SP2, false)]) else { return Ok(()) };
+    let dir = std::env::temp_dir().join(format!("netprobe-arp-ndp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pcap = dir.join("takeover.pcap");
+    let client = seg.client.clone();
+    let tcpdump =
+        seg.lab.spawn(&client, &["tcpdump", "-i", "eth0", "-U", "-w", pcap.to_str().unwrap(), "icmp6"])?;
+    // sp2 takes the VIP over while we watch, and announces it unasked (an unsolicited Neighbor
+    // Advertisement to all nodes, from user space, as a new MetalLB leader does).
+    let watch = seg
+        .client
+        .command(env!("CARGO_BIN_EXE_netprobe"))
+        .args(["arp", VIP6, "--watch", "--interval", "300ms", "--duration", "4s", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    seg.speakers[1].sh(&format!("ip -6 addr add {VIP6}/128 dev eth0 nodad"))?;
+    announce6(&seg.speakers[1], VIP6);
+    let output = watch.wait_with_output()?;
+    seg.lab.kill(tcpdump);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (summary["event"].as_str(), summary["verdict"].as_str()),
+        (Some("summary"), Some("duplicate")),
+        "{text}"
+    );
+    let owners: Vec<&str> =
+        summary["owners"].as_array().unwrap().iter().map(|o| o["mac"].as_str().unwrap()).collect();
+    assert!(owners.contains(&SP1.2) && owners.contains(&SP2.2), "{text}");
+    assert!(lines.iter().any(|l| l["event"] == "duplicate-start"), "{text}");
+
+    // The capture of the same minutes, read offline: sp2's unsolicited advertisement is a claim
+    // (an announcement), beside the replies to the watch's solicitations.
+    let run = netprobe_in(&seg.client, &["arp", VIP6, "--pcap", pcap.to_str().unwrap(), "-o", "json"]);
+    let report = run.json();
+    assert_eq!(report["verdict"], "duplicate", "{report}");
+    let sp2 = report["responders"].as_array().unwrap().iter().find(|r| r["mac"] == SP2.2).unwrap();
+    assert!(sp2["announcements"].as_u64().unwrap() >= 1, "the unsolicited NA is counted: {sp2}");
+    assert!(
+        report["sent"].as_u64().unwrap() >= 5,
+        "the watch's solicitations are the capture's probes: {report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Sends one unsolicited Neighbor Advertisement for `vip` from `ns`'s eth0, by its own MAC.
+fn announce6(ns: &Netns, vip: &str) {
+    let vip: std::net::Ipv6Addr = vip.parse().unwrap();
+    let (thread, ()) = NsThread::start(ns, move |_, ready| {
+        let own = netprobe_probes::net::interface::lookup("eth0").unwrap().mac.unwrap();
+        let mut capture = LiveCapture::open("eth0", "icmp6").unwrap();
+        capture.send(&netprobe_probes::wire::ndp::advertisement(own, vip, None)).unwrap();
+        ready.send(()).unwrap();
+    })
+    .expect("announcement sent");
+    drop(thread);
 }

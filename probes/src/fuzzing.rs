@@ -19,11 +19,13 @@ pub fn capture_file(bytes: &[u8]) {
         return;
     }
     drop(file);
-    let target = Ipv4Addr::new(192, 0, 2, 100);
-    let _ = crate::arp::from_capture(&path, target, vec![]);
-    let _ = crate::arp::watch::watch_capture(&path, target, vec![], |event| {
-        let _ = serde_json::to_string(event);
-    });
+    let v6: std::net::IpAddr = "2001:db8::100".parse().expect("an address");
+    for target in [std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)), v6] {
+        let _ = crate::arp::from_capture(&path, target, vec![]);
+        let _ = crate::arp::watch::watch_capture(&path, target, vec![], |event| {
+            let _ = serde_json::to_string(event);
+        });
+    }
     let _ = std::fs::remove_file(&path);
 }
 
@@ -47,7 +49,21 @@ pub fn wire(bytes: &[u8]) {
         let (sender_ip, target_ip) = (ip(12), ip(16));
         let frame = arp::reply(sender, sender_ip, target, target_ip);
         let parsed = ArpFrame::from_link(LinkType::Ethernet, &frame).expect("a built reply parses");
-        assert_eq!((parsed.sender_mac, parsed.sender_ip, parsed.target_ip), (sender, sender_ip, target_ip));
+        assert_eq!(
+            (parsed.sender_mac, parsed.sender_ip, parsed.target_ip),
+            (sender, sender_ip.into(), target_ip.into())
+        );
+        let v6 = |at: usize| {
+            std::net::Ipv6Addr::from(u128::from(u32::from_le_bytes(word(bytes, at))) | 0x2001_0db8 << 96)
+        };
+        let solicitation = crate::wire::ndp::solicitation(sender, v6(12), v6(16));
+        let parsed =
+            ArpFrame::from_link(LinkType::Ethernet, &solicitation).expect("a built solicitation parses");
+        assert_eq!(
+            (parsed.sender_mac, parsed.target_ip),
+            (sender, v6(16).into()),
+            "a solicitation reads back"
+        );
         let vni = u32::from_le_bytes(word(bytes, 12)) & vxlan::MAX_VNI;
         let probe_id = u64::from(u32::from_le_bytes(word(bytes, 16)));
         let payload = vxlan::probe_payload(vni, probe_id, 3);

@@ -11,7 +11,7 @@ pub mod services;
 mod tally;
 pub mod watch;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
 /// The MACs seen answering for each `--node` IP, shared by the one-shot probe and `--watch`.
@@ -53,7 +53,7 @@ impl NodeMacs {
     }
 
     /// Whether some MAC has answered for the node at `ip`.
-    pub fn resolved(&self, ip: Ipv4Addr) -> bool {
+    pub fn resolved(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|(n, macs)| n.ip == ip && !macs.is_empty())
     }
 
@@ -69,7 +69,7 @@ impl NodeMacs {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     /// `None`: the interface of the route to `target`.
     pub interface: Option<String>,
     pub count: u32,
@@ -77,12 +77,12 @@ pub struct Config {
     /// How long to keep listening after the last request.
     pub wait: Duration,
     /// `None`: the interface's first IPv4 address.
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
     pub nodes: Vec<Node>,
 }
 
 impl Config {
-    pub fn new(target: Ipv4Addr) -> Config {
+    pub fn new(target: IpAddr) -> Config {
         Config {
             target,
             interface: None,
@@ -106,7 +106,7 @@ pub fn probe(config: &Config) -> Result<ArpReport> {
     }
     let (name, mac, source) = probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
     // Filter first, then send: nothing can answer before we listen.
-    let mut capture = LiveCapture::open(&name, "arp")?;
+    let mut capture = LiveCapture::open(&name, capture_filter(config.target))?;
     let mut report = probe_on(&mut capture, &SystemClock, config, mac, source)?;
     report.interface = Some(name);
     report.source_ip = Some(source);
@@ -120,7 +120,7 @@ pub fn probe_on(
     clock: &impl Clock,
     config: &Config,
     mac: MacAddr,
-    source: Ipv4Addr,
+    source: IpAddr,
 ) -> Result<ArpReport> {
     let window = config.wait.max(Duration::from_secs(1));
     let mut tally = Tally::live(config.target, config.nodes.clone(), source, window);
@@ -134,10 +134,10 @@ pub fn probe_on(
             .ok_or_else(|| Error::invalid("--interval", "too long"))?;
         drain(link, &mut tally, send_at)?;
         last_send = clock.now();
-        let at = link.send(&arp::request(mac, source, config.target))?;
+        let at = link.send(&ask(mac, source, config.target)?)?;
         tally.request_sent(at);
         for node in config.nodes.iter().filter(|n| !tally.nodes().resolved(n.ip)) {
-            link.send(&arp::request(mac, source, node.ip))?;
+            link.send(&ask(mac, source, node.ip)?)?;
         }
     }
     let end = last_send.checked_add(config.wait).ok_or_else(|| Error::invalid("--wait", "too long"))?;
@@ -145,13 +145,33 @@ pub fn probe_on(
     Ok(tally.finish())
 }
 
+/// Who has `target`: an ARP request or, for an IPv6 address, a Neighbor Solicitation.
+fn ask(mac: MacAddr, source: IpAddr, target: IpAddr) -> Result<Vec<u8>> {
+    arp::ask(mac, source, target).ok_or_else(|| {
+        Error::invalid(
+            format!("{target}"),
+            format!("not of the family of the source address {source}: give addresses of one family"),
+        )
+    })
+}
+
+/// The capture filter for what answers an address: ARP for IPv4, Neighbor Solicitations and
+/// Advertisements (ICMPv6 135 and 136) for IPv6.
+pub fn capture_filter(target: IpAddr) -> &'static str {
+    match target {
+        IpAddr::V4(_) => "arp",
+        IpAddr::V6(_) => "icmp6 and (ip6[40] == 135 or ip6[40] == 136)",
+    }
+}
+
 /// The interface to probe on (given, or the route's), its MAC, and the source address (given, or
-/// the interface's first IPv4 address).
-fn probe_endpoint(
+/// the interface's first address of the target's family: for IPv6 a global one before a
+/// link-local one).
+pub(crate) fn probe_endpoint(
     interface: Option<&str>,
-    target: Ipv4Addr,
-    source: Option<Ipv4Addr>,
-) -> Result<(String, MacAddr, Ipv4Addr)> {
+    target: IpAddr,
+    source: Option<IpAddr>,
+) -> Result<(String, MacAddr, IpAddr)> {
     let name = match interface {
         Some(name) => name.to_string(),
         None => interface::for_route_to(target)?,
@@ -163,10 +183,19 @@ fn probe_endpoint(
             "it has no Ethernet address: pick another with -i",
         )
     })?;
-    let source = source.or_else(|| iface.ipv4.first().copied()).ok_or_else(|| {
+    let own = match target {
+        IpAddr::V4(_) => iface.ipv4.first().copied().map(IpAddr::V4),
+        IpAddr::V6(_) => {
+            let link_local = |ip: &std::net::Ipv6Addr| ip.segments()[0] & 0xffc0 == 0xfe80;
+            let global = iface.ipv6.iter().find(|ip| !link_local(ip));
+            global.or(iface.ipv6.first()).copied().map(IpAddr::V6)
+        }
+    };
+    let family = if target.is_ipv4() { "IPv4" } else { "IPv6" };
+    let source = source.or(own).ok_or_else(|| {
         Error::could_not_run(
-            format!("probing ARP on {name}"),
-            "it has no IPv4 address to ask from: give one with -s/--source",
+            format!("probing {target} on {name}"),
+            format!("it has no {family} address to ask from: give one with -s/--source"),
         )
     })?;
     Ok((name, mac, source))
@@ -175,7 +204,7 @@ fn probe_endpoint(
 /// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2, any VLAN tags) of ARP traffic and
 /// gives the same report as a live probe: every host's requests for the target whose answers the
 /// capture shows count as sent.
-pub fn from_capture(path: &Path, target: Ipv4Addr, nodes: Vec<Node>) -> Result<ArpReport> {
+pub fn from_capture(path: &Path, target: IpAddr, nodes: Vec<Node>) -> Result<ArpReport> {
     let mut tally = Tally::capture(target, nodes, CAPTURE_MATCH_WINDOW);
     let file = capture_file::for_each_frame(path, |frame| {
         if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
@@ -210,6 +239,7 @@ fn drain_with(
 mod tests {
     use super::*;
     use crate::net::fake::{Event, FakeClock, FakeLink};
+    use std::net::Ipv4Addr;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
     const US: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -244,14 +274,14 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config { interval: ms(200), wait: ms(1000), ..Config::new(VIP) }
+        Config { interval: ms(200), wait: ms(1000), ..Config::new(std::net::IpAddr::from(VIP)) }
     }
 
     #[test]
     fn every_request_answered_once_is_ok() {
         let clock = FakeClock::new();
         let mut link = segment(&clock, vec![(SP1, 1)], vec![]);
-        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
         assert_eq!((report.verdict, report.sent), (Verdict::Ok, 3));
         assert_eq!(report.responders[0].replies, 3);
         assert_eq!(report.responders[0].rtt_ms, Some(RttMs { min: 1.0, avg: 1.0, max: 1.0 }));
@@ -264,13 +294,13 @@ mod tests {
     fn a_lost_reply_is_still_ok_and_a_late_speaker_is_found() {
         let clock = FakeClock::new();
         let mut link = segment(&clock, vec![(SP1, 1)], vec![1]);
-        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
         assert_eq!((report.verdict, report.responders[0].replies), (Verdict::Ok, 2));
         assert_eq!(report.responders[0].rtt_ms.unwrap().max, 1.0, "the lost reply shifts nothing");
 
         let clock = FakeClock::new();
         let mut link = segment(&clock, vec![(SP1, 1), (SP2, 900)], vec![]);
-        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
         assert_eq!(report.verdict, Verdict::Duplicate);
         assert_eq!(report.responders[1].rtt_ms.unwrap().min, 900.0);
     }
@@ -281,7 +311,7 @@ mod tests {
         let link = segment(&clock, vec![(SP1, 1)], vec![]);
         link.at(ms(250), Event::Frame(arp::request(SP2, VIP, VIP).to_vec()));
         let mut link = link;
-        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
         assert_eq!(report.verdict, Verdict::Duplicate);
         assert_eq!(report.responders[1].announcements, 1);
     }
@@ -292,13 +322,13 @@ mod tests {
         let link = segment(&clock, vec![(SP1, 1)], vec![]);
         link.at(ms(300), Event::Error("interface went down".into()));
         let mut link = link;
-        let err = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap_err();
+        let err = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap_err();
         assert!(!err.is_bad_input() && err.to_string().contains("interface went down"), "{err}");
 
         let clock = FakeClock::new();
         let mut link = FakeLink::new(&clock);
         link.send_error = Some("Network is down".into());
-        let err = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap_err();
+        let err = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap_err();
         assert!(err.to_string().contains("Network is down"), "{err}");
     }
 
@@ -306,7 +336,7 @@ mod tests {
     fn no_answer_is_no_reply_after_the_whole_wait() {
         let clock = FakeClock::new();
         let mut link = FakeLink::new(&clock);
-        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, US).unwrap();
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
         assert_eq!((report.verdict, report.sent), (Verdict::NoReply, 3));
         assert_eq!(clock.elapsed(), ms(1400));
     }

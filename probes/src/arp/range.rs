@@ -3,7 +3,7 @@
 //! An address that answers before MetalLB assigns it is a conflict waiting to happen.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -140,7 +140,12 @@ pub fn scan(config: &RangeConfig) -> Result<RangeReport> {
     if config.count == 0 {
         return Err(Error::invalid("--count 0", "send at least one request"));
     }
-    let (name, mac, source) = probe_endpoint(config.interface.as_deref(), config.range.first, config.source)?;
+    let first = IpAddr::V4(config.range.first);
+    let (name, mac, source) =
+        probe_endpoint(config.interface.as_deref(), first, config.source.map(IpAddr::V4))?;
+    let IpAddr::V4(source) = source else {
+        return Err(Error::invalid("--source", "an IPv4 address: --range scans IPv4 pools"));
+    };
     let mut capture = LiveCapture::open(&name, "arp")?;
     let mut report = scan_on(&mut capture, &SystemClock, config, mac, source)?;
     report.interface = Some(name);
@@ -161,9 +166,10 @@ pub fn scan_on(
     let mut claims: BTreeMap<Ipv4Addr, Vec<MacAddr>> = BTreeMap::new();
     let range = config.range;
     let mut observe = |_: Duration, frame: &ArpFrame| {
-        let reply_to_us = frame.op == arp::Op::Reply && frame.target_ip == source;
-        if (reply_to_us || frame.is_gratuitous()) && range.contains(frame.sender_ip) {
-            let macs = claims.entry(frame.sender_ip).or_default();
+        let IpAddr::V4(claimed) = frame.sender_ip else { return };
+        let reply_to_us = frame.op == arp::Op::Reply && frame.target_ip == IpAddr::V4(source);
+        if (reply_to_us || frame.is_gratuitous()) && range.contains(claimed) {
+            let macs = claims.entry(claimed).or_default();
             if !macs.contains(&frame.sender_mac) {
                 macs.push(frame.sender_mac);
             }

@@ -1,7 +1,7 @@
 //! What `netprobe arp` found, as plain data: the JSON output is this, serialised, and the table is
 //! drawn from it.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -39,10 +39,10 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ArpReport {
     pub probe: &'static str,
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     /// The interface probed (live) or `None` (capture file).
     pub interface: Option<String>,
-    pub source_ip: Option<Ipv4Addr>,
+    pub source_ip: Option<IpAddr>,
     /// The capture analysed instead of probing, if any.
     pub capture_file: Option<String>,
     /// Requests for the target whose answers this run could see: sent by us (live), or in a
@@ -98,7 +98,7 @@ pub struct RttMs {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeAddress {
     pub name: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Every MAC that answered for the node's IP (normally one; empty when it did not answer).
     pub macs: Vec<MacAddr>,
 }

@@ -4,7 +4,7 @@
 //! Which VIPs and nodes ARP can reach is decided from routes: only an address on one of this
 //! host's own segments (a route without a gateway) answers ARP here.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -17,7 +17,7 @@ use crate::{Health, Result};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipTarget {
     pub service: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// The interface whose segment it is on.
     pub interface: String,
 }
@@ -57,12 +57,13 @@ impl ServicesReport {
     }
 }
 
-/// Which of the Services' addresses ARP can check from here: IPv4, on the segment of one of this
-/// host's interfaces (of `interface`, when given). `route` is the routing table's answer.
+/// Which of the Services' addresses ARP (IPv4) or neighbour discovery (IPv6) can check from here:
+/// those on the segment of one of this host's interfaces (of `interface`, when given). `route` is
+/// the routing table's answer.
 pub fn plan(
     services: &[LoadBalancer],
     interface: Option<&str>,
-    route: impl Fn(Ipv4Addr) -> Option<Route>,
+    route: impl Fn(IpAddr) -> Option<Route>,
 ) -> (Vec<VipTarget>, Vec<SkippedVip>) {
     let mut targets = Vec::new();
     let mut skipped = Vec::new();
@@ -78,10 +79,7 @@ pub fn plan(
         }
         for ip in &lb.ips {
             let skip = |reason: String| SkippedVip { service: service.clone(), vip: Some(*ip), reason };
-            let IpAddr::V4(vip) = *ip else {
-                skipped.push(skip("IPv6 is answered by neighbour discovery, not ARP".into()));
-                continue;
-            };
+            let vip = *ip;
             match route(vip) {
                 Some(r) if !r.on_link => skipped.push(skip(format!(
                     "not on a segment of this host (routed via a gateway on {}): run from a node on its segment",
@@ -98,19 +96,18 @@ pub fn plan(
     (targets, skipped)
 }
 
-/// The nodes whose InternalIP is on `interface`'s segment, as responder labels: ARP resolves each
-/// in the same run, so a speaker's reply is named by its node.
+/// The nodes whose InternalIP is of `family`'s family and on `interface`'s segment, as responder
+/// labels: the probe resolves each in the same run, so a speaker's reply is named by its node.
 pub fn node_labels(
     nodes: &[ClusterNode],
     interface: &str,
-    route: impl Fn(Ipv4Addr) -> Option<Route>,
+    family: IpAddr,
+    route: impl Fn(IpAddr) -> Option<Route>,
 ) -> Vec<Node> {
     nodes
         .iter()
-        .filter_map(|n| match n.internal_ip {
-            Some(IpAddr::V4(ip)) => Some(Node { name: n.name.clone(), ip }),
-            _ => None,
-        })
+        .filter_map(|n| Some(Node { name: n.name.clone(), ip: n.internal_ip? }))
+        .filter(|n| n.ip.is_ipv4() == family.is_ipv4())
         .filter(|n| route(n.ip).is_some_and(|r| r.on_link && r.interface == interface))
         .collect()
 }
@@ -144,11 +141,17 @@ pub fn probe_each(configs: &[Config]) -> Result<Vec<ArpReport>> {
 mod tests {
     use super::*;
 
-    /// 192.0.2.0/24 on lan0, 198.51.100.0/24 on lan1, everything else via a gateway on wan0.
-    fn route(ip: Ipv4Addr) -> Option<Route> {
-        let (interface, on_link) = match ip.octets() {
+    /// 192.0.2.0/24 and 2001:db8::/64 on lan0, 198.51.100.0/24 on lan1, everything else via a
+    /// gateway on wan0.
+    fn route(ip: IpAddr) -> Option<Route> {
+        let octets = match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let (interface, on_link) = match octets[..] {
             [192, 0, 2, _] => ("lan0", true),
             [198, 51, 100, _] => ("lan1", true),
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, ..] => ("lan0", true),
             _ => ("wan0", false),
         };
         Some(Route { interface: interface.into(), on_link })
@@ -173,15 +176,19 @@ mod tests {
         let (targets, skipped) = plan(&services, None, route);
         let probed: Vec<(String, String)> =
             targets.iter().map(|t| (t.service.clone(), t.interface.clone())).collect();
-        assert_eq!(probed, [("web/shop".into(), "lan0".into()), ("web/api".into(), "lan1".into())]);
+        assert_eq!(
+            probed,
+            [
+                ("web/shop".into(), "lan0".into()),
+                ("web/shop".into(), "lan0".into()),
+                ("web/api".into(), "lan1".into())
+            ],
+            "the dual-stack VIP once per family (IPv6 by neighbour discovery)"
+        );
         let why: Vec<&str> = skipped.iter().map(|s| s.reason.split(':').next().unwrap()).collect();
         assert_eq!(
             why,
-            [
-                "IPv6 is answered by neighbour discovery, not ARP",
-                "not on a segment of this host (routed via a gateway on wan0)",
-                "no load-balancer IP yet"
-            ]
+            ["not on a segment of this host (routed via a gateway on wan0)", "no load-balancer IP yet"]
         );
         let (targets, skipped) = plan(&services[1..2], Some("lan0"), route);
         assert!(targets.is_empty());
@@ -202,8 +209,11 @@ mod tests {
             node("d", None),
             node("e", Some("192.0.2.15")),
         ];
-        let names: Vec<String> = node_labels(&nodes, "lan0", route).into_iter().map(|n| n.name).collect();
-        assert_eq!(names, ["a", "e"]);
+        let names = |family: &str| -> Vec<String> {
+            node_labels(&nodes, "lan0", family.parse().unwrap(), route).into_iter().map(|n| n.name).collect()
+        };
+        assert_eq!(names("192.0.2.100"), ["a", "e"]);
+        assert_eq!(names("2001:db8::100"), ["c"], "an IPv6 VIP is labelled by the nodes' IPv6 addresses");
     }
 
     #[test]

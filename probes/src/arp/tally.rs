@@ -7,7 +7,7 @@
 //! hosts' requests are visible but their replies are not, and must not count as unanswered.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
@@ -20,22 +20,25 @@ use crate::{oui, round3};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Askers {
     /// Live: only ours, reported with [`Tally::request_sent`].
-    Us(Ipv4Addr),
+    Us(IpAddr),
     /// A capture: every host's requests for the target, seen in the frames.
     Anyone,
 }
 
 pub struct Tally {
-    target: Ipv4Addr,
+    target: IpAddr,
     nodes: NodeMacs,
     askers: Askers,
     /// A reply matches a request at most this old (ARP on a LAN takes milliseconds).
     match_window: Duration,
     /// Requests for the target per asking host, in the order seen.
-    requests: HashMap<Ipv4Addr, Vec<Duration>>,
+    requests: HashMap<IpAddr, Vec<Duration>>,
     /// Hosts that some reply for the target was addressed to: their answers are visible here.
-    visible: HashSet<Ipv4Addr>,
+    visible: HashSet<IpAddr>,
     responders: Vec<ResponderTally>,
+    /// Address-conflict probes for the target (RFC 5227 ARP probes, IPv6 duplicate address
+    /// detection: sender address unspecified), per MAC: a host about to configure it itself.
+    conflict_probes: Vec<(MacAddr, u32)>,
 }
 
 struct ResponderTally {
@@ -43,22 +46,22 @@ struct ResponderTally {
     replies: u32,
     announcements: u32,
     /// Per asker: when this MAC's replies to it arrived.
-    replied_at: HashMap<Ipv4Addr, Vec<Duration>>,
+    replied_at: HashMap<IpAddr, Vec<Duration>>,
     ethernet_sources: Vec<MacAddr>,
 }
 
 impl Tally {
     /// For a live probe from `us`: requests are the ones reported with [`Tally::request_sent`].
-    pub fn live(target: Ipv4Addr, nodes: Vec<Node>, us: Ipv4Addr, match_window: Duration) -> Tally {
+    pub fn live(target: IpAddr, nodes: Vec<Node>, us: IpAddr, match_window: Duration) -> Tally {
         Tally::new(target, nodes, Askers::Us(us), match_window)
     }
 
     /// For a capture: every host's requests for the target in the frames count.
-    pub fn capture(target: Ipv4Addr, nodes: Vec<Node>, match_window: Duration) -> Tally {
+    pub fn capture(target: IpAddr, nodes: Vec<Node>, match_window: Duration) -> Tally {
         Tally::new(target, nodes, Askers::Anyone, match_window)
     }
 
-    fn new(target: Ipv4Addr, nodes: Vec<Node>, askers: Askers, match_window: Duration) -> Tally {
+    fn new(target: IpAddr, nodes: Vec<Node>, askers: Askers, match_window: Duration) -> Tally {
         Tally {
             target,
             nodes: NodeMacs::new(nodes),
@@ -67,6 +70,7 @@ impl Tally {
             requests: HashMap::new(),
             visible: HashSet::new(),
             responders: Vec::new(),
+            conflict_probes: Vec::new(),
         }
     }
 
@@ -98,6 +102,12 @@ impl Tally {
                     && !frame.sender_ip.is_unspecified() =>
             {
                 self.requests.entry(frame.sender_ip).or_default().push(at);
+            }
+            Op::Request if frame.target_ip == self.target && frame.sender_ip.is_unspecified() => {
+                match self.conflict_probes.iter_mut().find(|(mac, _)| *mac == frame.sender_mac) {
+                    Some((_, n)) => *n += 1,
+                    None => self.conflict_probes.push((frame.sender_mac, 1)),
+                }
             }
             Op::Reply if frame.sender_ip == self.target => self.reply_for_target(at, frame),
             _ => {}
@@ -171,7 +181,7 @@ impl Tally {
             1 => Verdict::Ok,
             _ => Verdict::Duplicate,
         };
-        let counted = |asker: &Ipv4Addr| match self.askers {
+        let counted = |asker: &IpAddr| match self.askers {
             Askers::Us(us) => *asker == us,
             Askers::Anyone => self.visible.contains(asker),
         };
@@ -186,6 +196,21 @@ impl Tally {
             notes.push(format!(
                 "{other_requests} request(s) for {} from {other_askers} host(s) whose replies this capture does not show were left out (a switched port or mirror sees other hosts' requests, not the unicast answers)",
                 self.target
+            ));
+        }
+        if !self.conflict_probes.is_empty() {
+            let by: Vec<String> =
+                self.conflict_probes.iter().map(|(mac, n)| format!("{mac} ({n})")).collect();
+            let kind = if self.target.is_ipv4() {
+                "ARP probe(s) (RFC 5227)"
+            } else {
+                "duplicate address detection probe(s)"
+            };
+            notes.push(format!(
+                "{} {kind} for {} from {}: a host was about to configure this address itself (MetalLB's speakers never probe for a VIP): find it by its MAC",
+                self.conflict_probes.iter().map(|(_, n)| n).sum::<u32>(),
+                self.target,
+                by.join(", ")
             ));
         }
         let sent = u32::try_from(sent).unwrap_or(u32::MAX);
@@ -240,7 +265,7 @@ fn match_replies(requests: &[Duration], replies: &[Duration], window: Duration) 
 }
 
 /// Gratuitous ARP or an ARP announcement for `target`: its owner says so unasked.
-pub fn is_announcement(frame: &ArpFrame, target: Ipv4Addr) -> bool {
+pub fn is_announcement(frame: &ArpFrame, target: IpAddr) -> bool {
     frame.sender_ip == target && frame.is_gratuitous() && matches!(frame.op, Op::Request | Op::Reply)
 }
 
@@ -253,7 +278,7 @@ fn rtt_ms(rtts: &[Duration]) -> Option<RttMs> {
 
 /// The verdict as a sentence, and where to look next.
 fn explain(
-    target: Ipv4Addr,
+    target: IpAddr,
     sent: u32,
     quiet_capture: bool,
     verdict: Verdict,
@@ -314,6 +339,7 @@ mod tests {
     use super::*;
     use crate::wire::arp::{reply, request};
     use crate::wire::link::LinkType;
+    use std::net::Ipv4Addr;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -337,7 +363,7 @@ mod tests {
     }
 
     fn live() -> Tally {
-        Tally::live(VIP, vec![], CLIENT, WINDOW)
+        Tally::live(std::net::IpAddr::from(VIP), vec![], std::net::IpAddr::from(CLIENT), WINDOW)
     }
 
     #[test]
@@ -414,7 +440,7 @@ mod tests {
     #[test]
     fn announcements_are_claims() {
         // One MAC announcing, no requests at all (a capture of a takeover): it owns the VIP.
-        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        let mut tally = Tally::capture(std::net::IpAddr::from(VIP), vec![], WINDOW);
         tally.observe(ms(0), &arp(&request(SP1, VIP, VIP)));
         tally.observe(ms(1), &arp(&reply(SP1, VIP, MacAddr::BROADCAST, VIP)));
         let report = tally.finish();
@@ -429,7 +455,7 @@ mod tests {
         assert_eq!(report.verdict, Verdict::Duplicate);
         assert!(report.summary.starts_with("2 MACs answer or announce 192.0.2.100"), "{}", report.summary);
         // An ARP probe (RFC 5227: sender 0.0.0.0) claims nothing.
-        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        let mut tally = Tally::capture(std::net::IpAddr::from(VIP), vec![], WINDOW);
         tally.observe(ms(0), &arp(&request(SP1, Ipv4Addr::UNSPECIFIED, VIP)));
         let report = tally.finish();
         assert_eq!((report.sent, report.verdict), (0, Verdict::NoReply));
@@ -439,7 +465,7 @@ mod tests {
     #[test]
     fn a_capture_counts_only_requests_whose_replies_it_can_see() {
         // A switched port: OTHER's requests are broadcast and seen, the replies to it are not.
-        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        let mut tally = Tally::capture(std::net::IpAddr::from(VIP), vec![], WINDOW);
         tally.observe(ms(0), &arp(&request(OTHER_MAC, OTHER, VIP)));
         tally.observe(ms(300), &arp(&request(OTHER_MAC, OTHER, VIP)));
         tally.observe(ms(1000), &arp(&request(CLIENT_MAC, CLIENT, VIP)));
@@ -458,7 +484,7 @@ mod tests {
     #[test]
     fn a_reply_matches_its_askers_recent_request_not_an_old_one() {
         // As in a long capture: the client asks every 4 s, only the last request is answered.
-        let mut tally = Tally::capture(VIP, vec![], WINDOW);
+        let mut tally = Tally::capture(std::net::IpAddr::from(VIP), vec![], WINDOW);
         for t in [0, 4000, 8000] {
             tally.observe(ms(t), &arp(&request(CLIENT_MAC, CLIENT, VIP)));
         }
@@ -471,16 +497,17 @@ mod tests {
     #[test]
     fn nodes_label_responders_and_unknown_ones_are_called_out() {
         let nodes = vec![
-            Node { name: "sp1".into(), ip: Ipv4Addr::new(192, 0, 2, 11) },
-            Node { name: "sp9".into(), ip: Ipv4Addr::new(192, 0, 2, 19) },
+            Node { name: "sp1".into(), ip: std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 11)) },
+            Node { name: "sp9".into(), ip: std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 19)) },
         ];
-        let mut tally = Tally::live(VIP, nodes, CLIENT, WINDOW);
+        let mut tally =
+            Tally::live(std::net::IpAddr::from(VIP), nodes, std::net::IpAddr::from(CLIENT), WINDOW);
         tally.request_sent(ms(0));
         tally.observe(ms(1), &answer(SP1, VIP));
         tally.observe(ms(1), &answer(SP1, Ipv4Addr::new(192, 0, 2, 11)));
         tally.observe(ms(2), &answer(SP2, VIP));
-        assert!(tally.nodes().resolved(Ipv4Addr::new(192, 0, 2, 11)));
-        assert!(!tally.nodes().resolved(Ipv4Addr::new(192, 0, 2, 19)));
+        assert!(tally.nodes().resolved(std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 11))));
+        assert!(!tally.nodes().resolved(std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 19))));
         let report = tally.finish();
         assert_eq!(report.responders[0].node.as_deref(), Some("sp1"));
         assert_eq!(report.responders[1].node, None);

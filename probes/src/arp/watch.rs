@@ -6,7 +6,7 @@
 //! real ones) and [`watch_capture`] feed it.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -17,7 +17,7 @@ use super::{Node, NodeMacs};
 use crate::net::capture::LiveCapture;
 use crate::net::tcp_connect::{ConnectLoop, ConnectTimer};
 use crate::net::{capture_file, signal, Clock, Link, SystemClock};
-use crate::wire::arp::{self, ArpFrame, Op};
+use crate::wire::arp::{ArpFrame, Op};
 use crate::wire::MacAddr;
 use crate::{round3, Error, Health, Result};
 
@@ -118,7 +118,7 @@ impl WatchVerdict {
 pub struct WatchSummary {
     /// Always "summary": the last NDJSON line.
     pub event: &'static str,
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     pub duration_s: f64,
     pub probes: u32,
     /// Every owner with how long it held the VIP, in order of first ownership.
@@ -172,7 +172,7 @@ pub fn rfc3339(at: Duration) -> String {
 }
 
 pub struct Watcher {
-    target: Ipv4Addr,
+    target: IpAddr,
     nodes: NodeMacs,
     events: Vec<WatchEvent>,
     start: Option<Duration>,
@@ -212,7 +212,7 @@ struct TcpTally {
 }
 
 impl Watcher {
-    pub fn new(target: Ipv4Addr, nodes: Vec<Node>, tcp_target: Option<String>) -> Watcher {
+    pub fn new(target: IpAddr, nodes: Vec<Node>, tcp_target: Option<String>) -> Watcher {
         Watcher {
             target,
             nodes: NodeMacs::new(nodes),
@@ -554,12 +554,12 @@ fn regular_period(changes: &[Duration]) -> Option<f64> {
 
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     pub interface: Option<String>,
     pub interval: Duration,
     /// `None`: until Ctrl-C.
     pub duration: Option<Duration>,
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
     pub nodes: Vec<Node>,
     pub tcp: Option<SocketAddr>,
     pub tcp_timeout: Duration,
@@ -572,7 +572,7 @@ pub fn watch_live(config: &WatchConfig, on_event: impl FnMut(&WatchEvent)) -> Re
     }
     let (name, mac, source) =
         super::probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
-    let mut capture = LiveCapture::open(&name, "arp")?;
+    let mut capture = LiveCapture::open(&name, super::capture_filter(config.target))?;
     signal::catch_interrupts();
     let mut tcp = config.tcp.map(|target| ConnectLoop::start(target, config.interval, config.tcp_timeout));
     let tcp = tcp.as_mut().map(|t| t as &mut dyn ConnectTimer);
@@ -587,7 +587,7 @@ pub fn watch_on(
     clock: &impl Clock,
     config: &WatchConfig,
     mac: MacAddr,
-    source: Ipv4Addr,
+    source: IpAddr,
     stop: impl Fn() -> bool,
     mut tcp: Option<&mut dyn ConnectTimer>,
     mut on_event: impl FnMut(&WatchEvent),
@@ -604,9 +604,9 @@ pub fn watch_on(
             break;
         }
         if now >= next_probe {
-            let at = link.send(&arp::request(mac, source, config.target))?;
+            let at = link.send(&super::ask(mac, source, config.target)?)?;
             for node in config.nodes.iter().filter(|n| !watcher.nodes().resolved(n.ip)) {
-                link.send(&arp::request(mac, source, node.ip))?;
+                link.send(&super::ask(mac, source, node.ip)?)?;
             }
             watcher.probe_sent(at);
             next_probe = next_probe
@@ -641,12 +641,12 @@ pub fn watch_on(
 /// in the capture, so their silence says nothing). Two passes over the file: askers, then events.
 pub fn watch_capture(
     path: &Path,
-    target: Ipv4Addr,
+    target: IpAddr,
     nodes: Vec<Node>,
     mut on_event: impl FnMut(&WatchEvent),
 ) -> Result<WatchSummary> {
-    let mut visible: HashSet<Ipv4Addr> = HashSet::new();
-    let mut askers: HashSet<Ipv4Addr> = HashSet::new();
+    let mut visible: HashSet<IpAddr> = HashSet::new();
+    let mut askers: HashSet<IpAddr> = HashSet::new();
     capture_file::for_each_frame(path, |frame| {
         if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
             if arp.op == Op::Reply && arp.sender_ip == target && !arp.is_gratuitous() {
@@ -687,7 +687,7 @@ pub fn watch_capture(
 }
 
 /// A request for `target` from a host with an address (not an announcement, not an RFC 5227 probe).
-fn is_probe_request(arp: &ArpFrame, target: Ipv4Addr) -> bool {
+fn is_probe_request(arp: &ArpFrame, target: IpAddr) -> bool {
     arp.op == Op::Request
         && arp.target_ip == target
         && !arp.is_gratuitous()
@@ -699,6 +699,7 @@ mod tests {
     use super::*;
     use crate::wire::arp::{reply, request};
     use crate::wire::link::LinkType;
+    use std::net::Ipv4Addr;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -735,7 +736,7 @@ mod tests {
 
     #[test]
     fn one_owner_all_along_is_stable_with_no_events() {
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         for i in 0..5 {
             w.probe_sent(s(i as f64));
             answer(&mut w, i as f64 + 0.001, A);
@@ -749,7 +750,7 @@ mod tests {
 
     #[test]
     fn a_gap_is_no_reply_and_the_change_comes_with_the_gratuitous_arp() {
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         w.probe_sent(s(0.0));
         answer(&mut w, 0.001, A);
         w.probe_sent(s(1.0)); // nobody answers this one
@@ -771,7 +772,7 @@ mod tests {
 
     #[test]
     fn a_takeover_mid_interval_is_not_followed_by_a_false_no_reply() {
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         w.probe_sent(s(0.0));
         answer(&mut w, 0.001, A);
         w.probe_sent(s(1.0));
@@ -785,7 +786,7 @@ mod tests {
 
     #[test]
     fn two_macs_in_one_interval_are_a_duplicate_until_one_is_left() {
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         w.probe_sent(s(0.0));
         answer(&mut w, 0.001, A);
         answer(&mut w, 0.002, B);
@@ -798,7 +799,7 @@ mod tests {
 
     #[test]
     fn regular_changes_have_a_period_and_stalls_near_them_correlate() {
-        let mut w = Watcher::new(VIP, vec![], Some("192.0.2.100:80".into()));
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], Some("192.0.2.100:80".into()));
         let mut owner = A;
         w.probe_sent(s(0.0));
         answer(&mut w, 0.001, owner);
@@ -830,7 +831,7 @@ mod tests {
 
     #[test]
     fn a_reply_before_the_first_request_counts() {
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         answer(&mut w, 0.0, A); // the capture starts just after a request
         w.probe_sent(s(1.0));
         answer(&mut w, 1.001, A);
@@ -841,8 +842,9 @@ mod tests {
 
     #[test]
     fn a_permanent_duplicate_lists_both_owners_and_names_nodes() {
-        let nodes = vec![Node { name: "node-b".into(), ip: Ipv4Addr::new(192, 0, 2, 12) }];
-        let mut w = Watcher::new(VIP, nodes, None);
+        let nodes =
+            vec![Node { name: "node-b".into(), ip: std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 12)) }];
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), nodes, None);
         w.observe(s(0.0), &frame(&reply(B, Ipv4Addr::new(192, 0, 2, 12), ME, CLIENT)));
         for i in 0..4 {
             w.probe_sent(s(i as f64));
@@ -865,11 +867,11 @@ mod tests {
 
     #[test]
     fn nothing_about_the_vip_is_no_reply_not_unstable() {
-        let w = Watcher::new(VIP, vec![], None);
+        let w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         let summary = w.finish(s(0.0));
         assert_eq!(summary.verdict, WatchVerdict::NoReply);
         assert_eq!(summary.summary, "no ARP for 192.0.2.100 in this capture");
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         w.probe_sent(s(0.0));
         w.probe_sent(s(1.0));
         assert_eq!(w.finish(s(2.0)).verdict, WatchVerdict::NoReply);
@@ -878,7 +880,7 @@ mod tests {
     #[test]
     fn a_gap_lasts_only_as_long_as_its_evidence() {
         // A host that asks every 5 minutes; one request goes unanswered, later two in a row.
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         for (i, answered) in [true, false, true, false, false, true].into_iter().enumerate() {
             let t = 300.0 * i as f64;
             w.probe_sent(s(t));
@@ -901,7 +903,7 @@ mod tests {
 
     #[test]
     fn requests_in_a_burst_share_one_interval() {
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         w.probe_sent(s(0.0));
         w.probe_sent(s(0.001)); // another host asks at once; the reply to the first comes after
         answer(&mut w, 0.002, A);
@@ -915,7 +917,7 @@ mod tests {
     #[test]
     fn timestamps_going_backwards_do_not_panic() {
         // Gratuitous replies at 40, 30, 20 and 10 s, MACs alternating (a merged capture).
-        let mut w = Watcher::new(VIP, vec![], None);
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
         for (i, t) in [40.0, 30.0, 20.0, 10.0].into_iter().enumerate() {
             let mac = if i % 2 == 0 { A } else { B };
             w.observe(s(t), &frame(&reply(mac, VIP, MacAddr::BROADCAST, VIP)));
@@ -932,7 +934,7 @@ mod tests {
 
         fn config() -> WatchConfig {
             WatchConfig {
-                target: VIP,
+                target: std::net::IpAddr::from(VIP),
                 interface: None,
                 interval: Duration::from_secs(1),
                 duration: Some(Duration::from_millis(5500)),
@@ -962,9 +964,17 @@ mod tests {
             tcp: Option<&mut dyn ConnectTimer>,
         ) -> (Vec<WatchEvent>, WatchSummary) {
             let mut events = Vec::new();
-            let summary =
-                watch_on(link, clock, &config(), ME, CLIENT, || false, tcp, |e| events.push(e.clone()))
-                    .unwrap();
+            let summary = watch_on(
+                link,
+                clock,
+                &config(),
+                ME,
+                std::net::IpAddr::from(CLIENT),
+                || false,
+                tcp,
+                |e| events.push(e.clone()),
+            )
+            .unwrap();
             (events, summary)
         }
 
@@ -1010,7 +1020,17 @@ mod tests {
             let link = segment(&clock, |_| Some(A));
             link.at(Duration::from_millis(1200), Event::Error("capture failed".into()));
             let mut link = link;
-            let err = watch_on(&mut link, &clock, &config(), ME, CLIENT, || false, None, |_| {}).unwrap_err();
+            let err = watch_on(
+                &mut link,
+                &clock,
+                &config(),
+                ME,
+                std::net::IpAddr::from(CLIENT),
+                || false,
+                None,
+                |_| {},
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("capture failed"), "{err}");
         }
 

@@ -1,11 +1,11 @@
-//! Interfaces of the current network namespace (names, MAC, IPv4 addresses) and the route to an
-//! address. Read with getifaddrs(3) and /proc/thread-self/net/route, which both follow the
-//! namespace of the calling thread.
+//! Interfaces of the current network namespace (names, MAC, IPv4 and IPv6 addresses) and the
+//! route to an address. Read with getifaddrs(3) and /proc/thread-self/net/route (ipv6_route),
+//! which both follow the namespace of the calling thread.
 
 #![allow(unsafe_code)] // libc calls the OS offers no safe wrapper for here; each with a SAFETY comment.
 
 use std::ffi::CStr;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::wire::MacAddr;
 use crate::{Error, Result};
@@ -17,6 +17,8 @@ pub struct Interface {
     /// have none).
     pub mac: Option<MacAddr>,
     pub ipv4: Vec<Ipv4Addr>,
+    /// Link-local ones too (fe80::/10), in the kernel's order.
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// The interface called `name`, or [`Error::NoSuchInterface`].
@@ -49,7 +51,7 @@ pub fn all() -> Result<Vec<Interface>> {
         let index = match out.iter().position(|i| i.name == name) {
             Some(index) => index,
             None => {
-                out.push(Interface { name, mac: None, ipv4: Vec::new() });
+                out.push(Interface { name, mac: None, ipv4: Vec::new(), ipv6: Vec::new() });
                 out.len() - 1
             }
         };
@@ -61,6 +63,10 @@ pub fn all() -> Result<Vec<Interface>> {
             libc::AF_INET => {
                 let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
                 out[index].ipv4.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            libc::AF_INET6 => {
+                let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                out[index].ipv6.push(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
             }
             libc::AF_PACKET => {
                 let sll = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_ll) };
@@ -104,7 +110,7 @@ pub fn mtu(name: &str) -> Result<u16> {
 
 /// The interface the main routing table sends `destination` out of (longest prefix, then lowest
 /// metric), like the `dev` of `ip route get`. Policy routing rules are not consulted.
-pub fn for_route_to(destination: Ipv4Addr) -> Result<String> {
+pub fn for_route_to(destination: impl Into<IpAddr>) -> Result<String> {
     route_to(destination).map(|route| route.interface)
 }
 
@@ -117,10 +123,16 @@ pub struct Route {
 }
 
 /// The route to `destination` (as [`for_route_to`]), or an error naming the address.
-pub fn route_to(destination: Ipv4Addr) -> Result<Route> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/route")
-        .map_err(|e| Error::could_not_run("reading /proc/net/route", e.to_string()))?;
-    best_route(&table, destination).ok_or_else(|| {
+pub fn route_to(destination: impl Into<IpAddr>) -> Result<Route> {
+    let destination = destination.into();
+    let file = if destination.is_ipv4() { "route" } else { "ipv6_route" };
+    let table = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))
+        .map_err(|e| Error::could_not_run(format!("reading /proc/net/{file}"), e.to_string()))?;
+    let found = match destination {
+        IpAddr::V4(ip) => best_route(&table, ip),
+        IpAddr::V6(ip) => best_route6(&table, ip),
+    };
+    found.ok_or_else(|| {
         Error::could_not_run(
             format!("finding the interface towards {destination}"),
             "no route matches it: pass the interface on the VIP's segment with -i/--interface",
@@ -143,6 +155,43 @@ fn has_route(table: &str, interface_column: usize) -> bool {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(interface_column))
         .any(|i| i != "lo" && i != "Iface")
+}
+
+/// Picks the route from /proc/net/ipv6_route text: destination, prefix length, source, its
+/// length, next hop (all hex), metric, refcount, use, flags, interface. The host's own
+/// addresses (RTF_LOCAL) and loopback are not routes out.
+fn best_route6(table: &str, destination: Ipv6Addr) -> Option<Route> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    const RTF_LOCAL: u32 = 0x8000_0000;
+    let dst = u128::from(destination);
+    let mut best: Option<(u32, u32, &str, u32)> = None;
+    for line in table.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 10 || cols[9] == "lo" {
+            continue;
+        }
+        let (Ok(net), Ok(prefix), Ok(metric), Ok(flags)) = (
+            u128::from_str_radix(cols[0], 16),
+            u32::from_str_radix(cols[1], 16),
+            u32::from_str_radix(cols[5], 16),
+            u32::from_str_radix(cols[8], 16),
+        ) else {
+            continue;
+        };
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix.min(128)) };
+        if flags & RTF_UP == 0 || flags & RTF_LOCAL != 0 || dst & mask != net & mask {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((p, m, _, _)) => prefix > p || (prefix == p && metric < m),
+        };
+        if better {
+            best = Some((prefix, metric, cols[9], flags));
+        }
+    }
+    best.map(|(_, _, name, flags)| Route { interface: name.to_string(), on_link: flags & RTF_GATEWAY == 0 })
 }
 
 /// Picks the route from /proc/net/route text. Addresses there are hex in host byte order.
@@ -190,6 +239,26 @@ wan0\t00000000\t017100CB\t0003\t0\t0\t0\t00000000\t0\t0\t0
 lan0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 lan1\t000200C0\t00000000\t0001\t0\t0\t100\t80FFFFFF\t0\t0\t0
 ";
+
+    #[test]
+    fn ipv6_routes_by_longest_prefix_never_the_hosts_own_addresses() {
+        // As the kernel prints it (this machine, a namespace): 2001:db8::/64 on eth0, a default
+        // route via 2001:db8::1, and the host's own 2001:db8::5 (RTF_LOCAL, on eth0 too).
+        let table = "\
+20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000002 00000000 00000003     wan0
+20010db8000000000000000000000005 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000003 00000000 80200001     eth0
+00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo
+";
+        let route = |ip: &str| best_route6(table, ip.parse().unwrap());
+        assert_eq!(route("2001:db8::100"), Some(Route { interface: "eth0".into(), on_link: true }));
+        assert_eq!(route("2001:db9::1"), Some(Route { interface: "wan0".into(), on_link: false }));
+        assert_eq!(
+            route("2001:db8::5").map(|r| r.interface).as_deref(),
+            Some("eth0"),
+            "by the /64, not the local /128"
+        );
+    }
 
     #[test]
     fn longest_prefix_wins() {

@@ -1,8 +1,9 @@
 //! ARP for IPv4 over Ethernet (RFC 826): building the frames netprobe sends and reading the ones it
 //! captures. Parsing of the ARP body itself is etherparse's; this module adds the Ethernet framing
-//! and the questions a probe asks of a frame.
+//! and the questions a probe asks of a frame. IPv6's Neighbor Discovery is read into the same
+//! [`ArpFrame`] (`super::ndp`), so one tally counts the claims of both families.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::{ArpEthIpv4Packet, ArpOperation, ArpPacket};
 
@@ -20,22 +21,27 @@ pub enum Op {
     Other(u16),
 }
 
-/// One captured ARP (Ethernet/IPv4) frame, with the Ethernet-level source kept beside the ARP
-/// sender so a proxy or a bridge that rewrites one but not the other shows up.
+/// One captured ARP (Ethernet/IPv4) frame or NDP solicitation or advertisement (IPv6), with the
+/// Ethernet-level source kept beside the sender so a proxy or a bridge that rewrites one but not
+/// the other shows up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArpFrame {
     pub op: Op,
     pub link_source: Option<MacAddr>,
     pub sender_mac: MacAddr,
-    pub sender_ip: Ipv4Addr,
+    pub sender_ip: IpAddr,
     pub target_mac: MacAddr,
-    pub target_ip: Ipv4Addr,
+    pub target_ip: IpAddr,
 }
 
 impl ArpFrame {
-    /// Reads an ARP frame out of a captured link-layer frame; `None` for anything else (other
-    /// EtherTypes, other hardware or protocol types, truncated bodies).
+    /// Reads an ARP frame, or an NDP NS/NA, out of a captured link-layer frame; `None` for
+    /// anything else (other EtherTypes, other hardware or protocol types, truncated bodies).
     pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
+        ArpFrame::from_arp(link, bytes).or_else(|| super::ndp::from_link(link, bytes))
+    }
+
+    fn from_arp(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
         let frame = link::decode(link, bytes)?;
         if frame.ethertype != ETHERTYPE_ARP {
             return None;
@@ -49,9 +55,9 @@ impl ArpFrame {
             },
             link_source: frame.source,
             sender_mac: MacAddr(arp.sender_mac),
-            sender_ip: arp.sender_ipv4_addr(),
+            sender_ip: IpAddr::V4(arp.sender_ipv4_addr()),
             target_mac: MacAddr(arp.target_mac),
-            target_ip: arp.target_ipv4_addr(),
+            target_ip: IpAddr::V4(arp.target_ipv4_addr()),
         })
     }
 
@@ -59,6 +65,18 @@ impl ArpFrame {
     /// MetalLB leader or keepalived master does on takeover.
     pub fn is_gratuitous(&self) -> bool {
         self.sender_ip == self.target_ip
+    }
+}
+
+/// Who has `target`: a broadcast ARP request for an IPv4 address, a Neighbor Solicitation for an
+/// IPv6 one; `None` when `source_ip` is not of the target's family.
+pub fn ask(source_mac: MacAddr, source_ip: IpAddr, target: IpAddr) -> Option<Vec<u8>> {
+    match (source_ip, target) {
+        (IpAddr::V4(source), IpAddr::V4(target)) => Some(request(source_mac, source, target).to_vec()),
+        (IpAddr::V6(source), IpAddr::V6(target)) => {
+            Some(super::ndp::solicitation(source_mac, source, target))
+        }
+        _ => None,
     }
 }
 
@@ -153,8 +171,8 @@ mod tests {
         assert_eq!(arp.op, Op::Reply);
         assert_eq!(arp.link_source, Some(SPEAKER));
         assert_eq!(arp.sender_mac, SPEAKER);
-        assert_eq!(arp.sender_ip, Ipv4Addr::new(192, 0, 2, 100));
-        assert_eq!(arp.target_ip, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(arp.sender_ip, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)));
+        assert_eq!(arp.target_ip, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
         assert!(!arp.is_gratuitous());
     }
 

@@ -4,6 +4,7 @@
 pub mod arp;
 pub mod link;
 pub mod mac;
+pub mod ndp;
 pub mod vxlan;
 
 pub use mac::MacAddr;
