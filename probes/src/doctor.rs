@@ -412,6 +412,7 @@ mod tests {
             evidence: None,
             diagnosis: "why".into(),
             mtu: None,
+            source_vxlan_device: None,
         }
     }
 

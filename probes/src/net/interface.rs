@@ -306,12 +306,15 @@ pub trait NodeFacts: Send + Sync + 'static {
     fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr>;
 }
 
-/// A vxlan device of the node, as `ip -d link` shows it.
+/// A vxlan device of the node, as `ip -d link` shows it, and its transmit checksum offload as
+/// `ethtool -k` does (`None` when ethtool is missing or fails).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VxlanDevice {
     pub name: String,
     pub vni: u32,
     pub mtu: Option<u16>,
+    /// tx-checksum-ip-generic: on, the offload behind the known bad-checksum VXLAN failures.
+    pub tx_checksum: Option<bool>,
 }
 
 /// The node the agent runs on.
@@ -340,7 +343,15 @@ impl NodeFacts for ThisNode {
             std::time::Duration::from_secs(5),
         )
         .unwrap_or_default();
-        let devices = vxlan_devices(&json);
+        let mut devices = vxlan_devices(&json);
+        for device in &mut devices {
+            let features = super::firewall::run_bounded(
+                "ethtool",
+                &["-k", &device.name],
+                std::time::Duration::from_secs(5),
+            );
+            device.tx_checksum = features.ok().and_then(|text| tx_checksum(&text));
+        }
         *last = Some((std::time::Instant::now(), devices.clone()));
         devices
     }
@@ -367,9 +378,20 @@ fn vxlan_devices(json: &str) -> Vec<VxlanDevice> {
                 name: l.get("ifname").and_then(serde_json::Value::as_str).unwrap_or("?").to_string(),
                 vni: u32::try_from(vni).ok()?,
                 mtu: l.get("mtu").and_then(serde_json::Value::as_u64).and_then(|m| u16::try_from(m).ok()),
+                tx_checksum: None,
             })
         })
         .collect()
+}
+
+/// `tx-checksum-ip-generic` from `ethtool -k` output: `on`, `off`, either maybe `[fixed]`.
+fn tx_checksum(features: &str) -> Option<bool> {
+    let value = features.lines().find_map(|l| l.trim().strip_prefix("tx-checksum-ip-generic:"))?;
+    match value.split_whitespace().next()? {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -386,5 +408,14 @@ mod vxlan_tests {
         assert_eq!((devices[0].name.as_str(), devices[0].mtu), ("flannel.1", Some(1450)));
         assert_eq!((devices[1].name.as_str(), devices[1].mtu), ("cilium_vxlan", None));
         assert!(vxlan_devices("").is_empty() && vxlan_devices("[]").is_empty());
+    }
+
+    #[test]
+    fn checksum_offload_from_the_real_ethtool_output() {
+        // tests/corpus/ethtool: `ethtool -k flannel.1` (ethtool 6.1) of a kernel vxlan device.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/ethtool/flannel.1-features");
+        assert_eq!(tx_checksum(&std::fs::read_to_string(path).unwrap()), Some(true));
+        assert_eq!(tx_checksum("\ttx-checksum-ip-generic: off [fixed]\n"), Some(false));
+        assert_eq!(tx_checksum("Cannot get device feature names\n"), None);
     }
 }

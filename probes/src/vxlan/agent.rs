@@ -529,8 +529,14 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
             let (after, after_error) = read_counters(agent.ways.counters.as_ref(), &flow);
             let mut left_seqs: Vec<u32> = sent.left.iter().copied().collect();
             left_seqs.sort_unstable();
-            let widest =
-                agent.ways.node.vxlan_devices().into_iter().filter_map(|d| Some((d.mtu?, d.name))).max();
+            // The pod network's device: the largest MTU, with its checksum offload.
+            let widest = agent
+                .ways
+                .node
+                .vxlan_devices()
+                .into_iter()
+                .filter_map(|d| Some((d.mtu?, d)))
+                .max_by_key(|(mtu, _)| *mtu);
             Ok(SendResponse {
                 sent: req.count,
                 left_source: sent.left.len() as u32,
@@ -541,7 +547,11 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
                 left_seqs,
                 interface_mtu: sent.interface_mtu,
                 frag_needed: sent.frag_needed.map(|f| FragNeededSeen { from: f.from, mtu: f.mtu }),
-                vxlan_device: widest.map(|(mtu, name)| VxlanDeviceMtu { name, mtu }),
+                vxlan_device: widest.map(|(mtu, d)| VxlanDeviceSeen {
+                    name: d.name,
+                    mtu,
+                    tx_checksum_offload: d.tx_checksum,
+                }),
             })
         })
         .await,
@@ -635,7 +645,7 @@ mod tests {
             vec![Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::LOCALHOST]
         }
         fn vxlan_devices(&self) -> Vec<VxlanDevice> {
-            vec![VxlanDevice { name: "flannel.1".into(), vni: 1, mtu: Some(1450) }]
+            vec![VxlanDevice { name: "flannel.1".into(), vni: 1, mtu: Some(1450), tx_checksum: Some(true) }]
         }
         fn address_towards(&self, _: Ipv4Addr) -> Option<Ipv4Addr> {
             Some(Ipv4Addr::new(198, 51, 100, 1))

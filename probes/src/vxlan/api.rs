@@ -86,7 +86,7 @@ pub struct SendResponse {
     pub frag_needed: Option<FragNeededSeen>,
     /// This node's vxlan device with the largest MTU (the pod network's), when it has one.
     #[serde(default)]
-    pub vxlan_device: Option<VxlanDeviceMtu>,
+    pub vxlan_device: Option<VxlanDeviceSeen>,
 }
 
 /// Who said a probe was too big for its next hop, and the MTU it gave.
@@ -96,11 +96,14 @@ pub struct FragNeededSeen {
     pub mtu: u16,
 }
 
-/// A vxlan device of a node and its MTU.
+/// A vxlan device of a node: its MTU, and whether it offloads the transmit checksum
+/// (tx-checksum-ip-generic; `null` when ethtool could not say).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VxlanDeviceMtu {
+pub struct VxlanDeviceSeen {
     pub name: String,
     pub mtu: u16,
+    #[serde(default)]
+    pub tx_checksum_offload: Option<bool>,
 }
 
 /// A firewall rule and how many packets it counted during a probe.

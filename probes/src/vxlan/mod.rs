@@ -214,6 +214,9 @@ pub struct PairReport {
     /// With `--mtu`: the largest packet the path carries and what it leaves the pods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<mtu::MtuReport>,
+    /// The source node's vxlan device (the pod network's) as its agent saw it: its MTU and
+    /// whether it offloads the transmit checksum; `null` when it has none (or did not say).
+    pub source_vxlan_device: Option<VxlanDeviceSeen>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -554,6 +557,7 @@ fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
         evidence: None,
         diagnosis: format!("not measured: {why}"),
         mtu: None,
+        source_vxlan_device: None,
     }
 }
 
@@ -614,6 +618,10 @@ pub fn judge(
             }
             (None, None) => format!("check {from}'s OUTPUT firewall (iptables/nft) and routes"),
         };
+        // The kernel's own answer for our own socket: sendto(2) failed for these very probes.
+        evidence = sent.send_error.as_ref().map(|e| {
+            format!("sendto(2) on {from} failed ({e}): its kernel refused the probes before they left (its netfilter output path, or an LSM or cgroup BPF program)")
+        });
         (
             PairVerdict::BlockedAtSource,
             rule,
@@ -674,7 +682,14 @@ pub fn judge(
             PairVerdict::DroppedAtDestination,
             None,
             format!(
-                "UDP {port} from {from} reached {to}'s interface with a bad UDP checksum and {to}'s kernel dropped it (Udp InCsumErrors grew by {dropped}): something on the path or the sender's checksum offload breaks it; on the nodes' vxlan devices: ethtool -K flannel.1 tx-checksum-ip-generic off (or the CNI's option)"
+                "UDP {port} from {from} reached {to}'s interface with a bad UDP checksum and {to}'s kernel dropped it (Udp InCsumErrors grew by {dropped}): something on the path or the sender's checksum offload breaks it; on the nodes' vxlan devices: ethtool -K flannel.1 tx-checksum-ip-generic off (or the CNI's option){}",
+                match &sent.vxlan_device {
+                    Some(d) if d.tx_checksum_offload == Some(true) => format!(
+                        " ({from}'s {} has tx-checksum-ip-generic on: with a broken offload its own VXLAN traffic leaves like this)",
+                        d.name
+                    ),
+                    _ => String::new(),
+                }
             ),
         )
     } else if arrived.arrived < sent.sent {
@@ -741,6 +756,7 @@ pub fn judge(
         evidence,
         diagnosis,
         mtu: None,
+        source_vxlan_device: sent.vxlan_device.clone(),
     }
 }
 
