@@ -161,70 +161,62 @@ fn has_route(table: &str, interface_column: usize) -> bool {
 /// length, next hop (all hex), metric, refcount, use, flags, interface. The host's own
 /// addresses (RTF_LOCAL) and loopback are not routes out.
 fn best_route6(table: &str, destination: Ipv6Addr) -> Option<Route> {
-    const RTF_UP: u32 = 0x1;
-    const RTF_GATEWAY: u32 = 0x2;
     const RTF_LOCAL: u32 = 0x8000_0000;
     let dst = u128::from(destination);
-    let mut best: Option<(u32, u32, &str, u32)> = None;
-    for line in table.lines() {
+    let matching = table.lines().filter_map(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.len() < 10 || cols[9] == "lo" {
-            continue;
+            return None;
         }
-        let (Ok(net), Ok(prefix), Ok(metric), Ok(flags)) = (
-            u128::from_str_radix(cols[0], 16),
-            u32::from_str_radix(cols[1], 16),
-            u32::from_str_radix(cols[5], 16),
-            u32::from_str_radix(cols[8], 16),
-        ) else {
-            continue;
-        };
-        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix.min(128)) };
-        if flags & RTF_UP == 0 || flags & RTF_LOCAL != 0 || dst & mask != net & mask {
-            continue;
-        }
-        let better = match best {
-            None => true,
-            Some((p, m, _, _)) => prefix > p || (prefix == p && metric < m),
-        };
-        if better {
-            best = Some((prefix, metric, cols[9], flags));
-        }
-    }
-    best.map(|(_, _, name, flags)| Route { interface: name.to_string(), on_link: flags & RTF_GATEWAY == 0 })
+        let net = u128::from_str_radix(cols[0], 16).ok()?;
+        let prefix = u32::from_str_radix(cols[1], 16).ok()?.min(128);
+        let metric = u32::from_str_radix(cols[5], 16).ok()?;
+        let flags = u32::from_str_radix(cols[8], 16).ok()?;
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+        let up = flags & RTF_UP != 0 && flags & RTF_LOCAL == 0;
+        (up && dst & mask == net & mask).then_some(Candidate { prefix, metric, interface: cols[9], flags })
+    });
+    pick(matching)
 }
 
 /// Picks the route from /proc/net/route text. Addresses there are hex in host byte order.
 fn best_route(table: &str, destination: Ipv4Addr) -> Option<Route> {
-    const RTF_UP: u32 = 0x1;
-    const RTF_GATEWAY: u32 = 0x2;
     let dst = u32::from(destination);
-    let mut best: Option<(u32, u32, &str, u32)> = None; // (prefix length, metric, interface, flags)
-    for line in table.lines().skip(1) {
+    let matching = table.lines().skip(1).filter_map(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.len() < 8 {
-            continue;
+            return None;
         }
         let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
-        let (Some(net), Some(flags), Some(mask)) =
-            (hex(cols[1]), u32::from_str_radix(cols[3], 16).ok(), hex(cols[7]))
-        else {
-            continue;
-        };
+        let (net, mask) = (hex(cols[1])?, hex(cols[7])?);
+        let flags = u32::from_str_radix(cols[3], 16).ok()?;
         let metric: u32 = cols[6].parse().unwrap_or(u32::MAX);
-        if flags & RTF_UP == 0 || dst & mask != net {
-            continue;
-        }
-        let prefix = mask.count_ones();
-        let better = match best {
-            None => true,
-            Some((p, m, _, _)) => prefix > p || (prefix == p && metric < m),
-        };
-        if better {
-            best = Some((prefix, metric, cols[0], flags));
-        }
-    }
-    best.map(|(_, _, name, flags)| Route { interface: name.to_string(), on_link: flags & RTF_GATEWAY == 0 })
+        let up = flags & RTF_UP != 0;
+        (up && dst & mask == net).then_some(Candidate {
+            prefix: mask.count_ones(),
+            metric,
+            interface: cols[0],
+            flags,
+        })
+    });
+    pick(matching)
+}
+
+const RTF_UP: u32 = 0x1;
+const RTF_GATEWAY: u32 = 0x2;
+
+/// A route that matches the destination.
+struct Candidate<'a> {
+    prefix: u32,
+    metric: u32,
+    interface: &'a str,
+    flags: u32,
+}
+
+/// The longest prefix, then the lowest metric (the first listed on a tie), as the kernel picks.
+fn pick<'a>(matching: impl Iterator<Item = Candidate<'a>>) -> Option<Route> {
+    let best = matching.min_by_key(|c| (std::cmp::Reverse(c.prefix), c.metric))?;
+    Some(Route { interface: best.interface.to_string(), on_link: best.flags & RTF_GATEWAY == 0 })
 }
 
 #[cfg(test)]

@@ -651,6 +651,12 @@ pub fn judge(
                 rule.rule, rule.packets, arrived.arrived
             ),
         )
+    } else if let Some(tunnel) = traced.delivered(arrived.arrived) {
+        // Past every firewall to the tunnel's socket: the kernel's word, whatever the counters.
+        delivery = Some(Delivery::Kernel);
+        delivery_note = arrived.counters_error.clone();
+        (_, drop_location, evidence) = tunnel.named();
+        (PairVerdict::Ok, None, format!("VXLAN on UDP {port} from {from} reaches {to}"))
     } else if let Some(firewall) = traced.firewall() {
         delivery = Some(Delivery::Kernel);
         (drop_reason, drop_location, evidence) = firewall.named();
@@ -682,7 +688,11 @@ pub fn judge(
             PairVerdict::DroppedAtDestination,
             None,
             format!(
-                "UDP {port} from {from} reached {to}'s interface with a bad UDP checksum and {to}'s kernel dropped it (Udp InCsumErrors grew by {dropped}): something on the path or the sender's checksum offload breaks it; on the nodes' vxlan devices: ethtool -K flannel.1 tx-checksum-ip-generic off (or the CNI's option){}",
+                "UDP {port} from {from} reached {to}'s interface with a bad UDP checksum and {to}'s kernel dropped it ({}): something on the path or the sender's checksum offload breaks it; on the nodes' vxlan devices: ethtool -K flannel.1 tx-checksum-ip-generic off (or the CNI's option){}",
+                match bad_checksums {
+                    Some(_) => format!("Udp InCsumErrors grew by {dropped}"),
+                    None => format!("the kernel says UDP_CSUM for {dropped}"),
+                },
                 match &sent.vxlan_device {
                     Some(d) if d.tx_checksum_offload == Some(true) => format!(
                         " ({from}'s {} has tx-checksum-ip-generic on: with a broken offload its own VXLAN traffic leaves like this)",
@@ -712,12 +722,6 @@ pub fn judge(
                 other.reason, other.location, other.count, arrived.arrived
             ),
         )
-    } else if let Some(tunnel) = traced.delivered(arrived.arrived) {
-        // Past every firewall to the tunnel's socket: the kernel's word, whatever the counters.
-        delivery = Some(Delivery::Kernel);
-        delivery_note = arrived.counters_error.clone();
-        (_, drop_location, evidence) = tunnel.named();
-        (PairVerdict::Ok, None, format!("VXLAN on UDP {port} from {from} reaches {to}"))
     } else if let Some(why) = &arrived.counters_error {
         delivery = Some(Delivery::Unverified);
         // Which evidence there was: the counters failed, and the kernel was not asked (or had
@@ -760,7 +764,10 @@ pub fn judge(
     }
 }
 
-/// The destination kernel's drops of a pair's probes, as its agent traced them.
+/// The destination kernel's drops of a pair's probes, as its agent traced them. Each probe is
+/// freed once, so more drops than probes that arrived means some are other packets that looked
+/// alike (same length, an interface of the same name in another namespace): then a reason counts
+/// only if it alone accounts for every probe.
 struct Traced<'a> {
     drops: &'a [crate::net::drop_trace::KernelDrop],
     to: Ipv4Addr,
@@ -776,8 +783,16 @@ impl<'a> Traced<'a> {
         Traced { drops: arrived.kernel_drops.as_deref().unwrap_or(&[]), to, arrived: arrived.arrived }
     }
 
+    /// Whether `drop` can be told to be the probes': every traced drop fits in the probes that
+    /// arrived, or this one alone covers them.
+    fn attributable(&self, drop: &crate::net::drop_trace::KernelDrop) -> bool {
+        let total: u32 = self.drops.iter().map(|d| d.count).sum();
+        total <= self.arrived || drop.count >= self.arrived
+    }
+
     fn reason(&self, reason: &str) -> Option<Named<'_>> {
-        self.drops.iter().find(|d| d.reason == reason).map(|d| Named { drop: d, traced: self })
+        let found = self.drops.iter().find(|d| d.reason == reason && self.attributable(d));
+        found.map(|d| Named { drop: d, traced: self })
     }
 
     fn firewall(&self) -> Option<Named<'_>> {
@@ -791,7 +806,11 @@ impl<'a> Traced<'a> {
                 && d.reason != "NETFILTER_DROP"
                 && d.reason != "UDP_CSUM"
         };
-        self.drops.iter().find(other).map(|d| Named { drop: d, traced: self })
+        self.drops
+            .iter()
+            .filter(|d| self.attributable(d))
+            .find(other)
+            .map(|d| Named { drop: d, traced: self })
     }
 
     /// Every probe that arrived was dropped at the tunnel's socket.
@@ -983,6 +1002,31 @@ mod tests {
         assert_eq!(
             (pair.verdict, pair.drop_reason.as_deref()),
             (PairVerdict::DroppedAtDestination, Some("IP_RPFILTER"))
+        );
+        // More drops than probes: another packet that looked alike (the lab's namespaces all have
+        // an eth0) is not taken for one of ours when the socket drops account for every probe.
+        let mut a = arrived(5, 5, &[]);
+        a.kernel_drops =
+            Some(vec![drop("VXLAN_VNI_NOT_FOUND", "vxlan_rcv", 5), drop("IP_INNOROUTES", "ip_error", 1)]);
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!(
+            (pair.verdict, pair.delivery),
+            (PairVerdict::Ok, Some(Delivery::Kernel)),
+            "{}",
+            pair.diagnosis
+        );
+        // ... and no reason that covers only some of them is believed when drops outnumber probes.
+        a.kernel_drops = Some(vec![
+            drop("NETFILTER_DROP", "nft_do_chain", 3),
+            drop("VXLAN_VNI_NOT_FOUND", "vxlan_rcv", 2),
+            drop("IP_INNOROUTES", "ip_error", 1),
+        ]);
+        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
+        assert_eq!(
+            (pair.verdict, pair.delivery),
+            (PairVerdict::Ok, Some(Delivery::Counters)),
+            "{}",
+            pair.diagnosis
         );
         // Fewer socket drops than probes that arrived prove nothing: as without tracing.
         let mut a = arrived(5, 5, &[]);

@@ -64,11 +64,11 @@ pub fn probe_payload(vni: u32, probe_id: u64, seq: u32) -> Vec<u8> {
     sized_probe_payload(vni, probe_id, seq, usize::from(probe_packet_len(probe_id)))
 }
 
-/// The outer IPv4 length of probe `probe_id`'s plain probes: 94 to 293 bytes, set by the id, so
+/// The outer IPv4 length of probe `probe_id`'s plain probes: 94 to 493 bytes, set by the id, so
 /// that the kernel's receive tracepoint (which gives a packet's length, not its ports) tells one
-/// probe's packets from other traffic and from other probes.
+/// probe's packets from most other traffic and other probes (small enough never to fragment).
 pub fn probe_packet_len(probe_id: u64) -> u16 {
-    MIN_PROBE_PACKET as u16 + (probe_id % 200) as u16
+    MIN_PROBE_PACKET as u16 + (probe_id % 400) as u16
 }
 
 /// Outer IPv4 and UDP headers around a probe payload: what the path carries is the payload plus these.
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(&payload[..start.len()], &start);
         assert_eq!(payload.len() + OUTER_HEADERS, usize::from(probe_packet_len(0x1122_3344_5566_7788)));
         assert_eq!(MIN_PROBE_PACKET, 28 + 8 + 14 + 20 + 8 + 16);
-        assert_eq!((probe_packet_len(0), probe_packet_len(199), probe_packet_len(200)), (94, 293, 94));
+        assert_eq!((probe_packet_len(0), probe_packet_len(399), probe_packet_len(400)), (94, 493, 94));
         let mark = 8 + 14 + 20 + 8;
         assert_eq!(&payload[mark..mark + 4], b"NPVX");
         assert_eq!(probe_seq(&payload, 0xfffff0, 0x1122_3344_5566_7788), Some(7));
