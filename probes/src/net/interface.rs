@@ -337,12 +337,7 @@ impl NodeFacts for ThisNode {
         .unwrap_or_default();
         let mut devices = vxlan_devices(&json);
         for device in &mut devices {
-            let features = super::firewall::run_bounded(
-                "ethtool",
-                &["-k", &device.name],
-                std::time::Duration::from_secs(5),
-            );
-            device.tx_checksum = features.ok().and_then(|text| tx_checksum(&text));
+            device.tx_checksum = checksum_offload(&device.name);
         }
         *last = Some((std::time::Instant::now(), devices.clone()));
         devices
@@ -353,6 +348,26 @@ impl NodeFacts for ThisNode {
         lookup(&name).ok()?.ipv4.first().copied()
     }
 }
+
+/// A device's tx-checksum-ip-generic, from `ethtool -k`, read at most every
+/// [`OFFLOAD_FRESHNESS`] per device: offload settings change rarely, and each read is a process.
+fn checksum_offload(device: &str) -> Option<bool> {
+    type Reads = Vec<(String, std::time::Instant, Option<bool>)>;
+    static READ: std::sync::Mutex<Reads> = std::sync::Mutex::new(Vec::new());
+    let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
+    read.retain(|(_, at, _)| at.elapsed() < OFFLOAD_FRESHNESS);
+    if let Some((_, _, on)) = read.iter().find(|(name, _, _)| name == device) {
+        return *on;
+    }
+    let features =
+        super::firewall::run_bounded("ethtool", &["-k", device], std::time::Duration::from_secs(5));
+    let on = features.ok().and_then(|text| tx_checksum(&text));
+    read.push((device.to_string(), std::time::Instant::now(), on));
+    on
+}
+
+/// How long a device's checksum offload setting is reused.
+const OFFLOAD_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a read of this node's vxlan devices is reused.
 const VNI_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(2);
