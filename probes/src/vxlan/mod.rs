@@ -651,7 +651,7 @@ pub fn judge(
                 rule.rule, rule.packets, arrived.arrived
             ),
         )
-    } else if let Some(tunnel) = traced.delivered(arrived.arrived) {
+    } else if let Some(tunnel) = traced.delivered() {
         // Past every firewall to the tunnel's socket: the kernel's word, whatever the counters.
         delivery = Some(Delivery::Kernel);
         delivery_note = arrived.counters_error.clone();
@@ -814,7 +814,7 @@ impl<'a> Traced<'a> {
     }
 
     /// Every probe that arrived was dropped at the tunnel's socket.
-    fn delivered(&self, arrived: u32) -> Option<Named<'_>> {
+    fn delivered(&self) -> Option<Named<'_>> {
         let at_socket: u32 = self
             .drops
             .iter()
@@ -822,7 +822,7 @@ impl<'a> Traced<'a> {
             .map(|d| d.count)
             .sum();
         let first = self.drops.iter().find(|d| PAST_THE_FIREWALLS.contains(&d.reason.as_str()))?;
-        (arrived > 0 && at_socket >= arrived).then_some(Named { drop: first, traced: self })
+        (self.arrived > 0 && at_socket >= self.arrived).then_some(Named { drop: first, traced: self })
     }
 
     fn words(&self, d: &crate::net::drop_trace::KernelDrop) -> String {
