@@ -2,8 +2,8 @@
 //! backend and `nft -j list ruleset` for native nftables rules (which iptables-save does not show).
 //! What the agent compares before and after a probe; [`crate::vxlan::rules`] reads it.
 //!
-//! One reader at a time (a node with 300,000 rules takes seconds per read; concurrent probes must
-//! not pile readers up), each bounded in time and killed when it runs over.
+//! Reads are shared ([`SharedReads`]): one reader at a time, a few a second at most, each bounded
+//! in time and killed when it runs over.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -32,41 +32,90 @@ impl Snapshot {
     }
 }
 
-/// Where the agent's counters come from: the node's tools, or a fake in tests. A snapshot is
-/// always read after the call began (so it can serve as the "after" of a probe).
+/// Where the agent's counters come from: the node's tools, or a fake in tests.
 pub trait RuleCounters: Send + Sync + 'static {
+    /// A snapshot whose read began after the call began: it can serve as the "after" of a probe.
     fn snapshot(&self) -> Arc<Snapshot>;
+    /// A snapshot read before the call returns, perhaps a little before the call: it can serve as
+    /// the "before" of a probe sent after it returns (any earlier moment will do; it only lets the
+    /// counters' growth cover a little more time).
+    fn earlier(&self) -> Arc<Snapshot> {
+        self.snapshot()
+    }
 }
 
-/// The node's own tools.
-#[derive(Debug, Default)]
-pub struct NodeFirewall {
-    /// One reader at a time.
-    reading: Mutex<()>,
-    /// The last snapshot and when its read began: callers that asked before it began share it.
-    last: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+/// The node's own tools (`read_firewall`), read as [`SharedReads`] share them.
+pub struct NodeFirewall(SharedReads<fn() -> Snapshot>);
+
+impl Default for NodeFirewall {
+    fn default() -> Self {
+        NodeFirewall(SharedReads::new(read_firewall))
+    }
+}
+
+impl RuleCounters for NodeFirewall {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.after()
+    }
+    fn earlier(&self) -> Arc<Snapshot> {
+        self.0.before()
+    }
 }
 
 /// A read of the rules may take this long at most (a 300,000-rule node takes seconds).
 const READ_LIMIT: Duration = Duration::from_secs(10);
 /// More output than this is not read (about 1.5 million rules).
 const MAX_OUTPUT: u64 = 256 << 20;
+/// Reads begin at least this far apart: an agent answering many probes at once (in a mesh of 100
+/// nodes each agent is asked for about 200 "after" reads a round) reads a few times a second, not
+/// hundreds of times; the callers in between wait for the next read and share it.
+const MIN_GAP: Duration = Duration::from_millis(250);
+/// A "before" may be a snapshot whose read began at most this long ago.
+const BEFORE_AT_MOST: Duration = Duration::from_secs(1);
 
-impl RuleCounters for NodeFirewall {
-    /// Concurrent probes share reads: a caller that waited while another read ran takes the next
-    /// read that began after it asked, so a burst of N callers costs two reads, not N.
-    fn snapshot(&self) -> Arc<Snapshot> {
+/// One reader at a time (a read of a big rule set takes seconds: concurrent probes must not pile
+/// readers up), reads at least [`MIN_GAP`] apart, and every caller served by the fewest reads
+/// that are still right for it.
+pub struct SharedReads<F> {
+    read: F,
+    reading: Mutex<()>,
+    /// The last snapshot and when its read began.
+    last: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+}
+
+impl<F: Fn() -> Snapshot> SharedReads<F> {
+    pub fn new(read: F) -> Self {
+        SharedReads { read, reading: Mutex::new(()), last: Mutex::new(None) }
+    }
+
+    fn last(&self) -> Option<(Instant, Arc<Snapshot>)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A read that began after this call did: a caller that waited while another read ran takes
+    /// the next read, so a burst of N callers costs two reads, not N.
+    pub fn after(&self) -> Arc<Snapshot> {
         let asked = Instant::now();
         let _one = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((began, snapshot)) = &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
-            if *began >= asked {
-                return snapshot.clone();
+        if let Some((began, snapshot)) = self.last() {
+            if began >= asked {
+                return snapshot;
             }
+            // Holding the reader's place: whoever asks meanwhile shares the read that follows.
+            std::thread::sleep(MIN_GAP.saturating_sub(began.elapsed()));
         }
         let began = Instant::now();
-        let snapshot = Arc::new(read_firewall());
+        let snapshot = Arc::new((self.read)());
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((began, snapshot.clone()));
         snapshot
+    }
+
+    /// The last read if it began at most [`BEFORE_AT_MOST`] ago, else a new one.
+    pub fn before(&self) -> Arc<Snapshot> {
+        match self.last() {
+            Some((began, snapshot)) if began.elapsed() <= BEFORE_AT_MOST => snapshot,
+            _ => self.after(),
+        }
     }
 }
 
@@ -207,6 +256,53 @@ mod tests {
         let err = run_bounded("sleep", &["5"], Duration::from_millis(100)).unwrap_err();
         assert!(err.contains("killed"), "{err}");
         assert_eq!(Snapshot::default().unreadable().as_deref(), Some("no firewall tool answered"));
+    }
+
+    /// Shared reads over a read that counts itself.
+    fn counted() -> (Arc<std::sync::atomic::AtomicUsize>, SharedReads<impl Fn() -> Snapshot>) {
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reads.clone();
+        let read = move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u64;
+            Snapshot { udp_in_csum_errors: Some(n), ..Snapshot::default() }
+        };
+        (reads, SharedReads::new(read))
+    }
+
+    #[test]
+    fn an_after_is_a_read_that_began_after_it_was_asked_and_reads_are_spaced() {
+        let (reads, shared) = counted();
+        let first = Instant::now();
+        assert_eq!(shared.after().udp_in_csum_errors, Some(0));
+        assert_eq!(shared.after().udp_in_csum_errors, Some(1), "a new read, never the one before");
+        assert!(first.elapsed() >= MIN_GAP, "the second read waited for the gap");
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_before_reuses_a_recent_read() {
+        let (reads, shared) = counted();
+        assert_eq!(shared.before().udp_in_csum_errors, Some(0), "nothing read yet: it reads");
+        assert_eq!(shared.before().udp_in_csum_errors, Some(0));
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn concurrent_afters_share_reads() {
+        let (reads, shared) = counted();
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    start.wait();
+                    shared.after();
+                });
+            }
+        });
+        // Those that asked before the first read began share it, the rest the next one (a third
+        // only for a thread held up longer than the gap between its start and its asking).
+        let n = reads.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=3).contains(&n), "{n} reads for 8 callers");
     }
 
     #[test]

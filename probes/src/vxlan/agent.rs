@@ -30,7 +30,7 @@ use super::metrics::{Metrics, CONTENT_TYPE};
 use super::rules::{self, Candidates, Flow, Path};
 use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
 use crate::net::drop_trace::{DropTrace, DropWatch, NoTrace, Tracefs, Watched};
-use crate::net::firewall::{NodeFirewall, RuleCounters};
+use crate::net::firewall::{NodeFirewall, RuleCounters, Snapshot};
 use crate::net::interface::{NodeFacts, ThisNode};
 use crate::net::probe_io::{ListenSpec, Listener, ProbeIo, SendSpec, Sockets};
 use crate::wire::vxlan;
@@ -267,10 +267,9 @@ fn answer<T: serde::Serialize>(result: std::result::Result<T, Response>) -> Resp
     }
 }
 
-/// The candidate rules' counters now, or why they cannot be read.
-fn read_counters(counters: &dyn RuleCounters, flow: &Flow) -> (Candidates, Option<String>) {
-    let snapshot = counters.snapshot();
-    let found = rules::candidates(&snapshot, flow);
+/// The candidate rules' counters in a snapshot, or why they cannot be read.
+fn read_counters(snapshot: &Snapshot, flow: &Flow) -> (Candidates, Option<String>) {
+    let found = rules::candidates(snapshot, flow);
     let error = snapshot.unreadable().or_else(|| {
         (!found.uncounted.is_empty()).then(|| {
             format!(
@@ -342,7 +341,7 @@ async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> R
         let window = Duration::from_millis(req.window_ms);
         let flow = Flow { source: req.from, destination: req.to, port: req.port, path: Path::Inbound };
         // Counters first: the window they cover must include every probe.
-        let (counters_before, counters_error) = read_counters(state.ways.counters.as_ref(), &flow);
+        let (counters_before, counters_error) = read_counters(&state.ways.counters.earlier(), &flow);
         let listener = state.ways.io.listen(ListenSpec {
             from: req.from,
             port: req.port,
@@ -432,7 +431,7 @@ async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) ->
                 port: expectation.port,
                 path: Path::Inbound,
             };
-            let (after, error) = read_counters(counters.as_ref(), &flow);
+            let (after, error) = read_counters(&counters.snapshot(), &flow);
             let mut arrived_seqs: Vec<u32> = heard.probes.iter().copied().collect();
             arrived_seqs.sort_unstable();
             Ok(CollectResponse {
@@ -502,11 +501,10 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
     let runtime = tokio::runtime::Handle::current();
     answer(
         blocking(move || {
-            let _slot = slot;
             let local = agent.ways.node.address_towards(req.to).unwrap_or(Ipv4Addr::UNSPECIFIED);
             let flow =
                 Flow { source: local, destination: Some(req.to), port: req.port, path: Path::Outbound };
-            let (before, before_error) = read_counters(agent.ways.counters.as_ref(), &flow);
+            let (before, before_error) = read_counters(&agent.ways.counters.earlier(), &flow);
             // Asked again just before the probes leave (reading counters can take a while on a
             // busy node): the question keeps the peer's capture open for them, or says it is
             // too late, and then nothing is sent.
@@ -526,7 +524,9 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
                 gap: Duration::from_millis(SEND_GAP_MS),
                 sizes: req.sizes.clone(),
             })?;
-            let (after, after_error) = read_counters(agent.ways.counters.as_ref(), &flow);
+            // The probes are out: the next send may start while this one's counters are read.
+            drop(slot);
+            let (after, after_error) = read_counters(&agent.ways.counters.snapshot(), &flow);
             let mut left_seqs: Vec<u32> = sent.left.iter().copied().collect();
             left_seqs.sort_unstable();
             // The pod network's device: the largest MTU, with its checksum offload.
@@ -561,7 +561,6 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::firewall::Snapshot;
     use crate::net::interface::VxlanDevice;
     use crate::net::probe_io::{Heard, Sent};
     use axum::body::Body;
