@@ -535,7 +535,7 @@ fn the_mesh_puts_every_pair_in_a_real_prometheus_and_a_dropped_path_goes_to_zero
     let (code, metrics) = http_get(&router, format!("{N1}:9473").parse()?, "/metrics")?;
     assert_eq!(code, 200, "no token needed for /metrics");
     assert!(
-        metrics.contains("netprobe_agent_requests_total{endpoint=\"/v1/expect\",code=\"200\"}"),
+        metrics.contains("netprobe_agent_requests_total{endpoint=\"/v1/expect-many\",code=\"200\"}"),
         "{metrics}"
     );
     std::fs::remove_dir_all(&dir)?;

@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const NET_RAW_FIX: &str =
     "run it with sudo, or grant the capability once: sudo setcap cap_net_raw,cap_net_admin+ep $(which netprobe)";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The user gave us something we cannot use (exit 2).
     #[error("{what}: {detail}")]

@@ -22,20 +22,26 @@ pub struct ListenSpec {
     pub window: Duration,
 }
 
-/// What to send.
+/// What to send: `count` probes (or one per entry of `sizes`) to each target, interleaved.
 #[derive(Clone, Debug)]
 pub struct SendSpec {
-    pub to: Ipv4Addr,
+    pub targets: Vec<Target>,
     pub port: u16,
-    pub control_port: u16,
     pub vni: u32,
-    pub probe_id: u64,
     pub count: u32,
-    /// Between probes.
+    /// Between one target's probes.
     pub gap: Duration,
     /// Sized probes: probe i's outer IPv4 packet is `sizes[i]` bytes, sent with Don't Fragment
     /// (`count` is ignored, and no control datagram goes). Empty: `count` plain probes.
     pub sizes: Vec<u16>,
+}
+
+/// One node to send probes to: its address, its agent's control port, the probe id it expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub to: Ipv4Addr,
+    pub control_port: u16,
+    pub probe_id: u64,
 }
 
 /// The sequence numbers heard.
@@ -74,7 +80,8 @@ pub trait Listener: Send {
 
 pub trait ProbeIo: Send + Sync + 'static {
     fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>>;
-    fn send(&self, spec: SendSpec) -> Result<Sent>;
+    /// What left for each target, in the order of `spec.targets`.
+    fn send(&self, spec: SendSpec) -> Result<Vec<Sent>>;
 }
 
 /// The real captures and sockets, and the packet budget every send of this agent shares.
@@ -438,18 +445,37 @@ impl ProbeIo for Sockets {
         }))
     }
 
-    fn send(&self, spec: SendSpec) -> Result<Sent> {
-        let name = interface::for_route_to(spec.to)?;
+    /// One socket for every target, and one egress capture per interface the targets are reached
+    /// by; each round of sequence numbers goes to every target before the next.
+    fn send(&self, spec: SendSpec) -> Result<Vec<Sent>> {
         let sized = !spec.sizes.is_empty();
-        let mut filter = format!(
-            "udp and dst host {} and (dst port {} or dst port {})",
-            spec.to, spec.port, spec.control_port
-        );
-        if sized {
-            // A router that cannot forward a probe says so, if it is allowed to.
-            filter = format!("({filter}) or (icmp and icmp[0] == 3 and icmp[1] == 4)");
+        let mut by_interface: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, target) in spec.targets.iter().enumerate() {
+            let name = interface::for_route_to(target.to)?;
+            match by_interface.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, members)) => members.push(i),
+                None => by_interface.push((name, vec![i])),
+            }
         }
-        let mut capture = LiveCapture::open(&name, &filter)?;
+        let mut sent: Vec<Sent> = vec![Sent::default(); spec.targets.len()];
+        let mut captures = Vec::new();
+        for (name, members) in &by_interface {
+            let towards = |&i: &usize| {
+                let t = &spec.targets[i];
+                format!("(dst host {} and (dst port {} or dst port {}))", t.to, spec.port, t.control_port)
+            };
+            let mut filter =
+                format!("udp and ({})", members.iter().map(towards).collect::<Vec<_>>().join(" or "));
+            if sized {
+                // A router that cannot forward a probe says so, if it is allowed to.
+                filter = format!("({filter}) or (icmp and icmp[0] == 3 and icmp[1] == 4)");
+            }
+            captures.push(LiveCapture::open(name, &filter)?);
+            let mtu = interface::mtu(name).ok();
+            for &i in members {
+                sent[i].interface_mtu = mtu;
+            }
+        }
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
             .map_err(|e| Error::could_not_run("binding the probe socket", e.to_string()))?;
         if sized {
@@ -457,40 +483,51 @@ impl ProbeIo for Sockets {
                 Error::could_not_run("setting Don't Fragment on the probe socket", e.to_string())
             })?;
         }
-        let mut sent = Sent { interface_mtu: interface::mtu(&name).ok(), ..Sent::default() };
-        let probes: Vec<Vec<u8>> = if sized {
-            let sized = |(seq, size): (usize, &u16)| {
-                vxlan::sized_probe_payload(spec.vni, spec.probe_id, seq as u32, usize::from(*size))
-            };
-            spec.sizes.iter().enumerate().map(sized).collect()
-        } else {
-            (0..spec.count).map(|seq| vxlan::probe_payload(spec.vni, spec.probe_id, seq)).collect()
-        };
-        for (seq, probe) in probes.iter().enumerate() {
-            let control = vxlan::control_payload(spec.probe_id, seq as u32);
-            let datagrams = [(&probe[..], spec.port), (&control[..], spec.control_port)];
-            for (payload, port) in datagrams.into_iter().take(if sized { 1 } else { 2 }) {
-                self.budget.take();
-                if let Err(e) = socket.send_to(payload, (spec.to, port)) {
-                    sent.send_error.get_or_insert(e.to_string());
+        let probes = if sized { spec.sizes.len() as u32 } else { spec.count };
+        for seq in 0..probes {
+            let started = Instant::now();
+            for (target, sent) in spec.targets.iter().zip(sent.iter_mut()) {
+                let probe = match sized {
+                    true => vxlan::sized_probe_payload(
+                        spec.vni,
+                        target.probe_id,
+                        seq,
+                        usize::from(spec.sizes[seq as usize]),
+                    ),
+                    false => vxlan::probe_payload(spec.vni, target.probe_id, seq),
+                };
+                let control = vxlan::control_payload(target.probe_id, seq);
+                let datagrams = [(&probe[..], spec.port), (&control[..], target.control_port)];
+                for (payload, port) in datagrams.into_iter().take(if sized { 1 } else { 2 }) {
+                    self.budget.take();
+                    if let Err(e) = socket.send_to(payload, (target.to, port)) {
+                        sent.send_error.get_or_insert(e.to_string());
+                    }
                 }
             }
-            std::thread::sleep(spec.gap);
+            std::thread::sleep(spec.gap.saturating_sub(started.elapsed()));
         }
-        // What left: read the egress capture a little past the last send.
+        // What left: read the egress captures a little past the last send.
         let until = Instant::now() + Duration::from_millis(100);
-        while let Some(frame) = capture.next_before(until)? {
-            if let Some(said) = vxlan::frag_needed(frame.link, &frame.data) {
-                if said.quoted_destination == spec.to && said.quoted_port == spec.port {
-                    sent.frag_needed.get_or_insert(said);
-                }
-            } else if let Some((_, _, port, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
-                if port == spec.port {
-                    if let Some(seq) = vxlan::probe_seq(payload, spec.vni, spec.probe_id) {
-                        sent.left.insert(seq);
+        let target_of = |to: Ipv4Addr| spec.targets.iter().position(|t| t.to == to);
+        for mut capture in captures {
+            while let Some(frame) = capture.next_before(until)? {
+                if let Some(said) = vxlan::frag_needed(frame.link, &frame.data) {
+                    if let Some(i) =
+                        target_of(said.quoted_destination).filter(|_| said.quoted_port == spec.port)
+                    {
+                        sent[i].frag_needed.get_or_insert(said);
                     }
-                } else if let Some(seq) = vxlan::control_seq(payload, spec.probe_id) {
-                    sent.control_left.insert(seq);
+                } else if let Some((_, to, port, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
+                    let Some(i) = target_of(to) else { continue };
+                    let probe_id = spec.targets[i].probe_id;
+                    if port == spec.port {
+                        if let Some(seq) = vxlan::probe_seq(payload, spec.vni, probe_id) {
+                            sent[i].left.insert(seq);
+                        }
+                    } else if let Some(seq) = vxlan::control_seq(payload, probe_id) {
+                        sent[i].control_left.insert(seq);
+                    }
                 }
             }
         }

@@ -32,7 +32,7 @@ use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
 use crate::net::drop_trace::{DropTrace, DropWatch, NoTrace, Tracefs, Watched};
 use crate::net::firewall::{NodeFirewall, RuleCounters, Snapshot};
 use crate::net::interface::{NodeFacts, ThisNode};
-use crate::net::probe_io::{ListenSpec, Listener, ProbeIo, SendSpec, Sockets};
+use crate::net::probe_io::{ListenSpec, Listener, ProbeIo, SendSpec, Sockets, Target};
 use crate::wire::vxlan;
 use crate::{Error, Result};
 
@@ -202,6 +202,9 @@ pub fn router(agent: Agent) -> Router {
         .route("/v1/expect", post(expect))
         .route("/v1/send", post(send))
         .route("/v1/collect", post(collect))
+        .route("/v1/expect-many", post(expect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .route("/v1/send-many", post(send_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .route("/v1/collect-many", post(collect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route("/v1/expectation/{probe_id}", get(expectation))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorise));
     Router::new()
@@ -260,13 +263,6 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn answer<T: serde::Serialize>(result: std::result::Result<T, Response>) -> Response {
-    match result {
-        Ok(value) => Json(value).into_response(),
-        Err(refused) => refused,
-    }
-}
-
 /// The candidate rules' counters in a snapshot, or why they cannot be read.
 fn read_counters(snapshot: &Snapshot, flow: &Flow) -> (Candidates, Option<String>) {
     let found = rules::candidates(snapshot, flow);
@@ -306,84 +302,172 @@ fn vni_in_use(agent: &Agent, vni: u32) -> Option<Response> {
     })
 }
 
-async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> Response {
-    if req.window_ms > MAX_WINDOW_MS || req.vni > vxlan::MAX_VNI || req.port == 0 {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("window_ms at most {MAX_WINDOW_MS}, vni at most {}, port not 0", vxlan::MAX_VNI),
-        );
-    }
-    if let Some(why) = unfit_peer(req.from, &agent.ways.node.addresses()) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!("{} is {why}: not a node to expect probes from", req.from),
-        );
-    }
-    if let Some(refused) = vni_in_use(&agent, req.vni) {
-        return refused;
-    }
-    // Check and reserve in one step, so concurrent requests cannot all pass the check.
-    {
-        let mut open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.expectations.retain(|_, e| e.expires > Instant::now());
-        if open.expectations.len() + open.reserved >= MAX_OPEN {
-            return refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many open expectations on this agent: try again",
-            );
-        }
-        open.reserved += 1;
-    }
-    // Released however this handler ends, also when its caller goes away mid-request.
-    let _reservation = Reservation(agent.clone());
-    let state = agent.clone();
-    let result = blocking(move || {
-        let window = Duration::from_millis(req.window_ms);
-        let flow = Flow { source: req.from, destination: req.to, port: req.port, path: Path::Inbound };
-        // Counters first: the window they cover must include every probe.
-        let (counters_before, counters_error) = read_counters(&state.ways.counters.earlier(), &flow);
-        let listener = state.ways.io.listen(ListenSpec {
-            from: req.from,
-            port: req.port,
-            vni: req.vni,
-            probe_id: req.probe_id,
-            window,
-        })?;
-        let watched = Watched {
-            interface: listener.interface().to_string(),
-            len: vxlan::probe_packet_len(req.probe_id),
-        };
-        let drops = state.ways.drops.watch(watched);
-        let response = ExpectResponse {
-            control_port: listener.control_port(),
-            interface: listener.interface().to_string(),
-            interface_mtu: crate::net::interface::mtu(listener.interface()).ok(),
-        };
-        let expectation = Expectation {
-            listener,
-            drops,
-            from: req.from,
-            to: req.to,
-            port: req.port,
-            vni: req.vni,
-            counters_before,
-            counters_error,
-            window,
-            expires: Instant::now() + window + UNCOLLECTED_GRACE,
-        };
-        state.open.lock().unwrap_or_else(|e| e.into_inner()).expectations.insert(req.probe_id, expectation);
-        Ok(response)
-    })
-    .await;
-    answer(result)
+/// An entry refused, with the status the single request would have answered.
+type Refusal = (StatusCode, String);
+
+fn refused<T>(status: StatusCode, error: impl Into<String>) -> std::result::Result<T, Refusal> {
+    Err((status, error.into()))
 }
 
-/// One expectation being set up, counted against MAX_OPEN until it is open (or has failed).
-struct Reservation(Agent);
+/// A whole `-many` answer: each entry's answer in the order asked.
+fn each<T: serde::Serialize>(answers: Vec<std::result::Result<T, Refusal>>) -> Response {
+    let answers: Vec<Each<T>> = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(value) => Each::Ok(value),
+            Err((status, error)) => Each::Refused { status: status.as_u16(), error },
+        })
+        .collect();
+    Json(answers).into_response()
+}
+
+/// A single request is a `-many` request of one entry: its answer, or its refusal, alone.
+fn single<T: serde::Serialize>(
+    answers: std::result::Result<Vec<std::result::Result<T, Refusal>>, Response>,
+) -> Response {
+    match answers.map(|mut all| all.pop()) {
+        Ok(Some(Ok(value))) => Json(value).into_response(),
+        Ok(Some(Err((status, error)))) => refuse(status, error),
+        Ok(None) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "no answer"),
+        Err(refused) => refused,
+    }
+}
+
+/// Refuses a `-many` request with no entry or more than MAX_BATCH.
+fn batch_size(entries: usize) -> Option<Response> {
+    (entries == 0 || entries > MAX_BATCH)
+        .then(|| refuse(StatusCode::BAD_REQUEST, format!("1 to {MAX_BATCH} entries in one request")))
+}
+
+async fn expect(State(agent): State<Agent>, Json(req): Json<ExpectRequest>) -> Response {
+    let many = ExpectMany {
+        port: req.port,
+        vni: req.vni,
+        window_ms: req.window_ms,
+        probes: vec![ExpectedProbe { probe_id: req.probe_id, from: req.from, to: req.to }],
+    };
+    single(open_expectations(agent, many).await)
+}
+
+async fn expect_many(State(agent): State<Agent>, Json(req): Json<ExpectMany>) -> Response {
+    if let Some(refused) = batch_size(req.probes.len()) {
+        return refused;
+    }
+    match open_expectations(agent, req).await {
+        Ok(answers) => each(answers),
+        Err(refused) => refused,
+    }
+}
+
+/// Opens an expectation for each probe; one read of the counters serves them all.
+async fn open_expectations(
+    agent: Agent,
+    req: ExpectMany,
+) -> std::result::Result<Vec<std::result::Result<ExpectResponse, Refusal>>, Response> {
+    if req.window_ms > MAX_WINDOW_MS || req.vni > vxlan::MAX_VNI || req.port == 0 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("window_ms at most {MAX_WINDOW_MS}, vni at most {}, port not 0", vxlan::MAX_VNI),
+        ));
+    }
+    if let Some(refused) = vni_in_use(&agent, req.vni) {
+        return Err(refused);
+    }
+    let own = agent.ways.node.addresses();
+    let mut answers: Vec<std::result::Result<ExpectResponse, Refusal>> = Vec::with_capacity(req.probes.len());
+    let mut fit = Vec::new();
+    for (index, probe) in req.probes.iter().enumerate() {
+        match unfit_peer(probe.from, &own) {
+            Some(why) => answers.push(refused(
+                StatusCode::FORBIDDEN,
+                format!("{} is {why}: not a node to expect probes from", probe.from),
+            )),
+            None => {
+                answers.push(refused(StatusCode::INTERNAL_SERVER_ERROR, "not opened"));
+                fit.push(index);
+            }
+        }
+    }
+    // Check and reserve in one step, so concurrent requests cannot all pass the check: as many
+    // as there is room for, the rest refused as busy.
+    let room = {
+        let mut open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.expectations.retain(|_, e| e.expires > Instant::now());
+        let room = MAX_OPEN.saturating_sub(open.expectations.len() + open.reserved).min(fit.len());
+        open.reserved += room;
+        room
+    };
+    for &index in &fit[room..] {
+        answers[index] =
+            refused(StatusCode::TOO_MANY_REQUESTS, "too many open expectations on this agent: try again");
+    }
+    fit.truncate(room);
+    // Released however this handler ends, also when its caller goes away mid-request.
+    let _reservation = Reservation(agent.clone(), room);
+    let state = agent.clone();
+    blocking(move || {
+        let window = Duration::from_millis(req.window_ms);
+        // Counters first: the window they cover must include every probe.
+        let before = state.ways.counters.earlier();
+        for index in fit {
+            let probe = &req.probes[index];
+            let flow =
+                Flow { source: probe.from, destination: probe.to, port: req.port, path: Path::Inbound };
+            let (counters_before, counters_error) = read_counters(&before, &flow);
+            let listen = ListenSpec {
+                from: probe.from,
+                port: req.port,
+                vni: req.vni,
+                probe_id: probe.probe_id,
+                window,
+            };
+            let listener = match state.ways.io.listen(listen) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    answers[index] = refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+                    continue;
+                }
+            };
+            let watched = Watched {
+                interface: listener.interface().to_string(),
+                len: vxlan::probe_packet_len(probe.probe_id),
+            };
+            let drops = state.ways.drops.watch(watched);
+            answers[index] = Ok(ExpectResponse {
+                control_port: listener.control_port(),
+                interface: listener.interface().to_string(),
+                interface_mtu: crate::net::interface::mtu(listener.interface()).ok(),
+            });
+            let expectation = Expectation {
+                listener,
+                drops,
+                from: probe.from,
+                to: probe.to,
+                port: req.port,
+                vni: req.vni,
+                counters_before,
+                counters_error,
+                window,
+                expires: Instant::now() + window + UNCOLLECTED_GRACE,
+            };
+            state
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expectations
+                .insert(probe.probe_id, expectation);
+        }
+        Ok(answers)
+    })
+    .await
+}
+
+/// Expectations being set up, counted against MAX_OPEN until they are open (or have failed).
+struct Reservation(Agent, usize);
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.0.open.lock().unwrap_or_else(|e| e.into_inner()).reserved -= 1;
+        self.0.open.lock().unwrap_or_else(|e| e.into_inner()).reserved -= self.1;
     }
 }
 
@@ -413,131 +497,256 @@ async fn expectation(State(agent): State<Agent>, UrlPath(probe_id): UrlPath<u64>
 }
 
 async fn collect(State(agent): State<Agent>, Json(req): Json<CollectRequest>) -> Response {
-    let taken = agent.open.lock().unwrap_or_else(|e| e.into_inner()).expectations.remove(&req.probe_id);
-    let Some(expectation) = taken else {
-        return refuse(StatusCode::NOT_FOUND, format!("no expectation for probe {}", req.probe_id));
+    single(collect_expectations(agent, vec![req.probe_id]).await)
+}
+
+async fn collect_many(State(agent): State<Agent>, Json(req): Json<CollectMany>) -> Response {
+    if let Some(refused) = batch_size(req.probe_ids.len()) {
+        return refused;
+    }
+    match collect_expectations(agent, req.probe_ids).await {
+        Ok(answers) => each(answers),
+        Err(refused) => refused,
+    }
+}
+
+/// Ends each expectation and says what arrived; one read of the counters, after every capture
+/// has ended, serves them all.
+async fn collect_expectations(
+    agent: Agent,
+    probe_ids: Vec<u64>,
+) -> std::result::Result<Vec<std::result::Result<CollectResponse, Refusal>>, Response> {
+    let taken: Vec<(u64, Option<Expectation>)> = {
+        let mut open = agent.open.lock().unwrap_or_else(|e| e.into_inner());
+        probe_ids.iter().map(|id| (*id, open.expectations.remove(id))).collect()
     };
     let counters = agent.ways.counters.clone();
-    answer(
-        blocking(move || {
-            let heard = expectation.listener.finish()?;
-            let (kernel_drops, trace_error) = match expectation.drops.map(|watch| watch.finish()) {
-                Ok(Ok(drops)) => (Some(drops), None),
-                Ok(Err(why)) | Err(why) => (None, Some(why)),
-            };
-            let flow = Flow {
-                source: expectation.from,
-                destination: expectation.to,
-                port: expectation.port,
-                path: Path::Inbound,
-            };
-            let (after, error) = read_counters(&counters.snapshot(), &flow);
-            let mut arrived_seqs: Vec<u32> = heard.probes.iter().copied().collect();
-            arrived_seqs.sort_unstable();
-            Ok(CollectResponse {
-                arrived_seqs,
-                kernel_drops,
-                trace_error,
-                arrived: heard.probes.len() as u32,
-                control_arrived: heard.control.len() as u32,
-                dropping_rules: rules::grown(&expectation.counters_before, &after),
-                udp_csum_errors: rules::csum_errors_grown(&expectation.counters_before, &after),
-                counters_error: expectation.counters_error.or(error),
+    blocking(move || {
+        let ended: Vec<_> = taken
+            .into_iter()
+            .map(|(probe_id, expectation)| {
+                let Some(expectation) = expectation else {
+                    return refused(StatusCode::NOT_FOUND, format!("no expectation for probe {probe_id}"));
+                };
+                let heard = expectation
+                    .listener
+                    .finish()
+                    .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                let traced = expectation.drops.map(|watch| watch.finish());
+                Ok((
+                    heard,
+                    traced,
+                    expectation.from,
+                    expectation.to,
+                    expectation.port,
+                    expectation.counters_before,
+                    expectation.counters_error,
+                ))
             })
-        })
-        .await,
-    )
+            .collect();
+        let after = ended.iter().any(|e| e.is_ok()).then(|| counters.snapshot());
+        let answers = ended
+            .into_iter()
+            .map(|ended| {
+                let (heard, traced, source, destination, port, before, before_error) = ended?;
+                let (kernel_drops, trace_error) = match traced {
+                    Ok(Ok(drops)) => (Some(drops), None),
+                    Ok(Err(why)) | Err(why) => (None, Some(why)),
+                };
+                let flow = Flow { source, destination, port, path: Path::Inbound };
+                let (after, error) = read_counters(after.as_deref().expect("read for every answer"), &flow);
+                let mut arrived_seqs: Vec<u32> = heard.probes.iter().copied().collect();
+                arrived_seqs.sort_unstable();
+                Ok(CollectResponse {
+                    arrived_seqs,
+                    kernel_drops,
+                    trace_error,
+                    arrived: heard.probes.len() as u32,
+                    control_arrived: heard.control.len() as u32,
+                    dropping_rules: rules::grown(&before, &after),
+                    udp_csum_errors: rules::csum_errors_grown(&before, &after),
+                    counters_error: before_error.or(error),
+                })
+            })
+            .collect();
+        Ok(answers)
+    })
+    .await
+}
+
+async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Response {
+    let many = SendMany {
+        port: req.port,
+        vni: req.vni,
+        count: req.count,
+        sizes: req.sizes,
+        targets: vec![SendTarget { probe_id: req.probe_id, to: req.to, control_port: req.control_port }],
+    };
+    single(send_probes(agent, many).await)
+}
+
+async fn send_many(State(agent): State<Agent>, Json(req): Json<SendMany>) -> Response {
+    if let Some(refused) = batch_size(req.targets.len()) {
+        return refused;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !req.targets.iter().all(|t| seen.insert(t.to)) {
+        return refuse(StatusCode::BAD_REQUEST, "one entry per node: a node is listed twice");
+    }
+    match send_probes(agent, req).await {
+        Ok(answers) => each(answers),
+        Err(refused) => refused,
+    }
 }
 
 /// Sends only to an agent that expects exactly this probe from this node: never to an address
 /// that is not a node running an agent, never to another port or VNI than the one it expects.
-async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Response {
+/// The targets' probes leave together (one socket, one capture per interface), and one read of
+/// the counters before and one after serve them all.
+async fn send_probes(
+    agent: Agent,
+    req: SendMany,
+) -> std::result::Result<Vec<std::result::Result<SendResponse, Refusal>>, Response> {
     if req.count == 0 || req.count > MAX_COUNT || req.vni > vxlan::MAX_VNI || req.port == 0 {
-        return refuse(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("count must be 1 to {MAX_COUNT}, vni at most {}, port not 0", vxlan::MAX_VNI),
-        );
+        ));
     }
     let sizes_fit = req
         .sizes
         .iter()
         .all(|&s| (vxlan::MIN_PROBE_PACKET..=usize::from(MAX_PROBE_PACKET)).contains(&usize::from(s)));
     if !req.sizes.is_empty() && (req.sizes.len() != req.count as usize || !sizes_fit) {
-        return refuse(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "sizes: one per probe (count), each {} to {MAX_PROBE_PACKET} bytes",
                 vxlan::MIN_PROBE_PACKET
             ),
-        );
-    }
-    let own = agent.ways.node.addresses();
-    if let Some(why) = unfit_peer(req.to, &own) {
-        return refuse(StatusCode::FORBIDDEN, format!("{} is {why}: probes go to other nodes only", req.to));
+        ));
     }
     if let Some(refused) = vni_in_use(&agent, req.vni) {
-        return refused;
+        return Err(refused);
     }
-    let peer = SocketAddr::from((req.to, agent.peer_port));
-    let expected = agent.ways.peers.expectation(peer, req.probe_id).await;
-    let agreed = expected.as_ref().is_some_and(|e| {
-        own.contains(&e.from) && e.port == req.port && e.control_port == req.control_port && e.vni == req.vni
-    });
-    if !agreed {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!(
-                "the agent at {peer} does not expect probe {} from this node on UDP {} (VNI {}, control port {}): probes go only to agents that expect them",
-                req.probe_id, req.port, req.vni, req.control_port
-            ),
-        );
+    let own = agent.ways.node.addresses();
+    let not_agreed = |t: &SendTarget, peer: SocketAddr| {
+        format!(
+            "the agent at {peer} does not expect probe {} from this node on UDP {} (VNI {}, control port {}): probes go only to agents that expect them",
+            t.probe_id, req.port, req.vni, t.control_port
+        )
+    };
+    let mut answers: Vec<std::result::Result<SendResponse, Refusal>> = Vec::with_capacity(req.targets.len());
+    // Asked of every target's agent at once, before anything is sent.
+    let asked = futures_util::future::join_all(req.targets.iter().map(|t| {
+        let peer = SocketAddr::from((t.to, agent.peer_port));
+        let unfit = unfit_peer(t.to, &own);
+        let peers = agent.ways.peers.clone();
+        async move {
+            match unfit {
+                Some(_) => None,
+                None => peers.expectation(peer, t.probe_id).await,
+            }
+        }
+    }))
+    .await;
+    let mut targets = Vec::new();
+    for (t, expected) in req.targets.iter().zip(asked) {
+        let peer = SocketAddr::from((t.to, agent.peer_port));
+        let agreed = expected.as_ref().is_some_and(|e| {
+            own.contains(&e.from)
+                && e.port == req.port
+                && e.control_port == t.control_port
+                && e.vni == req.vni
+        });
+        answers.push(match (unfit_peer(t.to, &own), agreed) {
+            (Some(why), _) => {
+                refused(StatusCode::FORBIDDEN, format!("{} is {why}: probes go to other nodes only", t.to))
+            }
+            (None, false) => refused(StatusCode::FORBIDDEN, not_agreed(t, peer)),
+            (None, true) => {
+                targets.push(answers.len());
+                refused(StatusCode::INTERNAL_SERVER_ERROR, "not sent")
+            }
+        });
+    }
+    if targets.is_empty() {
+        return Ok(answers);
     }
     let Ok(slot) = agent.sends.clone().try_acquire_owned() else {
-        return refuse(
+        return Err(refuse(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{MAX_SENDS} sends are under way on this agent: try again"),
-        );
+        ));
     };
     let runtime = tokio::runtime::Handle::current();
-    answer(
-        blocking(move || {
-            let local = agent.ways.node.address_towards(req.to).unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let flow =
-                Flow { source: local, destination: Some(req.to), port: req.port, path: Path::Outbound };
-            let (before, before_error) = read_counters(&agent.ways.counters.earlier(), &flow);
-            // Asked again just before the probes leave (reading counters can take a while on a
-            // busy node): the question keeps the peer's capture open for them, or says it is
-            // too late, and then nothing is sent.
-            if runtime.block_on(agent.ways.peers.expectation(peer, req.probe_id)).is_none() {
-                return Err(Error::could_not_run(
-                    format!("sending probe {} to {peer}", req.probe_id),
-                    "the agent there no longer expects it (its capture ended): too late, ask it again",
-                ));
+    blocking(move || {
+        let before = agent.ways.counters.earlier();
+        // Asked again just before the probes leave (reading counters can take a while on a busy
+        // node): the question keeps the peer's capture open for them, or says it is too late,
+        // and then nothing is sent to it.
+        let still = runtime.block_on(futures_util::future::join_all(targets.iter().map(|&i| {
+            let t = &req.targets[i];
+            agent.ways.peers.expectation(SocketAddr::from((t.to, agent.peer_port)), t.probe_id)
+        })));
+        let mut going = Vec::new();
+        for (&i, expected) in targets.iter().zip(still) {
+            let t = &req.targets[i];
+            match expected {
+                Some(_) => going.push(i),
+                None => answers[i] = refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Error::could_not_run(
+                        format!(
+                            "sending probe {} to {}",
+                            t.probe_id,
+                            SocketAddr::from((t.to, agent.peer_port))
+                        ),
+                        "the agent there no longer expects it (its capture ended): too late, ask it again",
+                    )
+                    .to_string(),
+                ),
             }
-            let sent = agent.ways.io.send(SendSpec {
-                to: req.to,
-                port: req.port,
-                control_port: req.control_port,
-                vni: req.vni,
-                probe_id: req.probe_id,
-                count: req.count,
-                gap: Duration::from_millis(SEND_GAP_MS),
-                sizes: req.sizes.clone(),
-            })?;
-            // The probes are out: the next send may start while this one's counters are read.
-            drop(slot);
-            let (after, after_error) = read_counters(&agent.ways.counters.snapshot(), &flow);
+        }
+        let spec = SendSpec {
+            targets: going
+                .iter()
+                .map(|&i| Target {
+                    to: req.targets[i].to,
+                    control_port: req.targets[i].control_port,
+                    probe_id: req.targets[i].probe_id,
+                })
+                .collect(),
+            port: req.port,
+            vni: req.vni,
+            count: req.count,
+            gap: Duration::from_millis(SEND_GAP_MS),
+            sizes: req.sizes.clone(),
+        };
+        let sent = match going.is_empty() {
+            true => Vec::new(),
+            false => agent.ways.io.send(spec)?,
+        };
+        // The probes are out: the next send may start while this one's counters are read.
+        drop(slot);
+        let after = agent.ways.counters.snapshot();
+        // The pod network's device: the largest MTU, with its checksum offload.
+        let widest = agent
+            .ways
+            .node
+            .vxlan_devices()
+            .into_iter()
+            .filter_map(|d| Some((d.mtu?, d)))
+            .max_by_key(|(mtu, _)| *mtu);
+        for (&i, sent) in going.iter().zip(sent) {
+            let to = req.targets[i].to;
+            let local = agent.ways.node.address_towards(to).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let flow = Flow { source: local, destination: Some(to), port: req.port, path: Path::Outbound };
+            let (before, before_error) = read_counters(&before, &flow);
+            let (after, after_error) = read_counters(&after, &flow);
             let mut left_seqs: Vec<u32> = sent.left.iter().copied().collect();
             left_seqs.sort_unstable();
-            // The pod network's device: the largest MTU, with its checksum offload.
-            let widest = agent
-                .ways
-                .node
-                .vxlan_devices()
-                .into_iter()
-                .filter_map(|d| Some((d.mtu?, d)))
-                .max_by_key(|(mtu, _)| *mtu);
-            Ok(SendResponse {
+            answers[i] = Ok(SendResponse {
                 sent: req.count,
                 left_source: sent.left.len() as u32,
                 control_left: sent.control_left.len() as u32,
@@ -547,15 +756,16 @@ async fn send(State(agent): State<Agent>, Json(req): Json<SendRequest>) -> Respo
                 left_seqs,
                 interface_mtu: sent.interface_mtu,
                 frag_needed: sent.frag_needed.map(|f| FragNeededSeen { from: f.from, mtu: f.mtu }),
-                vxlan_device: widest.map(|(mtu, d)| VxlanDeviceSeen {
-                    name: d.name,
-                    mtu,
+                vxlan_device: widest.as_ref().map(|(mtu, d)| VxlanDeviceSeen {
+                    name: d.name.clone(),
+                    mtu: *mtu,
                     tx_checksum_offload: d.tx_checksum,
                 }),
-            })
-        })
-        .await,
-    )
+            });
+        }
+        Ok(answers)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -600,12 +810,13 @@ mod tests {
         fn listen(&self, _: ListenSpec) -> Result<Box<dyn Listener>> {
             Ok(Box::new(FakeListener(self.heard.clone())))
         }
-        fn send(&self, spec: SendSpec) -> Result<Sent> {
-            Ok(Sent {
+        fn send(&self, spec: SendSpec) -> Result<Vec<Sent>> {
+            let sent = Sent {
                 left: (0..self.left.min(spec.count)).collect(),
                 control_left: HashSet::new(),
                 ..Sent::default()
-            })
+            };
+            Ok(vec![sent; spec.targets.len()])
         }
     }
 
@@ -816,5 +1027,84 @@ mod tests {
         assert_eq!(call(&app, "/v1/expect", Some(TOKEN), loopback).await.0, StatusCode::FORBIDDEN);
         let vni = expect_body(6).replace("16777200", "1");
         assert_eq!(call(&app, "/v1/expect", Some(TOKEN), vni).await.0, StatusCode::FORBIDDEN);
+    }
+
+    fn expect_many_body(froms: &[(u64, &str)]) -> String {
+        let probes: Vec<String> = froms
+            .iter()
+            .map(|(id, from)| format!(r#"{{"probe_id":{id},"from":"{from}","to":"198.51.100.1"}}"#))
+            .collect();
+        format!(r#"{{"port":8472,"vni":16777200,"window_ms":2000,"probes":[{}]}}"#, probes.join(","))
+    }
+
+    #[tokio::test]
+    async fn many_probes_share_one_read_of_the_counters_and_each_gets_its_own_answer() {
+        // One read when the expectations open (the 8472 rule at 0), one when they are collected
+        // (at 10): both probes see it grow by 10. A read per probe would give the second 0.
+        let app = agent(FakeIo { heard: Ok(3), left: 5 }, vec![filter(0, 0), filter(10, 0), filter(10, 0)]);
+        let body = expect_many_body(&[(21, "203.0.113.2"), (22, "127.0.0.1"), (23, "192.0.2.7")]);
+        let (status, answers) = call(&app, "/v1/expect-many", Some(TOKEN), body).await;
+        assert_eq!(status, StatusCode::OK, "{answers}");
+        assert_eq!(answers[0]["ok"]["control_port"], 40000);
+        assert_eq!(answers[1]["refused"]["status"], 403, "loopback: {answers}");
+        assert_eq!(answers[2]["ok"]["interface"], "eth0");
+        let (status, answers) =
+            call(&app, "/v1/collect-many", Some(TOKEN), r#"{"probe_ids":[23,22,21]}"#.into()).await;
+        assert_eq!(status, StatusCode::OK, "{answers}");
+        let rule = serde_json::json!([{"rule": "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP", "packets": 10}]);
+        assert_eq!(answers[0]["ok"]["arrived"], 3);
+        assert_eq!(answers[0]["ok"]["dropping_rules"], rule);
+        assert_eq!(answers[1]["refused"]["status"], 404, "never opened: {answers}");
+        assert_eq!(answers[2]["ok"]["dropping_rules"], rule);
+    }
+
+    #[tokio::test]
+    async fn a_many_request_is_capped_and_fills_only_the_room_left() {
+        let app = agent(FakeIo { heard: Ok(5), left: 5 }, vec![filter(0, 0)]);
+        let too_many: Vec<(u64, &str)> = (0..=MAX_BATCH as u64).map(|id| (id, "203.0.113.2")).collect();
+        let (status, _) = call(&app, "/v1/expect-many", Some(TOKEN), expect_many_body(&too_many)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "more than {MAX_BATCH} entries");
+        assert_eq!(
+            call(&app, "/v1/expect-many", Some(TOKEN), expect_many_body(&[])).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        for id in 0..MAX_OPEN as u64 - 2 {
+            assert_eq!(call(&app, "/v1/expect", Some(TOKEN), expect_body(1000 + id)).await.0, StatusCode::OK);
+        }
+        let four: Vec<(u64, &str)> = (1..=4).map(|id| (id, "203.0.113.2")).collect();
+        let body = expect_many_body(&four);
+        let (status, answers) = call(&app, "/v1/expect-many", Some(TOKEN), body).await;
+        assert_eq!(status, StatusCode::OK);
+        let statuses: Vec<_> = (0..4).map(|i| answers[i]["refused"]["status"].as_u64()).collect();
+        assert_eq!(statuses, [None, None, Some(429), Some(429)], "room for two: {answers}");
+        // A -many body may be longer than a single request's, up to its own limit.
+        let long = format!(r#"{{"probe_ids":[{}]}}"#, vec!["1"; MAX_BODY / 2].join(","));
+        assert!(long.len() > MAX_BODY && long.len() < MAX_BATCH_BODY);
+        assert_eq!(
+            call(&app, "/v1/collect-many", Some(TOKEN), long).await.0,
+            StatusCode::BAD_REQUEST,
+            "too many entries, but read"
+        );
+        let long = "x".repeat(MAX_BATCH_BODY + 1);
+        assert_eq!(call(&app, "/v1/collect-many", Some(TOKEN), long).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn send_many_sends_only_to_the_agents_that_expect_it() {
+        let app = agent(FakeIo { heard: Ok(0), left: 4 }, vec![filter(0, 0)]);
+        let body = r#"{"port":8472,"vni":16777200,"count":5,"targets":[
+            {"probe_id":1,"to":"203.0.113.2","control_port":40000},
+            {"probe_id":1,"to":"203.0.113.9","control_port":40000},
+            {"probe_id":1,"to":"198.51.100.1","control_port":40000}]}"#;
+        let (status, answers) = call(&app, "/v1/send-many", Some(TOKEN), body.into()).await;
+        assert_eq!(status, StatusCode::OK, "{answers}");
+        assert_eq!(answers[0]["ok"]["left_source"], 4);
+        assert_eq!(answers[0]["ok"]["vxlan_device"]["name"], "flannel.1");
+        assert_eq!(answers[1]["refused"]["status"], 403, "not an agent that expects it: {answers}");
+        assert_eq!(answers[2]["refused"]["status"], 403, "this node: {answers}");
+        let twice = r#"{"port":8472,"vni":16777200,"count":5,"targets":[
+            {"probe_id":1,"to":"203.0.113.2","control_port":40000},
+            {"probe_id":1,"to":"203.0.113.2","control_port":40000}]}"#;
+        assert_eq!(call(&app, "/v1/send-many", Some(TOKEN), twice.into()).await.0, StatusCode::BAD_REQUEST);
     }
 }

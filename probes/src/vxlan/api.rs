@@ -21,6 +21,10 @@ pub const MAX_SENDS: usize = 8;
 pub const MAX_PACKETS_PER_SECOND: u32 = 400;
 /// Sized probes (`--mtu`) are at most this long (outer IPv4 packet): a jumbo frame.
 pub const MAX_PROBE_PACKET: u16 = 9216;
+/// Entries in one `-many` request (a round of a 65-node mesh in one call per agent).
+pub const MAX_BATCH: usize = MAX_OPEN;
+/// A `-many` request's body may be this long (64 entries of about 100 bytes, with room).
+pub const MAX_BATCH_BODY: usize = 16 * 1024;
 
 /// `POST /v1/expect`: start listening for probes from `from` (capture on the interface towards it,
 /// and a control UDP socket).
@@ -128,6 +132,61 @@ pub struct ExpectationInfo {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CollectRequest {
     pub probe_id: u64,
+}
+
+/// The `-many` requests: several probes in one call, so an agent reads its firewall counters once
+/// for all of them (a read is a process, and seconds on a node with a big rule set) and a mesh
+/// costs each agent a few calls a round instead of a few per pair.
+///
+/// `POST /v1/expect-many`: [`ExpectRequest`] for each of `probes`, with one port, VNI and window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectMany {
+    pub port: u16,
+    pub vni: u32,
+    pub window_ms: u64,
+    pub probes: Vec<ExpectedProbe>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectedProbe {
+    pub probe_id: u64,
+    pub from: Ipv4Addr,
+    #[serde(default)]
+    pub to: Option<Ipv4Addr>,
+}
+
+/// `POST /v1/send-many`: [`SendRequest`] for each of `targets`, with one port, VNI, count and sizes.
+/// Their probes leave interleaved, each target's still `SEND_GAP_MS` apart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendMany {
+    pub port: u16,
+    pub vni: u32,
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<u16>,
+    pub targets: Vec<SendTarget>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendTarget {
+    pub probe_id: u64,
+    pub to: Ipv4Addr,
+    pub control_port: u16,
+}
+
+/// `POST /v1/collect-many`: [`CollectRequest`] for each probe.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectMany {
+    pub probe_ids: Vec<u64>,
+}
+
+/// One entry's answer in a `-many` response (which lists them in the order asked): what the
+/// single request would have answered, or what it would have refused, with the HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Each<T> {
+    Ok(T),
+    Refused { status: u16, error: String },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

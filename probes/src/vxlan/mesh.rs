@@ -1,18 +1,20 @@
 //! `netprobe agent --mesh-every`: the agent probes, every period, each peer as `netprobe vxlan`
 //! probes a pair (this node -> the peer, the peer's agent capturing) and records the outcomes in
-//! its [`Metrics`]. Each pair has a deadline of its own, so one slow peer never delays the rest;
-//! a round starts only when the last one is done; agents start at different offsets within the
-//! period (from a hash of their name), so N agents do not fire at once; this agent asks itself for
-//! no more sends at once than its own cap.
+//! its [`Metrics`]. All peers go in one round of `-many` calls (so the agent and each peer read
+//! their firewall counters a few times a round, not a few times per pair); a peer that does not
+//! answer a call within [`ANSWER_WITHIN`] is untested and delays the rest by that at most; a
+//! round starts only when the last one is done; agents start at different offsets within the
+//! period (from a hash of their name), so N agents do not fire at once.
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::api::{AgentHealth, MAX_SENDS, SEND_GAP_MS};
+use super::api::AgentHealth;
+use super::batch::{self, Job};
 use super::metrics::{Metrics, Outcome};
-use super::{nodes_from_cluster, probe_pair, Config, Node};
+use super::{nodes_from_cluster, Config, Node};
 use crate::k8s::{self, ApiConfig};
 use crate::net::agent_client::AgentApi;
 use crate::net::interface::NodeFacts;
@@ -41,13 +43,10 @@ pub struct MeshConfig {
     pub timeout: Duration,
 }
 
-impl MeshConfig {
-    /// A pair that takes longer than this is untested this round: the probes' window, and room for
-    /// the three calls it makes.
-    pub fn pair_deadline(&self) -> Duration {
-        self.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(self.count)) + Duration::from_secs(10)
-    }
+/// A peer's agent that has not answered one of a round's calls within this is untested that round.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
+impl MeshConfig {
     /// This agent's offset within the period: spread by name, the same on every start.
     pub fn stagger(&self) -> Duration {
         let period = self.every.as_millis().max(1) as u64;
@@ -132,8 +131,10 @@ async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> crate::R
     }
 }
 
-/// One round: every peer once, at most MAX_SENDS at a time, each within its deadline. Each peer
-/// comes back with the node name its agent gave, if it gave one.
+/// One round: every peer at once (`batch::exchange_all`: one expect per peer, one send of this
+/// node's probes to all of them, one collect per peer). A peer whose agent has not answered a call
+/// within [`ANSWER_WITHIN`] is untested this round and holds the others back no longer than that.
+/// Each peer comes back with the node name its agent gave, if it gave one.
 pub async fn round<A: AgentApi, F: NodeFacts>(
     agents: &Arc<A>,
     facts: &F,
@@ -142,47 +143,59 @@ pub async fn round<A: AgentApi, F: NodeFacts>(
 ) -> Vec<(Node, Option<String>, Outcome)> {
     let seed =
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-    let sends = Arc::new(tokio::sync::Semaphore::new(MAX_SENDS));
-    let probe_config = Arc::new(config.probe_config());
-    let mut pairs = tokio::task::JoinSet::new();
+    let probe_config = config.probe_config();
     // Each agent walks the peers from its own place in the list, so that agents whose rounds
     // overlap do not all ask the first peers first.
     let start = if peers.is_empty() { 0 } else { (config.name_hash() % peers.len() as u64) as usize };
-    for (index, peer) in peers.iter().enumerate().cycle().skip(start).take(peers.len()) {
-        let from = facts.address_towards(peer.ip).map(|ip| Node {
-            label: config.me.clone(),
-            agent: config.me_agent,
-            ip,
-        });
-        let (agents, peer, sends, probe_config) =
-            (agents.clone(), peer.clone(), sends.clone(), probe_config.clone());
-        let deadline = config.pair_deadline();
+    let walk: Vec<(usize, &Node)> = peers.iter().enumerate().cycle().skip(start).take(peers.len()).collect();
+    let mut jobs = Vec::new();
+    let mut job_of = vec![None; peers.len()];
+    for &(index, peer) in &walk {
+        let Some(ip) = facts.address_towards(peer.ip) else { continue };
+        job_of[index] = Some(jobs.len());
+        let from = Node { label: config.me.clone(), agent: config.me_agent, ip };
         let probe_id = seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        pairs.spawn(async move {
-            let Some(from) = from else { return (peer, None, Outcome::Untested) };
-            let mut name = None;
-            let outcome = tokio::time::timeout(deadline, async {
+        jobs.push(Job { from, to: peer.clone(), probe_id });
+    }
+    // The names come beside the probes: asking first would hold every pair back for a slow one.
+    let names = futures_util::future::join_all(peers.iter().map(|peer| async move {
+        let agent = peer.agent_addr();
+        let asked = agents.call::<(), AgentHealth>(&agent, "/v1/health", None);
+        tokio::time::timeout(ANSWER_WITHIN, asked)
+            .await
+            .ok()
+            .and_then(|answer| answer.ok())
+            .and_then(|h| h.node)
+    }));
+    let all: Vec<usize> = (0..jobs.len()).collect();
+    let exchanged = async {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        // At most MAX_BATCH peers a call: more peers go in further rounds.
+        for wave in batch::waves(&jobs, &all) {
+            for (i, outcome) in
+                batch::exchange_all(agents.as_ref(), &probe_config, &jobs, &wave, ANSWER_WITHIN, usize::MAX)
+                    .await
+            {
                 // A peer whose agent does not answer is untested, not a network fault.
-                let health: AgentHealth =
-                    agents.call::<(), _>(&peer.agent_addr(), "/v1/health", None).await.ok()?;
-                name = health.node;
-                let slot = sends.acquire_owned().await.ok();
-                let pair =
-                    probe_pair(agents.as_ref(), &probe_config, &from, &peer, probe_id, slot).await.ok()?;
-                Some(Outcome::Judged { verdict: pair.verdict, sent: pair.sent, arrived: pair.arrived })
-            })
-            .await;
-            (peer, name, outcome.ok().flatten().unwrap_or(Outcome::Untested))
-        });
-    }
-    let mut outcomes = Vec::with_capacity(peers.len());
-    while let Some(done) = pairs.join_next().await {
-        // A pair's task that failed leaves that pair untested, never a verdict.
-        if let Ok(outcome) = done {
-            outcomes.push(outcome);
+                outcomes[i] = outcome.ok().map(|(sent, arrived)| {
+                    let job = &jobs[i];
+                    let pair = super::judge(&probe_config, job.from.ip, job.to.ip, &sent, &arrived);
+                    Outcome::Judged { verdict: pair.verdict, sent: pair.sent, arrived: pair.arrived }
+                });
+            }
         }
-    }
-    outcomes
+        outcomes
+    };
+    let (names, mut outcomes) = tokio::join!(names, exchanged);
+    peers
+        .iter()
+        .zip(names)
+        .enumerate()
+        .map(|(index, (peer, name))| {
+            let outcome = job_of[index].and_then(|j| outcomes[j].take()).unwrap_or(Outcome::Untested);
+            (peer.clone(), name, outcome)
+        })
+        .collect()
 }
 
 /// `ADDR[:PORT]` peers as given to `--peers`, labelled by what was written.
@@ -216,9 +229,12 @@ mod tests {
             &self,
             agent: &AgentAddr,
             path: &str,
-            _: Option<&B>,
+            body: Option<&B>,
         ) -> crate::Result<R> {
-            let value = match (agent.label.as_str(), path) {
+            let body = serde_json::to_value(body).unwrap();
+            let many = batch::as_single_requests(path, &body);
+            let single = many.as_ref().map_or(path, |(single, _)| single.as_str());
+            let value = match (agent.label.as_str(), single) {
                 ("slow", _) => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     unreachable!("the deadline ends it first")
@@ -231,6 +247,11 @@ mod tests {
                 }
                 (_, "/v1/collect") => json!({"arrived": 5, "control_arrived": 5, "dropping_rules": []}),
                 _ => unreachable!("{path}"),
+            };
+            // A -many call: the same answer for each entry.
+            let value = match many {
+                Some((_, entries)) => json!(vec![json!({"ok": value}); entries.len()]),
+                None => value,
             };
             Ok(serde_json::from_value(value).unwrap())
         }
@@ -267,7 +288,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_slow_peer_is_untested_and_never_holds_back_the_others() {
+    async fn a_slow_peer_is_untested_and_holds_back_the_others_no_longer_than_the_answer_deadline() {
         let peers = vec![node("fine", "203.0.113.2"), node("slow", "192.0.2.3"), node("gone", "192.0.2.4")];
         let config = config(peers.clone());
         let started = tokio::time::Instant::now();
@@ -287,8 +308,9 @@ mod tests {
                 ("slow".to_string(), None, Outcome::Untested),
             ]
         );
-        // The round lasted the slow pair's deadline, not its hour (the clock is paused and jumps).
-        assert_eq!(started.elapsed(), config.pair_deadline());
+        // The round lasted the slow peer's answer deadline and the probes' timeout, not its hour
+        // (the clock is paused and jumps).
+        assert_eq!(started.elapsed(), ANSWER_WITHIN + config.timeout);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod api;
+mod batch;
 pub mod mesh;
 pub mod metrics;
 pub mod mtu;
@@ -347,49 +348,55 @@ pub async fn probe_within<A: AgentApi>(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    let config = Arc::new(config);
-    // Each agent takes at most MAX_SENDS sends and MAX_OPEN expectations at once: ask no more of it.
-    let slots: std::collections::HashMap<SocketAddr, Slots> =
-        config.nodes.iter().map(|n| (n.agent, Slots::default())).collect();
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight.min(tokio::sync::Semaphore::MAX_PERMITS)));
-    let mut pairs = tokio::task::JoinSet::new();
-    let mut index = 0u64;
-    for (a, from) in config.nodes.iter().enumerate() {
-        for (b, to) in config.nodes.iter().enumerate() {
-            if a == b {
-                continue;
-            }
-            index += 1;
-            let probe_id = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (agents, config, from, to) = (agents.clone(), config.clone(), from.clone(), to.clone());
-            let (sends, expects) = (slots[&from.agent].sends.clone(), slots[&to.agent].expects.clone());
-            let in_flight = in_flight.clone();
-            pairs.spawn(async move {
-                let _under_way = in_flight.acquire_owned().await.ok();
-                // The source's send slot first, then the destination's expectation: a listener is
-                // never opened long before its probes can go, and no two pairs wait on each other.
-                let send_slot = sends.acquire_owned().await.ok();
-                let expect_slot = expects.acquire_owned().await.ok();
-                let mut result = probe_pair(agents.as_ref(), &config, &from, &to, probe_id, send_slot).await;
-                if let (true, Ok(pair)) = (config.mtu, result.as_mut()) {
-                    if pair.arrived > 0 {
-                        match search_mtu(agents.as_ref(), &config, &from, &to, probe_id).await {
-                            Ok(found) => add_mtu(pair, mtu::judge(from.ip, to.ip, found)),
-                            Err(e) => pair.diagnosis.push_str(&format!(" (path MTU not measured: {e})")),
-                        }
+    let (jobs, order): (Vec<batch::Job>, Vec<(usize, usize)>) =
+        batch::mesh_jobs(&config.nodes, seed).into_iter().unzip();
+    let mut judged: Vec<Option<Result<PairReport>>> = vec![None; jobs.len()];
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    // An agent at its caps (another driver, or the agents' own mesh, is using it) refuses some
+    // entries as busy: those pairs go again in a later round, twice at most.
+    for attempt in 0..3 {
+        let mut busy = Vec::new();
+        for wave in batch::waves(&jobs, &pending) {
+            for (i, outcome) in
+                batch::exchange_all(agents.as_ref(), &config, &jobs, &wave, ANSWER_WITHIN, in_flight).await
+            {
+                let job = &jobs[i];
+                judged[i] = Some(match outcome {
+                    Err(e) if e.is_busy() && attempt < 2 => {
+                        busy.push(i);
+                        continue;
                     }
-                }
-                drop(expect_slot);
-                ((a, b), result)
-            });
+                    Err(e) => Err(e),
+                    Ok((sent, arrived)) => {
+                        let mut pair = judge(&config, job.from.ip, job.to.ip, &sent, &arrived);
+                        pair.from_node = job.from.label.clone();
+                        pair.to_node = job.to.label.clone();
+                        Ok(pair)
+                    }
+                });
+            }
         }
+        if busy.is_empty() {
+            break;
+        }
+        pending = busy;
+    }
+    if config.mtu {
+        search_mtus(&agents, &config, &jobs, &mut judged, in_flight).await;
     }
     let mut results = Vec::new();
-    while let Some(done) = pairs.join_next().await {
-        // A task that failed is an error, never a verdict.
-        let ((a, b), result) = done.map_err(|e| Error::could_not_run("probing pairs", e.to_string()))?;
+    for (i, pair) in judged.into_iter().enumerate() {
+        let (a, b) = order[i];
         // A pair an agent could not measure is untested, with why; the other pairs still count.
-        let pair = result.unwrap_or_else(|e| untested_pair(&config.nodes[a], &config.nodes[b], &e));
+        let pair = match pair {
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => untested_pair(&config.nodes[a], &config.nodes[b], &e),
+            None => untested_pair(
+                &config.nodes[a],
+                &config.nodes[b],
+                &Error::could_not_run("probing the pair", "it was never probed"),
+            ),
+        };
         results.push(((a, b), pair));
     }
     results.sort_by_key(|(order, _)| *order);
@@ -404,6 +411,9 @@ pub async fn probe_within<A: AgentApi>(
         untested,
     })
 }
+
+/// How long an agent may take to answer a call of a round (its probes' sending time aside).
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// What the driver may ask of one agent at once.
 struct Slots {
@@ -420,24 +430,51 @@ impl Default for Slots {
     }
 }
 
-pub(crate) async fn probe_pair<A: AgentApi>(
-    agents: &A,
+/// `--mtu`: each pair whose probes arrived has its path MTU searched, pairs at once within the
+/// agents' caps (the source's send slots, the destination's expectations).
+async fn search_mtus<A: AgentApi>(
+    agents: &Arc<A>,
     config: &Config,
-    from: &Node,
-    to: &Node,
-    probe_id: u64,
-    send_slot: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Result<PairReport> {
-    let (sent, arrived) = exchange(agents, config, from, to, probe_id, Vec::new(), send_slot).await?;
-    let mut pair = judge(config, from.ip, to.ip, &sent, &arrived);
-    pair.from_node = from.label.clone();
-    pair.to_node = to.label.clone();
-    Ok(pair)
+    jobs: &[batch::Job],
+    judged: &mut [Option<Result<PairReport>>],
+    in_flight: usize,
+) {
+    let slots: std::collections::HashMap<SocketAddr, Slots> =
+        config.nodes.iter().map(|n| (n.agent, Slots::default())).collect();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight.min(tokio::sync::Semaphore::MAX_PERMITS)));
+    let config = Arc::new(config.clone());
+    let mut searches = tokio::task::JoinSet::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if !matches!(&judged[i], Some(Ok(pair)) if pair.arrived > 0) {
+            continue;
+        }
+        let (agents, config, job, in_flight) =
+            (agents.clone(), config.clone(), job.clone(), in_flight.clone());
+        let (sends, expects) = (slots[&job.from.agent].sends.clone(), slots[&job.to.agent].expects.clone());
+        searches.spawn(async move {
+            let _under_way = in_flight.acquire_owned().await.ok();
+            // The source's send slot first, then the destination's expectation: a listener is
+            // never opened long before its probes can go, and no two pairs wait on each other.
+            let _send = sends.acquire_owned().await.ok();
+            let _expect = expects.acquire_owned().await.ok();
+            (i, search_mtu(agents.as_ref(), &config, &job.from, &job.to, job.probe_id).await)
+        });
+    }
+    while let Some(done) = searches.join_next().await {
+        let Ok((i, found)) = done else { continue };
+        let job = &jobs[i];
+        if let Some(Ok(pair)) = judged[i].as_mut() {
+            match found {
+                Ok(found) => add_mtu(pair, mtu::judge(job.from.ip, job.to.ip, found)),
+                Err(e) => pair.diagnosis.push_str(&format!(" (path MTU not measured: {e})")),
+            }
+        }
+    }
 }
 
-/// One round with a pair's agents: the destination expects probe `probe_id`, the source sends
-/// it (`config.count` plain probes, or one per entry of `sizes`), and after the timeout the
-/// destination says what arrived.
+/// One round with one pair's agents (the MTU search's, each round sized by the last): the
+/// destination expects probe `probe_id`, the source sends one probe per entry of `sizes`, and
+/// after the timeout the destination says what arrived.
 async fn exchange<A: AgentApi>(
     agents: &A,
     config: &Config,
@@ -445,7 +482,6 @@ async fn exchange<A: AgentApi>(
     to: &Node,
     probe_id: u64,
     sizes: Vec<u16>,
-    send_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(SendResponse, CollectResponse)> {
     let count = if sizes.is_empty() { config.count } else { sizes.len() as u32 };
     // The longest the destination listens if nobody collects; collect ends it sooner. Room for a
@@ -479,7 +515,6 @@ async fn exchange<A: AgentApi>(
             return Err(e);
         }
     };
-    drop(send_slot);
     tokio::time::sleep(config.timeout).await;
     let arrived: CollectResponse =
         agents.call(&to_agent, "/v1/collect", Some(&CollectRequest { probe_id })).await?;
@@ -504,7 +539,7 @@ async fn search_mtu<A: AgentApi>(
         found.probes += sent_sizes.len() as u32;
         // A probe id of its own per round: a late probe of one round never counts in the next.
         let round_id = probe_id ^ (u64::from(found.rounds) << 56);
-        let (sent, arrived) = exchange(agents, config, from, to, round_id, sent_sizes.clone(), None).await?;
+        let (sent, arrived) = exchange(agents, config, from, to, round_id, sent_sizes.clone()).await?;
         let fate = |size: u16| {
             let copies = sent_sizes.iter().enumerate().filter(|(_, s)| **s == size).map(|(i, _)| i as u32);
             let seqs: Vec<u32> = copies.collect();
@@ -1079,8 +1114,26 @@ mod tests {
             &self,
             agent: &AgentAddr,
             path: &str,
-            _: Option<&B>,
+            body: Option<&B>,
         ) -> Result<R> {
+            let body = serde_json::to_value(body).unwrap();
+            if let Some((single, entries)) = batch::as_single_requests(path, &body) {
+                // Each entry as the single route's answer: its value, or its error refused.
+                let answer = self.answers.lock().unwrap().get(&(agent.address, single)).cloned();
+                let entry = match answer {
+                    Some(Ok(value)) => serde_json::json!({"ok": value}),
+                    Some(Err(e)) => serde_json::json!({"refused": {"status": 503, "error": e}}),
+                    None => {
+                        return Err(Error::could_not_run(
+                            format!("agent {} ({})", agent.label, agent.address),
+                            "unreachable",
+                        ))
+                    }
+                };
+                return Ok(
+                    serde_json::from_value(serde_json::Value::Array(vec![entry; entries.len()])).unwrap()
+                );
+            }
             let answer = self.answers.lock().unwrap().get(&(agent.address, path.to_string())).cloned();
             match answer {
                 Some(Ok(value)) => Ok(serde_json::from_value(value).unwrap()),
@@ -1142,8 +1195,20 @@ mod tests {
             path: &str,
             body: Option<&B>,
         ) -> Result<R> {
-            use serde_json::json;
             let body = serde_json::to_value(body).unwrap();
+            let answer = match batch::as_single_requests(path, &body) {
+                Some((single, entries)) => serde_json::Value::Array(
+                    entries.iter().map(|e| serde_json::json!({"ok": self.single(&single, e)})).collect(),
+                ),
+                None => self.single(path, &body),
+            };
+            Ok(serde_json::from_value(answer).unwrap())
+        }
+    }
+
+    impl PathAgents {
+        fn single(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+            use serde_json::json;
             let id = body["probe_id"].as_u64().unwrap_or(0);
             let seqs = |sizes: &[u16], fits: u16| -> Vec<u32> {
                 (0..sizes.len() as u32).filter(|&i| sizes[i as usize] <= fits).collect()
@@ -1168,7 +1233,7 @@ mod tests {
                 }
                 other => panic!("{other}"),
             };
-            Ok(serde_json::from_value(answer).unwrap())
+            answer
         }
     }
 
@@ -1210,7 +1275,9 @@ mod tests {
         let failed = report.pairs.iter().find(|p| p.to == Ipv4Addr::new(203, 0, 113, 2)).unwrap();
         assert_eq!((failed.verdict, failed.control_udp), (PairVerdict::Untested, ControlUdp::NotMeasured));
         assert!(
-            failed.diagnosis.contains("agent 203.0.113.2 /v1/collect: capturing on eth0"),
+            failed
+                .diagnosis
+                .contains("agent 203.0.113.2 (203.0.113.2:9473) /v1/collect-many: capturing on eth0"),
             "{}",
             failed.diagnosis
         );
