@@ -2,10 +2,12 @@
 # Benchmark: the agents' continuous mesh. N agents (default 50) in namespaces on one bridge, each
 # with a kernel vxlan device, run `netprobe agent --mesh-every PERIOD` (default 10s) with every
 # other agent as a peer, for SECONDS (default 60). Then, per agent: RSS (VmRSS), CPU (user+system
-# time over the run, as a share of one core), rounds done and the mean and longest round (from its
+# time over the run, as a share of one core; and with the tools it ran, nft, ip and ethtool, whose
+# time the kernel adds to the agent's once they exit), rounds done and the mean and longest round (from its
 # /metrics), and whether every pair is up. Everything it makes is removed on exit.
 #
 #   sudo bash benches/vxlan_mesh_continuous.sh [N [PERIOD [SECONDS]]]      needs: iproute2
+#   sudo NETPROBE_BIN=/path/to/netprobe bash benches/vxlan_mesh_continuous.sh ...   another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-50}
@@ -15,28 +17,34 @@ tag="npc$$"
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 source benches/mesh_lab.sh
 
-cargo build --release --quiet -p netprobe
-bin=$PWD/target/release/netprobe
+# NETPROBE_BIN: another build to measure (to compare two), instead of this tree's.
+if [ -z "${NETPROBE_BIN:-}" ]; then cargo build --release --quiet -p netprobe; fi
+bin=${NETPROBE_BIN:-$PWD/target/release/netprobe}
 peers=$(for i in $(seq 1 "$n"); do printf '198.51.100.%s,' "$i"; done)
 mesh_lab_up "$n" "$tag" "$token" "$bin" --mesh-every "$period" --peers "${peers%,}"
 ticks=$(getconf CLK_TCK)
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-declare -A before
-for pid in "${pids[@]}"; do before[$pid]=$(cpu_of "$pid"); done
+tools_of() { awk '{print $16 + $17}' "/proc/$1/stat"; }
+declare -A before tools_before
+for pid in "${pids[@]}"; do before[$pid]=$(cpu_of "$pid"); tools_before[$pid]=$(tools_of "$pid"); done
 echo "mesh of $n agents, a round every $period, for $seconds s: $((n * (n - 1))) ordered pairs per period"
 sleep "$seconds"
-rss=(); cpu=()
+rss=(); cpu=(); with_tools=()
 for pid in "${pids[@]}"; do
     rss+=("$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")")
-    cpu+=("$(( $(cpu_of "$pid") - ${before[$pid]} ))")
+    own=$(( $(cpu_of "$pid") - ${before[$pid]} ))
+    cpu+=("$own")
+    with_tools+=("$(( own + $(tools_of "$pid") - ${tools_before[$pid]} ))")
 done
-python3 - "$ticks" "$seconds" "${rss[*]}" "${cpu[*]}" <<'PY'
+python3 - "$ticks" "$seconds" "${rss[*]}" "${cpu[*]}" "${with_tools[*]}" <<'PY'
 import sys
 ticks, seconds = int(sys.argv[1]), float(sys.argv[2])
 rss = [int(x) / 1024 for x in sys.argv[3].split()]
 cpu = [int(x) / ticks / seconds * 100 for x in sys.argv[4].split()]
+tools = [int(x) / ticks / seconds * 100 for x in sys.argv[5].split()]
 print(f"RSS per agent: median {sorted(rss)[len(rss)//2]:.1f} MiB, max {max(rss):.1f} MiB")
 print(f"CPU per agent: median {sorted(cpu)[len(cpu)//2]:.2f}% of a core, max {max(cpu):.2f}%")
+print(f"CPU per agent with its tools: median {sorted(tools)[len(tools)//2]:.2f}% of a core, max {max(tools):.2f}%")
 PY
 # Rounds, their length and the pairs' verdicts, from each agent's /metrics.
 for i in $(seq 1 "$n"); do

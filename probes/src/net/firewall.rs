@@ -66,12 +66,12 @@ impl RuleCounters for NodeFirewall {
 const READ_LIMIT: Duration = Duration::from_secs(10);
 /// More output than this is not read (about 1.5 million rules).
 const MAX_OUTPUT: u64 = 256 << 20;
-/// Reads begin at least this far apart: an agent answering many probes at once (in a mesh of 100
-/// nodes each agent is asked for about 200 "after" reads a round) reads a few times a second, not
-/// hundreds of times; the callers in between wait for the next read and share it.
-const MIN_GAP: Duration = Duration::from_millis(250);
+/// Reads begin at least this far apart: an agent asked for many "after" reads (in the agents'
+/// mesh each peer's round collects from it at its own time) reads once a second at most, not once
+/// per probe; the callers in between wait for the next read and share it.
+const MIN_GAP: Duration = Duration::from_secs(1);
 /// A "before" may be a snapshot whose read began at most this long ago.
-const BEFORE_AT_MOST: Duration = Duration::from_secs(1);
+const BEFORE_AT_MOST: Duration = Duration::from_secs(2);
 
 /// One reader at a time (a read of a big rule set takes seconds: concurrent probes must not pile
 /// readers up), reads at least [`MIN_GAP`] apart, and every caller served by the fewest reads

@@ -318,15 +318,25 @@ impl NodeFacts for ThisNode {
         all().map(|list| list.into_iter().flat_map(|i| i.ipv4).collect()).unwrap_or_default()
     }
 
-    /// Read at most every [`VNI_FRESHNESS`]: every request asks, and each read is a process. A
-    /// device made since is seen within that time.
+    /// `ip -d link` is run again only when this namespace's links changed (a device made, removed
+    /// or renamed gives another list of names and indexes; a VNI cannot change on a live device),
+    /// at least every [`VNI_FRESHNESS`] where the links cannot be listed, and at least every
+    /// [`VNI_AT_MOST`] anyway: every request asks, and each read is a process. The MTUs are read
+    /// on every call (an ioctl each).
     fn vxlan_devices(&self) -> Vec<VxlanDevice> {
-        type Read = Option<(std::time::Instant, Vec<VxlanDevice>)>;
+        type Read = Option<(std::time::Instant, Option<Vec<(String, u32)>>, Vec<VxlanDevice>)>;
         static LAST: std::sync::Mutex<Read> = std::sync::Mutex::new(None);
+        let links = links();
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((read, devices)) = &*last {
-            if read.elapsed() < VNI_FRESHNESS {
-                return devices.clone();
+        if let Some((read, seen, devices)) = &*last {
+            let unchanged = links.is_some() && *seen == links && read.elapsed() < VNI_AT_MOST;
+            if unchanged || read.elapsed() < VNI_FRESHNESS {
+                let mut devices = devices.clone();
+                for device in &mut devices {
+                    device.mtu = mtu(&device.name).ok().or(device.mtu);
+                    device.tx_checksum = checksum_offload(&device.name);
+                }
+                return devices;
             }
         }
         let json = super::firewall::run_bounded(
@@ -339,7 +349,7 @@ impl NodeFacts for ThisNode {
         for device in &mut devices {
             device.tx_checksum = checksum_offload(&device.name);
         }
-        *last = Some((std::time::Instant::now(), devices.clone()));
+        *last = Some((std::time::Instant::now(), links, devices.clone()));
         devices
     }
 
@@ -369,8 +379,27 @@ fn checksum_offload(device: &str) -> Option<bool> {
 /// How long a device's checksum offload setting is reused.
 const OFFLOAD_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// How long a read of this node's vxlan devices is reused.
+/// How long a read of this node's vxlan devices is reused when its links cannot be listed.
 const VNI_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a read of this node's vxlan devices is reused while its links stay the same.
+const VNI_AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// This namespace's links: (name, index) of each, sorted; `None` when they cannot be listed.
+fn links() -> Option<Vec<(String, u32)>> {
+    let mut links: Vec<(String, u32)> = all()
+        .ok()?
+        .into_iter()
+        .map(|i| {
+            let index = std::ffi::CString::new(i.name.as_str())
+                // SAFETY: a NUL-terminated name that lives across the call.
+                .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) })
+                .unwrap_or(0);
+            (i.name, index)
+        })
+        .collect();
+    links.sort();
+    Some(links)
+}
 
 /// The devices in `ip -j -d link show type vxlan` output.
 fn vxlan_devices(json: &str) -> Vec<VxlanDevice> {

@@ -17,6 +17,7 @@ pub mod http_server;
 pub mod input;
 pub mod interface;
 pub mod iptables;
+pub mod memory;
 pub mod privilege;
 pub mod probe_io;
 pub mod signal;

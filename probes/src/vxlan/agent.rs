@@ -97,6 +97,10 @@ struct Expectation {
     expires: Instant,
 }
 
+/// A send asks its targets' agents again before the probes leave when this long has passed since
+/// it first asked (each answer keeps the capture open a whole window from then).
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// An expectation is dropped this long after its capture ends if nobody collects it.
 const UNCOLLECTED_GRACE: Duration = Duration::from_secs(5);
 
@@ -161,6 +165,8 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
     if config.token.trim().is_empty() {
         return Err(Error::invalid("token", "empty: set NETPROBE_TOKEN or pass --token-file"));
     }
+    // Before any thread starts: an agent runs for months, its heap must not grow with its bursts.
+    crate::net::memory::few_arenas();
     // Before the capabilities go: mounting tracefs, where it must, needs CAP_SYS_ADMIN.
     let drops: Arc<dyn DropTrace> = match config.drop_trace {
         false => Arc::new(NoTrace("tracing turned off (--no-drop-trace)".into())),
@@ -680,15 +686,21 @@ async fn send_probes(
         ));
     };
     let runtime = tokio::runtime::Handle::current();
+    let asked_at = Instant::now();
     blocking(move || {
         let before = agent.ways.counters.earlier();
-        // Asked again just before the probes leave (reading counters can take a while on a busy
-        // node): the question keeps the peer's capture open for them, or says it is too late,
-        // and then nothing is sent to it.
-        let still = runtime.block_on(futures_util::future::join_all(targets.iter().map(|&i| {
-            let t = &req.targets[i];
-            agent.ways.peers.expectation(SocketAddr::from((t.to, agent.peer_port)), t.probe_id)
-        })));
+        // Asked again just before the probes leave when reading the counters took a while (a
+        // busy node): the question keeps the peer's capture open for them, or says it is too
+        // late, and then nothing is sent to it. An answer younger than that still stands.
+        let still = match asked_at.elapsed() < ASK_AGAIN_AFTER {
+            true => vec![Some(()); targets.len()],
+            false => runtime.block_on(futures_util::future::join_all(targets.iter().map(|&i| {
+                let t = &req.targets[i];
+                let asked =
+                    agent.ways.peers.expectation(SocketAddr::from((t.to, agent.peer_port)), t.probe_id);
+                async move { asked.await.map(|_| ()) }
+            }))),
+        };
         let mut going = Vec::new();
         for (&i, expected) in targets.iter().zip(still) {
             let t = &req.targets[i];

@@ -6,6 +6,7 @@
 //! round starts only when the last one is done; agents start at different offsets within the
 //! period (from a hash of their name), so N agents do not fire at once.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct MeshConfig {
 
 /// A peer's agent that has not answered one of a round's calls within this is untested that round.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// The node name a peer's agent gave is asked again after this.
+const NAME_FRESHNESS: Duration = Duration::from_secs(300);
 
 impl MeshConfig {
     /// This agent's offset within the period: spread by name, the same on every start.
@@ -87,13 +90,15 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
     let mut peers: Vec<Node> = Vec::new();
     // The name each peer's agent gave (its NODE_NAME): the metrics name peers by it, so that
     // from and to agree when the peers were given by address.
-    let mut names: std::collections::HashMap<SocketAddr, String> = Default::default();
+    // Each is asked again after NAME_FRESHNESS (a node replaced may come back on the same address).
+    let mut names: HashMap<SocketAddr, (String, Instant)> = Default::default();
     loop {
         ticks.tick().await;
         match current_peers(&config, facts.as_ref()).await {
             Ok(now) => {
                 for gone in peers.iter().filter(|p| !now.iter().any(|n| n.agent == p.agent)) {
-                    metrics.forget_pair(&config.me, names.get(&gone.agent).unwrap_or(&gone.label));
+                    let label = names.get(&gone.agent).map_or(&gone.label, |(name, _)| name);
+                    metrics.forget_pair(&config.me, label);
                 }
                 peers = now;
             }
@@ -101,14 +106,21 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
             Err(e) => eprintln!("netprobe agent: mesh: keeping the last peers: {e}"),
         }
         let started = Instant::now();
-        for (peer, name, outcome) in round(&agents, facts.as_ref(), &config, &peers).await {
+        names.retain(|_, (_, learned)| learned.elapsed() < NAME_FRESHNESS);
+        let known: HashMap<SocketAddr, String> =
+            names.iter().map(|(agent, (name, _))| (*agent, name.clone())).collect();
+        for (peer, name, outcome) in round(&agents, facts.as_ref(), &config, &peers, &known).await {
             if let Some(name) = name {
-                names.insert(peer.agent, name);
+                if !known.contains_key(&peer.agent) {
+                    names.insert(peer.agent, (name, Instant::now()));
+                }
             }
-            let label = names.get(&peer.agent).unwrap_or(&peer.label);
+            let label = names.get(&peer.agent).map_or(&peer.label, |(name, _)| name);
             metrics.record_pair(&config.me, label, outcome);
         }
         metrics.record_round(started.elapsed(), SystemTime::now());
+        // A round is a burst of allocations on many threads: what it freed goes back to the kernel.
+        crate::net::memory::give_back();
     }
 }
 
@@ -134,12 +146,13 @@ async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> crate::R
 /// One round: every peer at once (`batch::exchange_all`: one expect per peer, one send of this
 /// node's probes to all of them, one collect per peer). A peer whose agent has not answered a call
 /// within [`ANSWER_WITHIN`] is untested this round and holds the others back no longer than that.
-/// Each peer comes back with the node name its agent gave, if it gave one.
+/// Each peer comes back with the node name its agent gave (or `known` has for it), if any.
 pub async fn round<A: AgentApi, F: NodeFacts>(
     agents: &Arc<A>,
     facts: &F,
     config: &MeshConfig,
     peers: &[Node],
+    known: &HashMap<SocketAddr, String>,
 ) -> Vec<(Node, Option<String>, Outcome)> {
     let seed =
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
@@ -158,7 +171,11 @@ pub async fn round<A: AgentApi, F: NodeFacts>(
         jobs.push(Job { from, to: peer.clone(), probe_id });
     }
     // The names come beside the probes: asking first would hold every pair back for a slow one.
+    // A name known (and fresh) is not asked again.
     let names = futures_util::future::join_all(peers.iter().map(|peer| async move {
+        if let Some(name) = known.get(&peer.agent) {
+            return Some(name.clone());
+        }
         let agent = peer.agent_addr();
         let asked = agents.call::<(), AgentHealth>(&agent, "/v1/health", None);
         tokio::time::timeout(ANSWER_WITHIN, asked)
@@ -293,7 +310,7 @@ mod tests {
         let config = config(peers.clone());
         let started = tokio::time::Instant::now();
         let mut outcomes: Vec<(String, Option<String>, Outcome)> =
-            round(&Arc::new(Scripted), &Facts, &config, &peers)
+            round(&Arc::new(Scripted), &Facts, &config, &peers, &HashMap::new())
                 .await
                 .into_iter()
                 .map(|(peer, name, outcome)| (peer.label, name, outcome))
@@ -311,6 +328,15 @@ mod tests {
         // The round lasted the slow peer's answer deadline and the probes' timeout, not its hour
         // (the clock is paused and jumps).
         assert_eq!(started.elapsed(), ANSWER_WITHIN + config.timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_whose_name_is_known_is_not_asked_for_it() {
+        let peers = vec![node("fine", "203.0.113.2")];
+        let known: HashMap<SocketAddr, String> = [(peers[0].agent, "node-known".to_string())].into();
+        let outcomes = round(&Arc::new(Scripted), &Facts, &config(peers.clone()), &peers, &known).await;
+        // Scripted's /v1/health would say node-fine.
+        assert_eq!(outcomes[0].1.as_deref(), Some("node-known"));
     }
 
     #[test]

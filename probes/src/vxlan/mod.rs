@@ -1092,6 +1092,8 @@ mod tests {
     #[derive(Default)]
     struct FakeAgents {
         answers: Mutex<HashMap<(SocketAddr, String), std::result::Result<serde_json::Value, String>>>,
+        /// This many expect-many calls have every entry refused as busy (the agent at its cap).
+        busy_expects: std::sync::atomic::AtomicU32,
     }
 
     impl FakeAgents {
@@ -1118,6 +1120,23 @@ mod tests {
         ) -> Result<R> {
             let body = serde_json::to_value(body).unwrap();
             if let Some((single, entries)) = batch::as_single_requests(path, &body) {
+                let busy = path == "/v1/expect-many"
+                    && self
+                        .busy_expects
+                        .fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok();
+                if busy {
+                    let refused = serde_json::json!({"refused": {"status": 429, "error": "too many open expectations on this agent: try again"}});
+                    return Ok(serde_json::from_value(serde_json::Value::Array(vec![
+                        refused;
+                        entries.len()
+                    ]))
+                    .unwrap());
+                }
                 // Each entry as the single route's answer: its value, or its error refused.
                 let answer = self.answers.lock().unwrap().get(&(agent.address, single)).cloned();
                 let entry = match answer {
@@ -1284,6 +1303,34 @@ mod tests {
         let other = report.pairs.iter().find(|p| p.to == Ipv4Addr::new(198, 51, 100, 1)).unwrap();
         assert_eq!(other.verdict, PairVerdict::Ok, "the other direction still counts");
         assert_eq!(report.verdict, Health::CouldNotRun, "exit 3: not everything could be checked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_refused_as_busy_go_again_in_a_later_round_and_fail_only_if_they_stay_busy() {
+        let agents = healthy(FakeAgents::default());
+        // Both destinations at their cap in the first round: the second takes them.
+        agents.busy_expects.store(2, std::sync::atomic::Ordering::SeqCst);
+        let report = probe(Arc::new(agents), two_nodes()).await.unwrap();
+        assert!(report.pairs.iter().all(|p| p.verdict == PairVerdict::Ok), "{:?}", report.pairs);
+        // Busy every time: untested after three rounds, saying why, never a network verdict.
+        let agents = healthy(FakeAgents::default());
+        agents.busy_expects.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        let agents = Arc::new(agents);
+        let report = probe(agents.clone(), two_nodes()).await.unwrap();
+        for pair in &report.pairs {
+            assert_eq!(pair.verdict, PairVerdict::Untested);
+            assert!(
+                pair.diagnosis.contains("/v1/expect-many: too many open expectations"),
+                "{}",
+                pair.diagnosis
+            );
+        }
+        assert_eq!(
+            u32::MAX - agents.busy_expects.load(std::sync::atomic::Ordering::SeqCst),
+            6,
+            "2 destinations, 3 rounds"
+        );
+        assert_eq!(report.verdict, Health::CouldNotRun);
     }
 
     #[tokio::test]
