@@ -8,6 +8,7 @@
 #
 #   sudo bash benches/vxlan_mesh_continuous.sh [N [PERIOD [SECONDS]]]      needs: iproute2
 #   sudo NETPROBE_BIN=/path/to/netprobe bash benches/vxlan_mesh_continuous.sh ...   another build
+#   sudo MESH_SAMPLE=16 bash benches/vxlan_mesh_continuous.sh ...                  16 peers a round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-50}
@@ -21,7 +22,9 @@ source benches/mesh_lab.sh
 if [ -z "${NETPROBE_BIN:-}" ]; then cargo build --release --quiet -p netprobe; fi
 bin=${NETPROBE_BIN:-$PWD/target/release/netprobe}
 peers=$(for i in $(seq 1 "$n"); do printf '198.51.100.%s,' "$i"; done)
-mesh_lab_up "$n" "$tag" "$token" "$bin" --mesh-every "$period" --peers "${peers%,}"
+# MESH_SAMPLE=K: each agent probes K peers a round (--mesh-sample K).
+mesh_lab_up "$n" "$tag" "$token" "$bin" --mesh-every "$period" --peers "${peers%,}" \
+    ${MESH_SAMPLE:+--mesh-sample "$MESH_SAMPLE"}
 ticks=$(getconf CLK_TCK)
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tools_of() { awk '{print $16 + $17}' "/proc/$1/stat"; }

@@ -410,6 +410,13 @@ pub struct AgentArgs {
     #[arg(long, requires = "mesh_every")]
     pub peers_from_api: bool,
 
+    /// With --mesh-every: probe K peers a round instead of every one, a window that moves on by K
+    /// each round, so each pair is probed every (peers / K) rounds and its last verdict stays on
+    /// /metrics in between. For clusters where a full mesh does not fit the period (about 500
+    /// nodes at 30s: see the README's Benchmarks) [default: every peer, every round].
+    #[arg(long, value_name = "K", requires = "mesh_every", value_parser = clap::value_parser!(u16).range(1..))]
+    pub mesh_sample: Option<u16>,
+
     /// With --mesh-every: the VXLAN port to probe (8472 for flannel and Cilium; 4789 IANA's).
     #[arg(long, default_value_t = 8472, requires = "mesh_every")]
     pub vxlan_port: u16,

@@ -66,6 +66,7 @@ fn mesh_config(
         vni: vxlan::DEFAULT_VNI,
         count: 5,
         timeout: std::time::Duration::from_secs(1),
+        sample: args.mesh_sample.map(usize::from),
     })
 }
 

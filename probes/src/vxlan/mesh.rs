@@ -42,6 +42,8 @@ pub struct MeshConfig {
     pub count: u32,
     /// How long the peer listens after the probes were sent.
     pub timeout: Duration,
+    /// `--mesh-sample K`: K peers a round, a window moving on by K each round (`None`: all).
+    pub sample: Option<usize>,
 }
 
 /// A peer's agent that has not answered one of a round's calls within this is untested that round.
@@ -92,6 +94,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
     // from and to agree when the peers were given by address.
     // Each is asked again after NAME_FRESHNESS (a node replaced may come back on the same address).
     let mut names: HashMap<SocketAddr, (String, Instant)> = Default::default();
+    let mut rounds = 0u64;
     loop {
         ticks.tick().await;
         match current_peers(&config, facts.as_ref()).await {
@@ -106,10 +109,12 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
             Err(e) => eprintln!("netprobe agent: mesh: keeping the last peers: {e}"),
         }
         let started = Instant::now();
+        let probed = sampled(&peers, config.sample, rounds, config.name_hash());
+        rounds += 1;
         names.retain(|_, (_, learned)| learned.elapsed() < NAME_FRESHNESS);
         let known: HashMap<SocketAddr, String> =
             names.iter().map(|(agent, (name, _))| (*agent, name.clone())).collect();
-        for (peer, name, outcome) in round(&agents, facts.as_ref(), &config, &peers, &known).await {
+        for (peer, name, outcome) in round(&agents, facts.as_ref(), &config, &probed, &known).await {
             if let Some(name) = name {
                 if !known.contains_key(&peer.agent) {
                     names.insert(peer.agent, (name, Instant::now()));
@@ -215,6 +220,20 @@ pub async fn round<A: AgentApi, F: NodeFacts>(
         .collect()
 }
 
+/// The peers of round number `round`: all of them, or `sample` of them, a window over the list
+/// that starts at `offset` (this agent's own place) and moves on by `sample` each round, so every
+/// peer comes once in each ceil(len / sample) rounds.
+pub fn sampled(peers: &[Node], sample: Option<usize>, round: u64, offset: u64) -> Vec<Node> {
+    match sample {
+        Some(k) if k < peers.len() => {
+            let len = peers.len() as u64;
+            let start = (offset % len + (round % len) * k as u64) % len;
+            (0..k as u64).map(|i| peers[((start + i) % len) as usize].clone()).collect()
+        }
+        _ => peers.to_vec(),
+    }
+}
+
 /// `ADDR[:PORT]` peers as given to `--peers`, labelled by what was written.
 pub fn parse_peers(text: &str, agent_port: u16) -> crate::Result<Vec<Node>> {
     text.split(',')
@@ -301,6 +320,7 @@ mod tests {
             vni: crate::vxlan::DEFAULT_VNI,
             count: 5,
             timeout: Duration::from_secs(1),
+            sample: None,
         }
     }
 
@@ -347,6 +367,27 @@ mod tests {
         offsets.sort();
         offsets.dedup();
         assert!(offsets.len() > 45, "50 names, nearly 50 different start times: {offsets:?}");
+    }
+
+    #[test]
+    fn a_sample_moves_on_each_round_and_covers_every_peer() {
+        let peers: Vec<Node> = (1..=10).map(|i| node(&format!("p{i}"), &format!("192.0.2.{i}"))).collect();
+        assert_eq!(sampled(&peers, None, 7, 3).len(), 10, "no sample: every peer");
+        assert_eq!(sampled(&peers, Some(20), 7, 3).len(), 10, "a sample wider than the peers: every peer");
+        // 4 of 10 a round: three rounds cover all ten, each round's four distinct.
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..3 {
+            let some = sampled(&peers, Some(4), round, 5);
+            let labels: std::collections::HashSet<_> = some.iter().map(|p| p.label.clone()).collect();
+            assert_eq!(labels.len(), 4, "{labels:?}");
+            seen.extend(labels);
+        }
+        assert_eq!(seen.len(), 10);
+        assert_ne!(
+            sampled(&peers, Some(4), 0, 5)[0].label,
+            sampled(&peers, Some(4), 0, 6)[0].label,
+            "its own place"
+        );
     }
 
     #[test]
