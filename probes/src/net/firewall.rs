@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::budget::Budget;
+
 /// The firewall of this node at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -66,26 +68,34 @@ impl RuleCounters for NodeFirewall {
 const READ_LIMIT: Duration = Duration::from_secs(10);
 /// More output than this is not read (about 1.5 million rules).
 const MAX_OUTPUT: u64 = 256 << 20;
-/// Reads begin at least this far apart: an agent asked for many "after" reads (in the agents'
-/// mesh each peer's round collects from it at its own time) reads once a second at most, not once
-/// per probe; the callers in between wait for the next read and share it.
-const MIN_GAP: Duration = Duration::from_secs(1);
+/// Reads a second, on average: an agent asked for many "after" reads (in the agents' mesh each
+/// peer's round collects from it at its own time) reads once a second, not once per probe; the
+/// callers in between wait for the next read and share it.
+const READS_PER_SECOND: f64 = 1.0;
+/// Reads at once before the pace applies: a pair's own expect, send and collect wait for none.
+const READS_AT_ONCE: f64 = 3.0;
 /// A "before" may be a snapshot whose read began at most this long ago.
 const BEFORE_AT_MOST: Duration = Duration::from_secs(2);
 
 /// One reader at a time (a read of a big rule set takes seconds: concurrent probes must not pile
-/// readers up), reads at least [`MIN_GAP`] apart, and every caller served by the fewest reads
-/// that are still right for it.
+/// readers up), [`READS_PER_SECOND`] on average, and every caller served by the fewest reads that
+/// are still right for it.
 pub struct SharedReads<F> {
     read: F,
     reading: Mutex<()>,
+    pace: Budget,
     /// The last snapshot and when its read began.
     last: Mutex<Option<(Instant, Arc<Snapshot>)>>,
 }
 
 impl<F: Fn() -> Snapshot> SharedReads<F> {
     pub fn new(read: F) -> Self {
-        SharedReads { read, reading: Mutex::new(()), last: Mutex::new(None) }
+        SharedReads {
+            read,
+            reading: Mutex::new(()),
+            pace: Budget::new(READS_PER_SECOND, READS_AT_ONCE),
+            last: Mutex::new(None),
+        }
     }
 
     fn last(&self) -> Option<(Instant, Arc<Snapshot>)> {
@@ -101,9 +111,9 @@ impl<F: Fn() -> Snapshot> SharedReads<F> {
             if began >= asked {
                 return snapshot;
             }
-            // Holding the reader's place: whoever asks meanwhile shares the read that follows.
-            std::thread::sleep(MIN_GAP.saturating_sub(began.elapsed()));
         }
+        // Holding the reader's place: whoever asks meanwhile shares the read that follows.
+        self.pace.take();
         let began = Instant::now();
         let snapshot = Arc::new((self.read)());
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((began, snapshot.clone()));
@@ -258,25 +268,35 @@ mod tests {
         assert_eq!(Snapshot::default().unreadable().as_deref(), Some("no firewall tool answered"));
     }
 
-    /// Shared reads over a read that counts itself.
-    fn counted() -> (Arc<std::sync::atomic::AtomicUsize>, SharedReads<impl Fn() -> Snapshot>) {
+    /// Shared reads over a read that counts itself and takes `lasting`.
+    fn counted_lasting(
+        lasting: Duration,
+    ) -> (Arc<std::sync::atomic::AtomicUsize>, SharedReads<impl Fn() -> Snapshot>) {
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = reads.clone();
         let read = move || {
+            std::thread::sleep(lasting);
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u64;
             Snapshot { udp_in_csum_errors: Some(n), ..Snapshot::default() }
         };
         (reads, SharedReads::new(read))
     }
 
+    fn counted() -> (Arc<std::sync::atomic::AtomicUsize>, SharedReads<impl Fn() -> Snapshot>) {
+        counted_lasting(Duration::ZERO)
+    }
+
     #[test]
-    fn an_after_is_a_read_that_began_after_it_was_asked_and_reads_are_spaced() {
+    fn an_after_is_a_read_that_began_after_it_was_asked_and_reads_are_paced() {
         let (reads, shared) = counted();
         let first = Instant::now();
-        assert_eq!(shared.after().udp_in_csum_errors, Some(0));
-        assert_eq!(shared.after().udp_in_csum_errors, Some(1), "a new read, never the one before");
-        assert!(first.elapsed() >= MIN_GAP, "the second read waited for the gap");
-        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        for n in 0..READS_AT_ONCE as u64 {
+            assert_eq!(shared.after().udp_in_csum_errors, Some(n), "a new read, never the one before");
+        }
+        assert!(first.elapsed() < Duration::from_millis(900), "the first reads go at once");
+        assert_eq!(shared.after().udp_in_csum_errors, Some(READS_AT_ONCE as u64));
+        assert!(first.elapsed() >= Duration::from_millis(900), "the next waited for the pace");
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), READS_AT_ONCE as usize + 1);
     }
 
     #[test]
@@ -289,7 +309,8 @@ mod tests {
 
     #[test]
     fn concurrent_afters_share_reads() {
-        let (reads, shared) = counted();
+        // A read that takes a while, as a real one does: the others ask while it runs.
+        let (reads, shared) = counted_lasting(Duration::from_millis(200));
         let start = std::sync::Barrier::new(8);
         std::thread::scope(|s| {
             for _ in 0..8 {
@@ -300,7 +321,7 @@ mod tests {
             }
         });
         // Those that asked before the first read began share it, the rest the next one (a third
-        // only for a thread held up longer than the gap between its start and its asking).
+        // only for a thread held up longer than a read between its start and its asking).
         let n = reads.load(std::sync::atomic::Ordering::SeqCst);
         assert!((1..=3).contains(&n), "{n} reads for 8 callers");
     }

@@ -1,7 +1,7 @@
 //! Keeping a long-running agent's heap small. glibc gives threads that allocate at the same time
-//! arenas of their own (up to 8 per core) and keeps what is freed in them: an agent's bursts (a
-//! round's 64 entries on blocking threads) left four arenas of about 4 MiB each, 30 to 37 MiB of
-//! RSS in the 50-agent bench against 24 MiB with one arena. Elsewhere (musl) these do nothing.
+//! arenas of their own (up to 8 per core) and keeps what is freed in them: one agent of the
+//! 50-agent bench had four arenas of about 4 MiB each, 30 to 37 MiB of RSS, against 24 MiB with
+//! MALLOC_ARENA_MAX=1. Elsewhere (musl) these do nothing.
 
 #![allow(unsafe_code)] // mallopt(3) and malloc_trim(3): glibc's own knobs, no safe wrapper exists.
 

@@ -5,6 +5,7 @@
 //! modules beside them), implemented by the real thing and, in tests, by the fakes in [`fake`].
 
 pub mod agent_client;
+pub mod budget;
 pub mod capture;
 pub mod capture_file;
 pub mod conntrack;

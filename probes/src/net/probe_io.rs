@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::budget::Budget;
 use super::capture::LiveCapture;
 use super::{interface, Link};
 use crate::wire::vxlan;
@@ -93,7 +94,8 @@ pub trait ProbeIo: Send + Sync + 'static {
 /// the peers.
 #[derive(Debug)]
 pub struct Sockets {
-    budget: PacketBudget,
+    /// The packets of every send together, a tenth of a second's worth at once at most.
+    budget: Budget,
     taps: Mutex<HashMap<(String, u16), Weak<Tap>>>,
     control: Mutex<Weak<Tap>>,
 }
@@ -102,7 +104,7 @@ impl Sockets {
     /// At most `per_second` packets a second over all sends together.
     pub fn new(per_second: u32) -> Sockets {
         Sockets {
-            budget: PacketBudget::new(per_second),
+            budget: Budget::new(f64::from(per_second.max(1)), f64::from(per_second) / 10.0),
             taps: Default::default(),
             control: Default::default(),
         }
@@ -315,45 +317,6 @@ impl Tap {
                 Ok(false)
             }
             Err(e) => Err(e),
-        }
-    }
-}
-
-/// A token bucket: `per_second` packets a second, a tenth of a second's worth at once at most.
-#[derive(Debug)]
-pub struct PacketBudget {
-    per_second: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>, // (tokens, last refill)
-}
-
-impl PacketBudget {
-    pub fn new(per_second: u32) -> PacketBudget {
-        let per_second = f64::from(per_second.max(1));
-        let burst = (per_second / 10.0).max(1.0);
-        PacketBudget { per_second, burst, state: Mutex::new((burst, Instant::now())) }
-    }
-
-    /// How long to wait before one more packet may go, taking it (zero: go now).
-    pub fn take_at(&self, now: Instant) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *state;
-        let tokens =
-            (tokens + now.saturating_duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
-        let after = tokens - 1.0;
-        *state = (after, now.max(last));
-        if after >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-after / self.per_second)
-        }
-    }
-
-    /// Blocks until one more packet may go.
-    fn take(&self) {
-        let wait = self.take_at(Instant::now());
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
         }
     }
 }
@@ -596,23 +559,5 @@ mod tests {
         drop((tap, again));
         let fresh = sockets.control_tap().unwrap();
         assert!(fresh.failure().is_none());
-    }
-
-    #[test]
-    fn the_budget_is_shared_and_refills_with_time() {
-        let budget = PacketBudget::new(100); // a burst of 10
-        let start = Instant::now();
-        for _ in 0..10 {
-            assert_eq!(budget.take_at(start), Duration::ZERO);
-        }
-        // The 11th at the same instant waits a hundredth of a second; the 12th, two.
-        assert_eq!(budget.take_at(start), Duration::from_millis(10));
-        assert_eq!(budget.take_at(start), Duration::from_millis(20));
-        // A second later the bucket is full again, but never fuller than its burst.
-        let later = start + Duration::from_secs(1);
-        for _ in 0..10 {
-            assert_eq!(budget.take_at(later), Duration::ZERO);
-        }
-        assert!(budget.take_at(later) > Duration::ZERO);
     }
 }

@@ -13,7 +13,8 @@ pub const MAX_COUNT: u32 = 100;
 pub const SEND_GAP_MS: u64 = 10;
 /// A capture window lasts at most this long.
 pub const MAX_WINDOW_MS: u64 = 15_000;
-/// Expectations open at once on one agent: each holds a capture, a socket and two threads.
+/// Expectations open at once on one agent: each a registration on the shared capture and control
+/// socket, an entry in the kernel-drop trace, and counters kept until it is collected.
 pub const MAX_OPEN: usize = 64;
 /// Sends under way at once on one agent.
 pub const MAX_SENDS: usize = 8;
