@@ -95,13 +95,17 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
     // Each is asked again after NAME_FRESHNESS (a node replaced may come back on the same address).
     let mut names: HashMap<SocketAddr, (String, Instant)> = Default::default();
     let mut rounds = 0u64;
+    // The label each peer's series have now: a peer first named by its address (its agent did
+    // not answer for its name yet) and then by its name must not leave the old series behind.
+    let mut labels: HashMap<SocketAddr, String> = Default::default();
     loop {
         ticks.tick().await;
         match current_peers(&config, facts.as_ref()).await {
             Ok(now) => {
                 for gone in peers.iter().filter(|p| !now.iter().any(|n| n.agent == p.agent)) {
-                    let label = names.get(&gone.agent).map_or(&gone.label, |(name, _)| name);
-                    metrics.forget_pair(&config.me, label);
+                    if let Some(label) = labels.remove(&gone.agent) {
+                        metrics.forget_pair(&config.me, &label);
+                    }
                 }
                 peers = now;
             }
@@ -111,21 +115,41 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
         let started = Instant::now();
         let probed = sampled(&peers, config.sample, rounds, config.name_hash());
         rounds += 1;
-        names.retain(|_, (_, learned)| learned.elapsed() < NAME_FRESHNESS);
-        let known: HashMap<SocketAddr, String> =
-            names.iter().map(|(agent, (name, _))| (*agent, name.clone())).collect();
+        // A name older than NAME_FRESHNESS is asked again, and labels the peer until answered.
+        let known: HashMap<SocketAddr, String> = names
+            .iter()
+            .filter(|(_, (_, learned))| learned.elapsed() < NAME_FRESHNESS)
+            .map(|(agent, (name, _))| (*agent, name.clone()))
+            .collect();
         for (peer, name, outcome) in round(&agents, facts.as_ref(), &config, &probed, &known).await {
             if let Some(name) = name {
                 if !known.contains_key(&peer.agent) {
                     names.insert(peer.agent, (name, Instant::now()));
                 }
             }
-            let label = names.get(&peer.agent).map_or(&peer.label, |(name, _)| name);
-            metrics.record_pair(&config.me, label, outcome);
+            let label = names.get(&peer.agent).map_or(&peer.label, |(name, _)| name).clone();
+            relabel(&metrics, &config.me, &mut labels, peer.agent, &label);
+            metrics.record_pair(&config.me, &label, outcome);
         }
         metrics.record_round(started.elapsed(), SystemTime::now());
         // A round is a burst of allocations on many threads: what it freed goes back to the kernel.
         crate::net::memory::give_back();
+    }
+}
+
+/// Records that `peer`'s series are labelled `label` from now on, forgetting the ones under the
+/// label it had before (a series nobody updates would show its last value for ever).
+fn relabel(
+    metrics: &Metrics,
+    me: &str,
+    labels: &mut HashMap<SocketAddr, String>,
+    peer: SocketAddr,
+    label: &str,
+) {
+    if let Some(old) = labels.insert(peer, label.to_string()) {
+        if old != label {
+            metrics.forget_pair(me, &old);
+        }
     }
 }
 
@@ -388,6 +412,22 @@ mod tests {
             sampled(&peers, Some(4), 0, 6)[0].label,
             "its own place"
         );
+    }
+
+    #[test]
+    fn a_peer_first_named_by_address_then_by_name_leaves_no_series_behind() {
+        let metrics = Metrics::default();
+        let mut labels = HashMap::new();
+        let peer: SocketAddr = "203.0.113.2:9473".parse().unwrap();
+        let ok = Outcome::Judged { verdict: PairVerdict::Ok, sent: 5, arrived: 5 };
+        relabel(&metrics, "node-a", &mut labels, peer, "203.0.113.2");
+        metrics.record_pair("node-a", "203.0.113.2", ok.clone());
+        relabel(&metrics, "node-a", &mut labels, peer, "node-b");
+        metrics.record_pair("node-a", "node-b", ok);
+        let text = metrics.encode();
+        assert!(text.contains(r#"netprobe_vxlan_pair_up{from="node-a",to="node-b"} 1"#), "{text}");
+        assert!(!text.contains(r#"pair_up{from="node-a",to="203.0.113.2"}"#), "{text}");
+        assert!(!text.contains(r#"pair_verdict{from="node-a",to="203.0.113.2""#), "{text}");
     }
 
     #[test]
