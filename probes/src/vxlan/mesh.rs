@@ -421,7 +421,7 @@ mod tests {
         let peer: SocketAddr = "203.0.113.2:9473".parse().unwrap();
         let ok = Outcome::Judged { verdict: PairVerdict::Ok, sent: 5, arrived: 5 };
         relabel(&metrics, "node-a", &mut labels, peer, "203.0.113.2");
-        metrics.record_pair("node-a", "203.0.113.2", ok.clone());
+        metrics.record_pair("node-a", "203.0.113.2", ok);
         relabel(&metrics, "node-a", &mut labels, peer, "node-b");
         metrics.record_pair("node-a", "node-b", ok);
         let text = metrics.encode();
