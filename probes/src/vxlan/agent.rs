@@ -528,39 +528,31 @@ async fn collect_expectations(
     };
     let counters = agent.ways.counters.clone();
     blocking(move || {
+        // Every capture ends first; then one read of the counters, made for the first answer
+        // that needs it, serves them all.
         let ended: Vec<_> = taken
             .into_iter()
             .map(|(probe_id, expectation)| {
-                let Some(expectation) = expectation else {
+                let Some(e) = expectation else {
                     return refused(StatusCode::NOT_FOUND, format!("no expectation for probe {probe_id}"));
                 };
-                let heard = expectation
-                    .listener
-                    .finish()
-                    .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-                let traced = expectation.drops.map(|watch| watch.finish());
-                Ok((
-                    heard,
-                    traced,
-                    expectation.from,
-                    expectation.to,
-                    expectation.port,
-                    expectation.counters_before,
-                    expectation.counters_error,
-                ))
+                let heard =
+                    e.listener.finish().map_err(|err| (StatusCode::SERVICE_UNAVAILABLE, err.to_string()))?;
+                let traced = e.drops.map(|watch| watch.finish());
+                let flow = Flow { source: e.from, destination: e.to, port: e.port, path: Path::Inbound };
+                Ok((heard, traced, flow, e.counters_before, e.counters_error))
             })
             .collect();
-        let after = ended.iter().any(|e| e.is_ok()).then(|| counters.snapshot());
+        let after = std::cell::OnceCell::new();
         let answers = ended
             .into_iter()
             .map(|ended| {
-                let (heard, traced, source, destination, port, before, before_error) = ended?;
+                let (heard, traced, flow, before, before_error) = ended?;
                 let (kernel_drops, trace_error) = match traced {
                     Ok(Ok(drops)) => (Some(drops), None),
                     Ok(Err(why)) | Err(why) => (None, Some(why)),
                 };
-                let flow = Flow { source, destination, port, path: Path::Inbound };
-                let (after, error) = read_counters(after.as_deref().expect("read for every answer"), &flow);
+                let (after, error) = read_counters(after.get_or_init(|| counters.snapshot()), &flow);
                 let mut arrived_seqs: Vec<u32> = heard.probes.iter().copied().collect();
                 arrived_seqs.sort_unstable();
                 Ok(CollectResponse {
@@ -643,10 +635,10 @@ async fn send_probes(
         )
     };
     let mut answers: Vec<std::result::Result<SendResponse, Refusal>> = Vec::with_capacity(req.targets.len());
-    // Asked of every target's agent at once, before anything is sent.
-    let asked = futures_util::future::join_all(req.targets.iter().map(|t| {
+    let unfit: Vec<Option<&str>> = req.targets.iter().map(|t| unfit_peer(t.to, &own)).collect();
+    // Asked of every fit target's agent at once, before anything is sent.
+    let asked = futures_util::future::join_all(req.targets.iter().zip(&unfit).map(|(t, unfit)| {
         let peer = SocketAddr::from((t.to, agent.peer_port));
-        let unfit = unfit_peer(t.to, &own);
         let peers = agent.ways.peers.clone();
         async move {
             match unfit {
@@ -657,7 +649,7 @@ async fn send_probes(
     }))
     .await;
     let mut targets = Vec::new();
-    for (t, expected) in req.targets.iter().zip(asked) {
+    for ((t, unfit), expected) in req.targets.iter().zip(&unfit).zip(asked) {
         let peer = SocketAddr::from((t.to, agent.peer_port));
         let agreed = expected.as_ref().is_some_and(|e| {
             own.contains(&e.from)
@@ -665,7 +657,7 @@ async fn send_probes(
                 && e.control_port == t.control_port
                 && e.vni == req.vni
         });
-        answers.push(match (unfit_peer(t.to, &own), agreed) {
+        answers.push(match (unfit, agreed) {
             (Some(why), _) => {
                 refused(StatusCode::FORBIDDEN, format!("{} is {why}: probes go to other nodes only", t.to))
             }

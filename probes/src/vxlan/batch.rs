@@ -176,10 +176,7 @@ pub(crate) async fn exchange_all<A: AgentApi>(
     in_flight: usize,
 ) -> Vec<(usize, Exchanged)> {
     let count = config.count;
-    // The longest the destination listens if nobody collects; collect ends it sooner. Room for a
-    // busy source, whose counters and send slot may keep the probes waiting seconds.
-    let sending = send_time(count, MAX_BATCH);
-    let window = config.timeout + sending + Duration::from_secs(10);
+    let window = listen_window(config, send_time(count, MAX_BATCH));
     let mut expected: Vec<Option<Result<ExpectResponse>>> = vec![None; jobs.len()];
     let by_destination = grouped(jobs, members.iter().copied(), |j| &j.to);
     let bodies = by_destination
@@ -249,6 +246,13 @@ pub(crate) async fn exchange_all<A: AgentApi>(
             (i, outcome)
         })
         .collect()
+}
+
+/// The longest a destination listens if nobody collects (collect ends it sooner): the probes'
+/// sending and timeout, and room for a busy source, whose counters and send slot may keep the
+/// probes waiting seconds.
+pub(crate) fn listen_window(config: &Config, sending: Duration) -> Duration {
+    config.timeout + sending + Duration::from_secs(10)
 }
 
 /// How long `targets` targets' probes take to leave one agent: its packet budget (a probe and a

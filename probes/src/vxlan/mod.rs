@@ -484,9 +484,7 @@ async fn exchange<A: AgentApi>(
     sizes: Vec<u16>,
 ) -> Result<(SendResponse, CollectResponse)> {
     let count = if sizes.is_empty() { config.count } else { sizes.len() as u32 };
-    // The longest the destination listens if nobody collects; collect ends it sooner. Room for a
-    // busy source, whose counters and send slot may keep the probes waiting seconds.
-    let window = config.timeout + Duration::from_millis(SEND_GAP_MS * u64::from(count) + 10_000);
+    let window = batch::listen_window(config, batch::send_time(count, 1));
     let expect = ExpectRequest {
         probe_id,
         from: from.ip,
