@@ -127,7 +127,11 @@ pub fn stand_in(
     }
     let listen = format!("--listen-address={ip}");
     let address = format!("--address=/{}/{answer}", name.trim_end_matches('.'));
-    lab.spawn(
+    // dnsmasq's standard error goes to a file, so that a stand-in that never listens says why.
+    let log = std::env::temp_dir().join(format!("{}-dnsmasq-{ip}.log", ns.name));
+    let stderr =
+        std::fs::File::create(&log).map_err(|e| LabError(format!("creating {}: {e}", log.display())))?;
+    let pid = lab.spawn_with_stderr(
         ns,
         &[
             "dnsmasq",
@@ -140,7 +144,44 @@ pub fn stand_in(
             &listen,
             &address,
         ],
+        stderr,
     )?;
-    ns.wait_listening("udp", 53, Duration::from_secs(5))?;
+    // Generous (on a loaded machine a process can take seconds to start), but no longer than
+    // dnsmasq lives.
+    let mut listening = ns.wait_listening("udp", 53, Duration::from_secs(1));
+    for _ in 0..20 {
+        if listening.is_ok() || lab.exited(pid).is_some() {
+            break;
+        }
+        listening = ns.wait_listening("udp", 53, Duration::from_secs(1));
+    }
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    listening.map_err(|LabError(why)| {
+        let status = lab.exited(pid).map_or("still running".to_string(), |s| s.to_string());
+        LabError(format!("{why}: dnsmasq {status}, it said: {}", said.trim()))
+    })?;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stand_in_that_cannot_listen_says_what_dnsmasq_said() {
+        if !crate::on_path("dnsmasq") {
+            return crate::skip("stand-in diagnostics", "dnsmasq is not installed");
+        }
+        let Some(mut lab) = crate::lab_or_skip("stand-in diagnostics") else { return };
+        let pod = lab.host("pod").unwrap();
+        // 192.0.2.99 is not on any of the pod's interfaces: dnsmasq cannot bind it and exits.
+        let stood =
+            stand_in(&mut lab, &pod, "192.0.2.99".parse().unwrap(), "x.test.", "192.0.2.1".parse().unwrap());
+        let Err(err) = stood else { panic!("dnsmasq listened on an address the pod does not have") };
+        let err = err.to_string();
+        assert!(err.contains("nothing listens on udp port 53"), "{err}");
+        assert!(err.contains("dnsmasq exit status"), "it says dnsmasq is gone: {err}");
+        assert!(err.contains("192.0.2.99") && err.contains("it said: "), "{err}");
+    }
 }

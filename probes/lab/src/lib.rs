@@ -196,12 +196,18 @@ impl Lab {
 
     /// Starts `argv` in `ns` in the background; it is killed when the lab is dropped.
     pub fn spawn(&mut self, ns: &Netns, argv: &[&str]) -> Result<u32> {
+        self.spawn_with_stderr(ns, argv, Stdio::null())
+    }
+
+    /// [`Lab::spawn`], its standard error going to `stderr` (a file, so that a process that dies
+    /// at start can say why).
+    pub fn spawn_with_stderr(&mut self, ns: &Netns, argv: &[&str], stderr: impl Into<Stdio>) -> Result<u32> {
         let child = ns
             .command(argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| LabError(format!("starting {argv:?} in {}: {e}", ns.name)))?;
         let pid = child.id();
@@ -211,6 +217,12 @@ impl Lab {
 }
 
 impl Lab {
+    /// How a process started with [`Lab::spawn`] ended, or `None` while it runs.
+    pub fn exited(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let child = self.children.iter_mut().find(|c| c.id() == pid)?;
+        child.try_wait().ok().flatten()
+    }
+
     /// Stops a process started with [`Lab::spawn`] (SIGKILL) before the lab ends.
     pub fn kill(&mut self, pid: u32) {
         if let Some(index) = self.children.iter().position(|c| c.id() == pid) {
