@@ -263,28 +263,18 @@ fn render_table(report: &VxlanReport) -> String {
 mod tests {
     use super::*;
     use netprobe_probes::vxlan::api::{CollectResponse, GrownRule, SendResponse};
-    use netprobe_probes::vxlan::{judge, Config, DEFAULT_VNI};
+    use netprobe_probes::vxlan::judge::{report, Evidence, Overlay};
+    use netprobe_probes::vxlan::{PairReport, DEFAULT_VNI};
     use std::net::Ipv4Addr;
-    use std::time::Duration;
 
-    /// What judge needs of a run: port, VNI and count.
-    fn config(skip_unanswering: bool) -> Config {
-        Config {
-            nodes: vec![],
-            token: String::new(),
-            port: 8472,
-            vni: DEFAULT_VNI,
-            count: 5,
-            timeout: Duration::ZERO,
-            skip_unanswering,
-            mtu: false,
-        }
+    /// A pair on UDP 8472 judged from its agents' answers.
+    fn judged(from: Ipv4Addr, to: Ipv4Addr, sent: &SendResponse, arrived: &CollectResponse) -> PairReport {
+        report(&Evidence { from, to, port: 8472, sent, arrived, overlay: &Overlay::default() })
     }
 
     #[test]
     fn the_matrix_and_its_diagnoses() {
         std::env::set_var("NO_COLOR", "1");
-        let config = config(false);
         let (a, b, c) =
             (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 2), Ipv4Addr::new(192, 0, 2, 3));
         let sent = |left| SendResponse {
@@ -307,12 +297,12 @@ mod tests {
         let drop =
             GrownRule { rule: "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP".into(), packets: 5 };
         let pairs = vec![
-            judge(&config, a, b, &sent(5), &arrived(0, vec![], None)),
-            judge(&config, a, c, &sent(5), &arrived(5, vec![], None)),
-            judge(&config, b, a, &sent(5), &arrived(5, vec![], Some("nft: not installed"))),
-            judge(&config, b, c, &sent(5), &arrived(5, vec![drop], None)),
-            judge(&config, c, a, &sent(5), &arrived(5, vec![], None)),
-            judge(&config, c, b, &sent(5), &arrived(5, vec![], None)),
+            judged(a, b, &sent(5), &arrived(0, vec![], None)),
+            judged(a, c, &sent(5), &arrived(5, vec![], None)),
+            judged(b, a, &sent(5), &arrived(5, vec![], Some("nft: not installed"))),
+            judged(b, c, &sent(5), &arrived(5, vec![drop], None)),
+            judged(c, a, &sent(5), &arrived(5, vec![], None)),
+            judged(c, b, &sent(5), &arrived(5, vec![], None)),
         ];
         let verdict = Health::worst(pairs.iter().map(|p| p.verdict.health()));
         let report = VxlanReport {
@@ -330,7 +320,6 @@ mod tests {
     #[test]
     fn nodes_from_the_api_by_name_and_the_untested_ones_with_the_fix() {
         std::env::set_var("NO_COLOR", "1");
-        let config = config(true);
         let (a, b) = (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(198, 51, 100, 2));
         let sent = SendResponse {
             sent: 5,
@@ -349,7 +338,7 @@ mod tests {
             udp_csum_errors: Some(0),
             ..Default::default()
         };
-        let mut pairs = vec![judge(&config, a, b, &sent, &arrived), judge(&config, b, a, &sent, &arrived)];
+        let mut pairs = vec![judged(a, b, &sent, &arrived), judged(b, a, &sent, &arrived)];
         (pairs[0].from_node, pairs[0].to_node) = ("cp-1".into(), "worker-1".into());
         (pairs[1].from_node, pairs[1].to_node) = ("worker-1".into(), "cp-1".into());
         let untested = vec![netprobe_probes::vxlan::UntestedNode {

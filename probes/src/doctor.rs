@@ -99,17 +99,15 @@ pub enum StepStatus {
     Skipped,
 }
 
-/// The run's verdict: a fault found anywhere wins (it is a finding, whatever else could not be
-/// checked); else a step that was needed and could not run; else ok. Skipped steps do not count.
+/// The run's verdict: the steps' healths combined by the one rule ([`Health::worst`]: a fault
+/// found anywhere wins). Skipped steps do not count.
 pub fn verdict(statuses: impl IntoIterator<Item = StepStatus>) -> Health {
-    let statuses: Vec<StepStatus> = statuses.into_iter().collect();
-    if statuses.contains(&StepStatus::Fault) {
-        Health::Fault
-    } else if statuses.contains(&StepStatus::CouldNotRun) {
-        Health::CouldNotRun
-    } else {
-        Health::Ok
-    }
+    Health::worst(statuses.into_iter().filter_map(|status| match status {
+        StepStatus::Ok => Some(Health::Ok),
+        StepStatus::Fault => Some(Health::Fault),
+        StepStatus::CouldNotRun => Some(Health::CouldNotRun),
+        StepStatus::Skipped => None,
+    }))
 }
 
 /// Every cause the steps support, the one nearest the symptom first: the DNS chain, then the
@@ -260,6 +258,21 @@ fn tunnel_cause(
             PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some("UDP_CSUM") => (
                 format!("reaches {} with a bad UDP checksum and its kernel drops it", pair.to_node),
                 "turn off checksum offload on the nodes' vxlan devices (ethtool -K flannel.1 tx-checksum-ip-generic off, or the CNI's option) and look for a device on the path that rewrites UDP".to_string(),
+            ),
+            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some("IP_RPFILTER") => (
+                format!("reaches {} by another interface than its route back, and its reverse-path filter drops it", pair.to_node),
+                format!("make the routes between the nodes symmetric, or set rp_filter to 2 (loose) on {}: {}", pair.to_node, pair.diagnosis),
+            ),
+            PairVerdict::Rejected => (
+                "is rejected (an ICMP error came back)".to_string(),
+                match &pair.rule {
+                    Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.to_node),
+                    None => format!("allow UDP {port} between nodes in the firewall that rejects it: {}", pair.diagnosis),
+                },
+            ),
+            PairVerdict::VtepPortMismatch => (
+                "goes to a port where no VXLAN device listens".to_string(),
+                format!("give every node's VXLAN device the same port: {}", pair.diagnosis),
             ),
             PairVerdict::PathMtuTooSmall => (
                 match &pair.mtu {
@@ -413,6 +426,7 @@ mod tests {
             diagnosis: "why".into(),
             mtu: None,
             source_vxlan_device: None,
+            arrived_on: vec![],
         }
     }
 

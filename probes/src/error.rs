@@ -35,6 +35,12 @@ pub enum Error {
     /// (exit 3 if it never does).
     #[error("{op}: {detail}")]
     Busy { op: String, detail: String },
+
+    /// A call that did not get through (the connection failed or broke before the answer): the
+    /// network lost a packet of it, or the peer is gone. Worth one more try (exit 3 if it fails
+    /// again).
+    #[error("{op}: {detail}")]
+    Unreachable { op: String, detail: String },
 }
 
 impl Error {
@@ -55,5 +61,11 @@ impl Error {
     /// True for [`Error::Busy`]: worth trying again after a pause.
     pub fn is_busy(&self) -> bool {
         matches!(self, Error::Busy { .. })
+    }
+
+    /// True for [`Error::Busy`] and [`Error::Unreachable`]: the same work may pass when done
+    /// again, so a pair it failed is measured again before it is called untested.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::Unreachable { .. })
     }
 }

@@ -34,7 +34,7 @@ pub fn wire(bytes: &[u8]) {
     for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2] {
         let _ = link::decode(link, bytes);
         let _ = ArpFrame::from_link(link, bytes);
-        let _ = vxlan::frag_needed(link, bytes);
+        let _ = vxlan::unreachable(link, bytes);
         if let Some((_, _, _, payload)) = vxlan::outer_udp(link, bytes) {
             let _ = vxlan::probe_seq(payload, 1, 1);
             let _ = vxlan::control_seq(payload, 1);

@@ -9,14 +9,16 @@ use serde::Serialize;
 pub enum Health {
     /// The probe ran and found nothing wrong (exit 0).
     Ok,
-    /// The probe ran and found a fault (exit 1).
-    Fault,
     /// Part of the probe could not run, so no verdict can be given for it (exit 3).
     CouldNotRun,
+    /// The probe ran and found a fault (exit 1).
+    Fault,
 }
 
 impl Health {
-    /// The worst of several: could-not-run over fault over ok.
+    /// The one rule for combining verdicts, used by every report: a fault found anywhere wins
+    /// (what could not be checked does not hide what was found), then could-not-run, then ok.
+    /// The order of the variants is this ranking.
     pub fn worst(items: impl IntoIterator<Item = Health>) -> Health {
         items.into_iter().max().unwrap_or(Health::Ok)
     }
@@ -30,7 +32,8 @@ mod tests {
     fn worst_wins() {
         assert_eq!(Health::worst([]), Health::Ok);
         assert_eq!(Health::worst([Health::Ok, Health::Fault, Health::Ok]), Health::Fault);
-        assert_eq!(Health::worst([Health::Fault, Health::CouldNotRun]), Health::CouldNotRun);
+        assert_eq!(Health::worst([Health::Fault, Health::CouldNotRun]), Health::Fault, "a found fault wins");
+        assert_eq!(Health::worst([Health::Ok, Health::CouldNotRun]), Health::CouldNotRun);
         assert_eq!(serde_json::to_string(&Health::CouldNotRun).unwrap(), "\"could-not-run\"");
     }
 }

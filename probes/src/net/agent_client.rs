@@ -100,14 +100,13 @@ impl AgentApi for HttpAgents {
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| fail(e.to_string()))?;
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                Error::could_not_run(
-                    agent.who(),
-                    format!(
-                        "unreachable ({}): is `netprobe agent` running there, on the host network?",
-                        root_cause(&e)
-                    ),
-                )
+            // The connection failed or broke: transient (a lost packet), or the agent is gone.
+            let response = self.http.request(request).await.map_err(|e| Error::Unreachable {
+                op: agent.who(),
+                detail: format!(
+                    "unreachable ({}): is `netprobe agent` running there, on the host network?",
+                    root_cause(&e)
+                ),
             })?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), MAX_ANSWER)

@@ -22,12 +22,26 @@ pub struct LiveCapture {
 impl LiveCapture {
     /// Opens `interface` with `filter` (BPF syntax, as tcpdump takes it) already applied.
     pub fn open(interface: &str, filter: &str) -> Result<LiveCapture> {
-        let op = format!("capturing on {interface}");
         interface::lookup(interface)?;
+        Self::open_device(interface, filter, None)
+    }
+
+    /// Opens every interface of this network namespace at once (libpcap's `any`), with SLL2
+    /// headers so that each packet says which interface it came in on
+    /// ([`crate::wire::link::LinkFrame::ifindex`]).
+    pub fn open_any(filter: &str) -> Result<LiveCapture> {
+        Self::open_device("any", filter, Some(pcap::Linktype(276)))
+    }
+
+    fn open_device(interface: &str, filter: &str, link: Option<pcap::Linktype>) -> Result<LiveCapture> {
+        let op = format!("capturing on {interface}");
         privilege::require_net_raw(&op)?;
-        let capture = Capture::from_device(interface)
+        let mut capture = Capture::from_device(interface)
             .and_then(|c| c.immediate_mode(true).snaplen(512).open())
             .map_err(|e| pcap_error(&op, interface, e))?;
+        if let Some(link) = link {
+            capture.set_datalink(link).map_err(|e| pcap_error(&op, interface, e))?;
+        }
         // Non-blocking, with our own poll(2) on its fd: libpcap's read timeout is not a deadline
         // (with immediate mode on Linux it polls again by itself instead of returning).
         let mut capture = capture.setnonblock().map_err(|e| pcap_error(&op, interface, e))?;

@@ -4,11 +4,11 @@
 //!
 //! The tracepoint is system-wide and says nothing of ports, addresses or network namespaces. So a
 //! drop counts as one of ours only when the same packet (the same skb address, in order) was
-//! first seen by `net:netif_receive_skb` arriving on the expectation's interface with exactly the
-//! probes' length, which [`crate::wire::vxlan::probe_packet_len`] makes particular to each probe
-//! id. Both events are enabled in a tracefs instance of this agent's own (never the global
+//! first seen by `net:netif_receive_skb` arriving, on any interface (asymmetric routes bring
+//! probes in where the route back does not go), with exactly the probes' length, which
+//! [`crate::wire::vxlan::probe_packet_len`] makes particular to each probe id. Both events are enabled in a tracefs instance of this agent's own (never the global
 //! buffer) that exists only while an expectation is open, with filters as tight as their fields
-//! allow (protocol and reason; length and device), and always disabled and removed again: when
+//! allow (protocol and reason; length), and always disabled and removed again: when
 //! the last expectation closes, on error, and when the agent exits. One left by an agent that was
 //! killed mid-window is removed by the next agent that starts.
 //!
@@ -33,10 +33,9 @@ pub struct KernelDrop {
     pub count: u32,
 }
 
-/// The probes of one expectation: IPv4 packets of `len` bytes arriving on `interface`.
+/// The probes of one expectation: IPv4 packets of `len` bytes arriving on any interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Watched {
-    pub interface: String,
     pub len: u16,
 }
 
@@ -247,10 +246,9 @@ fn drop_filter(known: &HashMap<String, u32>) -> Option<String> {
     Some(format!("protocol == 2048 && ({})", any.join(" || ")))
 }
 
-/// `(len == 97 && name == "eth0") || ...` over the open watches.
+/// `len == 97 || ...` over the open watches.
 fn receive_filter(open: &[(u64, Watched)]) -> String {
-    let mut terms: Vec<String> =
-        open.iter().map(|(_, w)| format!("(len == {} && name == \"{}\")", w.len, w.interface)).collect();
+    let mut terms: Vec<String> = open.iter().map(|(_, w)| format!("len == {}", w.len)).collect();
     terms.sort();
     terms.dedup();
     terms.join(" || ")
@@ -289,14 +287,14 @@ fn event(line: &str) -> Option<Event<'_>> {
 }
 
 /// The drops in `trace` of packets that `what` describes, seen arriving at or after `since`: a
-/// drop counts when the same skb last arrived on the interface with the probes' length.
+/// drop counts when the same skb last arrived with the probes' length.
 pub fn drops_of(trace: &str, what: &Watched, since: f64) -> Vec<KernelDrop> {
     let mut arrived: HashMap<&str, bool> = HashMap::new();
     let mut counted: Vec<KernelDrop> = Vec::new();
     for line in trace.lines().filter(|l| !l.starts_with('#')) {
         match event(line) {
-            Some(Event::Received { at, skb, dev, len }) => {
-                arrived.insert(skb, at >= since && dev == what.interface && len == what.len);
+            Some(Event::Received { at, skb, len, .. }) => {
+                arrived.insert(skb, at >= since && len == what.len);
             }
             // The packet's life ends here either way: its address may be reused by the next.
             Some(Event::Freed { skb, reason, location, .. }) if arrived.remove(skb) == Some(true) => {
@@ -393,25 +391,21 @@ mod tests {
     #[test]
     fn only_drops_of_the_watched_packets_count() {
         let trace = corpus("trace-vni-not-found");
-        let eth0 = Watched { interface: "eth0".into(), len: 94 };
-        let drops = drops_of(&trace, &eth0, 0.0);
+        let probes = Watched { len: 94 };
+        let drops = drops_of(&trace, &probes, 0.0);
         assert_eq!(
             drops,
             vec![KernelDrop { reason: "VXLAN_VNI_NOT_FOUND".into(), location: "vxlan_rcv".into(), count: 3 }],
             "the NO_SOCKET drop of another packet (no receive event of that length) is not ours"
         );
-        assert!(drops_of(&trace, &Watched { interface: "eth1".into(), len: 94 }, 0.0).is_empty());
-        assert!(drops_of(&trace, &Watched { interface: "eth0".into(), len: 95 }, 0.0).is_empty());
-        assert!(drops_of(&trace, &eth0, 1743.0).is_empty(), "before the watch began");
+        assert!(drops_of(&trace, &Watched { len: 95 }, 0.0).is_empty());
+        assert!(drops_of(&trace, &probes, 1743.0).is_empty(), "before the watch began");
     }
 
     #[test]
     fn receive_filters_cover_every_open_watch_once() {
-        let w = |dev: &str, len| Watched { interface: dev.into(), len };
-        let open = vec![(1, w("eth0", 97)), (2, w("eth0", 97)), (3, w("ens5", 120))];
-        assert_eq!(
-            receive_filter(&open),
-            "(len == 120 && name == \"ens5\") || (len == 97 && name == \"eth0\")"
-        );
+        let w = |len| Watched { len };
+        let open = vec![(1, w(97)), (2, w(97)), (3, w(120))];
+        assert_eq!(receive_filter(&open), "len == 120 || len == 97");
     }
 }

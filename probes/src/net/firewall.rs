@@ -21,9 +21,9 @@ pub struct Snapshot {
     pub nft_json: Option<String>,
     /// What could not be read, and why.
     pub errors: Vec<String>,
-    /// The UDP datagrams this node's kernel dropped for a bad checksum (/proc/net/snmp, Udp
-    /// InCsumErrors), when readable.
-    pub udp_in_csum_errors: Option<u64>,
+    /// The kernel's own drop counters at the same moment (bad checksums, closed ports, the
+    /// reverse-path filter).
+    pub kernel: super::snmp::KernelCounters,
 }
 
 impl Snapshot {
@@ -130,13 +130,7 @@ impl<F: Fn() -> Snapshot> SharedReads<F> {
 }
 
 fn read_firewall() -> Snapshot {
-    let mut snapshot = Snapshot {
-        udp_in_csum_errors: std::fs::read_to_string("/proc/net/snmp")
-            .ok()
-            .as_deref()
-            .and_then(udp_in_csum_errors),
-        ..Snapshot::default()
-    };
+    let mut snapshot = Snapshot { kernel: super::snmp::KernelCounters::read(), ..Snapshot::default() };
     match run_bounded("nft", &["-j", "list", "ruleset"], READ_LIMIT) {
         Ok(json) => snapshot.nft_json = Some(json),
         Err(e) => snapshot.errors.push(format!("nft: {e}")),
@@ -166,14 +160,6 @@ fn read_firewall() -> Snapshot {
         }
     }
     snapshot
-}
-
-/// Udp InCsumErrors from /proc/net/snmp text: a header line of names, then one of values.
-fn udp_in_csum_errors(snmp: &str) -> Option<u64> {
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next()?, udp.next()?);
-    let index = names.split_whitespace().position(|n| n == "InCsumErrors")?;
-    values.split_whitespace().nth(index)?.parse().ok()
 }
 
 /// Whether `nft -j list ruleset` output lists any table (iptables-nft's tables are nf_tables
@@ -251,6 +237,7 @@ pub fn run_bounded(program: &str, args: &[&str], limit: Duration) -> Result<Stri
 
 #[cfg(test)]
 mod tests {
+    use super::super::snmp::KernelCounters;
     use super::*;
 
     #[test]
@@ -277,7 +264,10 @@ mod tests {
         let read = move || {
             std::thread::sleep(lasting);
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u64;
-            Snapshot { udp_in_csum_errors: Some(n), ..Snapshot::default() }
+            Snapshot {
+                kernel: KernelCounters { udp_in_csum_errors: Some(n), ..Default::default() },
+                ..Snapshot::default()
+            }
         };
         (reads, SharedReads::new(read))
     }
@@ -293,9 +283,9 @@ mod tests {
         let first = Instant::now();
         let (reads, shared) = counted();
         for n in 0..READS_AT_ONCE as u64 {
-            assert_eq!(shared.after().udp_in_csum_errors, Some(n), "a new read, never the one before");
+            assert_eq!(shared.after().kernel.udp_in_csum_errors, Some(n), "a new read, never the one before");
         }
-        assert_eq!(shared.after().udp_in_csum_errors, Some(READS_AT_ONCE as u64));
+        assert_eq!(shared.after().kernel.udp_in_csum_errors, Some(READS_AT_ONCE as u64));
         assert!(first.elapsed() >= Duration::from_millis(999), "the fourth waited for the pace");
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), READS_AT_ONCE as usize + 1);
     }
@@ -303,8 +293,8 @@ mod tests {
     #[test]
     fn a_before_reuses_a_recent_read() {
         let (reads, shared) = counted();
-        assert_eq!(shared.before().udp_in_csum_errors, Some(0), "nothing read yet: it reads");
-        assert_eq!(shared.before().udp_in_csum_errors, Some(0));
+        assert_eq!(shared.before().kernel.udp_in_csum_errors, Some(0), "nothing read yet: it reads");
+        assert_eq!(shared.before().kernel.udp_in_csum_errors, Some(0));
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
@@ -328,20 +318,11 @@ mod tests {
     }
 
     #[test]
-    fn udp_checksum_errors_from_proc_net_snmp() {
-        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 10 0 5 3 0 0 5 0 0\nUdpLite: InDatagrams InCsumErrors\nUdpLite: 0 9\n";
-        assert_eq!(udp_in_csum_errors(snmp), Some(5));
-        assert_eq!(udp_in_csum_errors("Udp: InDatagrams\nUdp: 1\n"), None);
-        assert_eq!(udp_in_csum_errors(""), None);
-    }
-
-    #[test]
     fn the_real_files_of_tests_corpus() {
         let corpus = |name: &str| {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus").join(name);
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
-        assert_eq!(udp_in_csum_errors(&corpus("proc/snmp-bad-udp-checksums")), Some(5));
         assert!(!has_tables(&corpus("nft/empty-ruleset.json")));
         assert!(has_tables(&corpus("nft/iptables-nft-drop-8472.json")));
     }

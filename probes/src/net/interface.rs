@@ -82,6 +82,38 @@ pub fn all() -> Result<Vec<Interface>> {
     Ok(out)
 }
 
+/// The name of the interface with index `index` in this network namespace (if_indextoname(3)).
+pub fn name_of_index(index: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` holds IF_NAMESIZE bytes, as if_indextoname requires, and outlives the call.
+    let found = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: on success the kernel wrote a NUL-terminated name into `name`.
+    Some(unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// The path MTU this node's kernel has cached for `to` (a route exception, learned from an ICMP
+/// fragmentation-needed), from `ip -o route get`: `Ok(None)` when it has none.
+pub fn cached_path_mtu(to: Ipv4Addr) -> Result<Option<u16>> {
+    let text = super::firewall::run_bounded(
+        "ip",
+        &["-4", "-o", "route", "get", &to.to_string()],
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| Error::could_not_run(format!("ip route get {to}"), e))?;
+    Ok(route_get_mtu(&text))
+}
+
+/// The `mtu N` of the cache part of `ip -o route get` output (`... \    cache expires 599sec mtu 1400`).
+fn route_get_mtu(text: &str) -> Option<u16> {
+    let cached = text.split_once(" cache")?.1;
+    let mut words = cached.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
 /// The MTU of interface `name` in this network namespace (SIOCGIFMTU on a socket of its own, so
 /// the namespace is the calling thread's, whatever /sys shows).
 pub fn mtu(name: &str) -> Result<u16> {
@@ -292,8 +324,9 @@ pub trait NodeFacts: Send + Sync + 'static {
     /// Every IPv4 address of this node (network namespace).
     fn addresses(&self) -> Vec<Ipv4Addr>;
     /// This node's own vxlan devices (flannel.1 with VNI 1, Cilium's, ...): their VNIs are never
-    /// ours, and their MTU is the pod network's.
-    fn vxlan_devices(&self) -> Vec<VxlanDevice>;
+    /// ours, their MTU is the pod network's, their port the one the overlay listens on. `None`
+    /// when they could not be read (no `ip`), which is not the same as having none.
+    fn vxlan_devices(&self) -> Option<Vec<VxlanDevice>>;
     /// This node's address on the route to `to`, if any.
     fn address_towards(&self, to: Ipv4Addr) -> Option<Ipv4Addr>;
 }
@@ -307,6 +340,10 @@ pub struct VxlanDevice {
     pub mtu: Option<u16>,
     /// tx-checksum-ip-generic: on, the offload behind the known bad-checksum VXLAN failures.
     pub tx_checksum: Option<bool>,
+    /// The UDP port it sends to and listens on (`dstport`); `None` when `ip` did not say.
+    pub port: Option<u16>,
+    /// Administratively up: only then does the kernel hold its UDP socket open.
+    pub up: bool,
 }
 
 /// The node the agent runs on.
@@ -323,16 +360,20 @@ impl NodeFacts for ThisNode {
     /// at least every [`VNI_FRESHNESS`] where the links cannot be listed, and at least every
     /// [`VNI_AT_MOST`] anyway: every request asks, and each read is a process. The MTUs are read
     /// on every call (an ioctl each).
-    fn vxlan_devices(&self) -> Vec<VxlanDevice> {
-        type Read = Option<(std::time::Instant, Option<Vec<(String, u32)>>, Vec<VxlanDevice>)>;
+    fn vxlan_devices(&self) -> Option<Vec<VxlanDevice>> {
+        type Read = Option<(std::time::Instant, Option<Vec<(String, u32)>>, Option<Vec<VxlanDevice>>)>;
         static LAST: std::sync::Mutex<Read> = std::sync::Mutex::new(None);
         let links = links();
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((read, seen, devices)) = &*last {
-            let unchanged = links.is_some() && *seen == links && read.elapsed() < VNI_AT_MOST;
-            if unchanged || read.elapsed() < VNI_FRESHNESS {
+            // Links listed: reused while they stay the same. Not listed: reused briefly.
+            let fresh = match (&links, seen) {
+                (Some(now), Some(seen)) => now == seen && read.elapsed() < VNI_AT_MOST,
+                _ => read.elapsed() < VNI_FRESHNESS,
+            };
+            if fresh {
                 let mut devices = devices.clone();
-                for device in &mut devices {
+                for device in devices.iter_mut().flatten() {
                     device.mtu = mtu(&device.name).ok().or(device.mtu);
                     device.tx_checksum = checksum_offload(&device.name);
                 }
@@ -343,10 +384,9 @@ impl NodeFacts for ThisNode {
             "ip",
             &["-j", "-d", "link", "show", "type", "vxlan"],
             std::time::Duration::from_secs(5),
-        )
-        .unwrap_or_default();
-        let mut devices = vxlan_devices(&json);
-        for device in &mut devices {
+        );
+        let mut devices = json.ok().map(|json| vxlan_devices(&json));
+        for device in devices.iter_mut().flatten() {
             device.tx_checksum = checksum_offload(&device.name);
         }
         *last = Some((std::time::Instant::now(), links, devices.clone()));
@@ -415,6 +455,14 @@ fn vxlan_devices(json: &str) -> Vec<VxlanDevice> {
                 vni: u32::try_from(vni).ok()?,
                 mtu: l.get("mtu").and_then(serde_json::Value::as_u64).and_then(|m| u16::try_from(m).ok()),
                 tx_checksum: None,
+                port: l
+                    .pointer("/linkinfo/info_data/port")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok()),
+                up: l
+                    .get("flags")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|flags| flags.iter().any(|f| f == "UP")),
             })
         })
         .collect()
@@ -442,8 +490,44 @@ mod vxlan_tests {
         let vnis: Vec<u32> = devices.iter().map(|d| d.vni).collect();
         assert_eq!(vnis, vec![1, 2]);
         assert_eq!((devices[0].name.as_str(), devices[0].mtu), ("flannel.1", Some(1450)));
+        assert_eq!((devices[0].port, devices[0].up), (Some(8472), true));
         assert_eq!((devices[1].name.as_str(), devices[1].mtu), ("cilium_vxlan", None));
+        assert_eq!((devices[1].port, devices[1].up), (Some(8472), false), "no UP flag: down");
         assert!(vxlan_devices("").is_empty() && vxlan_devices("[]").is_empty());
+    }
+
+    #[test]
+    fn a_cached_path_mtu_from_ip_route_get() {
+        // iproute2 6.1, kernel 6.18: after an ICMP fragmentation-needed, and without one.
+        let learned = "203.0.113.2 via 198.51.100.254 dev eth0 src 198.51.100.1 uid 0 \\    cache expires 599sec mtu 1400 ";
+        assert_eq!(route_get_mtu(learned), Some(1400));
+        assert_eq!(
+            route_get_mtu("203.0.113.2 via 198.51.100.254 dev eth0 src 198.51.100.1 uid 0 \\    cache "),
+            None
+        );
+        assert_eq!(
+            route_get_mtu("192.0.2.1 dev eth0 src 192.0.2.2 uid 0 mtu 9000 \\    cache "),
+            None,
+            "a route's own mtu is no cache"
+        );
+    }
+
+    #[test]
+    fn ports_and_state_from_the_real_ip_output() {
+        // tests/corpus/ip: `ip -j -d link show type vxlan` (iproute2 6.1) of flannel.1 (8472, up),
+        // vxlan.calico (4789, up) and Cilium's external cilium_vxlan (8472, down).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/ip/vxlan-devices.json");
+        let devices = vxlan_devices(&std::fs::read_to_string(path).unwrap());
+        let seen: Vec<(&str, u32, Option<u16>, bool)> =
+            devices.iter().map(|d| (d.name.as_str(), d.vni, d.port, d.up)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("flannel.1", 1, Some(8472), true),
+                ("vxlan.calico", 4096, Some(4789), true),
+                ("cilium_vxlan", 0, Some(8472), false)
+            ]
+        );
     }
 
     #[test]

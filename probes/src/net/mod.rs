@@ -22,6 +22,7 @@ pub mod memory;
 pub mod privilege;
 pub mod probe_io;
 pub mod signal;
+pub mod snmp;
 pub mod tcp_connect;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

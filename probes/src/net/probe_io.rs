@@ -1,8 +1,9 @@
-//! The agent's packet I/O: listening for probes (a capture on the interface towards the sender and
-//! a control UDP socket, each on a thread) and sending them through the kernel's UDP stack while
+//! The agent's packet I/O: listening for probes (a capture on every interface of the node, since
+//! asymmetric routes bring probes in on another interface than the one towards the sender, and a
+//! control UDP socket, each on a thread) and sending them through the kernel's UDP stack while
 //! capturing what leaves. The agent's handlers reach it through [`ProbeIo`]; [`Sockets`] is real.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -50,6 +51,8 @@ pub struct Target {
 pub struct Heard {
     pub probes: HashSet<u32>,
     pub control: HashSet<u32>,
+    /// The interfaces the probes were captured arriving on, by name, sorted.
+    pub interfaces: Vec<String>,
 }
 
 /// What left.
@@ -62,8 +65,9 @@ pub struct Sent {
     pub send_error: Option<String>,
     /// The MTU of the interface the probes left by.
     pub interface_mtu: Option<u16>,
-    /// An ICMP fragmentation-needed about our probes, captured while sending sized ones.
-    pub frag_needed: Option<vxlan::FragNeeded>,
+    /// The ICMP destination-unreachable messages about the probes captured while sending: a
+    /// router's or the destination's reject, a closed port, fragmentation needed (sized probes).
+    pub unreachable: Vec<vxlan::Unreachable>,
 }
 
 /// Listening under way.
@@ -96,7 +100,8 @@ pub trait ProbeIo: Send + Sync + 'static {
 pub struct Sockets {
     /// The packets of every send together, a tenth of a second's worth at once at most.
     budget: Budget,
-    taps: Mutex<HashMap<(String, u16), Weak<Tap>>>,
+    /// The capture of each VXLAN port listened on (every interface at once).
+    taps: Mutex<HashMap<u16, Weak<Tap>>>,
     control: Mutex<Weak<Tap>>,
 }
 
@@ -110,18 +115,17 @@ impl Sockets {
         }
     }
 
-    /// The capture for probes to `port` on `interface`, shared while anyone listens there.
-    fn capture_tap(&self, interface: &str, port: u16) -> Result<Arc<Tap>> {
+    /// The capture for probes to `port` on every interface, shared while anyone listens there.
+    fn capture_tap(&self, port: u16) -> Result<Arc<Tap>> {
         let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
         taps.retain(|_, tap| tap.strong_count() > 0);
-        let key = (interface.to_string(), port);
-        if let Some(tap) = taps.get(&key).and_then(Weak::upgrade).filter(|t| t.failure().is_none()) {
+        if let Some(tap) = taps.get(&port).and_then(Weak::upgrade).filter(|t| t.failure().is_none()) {
             return Ok(tap);
         }
         // The filter is set before the capture is handed out, so nobody is asked to send earlier.
-        let capture = LiveCapture::open(interface, &format!("udp and dst port {port}"))?;
-        let tap = Tap::start(format!("capturing on {interface}"), TapSource::Capture(capture));
-        taps.insert(key, Arc::downgrade(&tap));
+        let capture = LiveCapture::open_any(&format!("udp and dst port {port}"))?;
+        let tap = Tap::start("capturing on every interface".into(), TapSource::Capture(capture));
+        taps.insert(port, Arc::downgrade(&tap));
         Ok(tap)
     }
 
@@ -155,6 +159,8 @@ struct Registration {
     /// Sequence numbers of the probes and of the control datagrams heard.
     heard: Mutex<HashSet<u32>>,
     control_heard: Mutex<HashSet<u32>>,
+    /// The indexes of the interfaces its probes were captured on.
+    interfaces: Mutex<BTreeSet<u32>>,
 }
 
 enum TapSource {
@@ -215,17 +221,22 @@ impl Tap {
     }
 
     /// Hands a packet from `source` to the registration it belongs to: `seq_of` reads its
-    /// sequence number if it is that registration's, `into` is the set it goes in.
+    /// sequence number if it is that registration's, `into` is the set it goes in, and `ifindex`
+    /// the interface it was captured on, when known.
     fn deliver(
         &self,
         source: Ipv4Addr,
         seq_of: impl Fn(&Registration) -> Option<u32>,
         into: fn(&Registration) -> &Mutex<HashSet<u32>>,
+        ifindex: Option<u32>,
     ) {
         for registration in self.registrations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if registration.from == source {
                 if let Some(seq) = seq_of(registration) {
                     into(registration).lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
+                    if let Some(index) = ifindex {
+                        registration.interfaces.lock().unwrap_or_else(|e| e.into_inner()).insert(index);
+                    }
                     return;
                 }
             }
@@ -269,10 +280,13 @@ impl Tap {
                 match capture.next_before(tick) {
                     Ok(Some(frame)) => {
                         if let Some((source, _, _, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
+                            let ifindex =
+                                crate::wire::link::decode(frame.link, &frame.data).and_then(|f| f.ifindex);
                             tap.deliver(
                                 source,
                                 |r| vxlan::probe_seq(payload, r.vni, r.probe_id),
                                 |r| &r.heard,
+                                ifindex,
                             );
                         }
                     }
@@ -308,7 +322,12 @@ impl Tap {
         let mut buf = [0u8; 256];
         match socket.recv_from(&mut buf) {
             Ok((n, SocketAddr::V4(peer))) => {
-                self.deliver(*peer.ip(), |r| vxlan::control_seq(&buf[..n], r.probe_id), |r| &r.control_heard);
+                self.deliver(
+                    *peer.ip(),
+                    |r| vxlan::control_seq(&buf[..n], r.probe_id),
+                    |r| &r.control_heard,
+                    None,
+                );
                 Ok(true)
             }
             Ok(_) => Ok(true),
@@ -379,14 +398,28 @@ impl Listener for LiveListener {
         self.control.drain_since(now)?;
         let take =
             |set: &Mutex<HashSet<u32>>| std::mem::take(&mut *set.lock().unwrap_or_else(|e| e.into_inner()));
-        Ok(Heard { probes: take(&self.registration.heard), control: take(&self.registration.control_heard) })
+        let indexes =
+            std::mem::take(&mut *self.registration.interfaces.lock().unwrap_or_else(|e| e.into_inner()));
+        // BTreeSet order: by index; the names are sorted for the report.
+        let mut interfaces: Vec<String> = indexes
+            .into_iter()
+            .map(|index| interface::name_of_index(index).unwrap_or_else(|| format!("ifindex {index}")))
+            .collect();
+        interfaces.sort();
+        Ok(Heard {
+            probes: take(&self.registration.heard),
+            control: take(&self.registration.control_heard),
+            interfaces,
+        })
     }
 }
 
 impl ProbeIo for Sockets {
     fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>> {
+        // The interface of the route back to the sender is what the expectation reports; the
+        // capture hears every interface.
         let name = interface::for_route_to(spec.from)?;
-        let capture = self.capture_tap(&name, spec.port)?;
+        let capture = self.capture_tap(spec.port)?;
         let control = self.control_tap()?;
         let control_port = control.port;
         let registration = Arc::new(Registration {
@@ -395,6 +428,7 @@ impl ProbeIo for Sockets {
             probe_id: spec.probe_id,
             heard: Default::default(),
             control_heard: Default::default(),
+            interfaces: Default::default(),
         });
         capture.register(registration.clone());
         control.register(registration.clone());
@@ -421,35 +455,34 @@ impl ProbeIo for Sockets {
             }
         }
         let mut sent: Vec<Sent> = vec![Sent::default(); spec.targets.len()];
+        // Each target's source address: its interface's (for sized probes, whose IPv4 header
+        // is written here).
+        let mut sources = vec![Ipv4Addr::UNSPECIFIED; spec.targets.len()];
         let mut captures = Vec::new();
         for (name, members) in &by_interface {
             let towards = |&i: &usize| {
                 let t = &spec.targets[i];
                 format!("(dst host {} and (dst port {} or dst port {}))", t.to, spec.port, t.control_port)
             };
-            let mut filter =
-                format!("udp and ({})", members.iter().map(towards).collect::<Vec<_>>().join(" or "));
-            if sized {
-                // A router that cannot forward a probe says so, if it is allowed to.
-                filter = format!("({filter}) or (icmp and icmp[0] == 3 and icmp[1] == 4)");
-            }
+            // And what comes back about them: a router that cannot forward a probe (too big, no
+            // route) or a firewall that rejects it says so, if it is allowed to.
+            let filter = format!(
+                "(udp and ({})) or (icmp and icmp[0] == 3)",
+                members.iter().map(towards).collect::<Vec<_>>().join(" or ")
+            );
             captures.push(LiveCapture::open(name, &filter)?);
             let mtu = interface::mtu(name).ok();
+            let source = if sized { interface::lookup(name)?.ipv4.first().copied() } else { None };
             for &i in members {
                 sent[i].interface_mtu = mtu;
+                sources[i] = source.unwrap_or(Ipv4Addr::UNSPECIFIED);
             }
         }
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .map_err(|e| Error::could_not_run("binding the probe socket", e.to_string()))?;
-        if sized {
-            dont_fragment(&socket).map_err(|e| {
-                Error::could_not_run("setting Don't Fragment on the probe socket", e.to_string())
-            })?;
-        }
+        let outlet = if sized { Outlet::raw()? } else { Outlet::udp()? };
         let probes = if sized { spec.sizes.len() as u32 } else { spec.count };
         for seq in 0..probes {
             let started = Instant::now();
-            for (target, sent) in spec.targets.iter().zip(sent.iter_mut()) {
+            for (index, (target, sent)) in spec.targets.iter().zip(sent.iter_mut()).enumerate() {
                 let probe = match sized {
                     true => vxlan::sized_probe_payload(
                         spec.vni,
@@ -463,7 +496,7 @@ impl ProbeIo for Sockets {
                 let datagrams = [(&probe[..], spec.port), (&control[..], target.control_port)];
                 for (payload, port) in datagrams.into_iter().take(if sized { 1 } else { 2 }) {
                     self.budget.take();
-                    if let Err(e) = socket.send_to(payload, (target.to, port)) {
+                    if let Err(e) = outlet.send(sources[index], payload, target.to, port) {
                         sent.send_error.get_or_insert(e.to_string());
                     }
                 }
@@ -475,11 +508,11 @@ impl ProbeIo for Sockets {
         let target_of = |to: Ipv4Addr| spec.targets.iter().position(|t| t.to == to);
         for mut capture in captures {
             while let Some(frame) = capture.next_before(until)? {
-                if let Some(said) = vxlan::frag_needed(frame.link, &frame.data) {
+                if let Some(said) = vxlan::unreachable(frame.link, &frame.data) {
                     if let Some(i) =
                         target_of(said.quoted_destination).filter(|_| said.quoted_port == spec.port)
                     {
-                        sent[i].frag_needed.get_or_insert(said);
+                        sent[i].unreachable.push(said);
                     }
                 } else if let Some((_, to, port, payload)) = vxlan::outer_udp(frame.link, &frame.data) {
                     let Some(i) = target_of(to) else { continue };
@@ -498,28 +531,52 @@ impl ProbeIo for Sockets {
     }
 }
 
-/// Sets the Don't Fragment bit on every datagram of `socket`, whatever path MTU the kernel has
-/// cached for the destination (IP_PMTUDISC_PROBE): a datagram longer than the interface's MTU
-/// fails with EMSGSIZE, one longer than a hop's is dropped there (with or without an ICMP
-/// fragmentation-needed), never fragmented.
-#[allow(unsafe_code)] // setsockopt(2): std has no wrapper for IP_MTU_DISCOVER.
-fn dont_fragment(socket: &UdpSocket) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: `value` outlives the call and its size is passed with it.
-    let done = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if done < 0 {
-        return Err(std::io::Error::last_os_error());
+/// How probes leave this node.
+enum Outlet {
+    /// Plain probes and control datagrams: a UDP socket, through the kernel's UDP stack.
+    Udp(UdpSocket),
+    /// Sized probes: whole IPv4 packets with Don't Fragment on a raw socket, from a port no
+    /// socket holds. Through a UDP socket, the ICMP fragmentation-needed that answers a probe
+    /// too big for the path would find that socket, and the kernel would cache the smaller path
+    /// MTU for the destination for ten minutes, for every sender on the node (it refuses pods'
+    /// Don't-Fragment packets above it): the probe would change the node. Without a socket to
+    /// deliver it to, the kernel reads the ICMP and changes nothing; the egress capture still
+    /// sees it.
+    Raw { socket: socket2::Socket, source_port: u16 },
+}
+
+impl Outlet {
+    fn udp() -> Result<Outlet> {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| Error::could_not_run("binding the probe socket", e.to_string()))?;
+        Ok(Outlet::Udp(socket))
     }
-    Ok(())
+
+    fn raw() -> Result<Outlet> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let failed =
+            |e: std::io::Error| Error::could_not_run("opening a raw socket for sized probes", e.to_string());
+        let socket =
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).map_err(failed)?;
+        // A port the kernel hands out, given back at once: free, and held by no socket.
+        let source_port = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|s| s.local_addr())
+            .map_err(|e| Error::could_not_run("picking a source port", e.to_string()))?
+            .port();
+        Ok(Outlet::Raw { socket, source_port })
+    }
+
+    fn send(&self, source: Ipv4Addr, payload: &[u8], to: Ipv4Addr, port: u16) -> std::io::Result<()> {
+        match self {
+            Outlet::Udp(socket) => socket.send_to(payload, (to, port)).map(drop),
+            Outlet::Raw { socket, source_port } => {
+                let packet = vxlan::ipv4_udp_packet(source, *source_port, to, port, payload)
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                let address = socket2::SockAddr::from(std::net::SocketAddrV4::new(to, 0));
+                socket.send_to(&packet, &address).map(drop)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -533,6 +590,7 @@ mod tests {
             probe_id,
             heard: Default::default(),
             control_heard: Default::default(),
+            interfaces: Default::default(),
         })
     }
 

@@ -300,12 +300,56 @@ fn unfit_peer(ip: Ipv4Addr, own: &[Ipv4Addr]) -> Option<&'static str> {
 
 /// Refuses a VNI that one of this node's vxlan devices uses: a probe must never reach a real VTEP.
 fn vni_in_use(agent: &Agent, vni: u32) -> Option<Response> {
-    agent.ways.node.vxlan_devices().iter().any(|d| d.vni == vni).then(|| {
+    agent.ways.node.vxlan_devices().unwrap_or_default().iter().any(|d| d.vni == vni).then(|| {
         refuse(
             StatusCode::FORBIDDEN,
             format!("VNI {vni} is used by a vxlan device of this node: pick another with --vni"),
         )
     })
+}
+
+/// Whether sized probes left this node's cached path MTU for `to` as it was, in words.
+fn route_cache_words(to: Ipv4Addr, before: &Result<Option<u16>>, after: &Result<Option<u16>>) -> String {
+    match (before, after) {
+        (Ok(before), Ok(after)) if before == after => "unchanged".to_string(),
+        (Ok(_), Ok(after)) => format!(
+            "changed: the kernel now caches a path MTU of {} for {to} for ten minutes (something else answered; `ip route flush cache` clears every cached route, one cannot be removed alone)",
+            after.map_or_else(|| "none".to_string(), |m| m.to_string())
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("not checked: {e}"),
+    }
+}
+
+/// This node's vxlan devices as the API shows them (those whose MTU can be read); `None` when
+/// they could not be read.
+fn devices_seen(node: &dyn NodeFacts) -> Option<Vec<VxlanDeviceSeen>> {
+    let devices = node.vxlan_devices()?;
+    let seen = devices
+        .into_iter()
+        .filter_map(|d| {
+            Some(VxlanDeviceSeen {
+                mtu: d.mtu?,
+                name: d.name,
+                tx_checksum_offload: d.tx_checksum,
+                port: d.port,
+                up: Some(d.up),
+            })
+        })
+        .collect();
+    Some(seen)
+}
+
+/// The ICMP destination-unreachable messages about a target's probes, by sender and code, but
+/// fragmentation-needed (which `frag_needed` carries).
+fn unreachable_seen(said: &[crate::wire::vxlan::Unreachable]) -> Vec<UnreachableSeen> {
+    let mut seen: Vec<UnreachableSeen> = Vec::new();
+    for u in said.iter().filter(|u| u.mtu.is_none()) {
+        match seen.iter_mut().find(|s| s.from == u.from && s.code == u.code) {
+            Some(s) => s.count += 1,
+            None => seen.push(UnreachableSeen { from: u.from, code: u.code, count: 1 }),
+        }
+    }
+    seen
 }
 
 /// An entry refused, with the status the single request would have answered.
@@ -434,10 +478,7 @@ async fn open_expectations(
                     continue;
                 }
             };
-            let watched = Watched {
-                interface: listener.interface().to_string(),
-                len: vxlan::probe_packet_len(probe.probe_id),
-            };
+            let watched = Watched { len: vxlan::probe_packet_len(probe.probe_id) };
             let drops = state.ways.drops.watch(watched);
             answers[index] = Ok(ExpectResponse {
                 control_port: listener.control_port(),
@@ -527,6 +568,7 @@ async fn collect_expectations(
         probe_ids.iter().map(|id| (*id, open.expectations.remove(id))).collect()
     };
     let counters = agent.ways.counters.clone();
+    let node = agent.ways.node.clone();
     blocking(move || {
         // Every capture ends first; then one read of the counters, made for the first answer
         // that needs it, serves them all.
@@ -536,18 +578,20 @@ async fn collect_expectations(
                 let Some(e) = expectation else {
                     return refused(StatusCode::NOT_FOUND, format!("no expectation for probe {probe_id}"));
                 };
+                let route_interface = e.listener.interface().to_string();
                 let heard =
                     e.listener.finish().map_err(|err| (StatusCode::SERVICE_UNAVAILABLE, err.to_string()))?;
                 let traced = e.drops.map(|watch| watch.finish());
                 let flow = Flow { source: e.from, destination: e.to, port: e.port, path: Path::Inbound };
-                Ok((heard, traced, flow, e.counters_before, e.counters_error))
+                Ok((heard, traced, flow, e.counters_before, e.counters_error, route_interface))
             })
             .collect();
         let after = std::cell::OnceCell::new();
+        let devices = std::cell::OnceCell::new();
         let answers = ended
             .into_iter()
             .map(|ended| {
-                let (heard, traced, flow, before, before_error) = ended?;
+                let (heard, traced, flow, before, before_error, route_interface) = ended?;
                 let (kernel_drops, trace_error) = match traced {
                     Ok(Ok(drops)) => (Some(drops), None),
                     Ok(Err(why)) | Err(why) => (None, Some(why)),
@@ -555,6 +599,14 @@ async fn collect_expectations(
                 let (after, error) = read_counters(after.get_or_init(|| counters.snapshot()), &flow);
                 let mut arrived_seqs: Vec<u32> = heard.probes.iter().copied().collect();
                 arrived_seqs.sort_unstable();
+                let kernel = after.kernel.since(&before.kernel);
+                // Where the probes came in by another interface than the way back, the filter
+                // that may refuse them for it.
+                let rp_filter = heard
+                    .interfaces
+                    .iter()
+                    .find(|name| **name != route_interface)
+                    .and_then(|name| crate::net::snmp::rp_filter(name));
                 Ok(CollectResponse {
                     arrived_seqs,
                     kernel_drops,
@@ -562,8 +614,14 @@ async fn collect_expectations(
                     arrived: heard.probes.len() as u32,
                     control_arrived: heard.control.len() as u32,
                     dropping_rules: rules::grown(&before, &after),
-                    udp_csum_errors: rules::csum_errors_grown(&before, &after),
+                    udp_csum_errors: kernel.udp_in_csum_errors,
+                    udp_no_ports: kernel.udp_no_ports,
+                    reverse_path_filter_drops: kernel.reverse_path_filter,
                     counters_error: before_error.or(error),
+                    arrived_on: heard.interfaces,
+                    route_interface: Some(route_interface),
+                    rp_filter,
+                    vxlan_devices: devices.get_or_init(|| devices_seen(node.as_ref())).clone(),
                 })
             })
             .collect();
@@ -727,23 +785,28 @@ async fn send_probes(
             gap: Duration::from_millis(SEND_GAP_MS),
             sizes: req.sizes.clone(),
         };
+        // The path MTU the kernel caches for each target, before and after sized probes: they
+        // must leave it as it was.
+        let sized = !spec.sizes.is_empty();
+        let cached = |i: &usize| crate::net::interface::cached_path_mtu(req.targets[*i].to);
+        let cache_before: Vec<_> = if sized { going.iter().map(cached).collect() } else { Vec::new() };
         let sent = match going.is_empty() {
             true => Vec::new(),
             false => agent.ways.io.send(spec)?,
         };
+        let cache_after: Vec<_> = if sized { going.iter().map(cached).collect() } else { Vec::new() };
         // The probes are out: the next send may start while this one's counters are read.
         drop(slot);
         let after = agent.ways.counters.snapshot();
+        let devices = devices_seen(agent.ways.node.as_ref());
         // The pod network's device: the largest MTU, with its checksum offload.
-        let widest = agent
-            .ways
-            .node
-            .vxlan_devices()
-            .into_iter()
-            .filter_map(|d| Some((d.mtu?, d)))
-            .max_by_key(|(mtu, _)| *mtu);
-        for (&i, sent) in going.iter().zip(sent) {
+        let widest = devices.iter().flatten().max_by_key(|d| d.mtu).cloned();
+        for (k, (&i, sent)) in going.iter().zip(sent).enumerate() {
             let to = req.targets[i].to;
+            let route_cache = match (cache_before.get(k), cache_after.get(k)) {
+                (Some(before), Some(after)) => Some(route_cache_words(to, before, after)),
+                _ => None,
+            };
             let local = agent.ways.node.address_towards(to).unwrap_or(Ipv4Addr::UNSPECIFIED);
             let flow = Flow { source: local, destination: Some(to), port: req.port, path: Path::Outbound };
             let (before, before_error) = read_counters(&before, &flow);
@@ -759,12 +822,14 @@ async fn send_probes(
                 counters_error: before_error.or(after_error),
                 left_seqs,
                 interface_mtu: sent.interface_mtu,
-                frag_needed: sent.frag_needed.map(|f| FragNeededSeen { from: f.from, mtu: f.mtu }),
-                vxlan_device: widest.as_ref().map(|(mtu, d)| VxlanDeviceSeen {
-                    name: d.name.clone(),
-                    mtu: *mtu,
-                    tx_checksum_offload: d.tx_checksum,
-                }),
+                frag_needed: sent
+                    .unreachable
+                    .iter()
+                    .find_map(|u| Some(FragNeededSeen { from: u.from, mtu: u.mtu? })),
+                unreachable: unreachable_seen(&sent.unreachable),
+                vxlan_device: widest.clone(),
+                vxlan_devices: devices.clone(),
+                route_cache,
             });
         }
         Ok(answers)
@@ -804,7 +869,11 @@ mod tests {
         }
         fn finish(self: Box<Self>) -> Result<Heard> {
             match self.0 {
-                Ok(n) => Ok(Heard { probes: (0..n).collect(), control: (0..n).collect() }),
+                Ok(n) => Ok(Heard {
+                    probes: (0..n).collect(),
+                    control: (0..n).collect(),
+                    interfaces: vec!["eth0".into()],
+                }),
                 Err(e) => Err(Error::could_not_run("capturing on eth0", e)),
             }
         }
@@ -847,7 +916,7 @@ mod tests {
             iptables: vec![("iptables-nft-save".into(), text)],
             nft_json: None,
             errors: vec![],
-            udp_in_csum_errors: None,
+            kernel: Default::default(),
         }
     }
 
@@ -858,8 +927,15 @@ mod tests {
         fn addresses(&self) -> Vec<Ipv4Addr> {
             vec![Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::LOCALHOST]
         }
-        fn vxlan_devices(&self) -> Vec<VxlanDevice> {
-            vec![VxlanDevice { name: "flannel.1".into(), vni: 1, mtu: Some(1450), tx_checksum: Some(true) }]
+        fn vxlan_devices(&self) -> Option<Vec<VxlanDevice>> {
+            Some(vec![VxlanDevice {
+                name: "flannel.1".into(),
+                vni: 1,
+                mtu: Some(1450),
+                tx_checksum: Some(true),
+                port: Some(8472),
+                up: true,
+            }])
         }
         fn address_towards(&self, _: Ipv4Addr) -> Option<Ipv4Addr> {
             Some(Ipv4Addr::new(198, 51, 100, 1))

@@ -89,9 +89,29 @@ pub struct SendResponse {
     /// An ICMP fragmentation-needed about the probes that came back while sending, if one did.
     #[serde(default)]
     pub frag_needed: Option<FragNeededSeen>,
+    /// Every other ICMP destination unreachable about the probes that came back while sending
+    /// (a reject on the path or at the destination, a closed port), by sender and code.
+    #[serde(default)]
+    pub unreachable: Vec<UnreachableSeen>,
     /// This node's vxlan device with the largest MTU (the pod network's), when it has one.
     #[serde(default)]
     pub vxlan_device: Option<VxlanDeviceSeen>,
+    /// Every vxlan device of this node; `None` from an agent that does not say.
+    #[serde(default)]
+    pub vxlan_devices: Option<Vec<VxlanDeviceSeen>>,
+    /// Sized probes only: whether this node's cached path MTU for the target is as it was before
+    /// they left (they go out on a raw socket so that no ICMP reply changes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_cache: Option<String>,
+}
+
+/// ICMP destination-unreachable messages with one code from one sender, about a pair's probes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreachableSeen {
+    pub from: Ipv4Addr,
+    /// The ICMP code (3 port unreachable, 13 administratively prohibited, ...).
+    pub code: u8,
+    pub count: u32,
 }
 
 /// Who said a probe was too big for its next hop, and the MTU it gave.
@@ -109,6 +129,19 @@ pub struct VxlanDeviceSeen {
     pub mtu: u16,
     #[serde(default)]
     pub tx_checksum_offload: Option<bool>,
+    /// The UDP port it sends to and listens on; `null` when not known.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Whether it is up (its socket open); `null` when not known.
+    #[serde(default)]
+    pub up: Option<bool>,
+}
+
+impl VxlanDeviceSeen {
+    /// Up and on `port`: the kernel holds a socket there.
+    pub fn listens_on(&self, port: u16) -> bool {
+        self.up != Some(false) && self.port == Some(port)
+    }
 }
 
 /// A firewall rule and how many packets it counted during a probe.
@@ -215,6 +248,25 @@ pub struct CollectResponse {
     pub kernel_drops: Option<Vec<crate::net::drop_trace::KernelDrop>>,
     #[serde(default)]
     pub trace_error: Option<String>,
+    /// The interfaces the probes were captured arriving on (every interface is captured).
+    #[serde(default)]
+    pub arrived_on: Vec<String>,
+    /// The interface of this node's route back to the sender.
+    #[serde(default)]
+    pub route_interface: Option<String>,
+    /// The reverse-path filter in force where the probes arrived (0 off, 1 strict, 2 loose),
+    /// when they arrived on another interface than `route_interface`.
+    #[serde(default)]
+    pub rp_filter: Option<u8>,
+    /// How much Udp NoPorts (datagrams to a port nothing listens on) grew while listening.
+    #[serde(default)]
+    pub udp_no_ports: Option<u64>,
+    /// How much TcpExt IPReversePathFilter (packets the reverse-path filter dropped) grew.
+    #[serde(default)]
+    pub reverse_path_filter_drops: Option<u64>,
+    /// Every vxlan device of this node; `None` from an agent that does not say.
+    #[serde(default)]
+    pub vxlan_devices: Option<Vec<VxlanDeviceSeen>>,
 }
 
 /// `GET /v1/health`.

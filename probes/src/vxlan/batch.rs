@@ -248,6 +248,40 @@ pub(crate) async fn exchange_all<A: AgentApi>(
         .collect()
 }
 
+/// Each exchanged pair's report (or why it has none): judged together, since whether a node's
+/// overlay device listens where the others send is known from all of them.
+pub(crate) fn judge_all(
+    config: &Config,
+    jobs: &[Job],
+    exchanged: Vec<Option<Exchanged>>,
+) -> Vec<Option<Result<super::PairReport>>> {
+    let overlay = super::judge::Overlay::gather(exchanged.iter().zip(jobs).filter_map(|(outcome, job)| {
+        let (sent, arrived) = outcome.as_ref()?.as_ref().ok()?;
+        Some((job.from.ip, job.to.ip, sent, arrived))
+    }));
+    exchanged
+        .into_iter()
+        .zip(jobs)
+        .map(|(outcome, job)| {
+            outcome.map(|outcome| {
+                let (sent, arrived) = outcome?;
+                let evidence = super::judge::Evidence {
+                    from: job.from.ip,
+                    to: job.to.ip,
+                    port: config.port,
+                    sent: &sent,
+                    arrived: &arrived,
+                    overlay: &overlay,
+                };
+                let mut pair = super::judge::report(&evidence);
+                pair.from_node = job.from.label.clone();
+                pair.to_node = job.to.label.clone();
+                Ok(pair)
+            })
+        })
+        .collect()
+}
+
 /// The longest a destination listens if nobody collects (collect ends it sooner): the probes'
 /// sending and timeout, and room for a busy source, whose counters and send slot may keep the
 /// probes waiting seconds.

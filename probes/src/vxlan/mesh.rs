@@ -215,22 +215,24 @@ pub async fn round<A: AgentApi, F: NodeFacts>(
     }));
     let all: Vec<usize> = (0..jobs.len()).collect();
     let exchanged = async {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let mut exchanged: Vec<Option<batch::Exchanged>> = vec![None; jobs.len()];
         // At most MAX_BATCH peers a call: more peers go in further rounds.
         for wave in batch::waves(&jobs, &all) {
             for (i, outcome) in
                 batch::exchange_all(agents.as_ref(), &probe_config, &jobs, &wave, ANSWER_WITHIN, usize::MAX)
                     .await
             {
-                // A peer whose agent does not answer is untested, not a network fault.
-                outcomes[i] = outcome.ok().map(|(sent, arrived)| {
-                    let job = &jobs[i];
-                    let pair = super::judge(&probe_config, job.from.ip, job.to.ip, &sent, &arrived);
-                    Outcome::Judged { verdict: pair.verdict, sent: pair.sent, arrived: pair.arrived }
-                });
+                exchanged[i] = Some(outcome);
             }
         }
-        outcomes
+        // A peer whose agent does not answer is untested, not a network fault.
+        batch::judge_all(&probe_config, &jobs, exchanged)
+            .into_iter()
+            .map(|pair| {
+                let pair = pair?.ok()?;
+                Some(Outcome::Judged { verdict: pair.verdict, sent: pair.sent, arrived: pair.arrived })
+            })
+            .collect::<Vec<Option<Outcome>>>()
     };
     let (names, mut outcomes) = tokio::join!(names, exchanged);
     peers
@@ -322,8 +324,8 @@ mod tests {
         fn addresses(&self) -> Vec<Ipv4Addr> {
             vec![ME]
         }
-        fn vxlan_devices(&self) -> Vec<VxlanDevice> {
-            vec![]
+        fn vxlan_devices(&self) -> Option<Vec<VxlanDevice>> {
+            Some(vec![])
         }
         fn address_towards(&self, _: Ipv4Addr) -> Option<Ipv4Addr> {
             Some(ME)

@@ -88,7 +88,7 @@ impl Default for Metrics {
         );
         registry.register(
             "netprobe_vxlan_pair_verdict",
-            "1 for the pair's current verdict (ok, partial-loss, blocked-at-source, lost-in-network, dropped-at-destination, unverified, untested)",
+            "1 for the pair's current verdict (ok, partial-loss, blocked-at-source, lost-in-network, rejected, dropped-at-destination, vtep-port-mismatch, unverified, untested)",
             pair_verdict.clone(),
         );
         registry.register(

@@ -9,20 +9,21 @@
 pub mod agent;
 pub mod api;
 mod batch;
+pub mod judge;
 pub mod mesh;
 pub mod metrics;
 pub mod mtu;
+pub mod report;
 pub mod rules;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::net::agent_client::{AgentAddr, AgentApi, HttpAgents};
-use crate::{Error, Health, Result};
+use crate::{Error, Result};
 use api::*;
+pub use report::*;
 
 /// Default VNI of the probes: far above flannel's 1, Calico's 4096 and Cilium's per-cluster
 /// identities (below 65,536); only a Cilium cluster mesh member with cluster id 255 could use it.
@@ -54,14 +55,6 @@ pub fn parse_node(text: &str, default_port: u16) -> Result<Node> {
         .ok_or_else(|| Error::invalid(format!("node {text:?}"), "has no IPv4 address"))?;
     let IpAddr::V4(ip) = agent.ip() else { unreachable!("filtered to IPv4") };
     Ok(Node { label: text.to_string(), agent, ip })
-}
-
-/// A node that was not probed, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct UntestedNode {
-    pub node: String,
-    pub ip: Option<Ipv4Addr>,
-    pub reason: String,
 }
 
 /// What to do where no agent runs: the DaemonSet of deploy/kubernetes/ puts one on every node.
@@ -113,136 +106,6 @@ pub struct Config {
 impl Node {
     pub(crate) fn agent_addr(&self) -> AgentAddr {
         AgentAddr { label: self.label.clone(), address: self.agent }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PairVerdict {
-    Ok,
-    /// Every probe reached the destination's interface, but whether its firewall let them through
-    /// could not be read (its counters were unreadable): not a fault found, not an ok either.
-    Unverified,
-    PartialLoss,
-    BlockedAtSource,
-    LostInNetwork,
-    DroppedAtDestination,
-    /// Probes arrive, but the pod network's MTU (the source's vxlan device) does not fit in
-    /// the largest packet the path carries (`--mtu`): pods' large packets are lost.
-    PathMtuTooSmall,
-    /// The pair could not be measured (an agent failed or refused a step): no verdict on the
-    /// network, and the run could not check everything.
-    Untested,
-}
-
-impl PairVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PairVerdict::Ok => "ok",
-            PairVerdict::Unverified => "unverified",
-            PairVerdict::PartialLoss => "partial-loss",
-            PairVerdict::BlockedAtSource => "blocked-at-source",
-            PairVerdict::LostInNetwork => "lost-in-network",
-            PairVerdict::DroppedAtDestination => "dropped-at-destination",
-            PairVerdict::PathMtuTooSmall => "path-mtu-too-small",
-            PairVerdict::Untested => "untested",
-        }
-    }
-
-    pub fn health(self) -> Health {
-        match self {
-            PairVerdict::Ok | PairVerdict::Unverified => Health::Ok,
-            PairVerdict::Untested => Health::CouldNotRun,
-            _ => Health::Fault,
-        }
-    }
-}
-
-/// Whether the other UDP port of the destination was reachable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ControlUdp {
-    Ok,
-    Lost,
-    /// The pair was not measured.
-    NotMeasured,
-}
-
-/// How delivery past the destination's firewall is known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    /// Its firewall counters were read and no rule that can match the probes dropped them.
-    Counters,
-    /// Its firewall counters could not be read: see `delivery_note`.
-    Unverified,
-    /// Its kernel said so: it dropped the probes past every firewall, at the tunnel's socket
-    /// (VXLAN_VNI_NOT_FOUND: no VTEP has the probes' VNI; NO_SOCKET: no VTEP listens).
-    Kernel,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PairReport {
-    pub from: Ipv4Addr,
-    pub to: Ipv4Addr,
-    /// The nodes' labels: their names from the API, or the NODE arguments as given.
-    pub from_node: String,
-    pub to_node: String,
-    pub sent: u32,
-    pub left_source: u32,
-    pub arrived: u32,
-    pub verdict: PairVerdict,
-    /// `ok` when a datagram to another UDP port of the destination arrived, else `lost`.
-    pub control_udp: ControlUdp,
-    /// For probes that reached the destination's interface: how their delivery past its
-    /// firewall is known.
-    pub delivery: Option<Delivery>,
-    /// Why delivery is unverified, when it is.
-    pub delivery_note: Option<String>,
-    /// Not measured: probes are one-way (the destination's VTEP swallows them).
-    pub rtt_ms: Option<f64>,
-    /// The firewall rule that dropped the probes, when one was found.
-    pub rule: Option<String>,
-    /// Why the destination's kernel dropped probes that reached its interface, when known: the
-    /// kernel's own reason from skb:kfree_skb (`NETFILTER_DROP`, `UDP_CSUM`, ...), or `UDP_CSUM`
-    /// from the checksum counter.
-    pub drop_reason: Option<String>,
-    /// The kernel function that dropped them, when traced (`nft_do_chain`, `ipt_do_table`, ...).
-    pub drop_location: Option<String>,
-    /// What the drop reason rests on, e.g. the counter that grew.
-    pub evidence: Option<String>,
-    pub diagnosis: String,
-    /// With `--mtu`: the largest packet the path carries and what it leaves the pods.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<mtu::MtuReport>,
-    /// The source node's vxlan device (the pod network's) as its agent saw it: its MTU and
-    /// whether it offloads the transmit checksum; `null` when it has none (or did not say).
-    pub source_vxlan_device: Option<VxlanDeviceSeen>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct VxlanReport {
-    pub probe: &'static str,
-    pub port: u16,
-    pub vni: u32,
-    pub count: u32,
-    pub verdict: Health,
-    pub pairs: Vec<PairReport>,
-    /// Nodes that were not probed (no agent answered, no IPv4 address), each with why.
-    pub untested: Vec<UntestedNode>,
-}
-
-impl VxlanReport {
-    /// A fault found anywhere wins; else pairs or nodes left untested mean the mesh could not be
-    /// checked.
-    pub fn health_of(pairs: &[PairReport], untested: &[UntestedNode]) -> Health {
-        if pairs.iter().any(|p| p.verdict.health() == Health::Fault) {
-            Health::Fault
-        } else if !untested.is_empty() || pairs.iter().any(|p| p.verdict == PairVerdict::Untested) {
-            Health::CouldNotRun
-        } else {
-            Health::Ok
-        }
     }
 }
 
@@ -350,29 +213,23 @@ pub async fn probe_within<A: AgentApi>(
         .unwrap_or(1);
     let (jobs, order): (Vec<batch::Job>, Vec<(usize, usize)>) =
         batch::mesh_jobs(&config.nodes, seed).into_iter().unzip();
-    let mut judged: Vec<Option<Result<PairReport>>> = vec![None; jobs.len()];
+    let mut exchanged: Vec<Option<batch::Exchanged>> = vec![None; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     // An agent at its caps (another driver, or the agents' own mesh, is using it) refuses some
-    // entries as busy: those pairs go again in a later round, twice at most.
+    // entries as busy, and a lossy network breaks a call now and then: those pairs go again in a
+    // later round, twice at most, before they are called untested.
     for attempt in 0..3 {
         let mut busy = Vec::new();
         for wave in batch::waves(&jobs, &pending) {
             for (i, outcome) in
                 batch::exchange_all(agents.as_ref(), &config, &jobs, &wave, ANSWER_WITHIN, in_flight).await
             {
-                let job = &jobs[i];
-                judged[i] = Some(match outcome {
-                    Err(e) if e.is_busy() && attempt < 2 => {
+                exchanged[i] = Some(match outcome {
+                    Err(e) if e.is_transient() && attempt < 2 => {
                         busy.push(i);
                         continue;
                     }
-                    Err(e) => Err(e),
-                    Ok((sent, arrived)) => {
-                        let mut pair = judge(&config, job.from.ip, job.to.ip, &sent, &arrived);
-                        pair.from_node = job.from.label.clone();
-                        pair.to_node = job.to.label.clone();
-                        Ok(pair)
-                    }
+                    outcome => outcome,
                 });
             }
         }
@@ -381,6 +238,8 @@ pub async fn probe_within<A: AgentApi>(
         }
         pending = busy;
     }
+    // Each pair is judged with what every agent said of its devices: the overlay as a whole.
+    let mut judged = batch::judge_all(&config, &jobs, exchanged);
     if config.mtu {
         search_mtus(&agents, &config, &jobs, &mut judged, in_flight).await;
     }
@@ -554,6 +413,11 @@ async fn search_mtu<A: AgentApi>(
         found.interface_mtu = sent.interface_mtu.or(found.interface_mtu);
         found.vxlan_device = sent.vxlan_device.map(|d| (d.name, d.mtu)).or(found.vxlan_device);
         found.frag_needed = found.frag_needed.or(sent.frag_needed);
+        // A change seen in any round stays said.
+        found.route_cache = match (found.route_cache.take(), sent.route_cache) {
+            (Some(seen), _) if seen != "unchanged" => Some(seen),
+            (earlier, now) => now.or(earlier),
+        };
     }
     found.path_mtu = search.path_mtu();
     Ok(found)
@@ -591,6 +455,7 @@ fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
         diagnosis: format!("not measured: {why}"),
         mtu: None,
         source_vxlan_device: None,
+        arrived_on: Vec::new(),
     }
 }
 
@@ -614,281 +479,11 @@ where
     call().await
 }
 
-/// The first rule that grew by at least `missing` packets (the probes it would have to explain).
-fn blamed(rules: &[GrownRule], missing: u32) -> Option<&GrownRule> {
-    (missing > 0).then(|| rules.iter().find(|r| r.packets >= u64::from(missing))).flatten()
-}
-
-/// The pair's verdict and the sentence that says where packets die. A rule is blamed only when it
-/// can match the probes (the agent filters) and its counter grew by at least the probes missing.
-pub fn judge(
-    config: &Config,
-    from: Ipv4Addr,
-    to: Ipv4Addr,
-    sent: &SendResponse,
-    arrived: &CollectResponse,
-) -> PairReport {
-    let port = config.port;
-    let control_ok = arrived.control_arrived > 0;
-    let never_left = sent.sent.saturating_sub(sent.left_source);
-    let mut delivery = None;
-    let mut delivery_note = None;
-    let mut drop_reason = None;
-    let mut evidence = None;
-    let mut drop_location = None;
-    // The destination's UDP checksum drops grew by at least the probes that reached it: its
-    // kernel threw them away after the capture saw them.
-    let bad_checksums =
-        arrived.udp_csum_errors.filter(|n| arrived.arrived > 0 && *n >= u64::from(arrived.arrived));
-    // What the destination's kernel said it dropped of these very probes (matched by packet).
-    let traced = Traced::of(arrived, to);
-    let (verdict, rule, diagnosis) = if sent.left_source == 0 {
-        let rule = blamed(&sent.dropping_rules, never_left).map(|r| r.rule.clone());
-        let cause = match (&rule, &sent.send_error) {
-            (Some(rule), _) => format!("{from}'s own firewall drops it: {rule}"),
-            (None, Some(e)) => {
-                format!("{from}'s kernel refused to send it ({e}): check its OUTPUT rules and routes")
-            }
-            (None, None) => format!("check {from}'s OUTPUT firewall (iptables/nft) and routes"),
-        };
-        // The kernel's own answer for our own socket: sendto(2) failed for these very probes.
-        evidence = sent.send_error.as_ref().map(|e| {
-            format!("sendto(2) on {from} failed ({e}): its kernel refused the probes before they left (its netfilter output path, or an LSM or cgroup BPF program)")
-        });
-        (
-            PairVerdict::BlockedAtSource,
-            rule,
-            format!("UDP {port} from {from} to {to} never left {from}: {cause}"),
-        )
-    } else if arrived.arrived == 0 {
-        let diagnosis = if control_ok {
-            format!(
-                "UDP {port} from {from} to {to} is dropped in the network while other UDP passes: allow UDP {port} between nodes in the security group, NACL or firewall"
-            )
-        } else {
-            format!(
-                "all UDP from {from} to {to} is dropped in the network (UDP {port} and the control port): allow UDP (at least {port}) between nodes in the security group, NACL or firewall"
-            )
-        };
-        (PairVerdict::LostInNetwork, None, diagnosis)
-    } else if let Some(rule) = blamed(&arrived.dropping_rules, arrived.arrived) {
-        delivery = Some(Delivery::Counters);
-        if let Some(firewall) = traced.firewall() {
-            (drop_reason, drop_location, evidence) = firewall.named();
-        }
-        (
-            PairVerdict::DroppedAtDestination,
-            Some(rule.rule.clone()),
-            format!(
-                "UDP {port} from {from} reached {to}'s interface but {to} dropped it: {} (counted {} of {} probes)",
-                rule.rule, rule.packets, arrived.arrived
-            ),
-        )
-    } else if let Some(tunnel) = traced.delivered() {
-        // Past every firewall to the tunnel's socket: the kernel's word, whatever the counters.
-        delivery = Some(Delivery::Kernel);
-        delivery_note = arrived.counters_error.clone();
-        (_, drop_location, evidence) = tunnel.named();
-        (PairVerdict::Ok, None, format!("VXLAN on UDP {port} from {from} reaches {to}"))
-    } else if let Some(firewall) = traced.firewall() {
-        delivery = Some(Delivery::Kernel);
-        (drop_reason, drop_location, evidence) = firewall.named();
-        (
-            PairVerdict::DroppedAtDestination,
-            None,
-            format!(
-                "UDP {port} from {from} reached {to}'s interface and {to}'s firewall dropped it: the kernel says NETFILTER_DROP in {} for {} of {} probes, though no counted rule grew: look for a DROP rule for UDP {port} without a counter in {to}'s input path (nft list ruleset)",
-                firewall.location, firewall.count, arrived.arrived
-            ),
-        )
-    } else if let (Some(dropped), _) | (None, Some(dropped)) =
-        (bad_checksums, traced.reason("UDP_CSUM").map(|d| u64::from(d.count)))
-    {
-        delivery = Some(Delivery::Counters);
-        drop_reason = Some("UDP_CSUM".to_string());
-        let counted = bad_checksums.map(|n| {
-            format!(
-                "{to}'s Udp InCsumErrors grew by {n} while {} probe(s) reached its interface",
-                arrived.arrived
-            )
-        });
-        let said = traced.reason("UDP_CSUM").map(|d| {
-            drop_location = Some(d.location.clone());
-            traced.words(&d)
-        });
-        evidence = Some([counted, said].into_iter().flatten().collect::<Vec<_>>().join("; "));
-        (
-            PairVerdict::DroppedAtDestination,
-            None,
-            format!(
-                "UDP {port} from {from} reached {to}'s interface with a bad UDP checksum and {to}'s kernel dropped it ({}): something on the path or the sender's checksum offload breaks it; on the nodes' vxlan devices: ethtool -K flannel.1 tx-checksum-ip-generic off (or the CNI's option){}",
-                match bad_checksums {
-                    Some(_) => format!("Udp InCsumErrors grew by {dropped}"),
-                    None => format!("the kernel says UDP_CSUM for {dropped}"),
-                },
-                match &sent.vxlan_device {
-                    Some(d) if d.tx_checksum_offload == Some(true) => format!(
-                        " ({from}'s {} has tx-checksum-ip-generic on: with a broken offload its own VXLAN traffic leaves like this)",
-                        d.name
-                    ),
-                    _ => String::new(),
-                }
-            ),
-        )
-    } else if arrived.arrived < sent.sent {
-        delivery =
-            Some(if arrived.counters_error.is_some() { Delivery::Unverified } else { Delivery::Counters });
-        delivery_note = arrived.counters_error.clone();
-        (
-            PairVerdict::PartialLoss,
-            None,
-            format!("{} of {} UDP {port} probes from {from} reached {to}: look for congestion, rate limits or MTU trouble on the path", arrived.arrived, sent.sent),
-        )
-    } else if let Some(other) = traced.other_drop() {
-        delivery = Some(Delivery::Kernel);
-        (drop_reason, drop_location, evidence) = other.named();
-        (
-            PairVerdict::DroppedAtDestination,
-            None,
-            format!(
-                "UDP {port} from {from} reached {to}'s interface and {to}'s kernel dropped it: {} in {} ({} of {} probes)",
-                other.reason, other.location, other.count, arrived.arrived
-            ),
-        )
-    } else if let Some(why) = &arrived.counters_error {
-        delivery = Some(Delivery::Unverified);
-        // Which evidence there was: the counters failed, and the kernel was not asked (or had
-        // nothing to say of these probes).
-        delivery_note = Some(match &arrived.trace_error {
-            Some(trace) => format!("{why}; the kernel's drop reasons were not traced: {trace}"),
-            None => why.clone(),
-        });
-        (
-            PairVerdict::Unverified,
-            None,
-            format!(
-                "every UDP {port} probe from {from} reached {to}'s interface; whether {to}'s firewall let them through is unverified: {why}"
-            ),
-        )
-    } else {
-        delivery = Some(Delivery::Counters);
-        (PairVerdict::Ok, None, format!("VXLAN on UDP {port} from {from} reaches {to}"))
-    };
-    PairReport {
-        from,
-        to,
-        from_node: from.to_string(),
-        to_node: to.to_string(),
-        sent: sent.sent,
-        left_source: sent.left_source,
-        arrived: arrived.arrived,
-        verdict,
-        control_udp: if control_ok { ControlUdp::Ok } else { ControlUdp::Lost },
-        delivery,
-        delivery_note,
-        rtt_ms: None,
-        rule,
-        drop_reason,
-        drop_location,
-        evidence,
-        diagnosis,
-        mtu: None,
-        source_vxlan_device: sent.vxlan_device.clone(),
-    }
-}
-
-/// The destination kernel's drops of a pair's probes, as its agent traced them. Each probe is
-/// freed once, so more drops than probes that arrived means some are other packets that looked
-/// alike (same length, an interface of the same name in another namespace): then a reason counts
-/// only if it alone accounts for every probe.
-struct Traced<'a> {
-    drops: &'a [crate::net::drop_trace::KernelDrop],
-    to: Ipv4Addr,
-    arrived: u32,
-}
-
-/// Reasons that mean the probes got through every firewall to the UDP socket of a VTEP (or to
-/// where one would be).
-const PAST_THE_FIREWALLS: [&str; 3] = ["VXLAN_VNI_NOT_FOUND", "NO_SOCKET", "VXLAN_INVALID_HDR"];
-
-impl<'a> Traced<'a> {
-    fn of(arrived: &'a CollectResponse, to: Ipv4Addr) -> Traced<'a> {
-        Traced { drops: arrived.kernel_drops.as_deref().unwrap_or(&[]), to, arrived: arrived.arrived }
-    }
-
-    /// Whether `drop` can be told to be the probes': every traced drop fits in the probes that
-    /// arrived, or this one alone covers them.
-    fn attributable(&self, drop: &crate::net::drop_trace::KernelDrop) -> bool {
-        let total: u32 = self.drops.iter().map(|d| d.count).sum();
-        total <= self.arrived || drop.count >= self.arrived
-    }
-
-    fn reason(&self, reason: &str) -> Option<Named<'_>> {
-        let found = self.drops.iter().find(|d| d.reason == reason && self.attributable(d));
-        found.map(|d| Named { drop: d, traced: self })
-    }
-
-    fn firewall(&self) -> Option<Named<'_>> {
-        self.reason("NETFILTER_DROP")
-    }
-
-    /// A drop for any other reason than the firewall, a checksum or the tunnel's socket.
-    fn other_drop(&self) -> Option<Named<'_>> {
-        let other = |d: &&crate::net::drop_trace::KernelDrop| {
-            !PAST_THE_FIREWALLS.contains(&d.reason.as_str())
-                && d.reason != "NETFILTER_DROP"
-                && d.reason != "UDP_CSUM"
-        };
-        self.drops
-            .iter()
-            .filter(|d| self.attributable(d))
-            .find(other)
-            .map(|d| Named { drop: d, traced: self })
-    }
-
-    /// Every probe that arrived was dropped at the tunnel's socket.
-    fn delivered(&self) -> Option<Named<'_>> {
-        let at_socket: u32 = self
-            .drops
-            .iter()
-            .filter(|d| PAST_THE_FIREWALLS.contains(&d.reason.as_str()))
-            .map(|d| d.count)
-            .sum();
-        let first = self.drops.iter().find(|d| PAST_THE_FIREWALLS.contains(&d.reason.as_str()))?;
-        (self.arrived > 0 && at_socket >= self.arrived).then_some(Named { drop: first, traced: self })
-    }
-
-    fn words(&self, d: &crate::net::drop_trace::KernelDrop) -> String {
-        format!(
-            "{}'s kernel (skb:kfree_skb) dropped {} of the {} probes that reached its interface with {} in {}, matched by packet (its address, the probes' length, the interface)",
-            self.to, d.count, self.arrived, d.reason, d.location
-        )
-    }
-}
-
-/// One traced drop, with what it says of the pair.
-struct Named<'a> {
-    drop: &'a crate::net::drop_trace::KernelDrop,
-    traced: &'a Traced<'a>,
-}
-
-impl std::ops::Deref for Named<'_> {
-    type Target = crate::net::drop_trace::KernelDrop;
-    fn deref(&self) -> &Self::Target {
-        self.drop
-    }
-}
-
-impl Named<'_> {
-    /// (drop_reason, drop_location, evidence) for the pair's report.
-    fn named(&self) -> (Option<String>, Option<String>, Option<String>) {
-        (Some(self.reason.clone()), Some(self.location.clone()), Some(self.traced.words(self.drop)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Health;
+    use serde::Serialize;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -905,179 +500,6 @@ mod tests {
         }
     }
 
-    fn rules(rules: &[(&str, u64)]) -> Vec<GrownRule> {
-        rules.iter().map(|(r, p)| GrownRule { rule: r.to_string(), packets: *p }).collect()
-    }
-
-    fn sent(left: u32, dropping: &[(&str, u64)]) -> SendResponse {
-        SendResponse {
-            sent: 5,
-            left_source: left,
-            control_left: 5,
-            send_error: None,
-            dropping_rules: rules(dropping),
-            counters_error: None,
-            ..Default::default()
-        }
-    }
-
-    fn arrived(n: u32, control: u32, dropping: &[(&str, u64)]) -> CollectResponse {
-        CollectResponse {
-            arrived: n,
-            control_arrived: control,
-            dropping_rules: rules(dropping),
-            counters_error: None,
-            udp_csum_errors: Some(0),
-            ..Default::default()
-        }
-    }
-
-    const A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-    const B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-    const DROP_IN: &str = "-t filter -A INPUT -p udp -m udp --dport 8472 -j DROP";
-    const DROP_OUT: &str = "-t filter -A OUTPUT -p udp -m udp --dport 8472 -j DROP";
-
-    #[test]
-    fn verdicts_follow_the_counts() {
-        let c = config();
-        let cases = [
-            (sent(5, &[]), arrived(5, 5, &[]), PairVerdict::Ok, ControlUdp::Ok),
-            (sent(5, &[]), arrived(3, 5, &[]), PairVerdict::PartialLoss, ControlUdp::Ok),
-            (sent(0, &[(DROP_OUT, 5)]), arrived(0, 5, &[]), PairVerdict::BlockedAtSource, ControlUdp::Ok),
-            (sent(5, &[]), arrived(0, 5, &[]), PairVerdict::LostInNetwork, ControlUdp::Ok),
-            (sent(5, &[]), arrived(0, 0, &[]), PairVerdict::LostInNetwork, ControlUdp::Lost),
-            (sent(5, &[]), arrived(5, 5, &[(DROP_IN, 5)]), PairVerdict::DroppedAtDestination, ControlUdp::Ok),
-        ];
-        for (s, a, verdict, control) in cases {
-            let pair = judge(&c, A, B, &s, &a);
-            assert_eq!((pair.verdict, pair.control_udp), (verdict, control), "{}", pair.diagnosis);
-        }
-        let lost = judge(&c, A, B, &sent(5, &[]), &arrived(0, 5, &[]));
-        assert_eq!(
-            lost.diagnosis,
-            "UDP 8472 from 198.51.100.1 to 203.0.113.2 is dropped in the network while other UDP passes: allow UDP 8472 between nodes in the security group, NACL or firewall"
-        );
-        let blocked = judge(&c, A, B, &sent(0, &[(DROP_OUT, 5)]), &arrived(0, 5, &[]));
-        assert_eq!(blocked.rule.as_deref(), Some(DROP_OUT));
-        let dropped = judge(&c, A, B, &sent(5, &[]), &arrived(5, 5, &[(DROP_IN, 5)]));
-        assert!(dropped.diagnosis.contains(DROP_IN));
-        assert_eq!(dropped.delivery, Some(Delivery::Counters));
-    }
-
-    #[test]
-    fn a_busy_rule_that_counted_fewer_than_the_missing_probes_is_not_blamed() {
-        // On a busy node a DROP rule that can match grew by 2 while 5 probes went missing.
-        let pair = judge(&config(), A, B, &sent(5, &[]), &arrived(5, 5, &[(DROP_IN, 2)]));
-        assert_eq!((pair.verdict, pair.rule), (PairVerdict::Ok, None));
-        let pair = judge(&config(), A, B, &sent(0, &[(DROP_OUT, 1)]), &arrived(0, 5, &[]));
-        assert_eq!((pair.verdict, pair.rule), (PairVerdict::BlockedAtSource, None), "no rule named");
-    }
-
-    #[test]
-    fn probes_the_destination_dropped_for_a_bad_checksum_are_not_ok() {
-        // All five reached B's interface and B's UDP checksum drops grew by five.
-        let mut a = arrived(5, 5, &[]);
-        a.udp_csum_errors = Some(5);
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!(pair.verdict, PairVerdict::DroppedAtDestination, "{}", pair.diagnosis);
-        assert_eq!(pair.drop_reason.as_deref(), Some("UDP_CSUM"));
-        assert!(pair.diagnosis.contains("bad UDP checksum"), "{}", pair.diagnosis);
-        assert!(pair.evidence.unwrap().contains("InCsumErrors grew by 5 while 5 probe(s)"));
-        // Fewer checksum drops than probes that arrived cannot explain them all: not blamed.
-        a.udp_csum_errors = Some(2);
-        assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Ok);
-        // Unreadable (an older agent, or /proc/net/snmp hidden): as before.
-        a.udp_csum_errors = None;
-        assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Ok);
-    }
-
-    #[test]
-    fn the_kernels_own_drop_reasons_decide_what_counters_cannot() {
-        use crate::net::drop_trace::KernelDrop;
-        let drop = |reason: &str, location: &str, count| KernelDrop {
-            reason: reason.into(),
-            location: location.into(),
-            count,
-        };
-        // Counters unreadable, but the kernel dropped every probe at the tunnel's socket: past
-        // every firewall, so ok (not unverified), and the kernel's word is the evidence.
-        let mut a = arrived(5, 5, &[]);
-        a.counters_error = Some("nft: not installed".into());
-        a.kernel_drops = Some(vec![drop("VXLAN_VNI_NOT_FOUND", "vxlan_rcv", 5)]);
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!(
-            (pair.verdict, pair.delivery),
-            (PairVerdict::Ok, Some(Delivery::Kernel)),
-            "{}",
-            pair.diagnosis
-        );
-        assert_eq!((pair.drop_reason, pair.drop_location.as_deref()), (None, Some("vxlan_rcv")));
-        assert!(pair.evidence.unwrap().contains(
-            "dropped 5 of the 5 probes that reached its interface with VXLAN_VNI_NOT_FOUND in vxlan_rcv"
-        ));
-        // An uncounted firewall rule: the kernel names the firewall.
-        let mut a = arrived(5, 5, &[]);
-        a.kernel_drops = Some(vec![drop("NETFILTER_DROP", "nft_do_chain", 5)]);
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!(pair.verdict, PairVerdict::DroppedAtDestination);
-        assert_eq!(
-            (pair.drop_reason.as_deref(), pair.drop_location.as_deref()),
-            (Some("NETFILTER_DROP"), Some("nft_do_chain"))
-        );
-        assert!(
-            pair.diagnosis.contains("the kernel says NETFILTER_DROP in nft_do_chain for 5 of 5"),
-            "{}",
-            pair.diagnosis
-        );
-        // Some other reason is named as the kernel's.
-        a.kernel_drops = Some(vec![drop("IP_RPFILTER", "ip_rcv_finish_core", 5)]);
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!(
-            (pair.verdict, pair.drop_reason.as_deref()),
-            (PairVerdict::DroppedAtDestination, Some("IP_RPFILTER"))
-        );
-        // More drops than probes: another packet that looked alike (the lab's namespaces all have
-        // an eth0) is not taken for one of ours when the socket drops account for every probe.
-        let mut a = arrived(5, 5, &[]);
-        a.kernel_drops =
-            Some(vec![drop("VXLAN_VNI_NOT_FOUND", "vxlan_rcv", 5), drop("IP_INNOROUTES", "ip_error", 1)]);
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!(
-            (pair.verdict, pair.delivery),
-            (PairVerdict::Ok, Some(Delivery::Kernel)),
-            "{}",
-            pair.diagnosis
-        );
-        // ... and no reason that covers only some of them is believed when drops outnumber probes.
-        a.kernel_drops = Some(vec![
-            drop("NETFILTER_DROP", "nft_do_chain", 3),
-            drop("VXLAN_VNI_NOT_FOUND", "vxlan_rcv", 2),
-            drop("IP_INNOROUTES", "ip_error", 1),
-        ]);
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!(
-            (pair.verdict, pair.delivery),
-            (PairVerdict::Ok, Some(Delivery::Counters)),
-            "{}",
-            pair.diagnosis
-        );
-        // Fewer socket drops than probes that arrived prove nothing: as without tracing.
-        let mut a = arrived(5, 5, &[]);
-        a.counters_error = Some("nft: not installed".into());
-        a.kernel_drops = Some(vec![drop("NO_SOCKET", "__udp4_lib_rcv", 3)]);
-        assert_eq!(judge(&config(), A, B, &sent(5, &[]), &a).verdict, PairVerdict::Unverified);
-    }
-
-    #[test]
-    fn unreadable_counters_are_unverified_never_a_silent_ok() {
-        let mut a = arrived(5, 5, &[]);
-        a.counters_error = Some("iptables-nft-save: failed".into());
-        let pair = judge(&config(), A, B, &sent(5, &[]), &a);
-        assert_eq!((pair.verdict, pair.delivery), (PairVerdict::Unverified, Some(Delivery::Unverified)));
-        assert!(pair.diagnosis.contains("unverified: iptables-nft-save: failed"), "{}", pair.diagnosis);
-        assert_eq!(pair.verdict.health(), Health::Ok, "nothing wrong was found");
-    }
-
     #[test]
     fn nodes_parse_with_default_port() {
         let n = parse_node("198.51.100.1", DEFAULT_AGENT_PORT).unwrap();
@@ -1092,6 +514,9 @@ mod tests {
         answers: Mutex<HashMap<(SocketAddr, String), std::result::Result<serde_json::Value, String>>>,
         /// This many expect-many calls have every entry refused as busy (the agent at its cap).
         busy_expects: std::sync::atomic::AtomicU32,
+        /// This many collect-many calls break on the way (a lost packet the connection did not
+        /// survive).
+        broken_collects: std::sync::atomic::AtomicU32,
     }
 
     impl FakeAgents {
@@ -1117,17 +542,18 @@ mod tests {
             body: Option<&B>,
         ) -> Result<R> {
             let body = serde_json::to_value(body).unwrap();
+            let take = |count: &std::sync::atomic::AtomicU32| {
+                use std::sync::atomic::Ordering::SeqCst;
+                count.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+            };
+            if path == "/v1/collect-many" && take(&self.broken_collects) {
+                return Err(Error::Unreachable {
+                    op: format!("agent {} ({})", agent.label, agent.address),
+                    detail: "unreachable (connection reset by peer)".into(),
+                });
+            }
             if let Some((single, entries)) = batch::as_single_requests(path, &body) {
-                let busy = path == "/v1/expect-many"
-                    && self
-                        .busy_expects
-                        .fetch_update(
-                            std::sync::atomic::Ordering::SeqCst,
-                            std::sync::atomic::Ordering::SeqCst,
-                            |n| n.checked_sub(1),
-                        )
-                        .is_ok();
-                if busy {
+                if path == "/v1/expect-many" && take(&self.busy_expects) {
                     let refused = serde_json::json!({"refused": {"status": 429, "error": "too many open expectations on this agent: try again"}});
                     return Ok(serde_json::from_value(serde_json::Value::Array(vec![
                         refused;
@@ -1329,6 +755,24 @@ mod tests {
             "2 destinations, 3 rounds"
         );
         assert_eq!(report.verdict, Health::CouldNotRun);
+    }
+
+    #[tokio::test]
+    async fn a_call_the_network_broke_is_measured_again_never_left_untested() {
+        // Both collects of the first round lose their connection (30% loss on TCP does this
+        // now and then): the pairs go again and are judged.
+        let agents = healthy(FakeAgents::default());
+        agents.broken_collects.store(2, std::sync::atomic::Ordering::SeqCst);
+        let report = probe(Arc::new(agents), two_nodes()).await.unwrap();
+        assert!(report.pairs.iter().all(|p| p.verdict == PairVerdict::Ok), "{:?}", report.pairs);
+        // Broken every time: untested after three rounds, naming the broken call.
+        let agents = healthy(FakeAgents::default());
+        agents.broken_collects.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        let report = probe(Arc::new(agents), two_nodes()).await.unwrap();
+        for pair in &report.pairs {
+            assert_eq!(pair.verdict, PairVerdict::Untested);
+            assert!(pair.diagnosis.contains("connection reset by peer"), "{}", pair.diagnosis);
+        }
     }
 
     #[tokio::test]

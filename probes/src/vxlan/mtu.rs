@@ -112,6 +112,10 @@ pub struct MtuReport {
     pub rounds: u32,
     /// Sized probes sent over all rounds.
     pub probes: u32,
+    /// Whether the source's cached path MTU for the destination is as it was before the search
+    /// (`unchanged`; the probes leave on a raw socket so that the ICMP answering them changes
+    /// nothing), as its agent checked it.
+    pub route_cache: Option<String>,
     pub finding: String,
 }
 
@@ -124,6 +128,8 @@ pub struct Found {
     pub frag_needed: Option<FragNeededSeen>,
     pub rounds: u32,
     pub probes: u32,
+    /// The last round's check of the source's route cache.
+    pub route_cache: Option<String>,
 }
 
 /// The pair's MTU report in words: the size, what it leaves pods, and whether the pod network fits.
@@ -176,6 +182,7 @@ pub fn judge(from: Ipv4Addr, to: Ipv4Addr, found: Found) -> MtuReport {
         too_small,
         rounds: found.rounds,
         probes: found.probes,
+        route_cache: found.route_cache,
         finding,
     }
 }
@@ -258,6 +265,7 @@ mod tests {
             frag_needed: icmp.then(|| FragNeededSeen { from: Ipv4Addr::new(198, 51, 100, 254), mtu: 1400 }),
             rounds: 3,
             probes: 96,
+            route_cache: Some("unchanged".into()),
         }
     }
 

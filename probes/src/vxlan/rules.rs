@@ -41,12 +41,12 @@ pub struct Flow {
 pub struct Candidates {
     pub counted: BTreeMap<String, (String, u64)>,
     pub uncounted: Vec<String>,
-    /// The node's UDP checksum drops at the time of the snapshot (Udp InCsumErrors).
-    pub udp_in_csum_errors: Option<u64>,
+    /// The kernel's drop counters at the time of the snapshot.
+    pub kernel: crate::net::snmp::KernelCounters,
 }
 
 pub fn candidates(snapshot: &Snapshot, flow: &Flow) -> Candidates {
-    let mut out = Candidates { udp_in_csum_errors: snapshot.udp_in_csum_errors, ..Candidates::default() };
+    let mut out = Candidates { kernel: snapshot.kernel, ..Candidates::default() };
     for (tool, text) in &snapshot.iptables {
         iptables_candidates(tool, text, flow, &mut out);
     }
@@ -57,12 +57,6 @@ pub fn candidates(snapshot: &Snapshot, flow: &Flow) -> Candidates {
 }
 
 /// The rules whose counters grew from `before` to `after`, most first.
-/// How many UDP datagrams the node dropped for a bad checksum between two snapshots, when both
-/// could read it.
-pub fn csum_errors_grown(before: &Candidates, after: &Candidates) -> Option<u64> {
-    Some(after.udp_in_csum_errors?.saturating_sub(before.udp_in_csum_errors?))
-}
-
 pub fn grown(before: &Candidates, after: &Candidates) -> Vec<GrownRule> {
     let mut grown: Vec<GrownRule> = after
         .counted
@@ -390,7 +384,7 @@ mod tests {
             iptables: vec![("iptables-nft".into(), iptables.into())],
             nft_json: nft.map(str::to_string),
             errors: vec![],
-            udp_in_csum_errors: None,
+            kernel: Default::default(),
         }
     }
 

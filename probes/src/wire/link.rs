@@ -37,6 +37,9 @@ pub struct LinkFrame<'a> {
     pub source: Option<MacAddr>,
     pub ethertype: u16,
     pub payload: &'a [u8],
+    /// The interface the packet was captured on, where the header says (SLL2 does: `tcpdump -i
+    /// any` on Linux).
+    pub ifindex: Option<u32>,
 }
 
 /// Decodes a captured frame; `None` when it is too short for its header. Any stack of VLAN tags
@@ -50,6 +53,7 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
                 source: MacAddr::from_slice(&header[6..12]),
                 ethertype: u16::from_be_bytes([header[12], header[13]]),
                 payload: &bytes[14..],
+                ifindex: None,
             }
         }
         LinkType::LinuxSll => {
@@ -60,6 +64,7 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
                 source: (addr_len == 6).then(|| MacAddr::from_slice(&header[6..12])).flatten(),
                 ethertype: u16::from_be_bytes([header[14], header[15]]),
                 payload: &bytes[16..],
+                ifindex: None,
             }
         }
         LinkType::LinuxSll2 => {
@@ -69,6 +74,7 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
                 source: (header[11] == 6).then(|| MacAddr::from_slice(&header[12..18])).flatten(),
                 ethertype: u16::from_be_bytes([header[0], header[1]]),
                 payload: &bytes[20..],
+                ifindex: Some(u32::from_be_bytes([header[4], header[5], header[6], header[7]])),
             }
         }
     };
@@ -160,6 +166,7 @@ mod tests {
         bytes.extend(PAYLOAD);
         let frame = decode(LinkType::LinuxSll2, &bytes).unwrap();
         assert_eq!(frame.source.unwrap().to_string(), "00:00:5e:00:53:03");
+        assert_eq!(frame.ifindex, Some(2));
         assert_eq!(frame.ethertype, 0x0806);
         assert_eq!(frame.payload, PAYLOAD);
     }

@@ -94,18 +94,89 @@ pub fn sized_probe_payload(vni: u32, probe_id: u64, seq: u32, packet: usize) -> 
     out
 }
 
-/// An ICMP "fragmentation needed" (type 3, code 4) for a UDP packet we sent: who said so, the
-/// next-hop MTU it gave, and the quoted packet's destination and port.
+/// A whole IPv4 packet carrying `payload` in UDP from `source:source_port` to `to:port`, with
+/// Don't Fragment set and both checksums filled in: what the path MTU search sends on a raw
+/// socket, so that no UDP socket of the node receives the ICMP that answers it (the kernel would
+/// cache that path MTU for the destination, for every sender on the node).
+pub fn ipv4_udp_packet(
+    source: Ipv4Addr,
+    source_port: u16,
+    to: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let udp_len = u16::try_from(8 + payload.len()).ok()?;
+    let ip =
+        etherparse::Ipv4Header::new(udp_len, 64, etherparse::IpNumber::UDP, source.octets(), to.octets())
+            .ok()?;
+    debug_assert!(ip.dont_fragment, "etherparse sets Don't Fragment by default");
+    let udp = etherparse::UdpHeader::with_ipv4_checksum(source_port, port, &ip, payload).ok()?;
+    let mut out = Vec::with_capacity(usize::from(ip.total_len));
+    ip.write(&mut out).ok()?;
+    udp.write(&mut out).ok()?;
+    out.extend_from_slice(payload);
+    Some(out)
+}
+
+/// An ICMP destination unreachable (type 3) about a UDP packet we sent: who said so, why (its
+/// code), the next-hop MTU for "fragmentation needed", and the quoted packet's destination and
+/// port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FragNeeded {
+pub struct Unreachable {
     pub from: Ipv4Addr,
-    pub mtu: u16,
+    pub code: u8,
+    /// The next-hop MTU of a fragmentation-needed (code 4); `None` for the other codes.
+    pub mtu: Option<u16>,
     pub quoted_destination: Ipv4Addr,
     pub quoted_port: u16,
 }
 
-/// Reads a captured frame as an ICMP fragmentation-needed about a UDP packet; `None` otherwise.
-pub fn frag_needed(link: LinkType, bytes: &[u8]) -> Option<FragNeeded> {
+/// ICMP destination-unreachable codes (RFC 792, RFC 1812).
+pub mod unreachable_code {
+    pub const NET: u8 = 0;
+    pub const HOST: u8 = 1;
+    pub const PROTOCOL: u8 = 2;
+    pub const PORT: u8 = 3;
+    pub const FRAGMENTATION_NEEDED: u8 = 4;
+    pub const NET_PROHIBITED: u8 = 9;
+    pub const HOST_PROHIBITED: u8 = 10;
+    pub const ADMIN_PROHIBITED: u8 = 13;
+
+    /// Said by a firewall that rejects (iptables `REJECT --reject-with icmp-*-prohibited`),
+    /// rather than by a stack that has nowhere to deliver.
+    pub fn prohibited(code: u8) -> bool {
+        matches!(code, NET_PROHIBITED | HOST_PROHIBITED | ADMIN_PROHIBITED)
+    }
+
+    /// The code in words, as tcpdump prints it.
+    pub fn words(code: u8) -> String {
+        match code {
+            NET => "net unreachable".into(),
+            HOST => "host unreachable".into(),
+            PROTOCOL => "protocol unreachable".into(),
+            PORT => "port unreachable".into(),
+            FRAGMENTATION_NEEDED => "fragmentation needed".into(),
+            NET_PROHIBITED => "net administratively prohibited".into(),
+            HOST_PROHIBITED => "host administratively prohibited".into(),
+            ADMIN_PROHIBITED => "administratively prohibited".into(),
+            other => format!("unreachable, code {other}"),
+        }
+    }
+}
+
+impl Unreachable {
+    pub fn prohibited(&self) -> bool {
+        unreachable_code::prohibited(self.code)
+    }
+
+    pub fn words(&self) -> String {
+        unreachable_code::words(self.code)
+    }
+}
+
+/// Reads a captured frame as an ICMP destination unreachable about a UDP packet; `None`
+/// otherwise.
+pub fn unreachable(link: LinkType, bytes: &[u8]) -> Option<Unreachable> {
     let frame = link::decode(link, bytes)?;
     if frame.ethertype != 0x0800 {
         return None;
@@ -115,13 +186,14 @@ pub fn frag_needed(link: LinkType, bytes: &[u8]) -> Option<FragNeeded> {
         return None;
     }
     let icmp = etherparse::Icmpv4Slice::from_slice(ip.payload().payload).ok()?;
-    use etherparse::icmpv4::DestUnreachableHeader;
-    let etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
-        next_hop_mtu,
-    }) = icmp.icmp_type()
-    else {
+    if icmp.type_u8() != 3 {
         return None;
-    };
+    }
+    let code = icmp.code_u8();
+    // type(1) code(1) checksum(2) unused(2) next-hop MTU(2), for code 4 (RFC 1191)
+    let rest = icmp.bytes5to8();
+    let mtu =
+        (code == unreachable_code::FRAGMENTATION_NEEDED).then(|| u16::from_be_bytes([rest[2], rest[3]]));
     // The quoted packet: its IPv4 header and at least the first 8 bytes after it (RFC 792).
     let quoted = icmp.payload();
     let header = etherparse::Ipv4HeaderSlice::from_slice(quoted).ok()?;
@@ -129,9 +201,10 @@ pub fn frag_needed(link: LinkType, bytes: &[u8]) -> Option<FragNeeded> {
         return None;
     }
     let udp = quoted.get(header.slice().len()..header.slice().len() + 4)?;
-    Some(FragNeeded {
+    Some(Unreachable {
         from: ip.header().source_addr(),
-        mtu: next_hop_mtu,
+        code,
+        mtu,
         quoted_destination: header.destination_addr(),
         quoted_port: u16::from_be_bytes([udp[2], udp[3]]),
     })
@@ -232,34 +305,84 @@ mod tests {
         assert_eq!(usize::from(OVERHEAD), OUTER_HEADERS + HEADER_LEN + 14);
     }
 
-    #[test]
-    fn fragmentation_needed_is_read_with_its_quoted_packet() {
-        // What a router sends back for a 1500-byte probe to 203.0.113.2:8472 on a 1400-byte link.
+    /// What a router (or a host) sends back about a probe to 203.0.113.2:8472, as an Ethernet frame.
+    fn unreachable_frame(
+        from: [u8; 4],
+        header: etherparse::icmpv4::DestUnreachableHeader,
+    ) -> (Vec<u8>, Vec<u8>) {
         let probe = sized_probe_payload(7, 99, 0, 1500);
         let quoted = PacketBuilder::ipv4([198, 51, 100, 1], [203, 0, 113, 2], 63).udp(40000, 8472);
         let mut original = Vec::new();
         quoted.write(&mut original, &probe).unwrap();
         let icmp = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([198, 51, 100, 254], [198, 51, 100, 1], 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
-            ));
+            .ipv4(from, [198, 51, 100, 1], 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(header));
         let mut frame = Vec::new();
         icmp.write(&mut frame, &original[..28 + 8]).unwrap();
-        let said = frag_needed(LinkType::Ethernet, &frame).unwrap();
+        (frame, original)
+    }
+
+    #[test]
+    fn fragmentation_needed_is_read_with_its_quoted_packet() {
+        // A 1500-byte probe on a 1400-byte link.
+        use etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded;
+        let (frame, original) =
+            unreachable_frame([198, 51, 100, 254], FragmentationNeeded { next_hop_mtu: 1400 });
+        let said = unreachable(LinkType::Ethernet, &frame).unwrap();
         assert_eq!(
             said,
-            FragNeeded {
+            Unreachable {
                 from: Ipv4Addr::new(198, 51, 100, 254),
-                mtu: 1400,
+                code: unreachable_code::FRAGMENTATION_NEEDED,
+                mtu: Some(1400),
                 quoted_destination: Ipv4Addr::new(203, 0, 113, 2),
                 quoted_port: 8472
             }
         );
+        assert!(!said.prohibited());
         for len in 0..frame.len() {
-            let _ = frag_needed(LinkType::Ethernet, &frame[..len]);
+            let _ = unreachable(LinkType::Ethernet, &frame[..len]);
         }
-        assert_eq!(frag_needed(LinkType::Ethernet, &original), None, "not an ICMP frame");
+        assert_eq!(unreachable(LinkType::Ethernet, &original), None, "not an ICMP frame");
+    }
+
+    #[test]
+    fn a_reject_and_a_closed_port_are_told_apart_by_their_code() {
+        use etherparse::icmpv4::DestUnreachableHeader::{FilterProhibited, Port};
+        // iptables -j REJECT --reject-with icmp-admin-prohibited on a router: code 13.
+        let (frame, _) = unreachable_frame([198, 51, 100, 254], FilterProhibited);
+        let said = unreachable(LinkType::Ethernet, &frame).unwrap();
+        assert_eq!((said.code, said.mtu, said.prohibited()), (13, None, true));
+        assert_eq!(said.words(), "administratively prohibited");
+        // The destination's own stack (nothing listens) or a plain REJECT: port unreachable.
+        let (frame, _) = unreachable_frame([203, 0, 113, 2], Port);
+        let said = unreachable(LinkType::Ethernet, &frame).unwrap();
+        assert_eq!((said.code, said.prohibited(), said.words().as_str()), (3, false, "port unreachable"));
+        assert_eq!(said.from, Ipv4Addr::new(203, 0, 113, 2));
+    }
+
+    #[test]
+    fn a_raw_probe_packet_is_ipv4_udp_with_dont_fragment() {
+        let payload = sized_probe_payload(7, 99, 2, 1400);
+        let (a, b) = (Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 2));
+        let packet = ipv4_udp_packet(a, 40000, b, 8472, &payload).unwrap();
+        assert_eq!(packet.len(), 1400);
+        #[rustfmt::skip]
+        let start = [
+            0x45, 0x00, 0x05, 0x78, // version 4, IHL 5; DSCP/ECN 0; total length 1400
+            0x00, 0x00, 0x40, 0x00, // identification 0; flags: Don't Fragment, offset 0
+            0x40, 0x11,             // TTL 64, protocol UDP
+        ];
+        assert_eq!(&packet[..10], &start);
+        let (ip, _) = LaxIpv4Slice::from_slice(&packet).unwrap();
+        assert!(ip.header().dont_fragment());
+        let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).unwrap();
+        assert_eq!((udp.source_port(), udp.destination_port()), (40000, 8472));
+        let check =
+            etherparse::UdpHeader::with_ipv4_checksum(40000, 8472, &ip.header().to_header(), &payload)
+                .unwrap();
+        assert_eq!(udp.checksum(), check.checksum, "the kernel would drop a bad one (UDP_CSUM)");
+        assert_eq!(probe_seq(udp.payload(), 7, 99), Some(2));
     }
 
     #[test]
