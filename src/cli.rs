@@ -523,7 +523,8 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 netprobe dns --each-endpoint                      # discover kube-system/kube-dns, this node from NODE_NAME\n  \
 netprobe dns --endpoints 10.42.0.5,10.42.1.7 --service-ip 10.43.0.10 --node node-a\n  \
 netprobe dns --endpoints 192.0.2.53:5353 --protocol udp --count 1000 --interval 0 --concurrency 64\n  \
-netprobe dns --like-glibc --count 200                # A+AAAA pairs as glibc sends them: the 5 s stalls")]
+netprobe dns --like-glibc --count 200                # A+AAAA pairs as glibc sends them: the 5 s stalls\n  \
+netprobe dns --name kubernetes.default.svc.cluster.local --name example.com   # pod down, or its upstream?")]
 pub struct DnsArgs {
     /// Query every endpoint separately (what this command always does; the flag documents intent).
     #[arg(long)]
@@ -545,9 +546,10 @@ pub struct DnsArgs {
     #[arg(long, default_value = "kube-dns")]
     pub service: String,
 
-    /// The name to ask for.
-    #[arg(long, default_value = "kubernetes.default.svc.cluster.local.")]
-    pub name: String,
+    /// The name to ask for; give it again to ask several names of the same servers (the
+    /// cluster's and an external one tell a broken upstream from a pod that is down).
+    #[arg(long, default_values_t = ["kubernetes.default.svc.cluster.local.".to_string()])]
+    pub name: Vec<String>,
 
     /// The record type to ask for (A, AAAA, SRV, TXT, ...).
     #[arg(long = "type", default_value = "A")]

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use netprobe_probes::dns::{self, Config, DnsReport, EndpointReport, Families, Protocol, Target};
+use netprobe_probes::dns::{
+    self, Config, DnsReport, EndpointReport, Families, Finding, FindingKind, Protocol, Target,
+};
 use netprobe_probes::k8s::{self, ApiConfig};
 use netprobe_probes::net::interface;
 use netprobe_probes::Error;
@@ -25,7 +27,7 @@ pub fn run(args: DnsArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error
 
 /// The report `netprobe dns` prints (`netprobe doctor` runs this as its first step).
 pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
-    let name = dns::parse_name(&args.name)?;
+    let names = args.name.iter().map(|n| dns::parse_name(n)).collect::<Result<Vec<_>, _>>()?;
     let record_type = dns::parse_type(&args.record_type)?;
     let (endpoints, services) = match &args.endpoints {
         Some(list) => (list.iter().map(|a| Target::new(*a)).collect(), args.service_ip.into_iter().collect()),
@@ -38,10 +40,10 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
         DnsProtocol::Tcp => vec![Protocol::Tcp],
         DnsProtocol::Both => vec![Protocol::Udp, Protocol::Tcp],
     };
-    dns::run(Config {
+    let config = Config {
         endpoints,
         services,
-        name,
+        name: names[0].clone(),
         record_type,
         count: args.count,
         interval: args.interval,
@@ -52,7 +54,14 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
         this_node: args.node.filter(|n| !n.is_empty()),
         edns_bufsize: args.edns_bufsize,
         like_glibc: args.like_glibc,
-    })
+    };
+    // Each further name is asked of the same servers, one name after the other.
+    let first = dns::run(config.clone())?;
+    let others = names[1..]
+        .iter()
+        .map(|name| dns::run(Config { name: name.clone(), ..config.clone() }))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(first.with_other_names(others))
 }
 
 /// Endpoints and Service addresses from the API, in the families asked for (or routed here).
@@ -133,9 +142,33 @@ pub fn headline(report: &DnsReport) -> String {
 }
 
 fn render_table(report: &DnsReport) -> String {
-    let headline = headline(report);
+    let mut headline = headline(report);
+    for other in report.other_names.iter().filter(|o| o.health() != netprobe_probes::Health::Ok) {
+        let judged = other.endpoints.iter().filter(|e| !e.not_ready());
+        let (bad, all) =
+            judged.fold((0, 0), |(bad, all), e| (bad + usize::from(e.verdict.is_fault()), all + 1));
+        headline.push_str(&format!("; {}: {bad} of {all} endpoint(s) not ok", other.name));
+    }
     let word = if report.health() == netprobe_probes::Health::Ok { "ok" } else { "fault" };
     let mut text = format!("{}  {headline}\n", output::verdict(word, report.health()));
+    // What comparing the names found comes last, after every name's table.
+    let (compared, own): (Vec<&Finding>, Vec<&Finding>) = report
+        .findings
+        .iter()
+        .partition(|f| matches!(f.kind, FindingKind::UpstreamBroken | FindingKind::FailsEveryName));
+    text.push_str(&name_section(report, &own));
+    for other in &report.other_names {
+        text.push('\n');
+        text.push_str(&name_section(other, &other.findings.iter().collect::<Vec<_>>()));
+    }
+    text.push_str(&findings_lines(&compared));
+    text
+}
+
+/// One name's part of the table: the name, a row per endpoint and Service address, conntrack's
+/// counters and the findings.
+fn name_section(report: &DnsReport, findings: &[&Finding]) -> String {
+    let mut text = String::new();
     let node = report.this_node.as_deref().map(|n| format!(", from node {n}")).unwrap_or_default();
     text.push_str(&format!("{} {}{node}\n\n", report.name, report.record_type));
 
@@ -219,9 +252,16 @@ fn render_table(report: &DnsReport) -> String {
             (_, _, why) => format!("conntrack not read: {}\n", why.as_deref().unwrap_or("unknown")),
         });
     }
-    if !report.findings.is_empty() {
+    text.push_str(&findings_lines(findings));
+    text
+}
+
+/// Findings, a line each (`kind: message`), after a blank line; nothing when there are none.
+fn findings_lines(findings: &[&Finding]) -> String {
+    let mut text = String::new();
+    if !findings.is_empty() {
         text.push('\n');
-        for finding in &report.findings {
+        for finding in findings {
             let kind = serde_json::to_value(finding.kind).ok().and_then(|v| v.as_str().map(str::to_string));
             text.push_str(&format!("{}: {}\n", kind.unwrap_or_default(), finding.message));
         }
@@ -331,9 +371,11 @@ mod snapshot_tests {
                 kind: FindingKind::ServerErrors,
                 message: "192.0.2.54:5353 (coredns-node-b on node-b) answered SERVFAIL to 20 of 20 queries"
                     .into(),
+                about: vec![],
             }],
             conntrack: None,
             verdict: Health::Fault,
+            other_names: vec![],
         };
         insta::assert_snapshot!(render_table(&report));
     }

@@ -108,6 +108,11 @@ fn dns_bad_input_is_exit_2_in_one_line() {
         (&["dns", "--endpoints", "not-an-ip"][..], None),
         (&["dns", "--endpoints", "192.0.2.53", "--type", "BOGUS"][..], None),
         (&["dns", "--endpoints", "192.0.2.53", "--protocol", "sctp"][..], None),
+        (&["dns", "--endpoints", "192.0.2.53", "--name", "a,b"][..], None),
+        (
+            &["dns", "--endpoints", "192.0.2.53", "--name", "kubernetes.default", "--name", "bad name"][..],
+            None,
+        ),
         (&["dns"][..], Some("/nonexistent/kubeconfig")),
     ] {
         let mut cmd = command();
@@ -119,6 +124,8 @@ fn dns_bad_input_is_exit_2_in_one_line() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        // clap's own errors add a line pointing at --help; ours are one line. Never debug text.
+        assert!(!stderr.contains("Err(") && !stderr.contains("Errors"), "plain words: {stderr}");
     }
 }
 

@@ -3,7 +3,9 @@
 //! without a question section), Knot Resolver forwarding to BIND, and a relay that holds BIND's
 //! answers back (late answers), and a relay that drops the second of two back-to-back queries from
 //! one source port (the conntrack insert race's loss), behind a Service VIP made with DNAT. Each
-//! server has its own address on one bridge.
+//! server has its own address on one bridge. And the servers that turn some queries away: BIND
+//! with response rate limiting, dnsdist rate limiting (dropping, refusing, truncating) or
+//! refusing us by its default ACL, and Unbound whose upstream is gone.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -201,5 +203,152 @@ fn glibc_pairs_that_lose_one_answer_behind_the_service_are_the_conntrack_race_pa
     assert_eq!(code, 0, "{err} {report}");
     assert!(report["services"][0].get("pairs").is_none() && report.get("conntrack").is_none());
     assert_eq!(report["services"][0]["answered"], 8);
+    Ok(())
+}
+
+const BIND_RRL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 60);
+const DNSDIST_DROP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 61);
+const DNSDIST_REFUSE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 62);
+const DNSDIST_TRUNCATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 63);
+const DNSDIST_ACL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 64);
+const UNBOUND_NO_UPSTREAM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 65);
+
+/// BIND answering, and the servers in front of it or beside it that turn queries away.
+fn limiting(test: &str) -> Option<(Lab, Netns, PathBuf)> {
+    let mut lab = lab_or_skip(test)?;
+    for tool in ["dnsdist", "unbound", "named"] {
+        if !netprobe_lab::on_path(tool) {
+            let why = format!("{tool} is not installed (apt-get install dnsdist unbound bind9)");
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{why}");
+            }
+            netprobe_lab::skip(test, &why);
+            return None;
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("netprobe-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let switch = lab.switch("sw").unwrap();
+    let client = lab.host("client").unwrap();
+    lab.plug(&switch, &client, "192.0.2.1/24", None).unwrap();
+    let host = lab.host("dns").unwrap();
+    lab.plug(&switch, &host, "192.0.2.53/24", None).unwrap();
+    for ip in [BIND_RRL, DNSDIST_DROP, DNSDIST_REFUSE, DNSDIST_TRUNCATE, DNSDIST_ACL, UNBOUND_NO_UPSTREAM] {
+        host.sh(&format!("ip addr add {ip}/24 dev eth0")).unwrap();
+    }
+    let records = [("kubernetes.default.svc", "10.96.0.1")];
+    let zone = dns_servers::zone_text(&records);
+    dns_servers::bind(&mut lab, &host, BIND_OK, &dir, Some(&zone)).unwrap();
+    dns_servers::bind_rate_limited(&mut lab, &host, BIND_RRL, &dir, &zone, 5).unwrap();
+    let open = "setACL({\"0.0.0.0/0\"})";
+    for (ip, action) in [
+        (DNSDIST_DROP, "DropAction()"),
+        (DNSDIST_REFUSE, "RCodeAction(DNSRCode.REFUSED)"),
+        (DNSDIST_TRUNCATE, "TCAction()"),
+    ] {
+        let rules = format!("{open}\naddAction(MaxQPSIPRule(5), {action})");
+        dns_servers::dnsdist(&mut lab, &host, ip, &dir, BIND_OK, &rules).unwrap();
+    }
+    // Its default ACL: private ranges only, so the lab's documentation addresses are turned away.
+    dns_servers::dnsdist(&mut lab, &host, DNSDIST_ACL, &dir, BIND_OK, "").unwrap();
+    // Its upstream: a port where nothing listens.
+    let upstream = std::net::SocketAddrV4::new(BIND_OK, 5399);
+    dns_servers::unbound_forwarding(&mut lab, &host, UNBOUND_NO_UPSTREAM, &dir, &records, upstream).unwrap();
+    Some((lab, client, dir))
+}
+
+#[test]
+fn a_rate_limiter_is_named_not_the_network_nor_an_acl() -> TestResult {
+    let Some((_lab, client, dir)) = limiting("dns-rate-limits") else { return Ok(()) };
+    let list = [BIND_RRL, DNSDIST_DROP, DNSDIST_REFUSE, DNSDIST_TRUNCATE].map(|ip| ip.to_string()).join(",");
+    // 40 queries a transport at 100 a second, against limits of 5 a second.
+    let args = ["dns", "--endpoints", &list, "--count", "40", "--interval", "10ms", "--timeout", "500ms"];
+    let (code, report, err) = netprobe(&client, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "{err}");
+    for ip in [BIND_RRL, DNSDIST_DROP, DNSDIST_REFUSE, DNSDIST_TRUNCATE] {
+        let e = endpoint(&report, ip);
+        assert_eq!(e["verdict"], "degraded", "{ip}: {e}");
+        assert!(e["answered"].as_u64().unwrap() > 0, "{ip}: {e}");
+        let said: Vec<&Value> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["message"].as_str().unwrap().starts_with(&format!("{ip}:53 ")))
+            .collect();
+        assert!(said.iter().any(|f| f["kind"] == "rate-limited"), "{ip}: {said:?}");
+        assert!(said.iter().all(|f| !f["message"].as_str().unwrap().contains("ACL (")), "{ip}: {said:?}");
+    }
+    let message = |ip: Ipv4Addr| {
+        let prefix = format!("{ip}:53 ");
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["message"].as_str().unwrap().starts_with(&prefix))
+            .unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        message(BIND_RRL).contains("UDP answers that came whole in"),
+        "BIND's slip: {}",
+        message(BIND_RRL)
+    );
+    assert!(message(DNSDIST_REFUSE).contains("REFUSED"), "{}", message(DNSDIST_REFUSE));
+    assert!(
+        message(DNSDIST_DROP).contains("TCP connections after reading the query"),
+        "{}",
+        message(DNSDIST_DROP)
+    );
+    assert!(
+        message(DNSDIST_TRUNCATE).contains("UDP answers that came whole in"),
+        "{}",
+        message(DNSDIST_TRUNCATE)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_server_that_turns_us_away_is_told_from_a_path_that_drops() -> TestResult {
+    let Some((_lab, client, dir)) = limiting("dns-acl-upstream") else { return Ok(()) };
+    // dnsdist's default ACL: silence over UDP, TCP accepted and closed without a reply.
+    let acl = DNSDIST_ACL.to_string();
+    let (code, report, err) =
+        netprobe(&client, &["dns", "--endpoints", &acl, "--count", "3", "--timeout", "500ms"]);
+    assert_eq!(code, 1, "{err}");
+    let e = endpoint(&report, DNSDIST_ACL);
+    assert_eq!((e["verdict"].as_str(), e["closed"].as_u64()), (Some("failing"), Some(3)), "{e}");
+    let said = report["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        said.contains("accepted the connection, read the query and closed it")
+            && said.contains("not the path"),
+        "{said}"
+    );
+
+    // Unbound answers the cluster's name and nothing for an external one: its upstream, not the pod.
+    let unbound = UNBOUND_NO_UPSTREAM.to_string();
+    let args = [
+        "dns",
+        "--endpoints",
+        &unbound,
+        "--name",
+        "kubernetes.default.svc.cluster.local",
+        "--name",
+        "example.com.",
+        "--count",
+        "3",
+        "--timeout",
+        "500ms",
+    ];
+    let (code, report, err) = netprobe(&client, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(endpoint(&report, UNBOUND_NO_UPSTREAM)["verdict"], "ok", "the cluster's name: {report}");
+    assert_eq!(report["other_names"][0]["name"], "example.com.");
+    assert_eq!(endpoint(&report["other_names"][0], UNBOUND_NO_UPSTREAM)["verdict"], "failing");
+    assert_eq!(kinds(&report), vec!["upstream-broken"], "{report}");
+    assert!(kinds(&report["other_names"][0]).is_empty(), "no 'unreachable' beside it: {report}");
     Ok(())
 }

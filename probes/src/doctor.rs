@@ -393,9 +393,13 @@ mod tests {
             this_node: Some("node-a".into()),
             endpoints,
             services: vec![],
-            findings: findings.into_iter().map(|(kind, m)| Finding { kind, message: m.into() }).collect(),
+            findings: findings
+                .into_iter()
+                .map(|(kind, m)| Finding { kind, message: m.into(), about: vec![] })
+                .collect(),
             conntrack: None,
             verdict,
+            other_names: vec![],
         }
     }
 

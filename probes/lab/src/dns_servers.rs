@@ -43,6 +43,32 @@ fn start(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, argv: &[&str]) -> Result<()> {
 /// BIND authoritative for `cluster.local` on `ip`. `zone` is the zone file's text; `None` gives a
 /// zone file that does not load, so BIND answers SERVFAIL for every name in it.
 pub fn bind(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, dir: &Path, zone: Option<&str>) -> Result<()> {
+    bind_with(lab, ns, ip, dir, zone, "")
+}
+
+/// [`bind`] with response rate limiting (`rate-limit { responses-per-second N; slip 2; }`):
+/// past N answers a second to one client, it drops every other reply and sends the rest
+/// truncated with no answer (the "slip"), so the client retries over TCP.
+pub fn bind_rate_limited(
+    lab: &mut Lab,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    dir: &Path,
+    zone: &str,
+    per_second: u32,
+) -> Result<()> {
+    let limit = format!(" rate-limit {{ responses-per-second {per_second}; slip 2; window 1; }};");
+    bind_with(lab, ns, ip, dir, Some(zone), &limit)
+}
+
+fn bind_with(
+    lab: &mut Lab,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    dir: &Path,
+    zone: Option<&str>,
+    options: &str,
+) -> Result<()> {
     let dir = dir_for(dir, &format!("bind-{ip}"))?;
     write(&dir.join("zone"), zone.unwrap_or("this is not a zone file\n"))?;
     let d = dir.display();
@@ -50,7 +76,7 @@ pub fn bind(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, dir: &Path, zone: Option<&s
         &dir.join("named.conf"),
         &format!(
             "options {{ directory \"{d}\"; listen-on port 53 {{ {ip}; }}; listen-on-v6 {{ none; }}; recursion no; \
-             pid-file \"{d}/named.pid\"; dnssec-validation no; }};\n\
+             pid-file \"{d}/named.pid\"; dnssec-validation no;{options} }};\n\
              zone \"{ZONE}\" {{ type primary; file \"{d}/zone\"; }};\n"
         ),
     )?;
@@ -90,6 +116,67 @@ pub fn unbound_refusing(lab: &mut Lab, ns: &Netns, ip: Ipv4Addr, dir: &Path) -> 
     )?;
     let conf = dir.join("unbound.conf");
     start(lab, ns, ip, &["unbound", "-d", "-c", conf.to_str().unwrap_or_default()])
+}
+
+/// Unbound on `ip` as a cluster's DNS would be: `records` (name, IPv4 address) of its own zone
+/// answered locally, every other name forwarded to `upstream` (as CoreDNS's forward plugin does
+/// to the node's resolv.conf). An upstream where nothing listens makes it fail external names
+/// only.
+pub fn unbound_forwarding(
+    lab: &mut Lab,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    dir: &Path,
+    records: &[(&str, &str)],
+    upstream: std::net::SocketAddrV4,
+) -> Result<()> {
+    let dir = dir_for(dir, &format!("unbound-{ip}"))?;
+    let d = dir.display();
+    let local: String = records
+        .iter()
+        .map(|(name, address)| format!("  local-data: \"{name}.{ZONE}. 30 IN A {address}\"\n"))
+        .collect();
+    write(
+        &dir.join("unbound.conf"),
+        &format!(
+            "server:\n  interface: {ip}\n  port: 53\n  access-control: 0.0.0.0/0 allow\n  username: \"\"\n  chroot: \"\"\n  \
+             directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-ip6: no\n  use-syslog: no\n  logfile: \"{d}/unbound.log\"\n  \
+             do-not-query-localhost: no\n  local-zone: \"{ZONE}.\" static\n{local}\
+             forward-zone:\n  name: \".\"\n  forward-addr: {}@{}\nremote-control:\n  control-enable: no\n",
+            upstream.ip(),
+            upstream.port()
+        ),
+    )?;
+    let conf = dir.join("unbound.conf");
+    start(lab, ns, ip, &["unbound", "-d", "-c", conf.to_str().unwrap_or_default()])
+}
+
+/// dnsdist on `ip` in front of `backend` (as a Service's load balancer in front of the pods),
+/// with `rules` (Lua) added to its configuration: `setACL({"0.0.0.0/0"})` to let the lab's
+/// addresses in (its default ACL admits only private ranges), `addAction(MaxQPSIPRule(5),
+/// DropAction())` for a rate limiter.
+pub fn dnsdist(
+    lab: &mut Lab,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    dir: &Path,
+    backend: Ipv4Addr,
+    rules: &str,
+) -> Result<()> {
+    let dir = dir_for(dir, &format!("dnsdist-{ip}"))?;
+    write(
+        &dir.join("dnsdist.conf"),
+        &format!(
+            "setLocal(\"{ip}:53\")\nsetSecurityPollSuffix(\"\")\nnewServer({{address=\"{backend}:53\"}})\n{rules}\n"
+        ),
+    )?;
+    let conf = dir.join("dnsdist.conf");
+    start(
+        lab,
+        ns,
+        ip,
+        &["dnsdist", "--supervised", "--disable-syslog", "-C", conf.to_str().unwrap_or_default()],
+    )
 }
 
 /// Knot Resolver on `ip`, forwarding every question to `upstream` (as CoreDNS forwards).

@@ -124,10 +124,47 @@ impl Config {
 
 /// Parses a query name; a name without the final dot is taken as absolute, as dig does.
 pub fn parse_name(text: &str) -> Result<Name> {
-    let mut name =
-        Name::from_utf8(text).map_err(|e| Error::invalid(format!("--name {text:?}"), e.to_string()))?;
+    let bad = |why: String| Error::invalid(format!("--name {text:?}"), why);
+    if let Some(why) = name_problem(text) {
+        return Err(bad(why));
+    }
+    // What the checks above let through, hickory reads; its own words are not shown (they are
+    // Rust debug text), a plain sentence is.
+    let mut name = Name::from_utf8(text).map_err(|_| {
+        bad("not a DNS name: write it as dig takes it, e.g. kubernetes.default.svc.cluster.local".into())
+    })?;
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// Why `text` is not a DNS name, in one plain sentence; `None` when it may be one.
+fn name_problem(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return Some("empty: give the name to ask for, e.g. kubernetes.default.svc.cluster.local".into());
+    }
+    if text.contains(',') {
+        return Some("a name has no commas: give --name once for each name to ask".into());
+    }
+    if text == "." {
+        return None;
+    }
+    let labels = text.strip_suffix('.').unwrap_or(text);
+    if labels.len() > 253 {
+        return Some(format!("{} characters long: a DNS name has at most 253", labels.len()));
+    }
+    for label in labels.split('.') {
+        if label.is_empty() {
+            return Some("an empty label (two dots in a row, or a leading dot)".into());
+        }
+        if label.len() > 63 {
+            return Some(format!("the label {label:?} is {} characters long: at most 63", label.len()));
+        }
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*')))
+        {
+            return Some(format!("{c:?} cannot be in a DNS name: letters, digits, '-' and '_' between dots"));
+        }
+    }
+    None
 }
 
 /// Parses a record type like dig's: A, AAAA, SRV, TXT, ... (any case).
@@ -193,6 +230,7 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
         this_node: config.this_node.as_deref(),
         name: &name,
         timeout: config.timeout,
+        slow: config.slow,
         conntrack: conntrack.as_ref(),
     });
     let fault = reports.iter().chain(&services).any(|r| r.verdict.is_fault());
@@ -206,6 +244,7 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
         findings,
         conntrack,
         verdict: if fault { Health::Fault } else { Health::Ok },
+        other_names: Vec::new(),
     })
 }
 
@@ -409,6 +448,39 @@ fn outcome_of(exchange: Exchange<message::Reply>) -> Outcome {
         Exchange::Late(_, latency) => Outcome::Late(latency),
         Exchange::Timeout => Outcome::Timeout,
         Exchange::Failed(kind, reason) => Outcome::Failed(kind, reason),
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_name_gets_one_plain_sentence() {
+        for (text, says) in [
+            ("a,b", "a name has no commas: give --name once for each name to ask"),
+            ("", "empty"),
+            ("a..b", "an empty label"),
+            ("exa mple.com", "' ' cannot be in a DNS name"),
+            ("bücher.example", "'ü' cannot be in a DNS name"),
+        ] {
+            let err = parse_name(text).unwrap_err();
+            assert!(err.is_bad_input());
+            let line = err.to_string();
+            assert!(line.contains(says), "{text:?}: {line}");
+            assert!(!line.contains("Err(") && !line.contains('\n'), "{line}");
+        }
+        let long = "x".repeat(64);
+        assert!(parse_name(&long).unwrap_err().to_string().contains("64 characters long: at most 63"));
+        for good in [
+            "kubernetes.default.svc.cluster.local",
+            "example.com.",
+            "_dns._udp.example.com",
+            "*.example.com",
+            ".",
+        ] {
+            assert!(parse_name(good).is_ok(), "{good}");
+        }
     }
 }
 

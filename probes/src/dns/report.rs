@@ -58,13 +58,45 @@ pub struct DnsReport {
     /// With `--like-glibc`: how conntrack's counters in this network namespace grew over the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<ConntrackReport>,
-    /// `ok` when no endpoint or Service address is at fault (not-ready endpoints aside).
+    /// `ok` when no endpoint or Service address is at fault (not-ready endpoints aside), for
+    /// this name and every other one asked.
     pub verdict: Health,
+    /// With `--name` given more than once: the report of each further name, asked of the same
+    /// servers in the same run. The findings above then also compare the names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_names: Vec<DnsReport>,
 }
 
 impl DnsReport {
     pub fn health(&self) -> Health {
         self.verdict
+    }
+
+    /// Adds the reports of further names asked of the same servers, and what comparing the
+    /// names says: one report, whose verdict is all of theirs.
+    pub fn with_other_names(mut self, mut others: Vec<DnsReport>) -> DnsReport {
+        if others.is_empty() {
+            return self;
+        }
+        let compared = super::verdict::compare_names(&self, &others);
+        // A server that answers another name is up and reachable: "unreachable" for one name
+        // would contradict that.
+        let answering: Vec<SocketAddr> = compared
+            .iter()
+            .filter(|f| f.kind == FindingKind::UpstreamBroken)
+            .flat_map(|f| f.about.iter().copied())
+            .collect();
+        let contradicted = |f: &Finding| {
+            f.kind == FindingKind::EndpointUnreachable && f.about.iter().any(|a| answering.contains(a))
+        };
+        self.findings.retain(|f| !contradicted(f));
+        for other in &mut others {
+            other.findings.retain(|f| !contradicted(f));
+        }
+        self.findings.extend(compared);
+        self.verdict = Health::worst(std::iter::once(self.verdict).chain(others.iter().map(|o| o.verdict)));
+        self.other_names = others;
+        self
     }
 }
 
@@ -114,6 +146,9 @@ pub struct ProtocolReport {
     pub refused: u32,
     /// Exchanges with no route to the address.
     pub no_route: u32,
+    /// TCP exchanges the server accepted and closed (or reset) without a reply, after reading
+    /// the query: the server turns us away, not the path.
+    pub closed: u32,
     /// Other socket failures.
     pub errors: u32,
     pub first_error: Option<String>,
@@ -183,6 +218,19 @@ impl ProtocolReport {
     pub fn unanswered(&self) -> u32 {
         self.sent.saturating_sub(self.replies())
     }
+
+    /// UDP replies truncated (TC) although the same answer came whole in other UDP replies of
+    /// this run: the truncation is not about size but the server's doing (a rate limiter's
+    /// "slip", as BIND's RRL and dnsdist's TCAction send).
+    pub fn truncated_needlessly(&self) -> u32 {
+        let truncated = self.truncated_retried + self.tcp_retry_failed;
+        let whole = self.answered.saturating_sub(self.truncated_retried);
+        if whole > 0 {
+            truncated
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -208,6 +256,13 @@ pub enum FindingKind {
     ProtocolBlocked,
     /// Truncated UDP answers whose TCP retry fails.
     TooBigForUdp,
+    /// Losses, REFUSED, needless truncation or closed connections beside answers to the same
+    /// question from the same server: its rate limiter, not the network and not an ACL.
+    RateLimited,
+    /// Some queries got no reply while others were answered, and nothing more tells why.
+    SomeUnanswered,
+    /// Answers slower than --slow.
+    Slow,
     /// Replies that arrive after --timeout.
     LateAnswers,
     /// The Service fails while every endpoint answers: the path to it, not the pods.
@@ -218,10 +273,18 @@ pub enum FindingKind {
     CrossNode,
     /// A+AAAA pairs from one socket that lost one answer: the conntrack insert race's pattern.
     HalfAnsweredPairs,
+    /// A server that answers one name and fails another: its upstream, not the pod or the path.
+    UpstreamBroken,
+    /// A server that fails every name asked: the pod or the path to it.
+    FailsEveryName,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
     pub message: String,
+    /// The rows (endpoint or Service addresses) it is about, for the checks that every degraded
+    /// row is explained and that no finding contradicts another; the message names them.
+    #[serde(skip)]
+    pub about: Vec<SocketAddr>,
 }

@@ -62,6 +62,7 @@ impl Tally {
                 match kind {
                     FailureKind::Refused => r.refused += 1,
                     FailureKind::NoRoute => r.no_route += 1,
+                    FailureKind::Closed => r.closed += 1,
                     FailureKind::Other => r.errors += 1,
                 }
                 r.first_error.get_or_insert(reason);
@@ -100,6 +101,7 @@ impl Tally {
         a.timeouts += b.timeouts;
         a.refused += b.refused;
         a.no_route += b.no_route;
+        a.closed += b.closed;
         a.errors += b.errors;
         a.truncated_retried += b.truncated_retried;
         a.tcp_retry_failed += b.tcp_retry_failed;

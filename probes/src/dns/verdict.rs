@@ -4,9 +4,12 @@
 //! vote in the consistency check, and never make an endpoint ok.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::report::{ConntrackReport, EndpointReport, EndpointVerdict, Finding, FindingKind, ProtocolReport};
+use super::report::{
+    ConntrackReport, DnsReport, EndpointReport, EndpointVerdict, Finding, FindingKind, ProtocolReport,
+};
 use super::stats::error_rcodes;
 
 /// What the verdicts are judged against.
@@ -58,11 +61,17 @@ impl Judge {
             return EndpointVerdict::Inconsistent;
         }
         let slow = t.latency_ms.is_some_and(|l| l.p95 > self.slow.as_secs_f64() * 1000.0);
-        if t.unanswered() > 0 || server_errors > 0 || slow {
+        // Answers that came only after a needless truncation cost every client a TCP round trip.
+        if t.unanswered() > 0 || server_errors > 0 || slow || needless_truncation(e) > 0 {
             return EndpointVerdict::Degraded;
         }
         EndpointVerdict::Ok
     }
+}
+
+/// UDP answers this row's server truncated though the same answer came whole in others.
+fn needless_truncation(e: &EndpointReport) -> u32 {
+    e.protocols.get("udp").map_or(0, ProtocolReport::truncated_needlessly)
 }
 
 /// `198.51.100.53:5353`, `[2001:db8::53]:53`, with the pod and node when known.
@@ -82,7 +91,12 @@ fn unreachable_words(e: &EndpointReport) -> String {
     let t = &e.totals;
     let who = describe(e);
     let first = t.first_error.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    if t.refused > 0 && t.refused >= t.timeouts.max(t.no_route) {
+    if t.closed > 0 && t.closed >= t.refused.max(t.no_route) {
+        format!(
+            "{who} answered none of {} queries: over TCP it accepted the connection, read the query and closed it without a reply ({} times{first}): the server itself turns us away (an ACL: dnsdist's setACL, BIND's allow-query; or a rate limiter), not the path, and its silence over UDP is likely the same",
+            t.sent, t.closed
+        )
+    } else if t.refused > 0 && t.refused >= t.timeouts.max(t.no_route) {
         format!(
             "{who} refused {} of {} queries at once{first}: nothing listens on port {} there; is its DNS server running, on that port?",
             t.refused, t.sent, e.port
@@ -107,32 +121,61 @@ pub struct Context<'a> {
     pub this_node: Option<&'a str>,
     pub name: &'a str,
     pub timeout: Duration,
+    /// A p95 latency above this is slow.
+    pub slow: Duration,
     /// Conntrack's growth over the run (with --like-glibc).
     pub conntrack: Option<&'a ConntrackReport>,
 }
 
+/// Findings, and the rows each explains: a degraded row no finding explains gets one at the end.
+#[derive(Default)]
+struct Found {
+    findings: Vec<Finding>,
+    explained: Vec<SocketAddr>,
+}
+
+impl Found {
+    fn add(&mut self, kind: FindingKind, about: &[SocketAddr], message: String) {
+        self.explained.extend_from_slice(about);
+        self.findings.push(Finding { kind, message, about: about.to_vec() });
+    }
+}
+
 pub fn findings(cx: &Context) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut add = |kind, message: String| out.push(Finding { kind, message });
+    let mut found = Found::default();
     let judged: Vec<&EndpointReport> = cx.endpoints.iter().filter(|e| !e.not_ready()).collect();
     let failing: Vec<&EndpointReport> =
         judged.iter().copied().filter(|e| e.verdict == EndpointVerdict::Failing).collect();
     let rows = || judged.iter().copied().chain(cx.services);
 
     // Unreachable: every query got nothing at all (not late, not a truncated reply).
-    let nothing = |t: &ProtocolReport| t.timeouts + t.refused + t.no_route + t.errors == t.sent;
+    let nothing = |t: &ProtocolReport| t.timeouts + t.refused + t.no_route + t.closed + t.errors == t.sent;
     for e in failing.iter().filter(|e| nothing(&e.totals)) {
-        add(FindingKind::EndpointUnreachable, unreachable_words(e));
+        found.add(FindingKind::EndpointUnreachable, &[e.socket()], unreachable_words(e));
+    }
+    // A server that answers the same question now and refuses, drops, truncates or hangs up on
+    // it the next: its rate limiter, not the path (which would not pick) and not an ACL (which
+    // would refuse every time).
+    let mut rate_limited = Vec::new();
+    for e in rows() {
+        if let Some(message) = rate_limit_words(e) {
+            rate_limited.push(e.socket());
+            found.add(FindingKind::RateLimited, &[e.socket()], message);
+        }
     }
     for e in rows() {
-        for (rcode, n) in error_rcodes(&e.totals.rcodes).into_iter().filter(|(r, _)| *r != "NXDOMAIN") {
+        let beside_answers = |rcode: &str| rcode == "REFUSED" && rate_limited.contains(&e.socket());
+        for (rcode, n) in
+            error_rcodes(&e.totals.rcodes).into_iter().filter(|(r, _)| *r != "NXDOMAIN" && !beside_answers(r))
+        {
             let why = match rcode {
                 "REFUSED" => "it will not answer us: an ACL (allow-query, allow-recursion) or a server not authoritative for this name",
                 "SERVFAIL" => "it cannot resolve the name itself: check its upstream servers, forward loops and logs (kubectl logs)",
                 _ => "check its logs",
             };
-            add(
+            found.add(
                 FindingKind::ServerErrors,
+                &[e.socket()],
                 format!("{} answered {rcode} to {n} of {} queries: {why}", describe(e), e.totals.sent),
             );
         }
@@ -151,11 +194,12 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
                 e.answers.join(", ")
             )
         };
-        add(FindingKind::InconsistentAnswers, message);
+        found.add(FindingKind::InconsistentAnswers, &[e.socket()], message);
     }
     if !judged.is_empty() && judged.iter().all(|e| e.verdict == EndpointVerdict::Nxdomain) {
-        add(
+        found.add(
             FindingKind::NameExistsNowhere,
+            &[],
             format!(
                 "every endpoint says {} does not exist (NXDOMAIN): a wrong --name (search domains are not applied: write the full name), or the cluster's DNS has lost the zone",
                 cx.name
@@ -171,16 +215,18 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
             !works(dead) && works(alive) && clearly_fails(dead.sent, alive.replies(), alive.sent)
         };
         if blocked(udp, tcp) && udp.tcp_retry_failed == 0 {
-            add(
+            found.add(
                 FindingKind::ProtocolBlocked,
+                &[e.socket()],
                 format!(
                     "{} answers over TCP but not over UDP: something drops UDP 53 to it (a firewall, a security group or a NetworkPolicy)",
                     describe(e)
                 ),
             );
         } else if blocked(tcp, udp) {
-            add(
+            found.add(
                 FindingKind::ProtocolBlocked,
+                &[e.socket()],
                 format!(
                     "{} answers over UDP but not over TCP: TCP 53 to it is blocked, so answers too big for UDP will fail",
                     describe(e)
@@ -188,22 +234,34 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
             );
         }
     }
-    for e in rows().filter(|e| e.totals.tcp_retry_failed > 0) {
-        add(
-            FindingKind::TooBigForUdp,
+    for e in rows().filter(|e| e.totals.tcp_retry_failed > 0 && !rate_limited.contains(&e.socket())) {
+        let t = &e.totals;
+        let why = t.first_error.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        // "Blocked" only when no TCP exchange got through: a Service with one backend whose TCP
+        // is dropped answers the others' retries.
+        let tcp_answered = e.protocols.get("tcp").map_or(0, ProtocolReport::replies) + t.truncated_retried;
+        let message = if tcp_answered == 0 {
             format!(
-                "answers for {} from {} are too big for UDP (truncated) and TCP 53 is blocked: {} TCP retries failed{}",
+                "answers for {} from {} are too big for UDP (truncated) and TCP 53 is blocked: {} TCP retries failed{why}",
                 cx.name,
                 describe(e),
-                e.totals.tcp_retry_failed,
-                e.totals.first_error.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-            ),
-        );
+                t.tcp_retry_failed
+            )
+        } else {
+            format!(
+                "answers for {} from {} are too big for UDP (truncated), and {} of their TCP retries failed{why} while {tcp_answered} TCP exchanges were answered: TCP to some of what is behind it fails, not TCP 53 as a whole",
+                cx.name,
+                describe(e),
+                t.tcp_retry_failed
+            )
+        };
+        found.add(FindingKind::TooBigForUdp, &[e.socket()], message);
     }
     for e in rows().filter(|e| e.totals.late > 0) {
         let late_s = e.totals.late_max_ms.unwrap_or(0.0) / 1000.0;
-        add(
+        found.add(
             FindingKind::LateAnswers,
+            &[e.socket()],
             format!(
                 "{} answers arrive after {late_s:.1} s ({} of {} queries), later than --timeout {}: raise --timeout or look upstream (a slow forwarder)",
                 describe(e),
@@ -215,8 +273,9 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
     }
     for e in rows() {
         let Some(pairs) = e.totals.pairs.as_ref().filter(|p| p.part_lost > 0) else { continue };
-        add(
+        found.add(
             FindingKind::HalfAnsweredPairs,
+            &[e.socket()],
             format!(
                 "{}: {} of {} A+AAAA pairs sent as glibc sends them (one socket, back to back) lost one answer while the other came; a glibc client waits its 5 s timeout for it. {}This is the pattern of the conntrack insert race (kubernetes#56903): set `options single-request-reopen` in the pods' dnsConfig (or `use-vc`, DNS over TCP), or run NodeLocal DNSCache",
                 describe(e),
@@ -237,8 +296,9 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
             } else {
                 format!(" (is it still sending to the not-ready {}?)", not_ready.join(", "))
             };
-            add(
+            found.add(
                 FindingKind::ServicePath,
+                &[service.socket()],
                 format!(
                     "the Service {} failed {failed} of {} queries while every ready endpoint answered all of theirs: look at the path to the Service (kube-proxy's DNAT rules{also}, conntrack entries, an endpoint missing from this list), not at the pods",
                     service.socket(),
@@ -251,8 +311,9 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
             && share_explains(failed, service.totals.sent, failing.len(), judged.len())
         {
             let names: Vec<String> = failing.iter().map(|e| describe(e)).collect();
-            add(
+            found.add(
                 FindingKind::ServiceFailuresExplained,
+                &[service.socket()],
                 format!(
                     "the Service {} failed {failed} of {} queries ({:.0}%), matching the share of failing endpoints behind it ({} of {}): {}",
                     service.socket(),
@@ -274,8 +335,9 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
             nodes.sort_unstable();
             nodes.dedup();
             let next: Vec<String> = nodes.iter().map(|n| format!("netprobe vxlan {here} {n}")).collect();
-            add(
+            found.add(
                 FindingKind::CrossNode,
+                &failing.iter().map(|e| e.socket()).collect::<Vec<_>>(),
                 format!(
                     "every failing endpoint runs on another node ({}) while the ones on {here} answer: suspect the overlay between nodes (VXLAN UDP 8472 blocked?). Next: {}",
                     nodes.join(", "),
@@ -283,6 +345,127 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
                 ),
             );
         }
+    }
+    // Every degraded row has a finding that explains it.
+    let unexplained: Vec<&EndpointReport> = rows()
+        .filter(|e| e.verdict == EndpointVerdict::Degraded && !found.explained.contains(&e.socket()))
+        .collect();
+    for e in unexplained {
+        let t = &e.totals;
+        let slow = t.latency_ms.map(|l| l.p95).unwrap_or_default();
+        if t.unanswered() > 0 {
+            found.add(
+                FindingKind::SomeUnanswered,
+                &[e.socket()],
+                format!(
+                    "{} answered {} of {} queries and {} got no reply: loss on the path to it, or a server that sheds load or limits our rate; run again with --interval 200ms: a rate limit's losses go away when the queries come slower, the path's do not",
+                    describe(e),
+                    t.replies(),
+                    t.sent,
+                    t.unanswered()
+                ),
+            );
+        } else if slow > cx.slow.as_secs_f64() * 1000.0 {
+            found.add(
+                FindingKind::Slow,
+                &[e.socket()],
+                format!(
+                    "{} answers slowly: p95 {slow:.1} ms, above --slow {}: an overloaded server, a slow upstream, or a long path",
+                    describe(e),
+                    humantime::format_duration(cx.slow)
+                ),
+            );
+        }
+    }
+    found.findings
+}
+
+/// A row's rate limiting in words, when its evidence points there: losses, REFUSED, needless
+/// truncation or TCP connections closed without a reply, beside answers to the same question
+/// from the same server.
+fn rate_limit_words(e: &EndpointReport) -> Option<String> {
+    let t = &e.totals;
+    if t.answered == 0 {
+        return None;
+    }
+    let refused = t.rcodes.get("REFUSED").copied().unwrap_or(0);
+    let truncated = needless_truncation(e);
+    let mut signs = Vec::new();
+    if refused > 0 {
+        signs.push(format!("REFUSED {refused}"));
+    }
+    if truncated > 0 {
+        signs.push(format!(
+            "truncated {truncated} UDP answers that came whole in {} others",
+            e.protocols.get("udp").map_or(0, |u| u.answered.saturating_sub(u.truncated_retried))
+        ));
+    }
+    if t.closed > 0 {
+        signs.push(format!("closed {} TCP connections after reading the query, without a reply", t.closed));
+    }
+    if signs.is_empty() {
+        return None;
+    }
+    if t.timeouts > 0 {
+        signs.push(format!("left {} unanswered", t.timeouts));
+    }
+    Some(format!(
+        "{} answered {} of {} queries and, to the same question, {}: a rate limiter on the server (dnsdist's MaxQPSIPRule, BIND's rate-limit, CoreDNS's), not the network and not an ACL; run again with --interval 200ms (fewer queries a second) to confirm: a rate limit's losses go away",
+        describe(e),
+        t.answered,
+        t.sent,
+        signs.join(", ")
+    ))
+}
+
+/// What asking several names of the same servers tells: a server that answers one name and
+/// fails another has a broken upstream (or zone), not a broken pod or path; one that fails every
+/// name is down or cut off. `first` is the report of the first name, `others` of the rest.
+pub fn compare_names(first: &DnsReport, others: &[DnsReport]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let all: Vec<&DnsReport> = std::iter::once(first).chain(others).collect();
+    let rows = |r: &'_ DnsReport| {
+        r.endpoints
+            .iter()
+            .chain(&r.services)
+            .filter(|e| !e.not_ready())
+            .map(|e| (e.socket(), e.clone()))
+            .collect::<Vec<_>>()
+    };
+    for (socket, row) in rows(first) {
+        let per_name: Vec<(&str, EndpointVerdict)> = all
+            .iter()
+            .filter_map(|r| {
+                rows(r).into_iter().find(|(s, _)| *s == socket).map(|(_, e)| (r.name.as_str(), e.verdict))
+            })
+            .collect();
+        let answered: Vec<&str> = per_name
+            .iter()
+            .filter(|(_, v)| !matches!(v, EndpointVerdict::Failing))
+            .map(|(n, _)| *n)
+            .collect();
+        let failed: Vec<&str> =
+            per_name.iter().filter(|(_, v)| matches!(v, EndpointVerdict::Failing)).map(|(n, _)| *n).collect();
+        if failed.is_empty() {
+            continue;
+        }
+        let who = describe(&row);
+        let message = if answered.is_empty() {
+            format!(
+                "{who} fails every name asked ({}): the pod or the path to it is down, not its upstream",
+                failed.join(", ")
+            )
+        } else {
+            format!(
+                "{who} answers {} but fails {}: the pod and the path to it work, what it forwards to (CoreDNS's forward plugin: the node's /etc/resolv.conf or the servers named) or the zone of {} does not",
+                answered.join(", "),
+                failed.join(", "),
+                failed.join(", ")
+            )
+        };
+        let kind =
+            if answered.is_empty() { FindingKind::FailsEveryName } else { FindingKind::UpstreamBroken };
+        out.push(Finding { kind, message, about: vec![socket] });
     }
     out
 }
@@ -343,6 +526,8 @@ fn wilson_interval(k: u32, n: u32) -> (f64, f64) {
 mod tests {
     use super::*;
     use crate::dns::report::Latency;
+    use crate::dns::stats::Tally;
+    use crate::Health;
 
     fn endpoint(ip: &str, node: &str, sent: u32, answered: u32, answers: &[&str]) -> EndpointReport {
         EndpointReport {
@@ -408,6 +593,7 @@ mod tests {
             this_node: node,
             name: "kubernetes.default.svc.cluster.local.",
             timeout: Duration::from_secs(1),
+            slow: Duration::from_millis(250),
             conntrack: None,
         }
     }
@@ -558,6 +744,189 @@ mod tests {
         assert!(!found.iter().any(|f| f.message.contains("drops DNS")), "not called unreachable");
         assert!(found[2].message.contains("arrive after 1.5 s"), "{}", found[2].message);
         assert!(found[2].message.contains("raise --timeout or look upstream"));
+    }
+
+    /// An endpoint that answered `answered` of `sent` UDP queries with 10.96.0.1, and TCP as
+    /// given: its UDP and TCP rows and their totals.
+    fn over_both(ip: &str, udp: ProtocolReport, tcp: ProtocolReport) -> EndpointReport {
+        let mut e = endpoint(ip, "node-a", 0, 0, &["10.96.0.1"]);
+        let mut totals = Tally::default();
+        for row in [&udp, &tcp] {
+            let mut tally = Tally::default();
+            tally.report = row.clone();
+            totals.merge(&tally);
+        }
+        e.totals = totals.report;
+        e.totals.latency_ms = Some(Latency { p50: 1.0, p95: 2.0, p99: 3.0, max: 4.0 });
+        e.protocols = BTreeMap::from([("udp".to_string(), udp), ("tcp".to_string(), tcp)]);
+        e
+    }
+
+    fn row(sent: u32, answered: u32) -> ProtocolReport {
+        ProtocolReport {
+            sent,
+            answered,
+            rcodes: BTreeMap::from([("NOERROR".into(), answered)]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_rate_limiter_is_named_by_what_it_does_beside_answers() {
+        // dnsdist's MaxQPSIPRule(5) with RCodeAction(REFUSED), 40 queries at 100 a second: 3
+        // answered, 37 REFUSED, over UDP. Not an ACL: it answered the same question.
+        let mut udp = row(40, 3);
+        udp.error_replies = 37;
+        udp.rcodes.insert("REFUSED".into(), 37);
+        let refusing = over_both("192.0.2.10", udp, row(40, 40));
+        // BIND's rate-limit with slip 2: 7 dropped, 7 truncated though 26 came whole.
+        let mut udp = row(40, 33);
+        udp.timeouts = 7;
+        udp.truncated_retried = 7;
+        let slipping = over_both("192.0.2.11", udp, row(40, 40));
+        // dnsdist's DropAction over TCP: accepted, read, closed.
+        let mut tcp = row(40, 3);
+        tcp.closed = 37;
+        let closing = over_both("192.0.2.12", row(40, 40), tcp);
+        // dnsdist's TCAction: every answer truncated but 2, all fetched over TCP.
+        let mut udp = row(40, 40);
+        udp.truncated_retried = 38;
+        let truncating = over_both("192.0.2.13", udp, row(40, 40));
+        let endpoints = judge(vec![refusing, slipping, closing, truncating], &[]);
+        assert_eq!(verdicts(&endpoints), vec![Degraded; 4], "a needless truncation costs a TCP round trip");
+        let found = findings(&context(&endpoints, &[], None));
+        assert_eq!(kinds(&found), vec![FindingKind::RateLimited; 4], "{found:#?}");
+        assert!(
+            found[0].message.contains("answered 43 of 80 queries and, to the same question, REFUSED 37"),
+            "{}",
+            found[0].message
+        );
+        assert!(!found.iter().any(|f| f.message.contains("ACL (")), "not an ACL: {found:#?}");
+        assert!(
+            found[1]
+                .message
+                .contains("truncated 7 UDP answers that came whole in 26 others, left 7 unanswered"),
+            "{}",
+            found[1].message
+        );
+        assert!(
+            found[2].message.contains("closed 37 TCP connections after reading the query"),
+            "{}",
+            found[2].message
+        );
+        assert!(found.iter().all(|f| f.message.contains("--interval 200ms")));
+    }
+
+    #[test]
+    fn every_degraded_row_has_a_finding_that_explains_it() {
+        let mut cases = Vec::new();
+        for answered in [1, 5, 9] {
+            for (timeouts, late, servfail, slow) in
+                [(1, 0, 0, false), (0, 1, 0, false), (0, 0, 1, false), (0, 0, 0, true)]
+            {
+                let mut e =
+                    endpoint(&format!("192.0.2.{}", cases.len() + 1), "node-a", 10, answered, &["10.96.0.1"]);
+                let t = &mut e.totals;
+                t.timeouts = timeouts;
+                t.late = late;
+                t.error_replies = servfail;
+                if servfail > 0 {
+                    t.rcodes.insert("SERVFAIL".into(), servfail);
+                }
+                t.sent = answered + timeouts + late + servfail;
+                if slow {
+                    t.latency_ms = Some(Latency { p50: 100.0, p95: 900.0, p99: 900.0, max: 900.0 });
+                }
+                cases.push(e);
+            }
+        }
+        let endpoints = judge(cases, &[]);
+        let found = findings(&context(&endpoints, &[], None));
+        for e in endpoints.iter().filter(|e| e.verdict == Degraded) {
+            let who = e.socket().to_string();
+            assert!(
+                found.iter().any(|f| f.message.contains(&who)),
+                "{who} is degraded and unexplained: {found:#?}"
+            );
+        }
+        assert!(endpoints.iter().filter(|e| e.verdict == Degraded).count() >= 8);
+    }
+
+    #[test]
+    fn a_service_whose_tcp_answered_is_not_called_tcp_blocked() {
+        // Behind the Service, one backend's TCP is dropped: some truncated answers' TCP retries
+        // fail, the rest are answered.
+        let mut udp = row(20, 12);
+        udp.truncated_retried = 12;
+        udp.tcp_retry_failed = 8;
+        let mut tcp = row(20, 11);
+        tcp.timeouts = 9;
+        let service = over_both("192.0.2.10", udp, tcp);
+        let services = judge(vec![service], &[]);
+        let found = findings(&context(&[], &services, None));
+        let too_big: Vec<&Finding> = found.iter().filter(|f| f.kind == FindingKind::TooBigForUdp).collect();
+        assert_eq!(too_big.len(), 1, "{found:#?}");
+        assert!(!too_big[0].message.contains("TCP 53 is blocked"), "{}", too_big[0].message);
+        assert!(too_big[0].message.contains("8 of their TCP retries failed"), "{}", too_big[0].message);
+    }
+
+    #[test]
+    fn asking_two_names_tells_a_broken_upstream_from_a_pod_that_is_down() {
+        let report = |name: &str, endpoints: Vec<EndpointReport>| {
+            let endpoints = judge(endpoints, &[]);
+            let findings = findings(&Context { name, ..context(&endpoints, &[], None) });
+            DnsReport {
+                probe: "dns",
+                name: name.into(),
+                record_type: "A".into(),
+                this_node: None,
+                verdict: if endpoints.iter().any(|e| e.verdict.is_fault()) {
+                    Health::Fault
+                } else {
+                    Health::Ok
+                },
+                endpoints,
+                services: vec![],
+                findings,
+                conntrack: None,
+                other_names: vec![],
+            }
+        };
+        // .53 answers the cluster's name and nothing for the external one; .54 answers neither.
+        let cluster = report(
+            "kubernetes.default.svc.cluster.local.",
+            vec![
+                endpoint("192.0.2.53", "node-a", 5, 5, &["10.96.0.1"]),
+                endpoint("192.0.2.54", "node-b", 5, 0, &[]),
+            ],
+        );
+        let external = report(
+            "example.com.",
+            vec![endpoint("192.0.2.53", "node-a", 5, 0, &[]), endpoint("192.0.2.54", "node-b", 5, 0, &[])],
+        );
+        let both = cluster.with_other_names(vec![external]);
+        assert_eq!(both.verdict, Health::Fault);
+        let compared: Vec<&Finding> = both
+            .findings
+            .iter()
+            .filter(|f| matches!(f.kind, FindingKind::UpstreamBroken | FindingKind::FailsEveryName))
+            .collect();
+        assert_eq!(
+            kinds(&compared.iter().map(|f| (*f).clone()).collect::<Vec<_>>()),
+            vec![FindingKind::UpstreamBroken, FindingKind::FailsEveryName]
+        );
+        assert!(compared[0].message.starts_with("192.0.2.53:53 (coredns-node-a on node-a) answers kubernetes.default.svc.cluster.local. but fails example.com."), "{}", compared[0].message);
+        // "Unreachable" stays only for the server that answers nothing.
+        let unreachable = |r: &DnsReport| {
+            r.findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::EndpointUnreachable)
+                .map(|f| f.about.clone())
+                .collect::<Vec<_>>()
+        };
+        let down: Vec<SocketAddr> = vec!["192.0.2.54:53".parse().unwrap()];
+        assert_eq!(unreachable(&both), vec![down.clone()]);
+        assert_eq!(unreachable(&both.other_names[0]), vec![down]);
     }
 
     #[test]

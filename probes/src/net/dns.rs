@@ -29,6 +29,9 @@ pub enum FailureKind {
     Refused,
     /// No route to the address (ICMP host or network unreachable, or none in our table).
     NoRoute,
+    /// The server accepted the TCP connection, took the query and closed (or reset) it without
+    /// a reply: the server itself turns us away (an ACL, a rate limiter), not the path.
+    Closed,
     /// Anything else the socket said.
     Other,
 }
@@ -265,13 +268,19 @@ impl Transport for Sockets {
             framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
             framed.extend_from_slice(query);
             stream.write_all(&framed).await.map_err(|e| (FailureKind::of(&e), format!("tcp send: {e}")))?;
-            let length =
-                stream.read_u16().await.map_err(|e| (FailureKind::of(&e), format!("tcp receive: {e}")))?;
+            // Connected and sent: an end or a reset now is the server's own doing.
+            let received = |e: io::Error| {
+                let kind = match e.kind() {
+                    io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted => FailureKind::Closed,
+                    _ => FailureKind::of(&e),
+                };
+                (kind, format!("tcp receive: {e}"))
+            };
+            let length = stream.read_u16().await.map_err(received)?;
             let mut reply = vec![0u8; usize::from(length)];
-            stream
-                .read_exact(&mut reply)
-                .await
-                .map_err(|e| (FailureKind::of(&e), format!("tcp receive: {e}")))?;
+            stream.read_exact(&mut reply).await.map_err(received)?;
             Ok::<_, (FailureKind, String)>(reply)
         };
         match tokio::time::timeout(timeout + grace, exchange).await {
