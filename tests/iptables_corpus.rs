@@ -86,3 +86,71 @@ fn iptables_list_output_is_read_with_a_note() {
     assert_eq!(set["chains"][0]["owner"], "kube-router");
     assert!(set["orphan_chains"].as_array().unwrap().is_empty(), "the kubelet's canary is a marker: {set}");
 }
+
+#[test]
+fn pasted_dumps_are_read_as_pasted() {
+    // Indented four blanks, as in a chat or an issue: the same verdict as the file itself.
+    let (code, report, stderr) = run("psa1-indented.rules", &[]);
+    assert_eq!((code, sets(&report)), (0, vec![("ipv4".into(), 36, 1, "ok".into())]), "{stderr}");
+    // Cut short inside its first table: what is there is analysed, and said to be cut.
+    let (code, report, stderr) = run("ugent-cut-short.rules", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(sets(&report)[0].1 > 0, "{report}");
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("without COMMIT (cut short?)"), "{notes}");
+    // ...and no cleanup script is written from it.
+    let output = Command::new(env!("CARGO_BIN_EXE_netprobe"))
+        .args(["iptables", "--cleanup-script", "--file"])
+        .arg(corpus("ugent-cut-short.rules"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("give the whole dump"));
+    // `iptables -S` then `iptables -S -t nat` (real iptables 1.8.9 over the CNI plugins' rules):
+    // nat's chains are nat's.
+    let (code, report, stderr) = run("cni-list-S-then-S-t-nat.txt", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let chains = report["rulesets"][0]["chains"].as_array().unwrap();
+    let table_of = |chain: &str| {
+        chains.iter().find(|c| c["chain"] == chain).map(|c| c["table"].as_str().unwrap().to_string())
+    };
+    assert_eq!(table_of("CNI-HOSTPORT-DNAT").as_deref(), Some("nat"), "{report}");
+    assert_eq!(table_of("CNI-FORWARD").as_deref(), Some("filter"));
+    assert_eq!(sets(&report)[0].1, 34, "every rule of both listings");
+}
+
+#[test]
+fn the_cni_plugins_rules_are_owned_by_who_wrote_them() {
+    // bridge, portmap and firewall (containernetworking-plugins 1.1.1) for three pods.
+    let (code, report, stderr) = run("cni-plugins-three-pods.rules", &[]);
+    assert_eq!((code, sets(&report)), (0, vec![("ipv4".into(), 34, 0, "ok".into())]), "{stderr}");
+    let chains = report["rulesets"][0]["chains"].as_array().unwrap();
+    for chain in chains.iter().filter(|c| c["chain"].as_str().unwrap().starts_with("CNI-DN-")) {
+        assert_eq!(chain["owner"], "cni-portmap", "{chain}");
+    }
+    assert!(report["rulesets"][0]["orphan_chains"].as_array().unwrap().is_empty());
+    // portmap's removal cut half way (the jump to a pod's DNAT chain gone, the chain left):
+    // the chain is an orphan.
+    let (_, report, _) = run("cni-portmap-half-deleted.rules", &[]);
+    let orphans = &report["rulesets"][0]["orphan_chains"];
+    assert_eq!(
+        orphans,
+        &serde_json::json!([{"table": "nat", "chain": "CNI-DN-6029b5edc6546994e6e87"}]),
+        "{report}"
+    );
+}
+
+#[test]
+fn an_nft_listing_is_read_and_other_dumps_are_named() {
+    let nft = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/nft/kube-proxy-overall.nft");
+    let output = Command::new(env!("CARGO_BIN_EXE_netprobe"))
+        .args(["iptables", "-o", "json", "--file"])
+        .arg(&nft)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(sets(&report), vec![("ipv4".into(), 57, 0, "ok".into())]);
+    assert_eq!(report["rulesets"][0]["backend"], "nftables");
+    assert_eq!(report["rulesets"][0]["chains"][0]["owner"], "kube-proxy");
+}

@@ -223,3 +223,46 @@ fn apply_removes_the_copies_and_refuses_when_a_chain_changed_meanwhile() -> Test
     assert_eq!(saved_rules(&node), first_copies(&added), "first copies kept in order, the new rule too");
     Ok(())
 }
+
+#[test]
+fn kube_proxys_nftables_mode_is_read_live_beside_iptables() -> TestResult {
+    let Some(mut lab) = lab_or_skip("ipt-nft-live") else { return Ok(()) };
+    let ns = lab.host("node")?;
+    // kube-proxy's own expected rules (its TestOverallNFTablesRules), then one rule re-added 30
+    // times, as a writer that does not check first would; and an iptables-nft rule beside them.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/nft/kube-proxy-overall.nft-f");
+    ns.sh(&format!("nft -f {}", script.display()))?;
+    for _ in 0..30 {
+        ns.sh("nft add rule ip kube-proxy masquerading masquerade fully-random")?;
+    }
+    ns.sh("iptables-nft -A INPUT -p tcp --dport 22 -j ACCEPT")?;
+    let before = ns.sh("nft list ruleset")?;
+    let (code, out) = netprobe(&ns, &["iptables", "-o", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out)?;
+    let native = report["rulesets"].as_array().unwrap().iter().find(|r| r["backend"] == "nftables").unwrap();
+    assert_eq!(
+        (native["total_rules"].as_u64(), native["duplicate_rules"].as_u64()),
+        (Some(87), Some(30)),
+        "{native}"
+    );
+    assert_eq!(native["verdict"], "bloated");
+    assert_eq!(native["duplicate_groups"][0]["chain"], "masquerading");
+    assert_eq!(native["duplicate_groups"][0]["owner"], "kube-proxy");
+    // The iptables-nft rule is read once, by iptables-nft-save, not again from the nft listing.
+    let iptables =
+        report["rulesets"].as_array().unwrap().iter().find(|r| r["backend"] == "nf_tables").unwrap();
+    assert_eq!(iptables["total_rules"], 1, "{report}");
+    // No iptables-restore script for nftables rules: the way to remove them is said instead.
+    let output =
+        ns.command(env!("CARGO_BIN_EXE_netprobe")).args(["iptables", "--cleanup-script"]).output()?;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("nft delete rule ip kube-proxy handle N"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(ns.sh("nft list ruleset")?, before, "reading changed nothing");
+    Ok(())
+}

@@ -14,7 +14,10 @@ use indexmap::IndexMap;
 
 use super::owner::{is_builtin, is_marker, owner, rule_owner};
 use super::report::{ChainRef, ChainSummary, DuplicateGroup, Family, HashGroup, RulesetReport, Verdict};
-use super::save_format::{classify, facts, header, kube_router_hash, Header, Line};
+use super::save_format::{classify, facts, header, kube_router_hash, Header, Line, RuleFacts};
+
+/// The backend of rule sets read from `nft list ruleset`.
+pub const NATIVE_NFTABLES: &str = "nftables";
 
 /// A line longer than this is not iptables-save output (and must not grow memory without bound).
 pub const MAX_LINE: usize = 1 << 20;
@@ -46,6 +49,13 @@ pub struct Analysis {
     saw_ipv6: bool,
     /// `iptables -S` lines were read (no counters, no tables).
     pub list_format: bool,
+    /// With `iptables -S`: the built-in chains whose policies open the current block, and
+    /// whether its rules have started (a new `-P` block after rules is another table's listing,
+    /// `iptables -S -t nat` pasted after `iptables -S`).
+    list_block: Option<(Vec<String>, bool)>,
+    /// The table the input ended in without its COMMIT: a dump cut short, analysed as far as
+    /// it goes.
+    pub cut_short: Option<String>,
     pub first_line: u64,
     total_rules: u64,
 }
@@ -66,6 +76,10 @@ struct Chain {
     total: u64,
     /// A hash of every rule in order: tells whether the chain changed between two reads.
     fingerprint: u64,
+    /// From its first stateful rule on, the chain's rules in order (indices into `rules`), and
+    /// how many distinct rules came before it: where each copy of a stateful rule stands, which
+    /// the cleanup keeps. Chains without stateful rules keep no sequence.
+    sequence: Option<(usize, Vec<u32>)>,
 }
 
 struct Rule {
@@ -73,6 +87,8 @@ struct Rule {
     kube_router_comment: Option<(Box<str>, Box<str>)>, // (hash, whole comment)
     owner: Option<&'static str>,
     stateful: Option<String>,
+    /// An XOR of the mark (`--xor-mark`, `--set-xmark V/0`): two in a row cancel.
+    xor: bool,
 }
 
 /// Reads iptables-save (or `iptables -S`) text to the end: one [`Analysis`] per rule set. Errors
@@ -147,8 +163,14 @@ pub fn analyse<R: BufRead>(mut reader: R) -> Result<Vec<Analysis>, String> {
                 set.tables[table].declare(name, policy == "-" && !is_builtin(name));
             }
             Line::Policy { chain, .. } => {
-                let table = set.list_table(&mut open_table);
-                set.tables[table].declare(chain, false);
+                // A -P block opens each table's listing: one after rules is the next table's.
+                match &mut set.list_block {
+                    Some((policies, false)) => policies.push(chain.to_string()),
+                    _ => {
+                        set.list_block = Some((vec![chain.to_string()], false));
+                        open_table = None;
+                    }
+                }
             }
             Line::NewChain(chain) => {
                 let table = set.list_table(&mut open_table);
@@ -171,33 +193,15 @@ pub fn analyse<R: BufRead>(mut reader: R) -> Result<Vec<Analysis>, String> {
                     },
                 };
                 last_chain = Some((table_index, chain_index));
-                let entry = &mut table.chains[chain_index];
-                entry.total += 1;
                 set.total_rules += 1;
-                if let Some((index, _, rule)) = entry.rules.get_full_mut(spec) {
-                    rule.copies += 1;
-                    entry.fingerprint = fingerprint(entry.fingerprint, index);
-                    predicted = Some((table_index, chain_index, (index + 1) % entry.rules.len()));
-                    return Ok(());
-                }
-                // A rule seen for the first time enters the fingerprint with its text.
-                let index = entry.rules.len();
-                entry.fingerprint = fingerprint(entry.fingerprint, (index, spec));
-                predicted = Some((table_index, chain_index, 0));
-                let facts = facts(spec).map_err(fail)?;
-                if spec.contains("-p ipv6-icmp") || spec.contains("-p icmpv6") || has_ipv6_address(spec) {
+                let (index, new) = table.record(chain_index, spec, facts).map_err(fail)?;
+                if new
+                    && (spec.contains("-p ipv6-icmp") || spec.contains("-p icmpv6") || has_ipv6_address(spec))
+                {
                     set.saw_ipv6 = true;
                 }
-                let owner = rule_owner(&facts, &table.name, chain);
-                if let Some(target) = facts.target {
-                    table.targets.insert(target);
-                }
-                let kube_router_comment =
-                    facts.comment.as_deref().and_then(|c| kube_router_hash(c).map(|h| (h.into(), c.into())));
-                table.chains[chain_index].rules.insert(
-                    spec.into(),
-                    Rule { copies: 1, kube_router_comment, owner, stateful: facts.stateful },
-                );
+                let distinct = table.chains[chain_index].rules.len();
+                predicted = Some((table_index, chain_index, if new { 0 } else { (index + 1) % distinct }));
             }
             Line::Commit => {
                 if open_table.take().is_none() {
@@ -208,17 +212,27 @@ pub fn analyse<R: BufRead>(mut reader: R) -> Result<Vec<Analysis>, String> {
         Ok(())
     })?;
     if let (Some(open), false) = (open_table, sets.last().is_some_and(|s| s.list_format)) {
-        let set = sets.last().expect("present");
-        return Err(format!(
-            "line {line_no}: the input ends inside table {} without COMMIT (cut short?)",
-            set.tables[open].name
-        ));
+        // Cut short (a paste that stopped, a truncated file): what is there is still analysed.
+        let set = sets.last_mut().expect("present");
+        set.cut_short = Some(set.tables[open].name.clone());
     }
     // A trailing header with nothing after it is not a rule set of its own.
     if sets.len() > 1 && sets.last().is_some_and(|s| s.tables.is_empty()) {
         sets.pop();
     }
     Ok(sets)
+}
+
+/// The table an `iptables -S` listing is of, by the built-in chains its `-P` lines name: each
+/// table has its own set (security and filter share one: filter, the likelier).
+fn table_of_policies(policies: &[String]) -> &'static str {
+    let has = |chain: &str| policies.iter().any(|p| p == chain);
+    match (has("PREROUTING"), has("INPUT"), has("FORWARD"), has("OUTPUT"), has("POSTROUTING")) {
+        (true, true, true, true, true) => "mangle",
+        (true, true, false, true, true) | (true, false, false, true, true) => "nat",
+        (true, false, false, true, false) => "raw",
+        _ => "filter",
+    }
 }
 
 /// The chain's fingerprint with one more rule: a fixed-seed hash of (fingerprint, the rule's index
@@ -261,7 +275,53 @@ impl Table {
         rule.copies += 1;
         entry.total += 1;
         entry.fingerprint = fingerprint(entry.fingerprint, index);
+        if let Some((_, sequence)) = &mut entry.sequence {
+            sequence.push(index as u32);
+        }
         Some((index + 1) % entry.rules.len())
+    }
+
+    /// Counts one rule of chain `chain`: one more copy of a rule seen before, or a new one whose
+    /// facts are read (only then, so a million copies are tokenised once). Returns the rule's
+    /// index among the chain's distinct rules, and whether it is new.
+    fn record(
+        &mut self,
+        chain: usize,
+        spec: &str,
+        facts: impl FnOnce(&str) -> Result<RuleFacts, String>,
+    ) -> Result<(usize, bool), String> {
+        let entry = &mut self.chains[chain];
+        entry.total += 1;
+        if let Some((index, _, rule)) = entry.rules.get_full_mut(spec) {
+            rule.copies += 1;
+            entry.fingerprint = fingerprint(entry.fingerprint, index);
+            if let Some((_, sequence)) = &mut entry.sequence {
+                sequence.push(index as u32);
+            }
+            return Ok((index, false));
+        }
+        // A rule seen for the first time enters the fingerprint with its text.
+        let index = entry.rules.len();
+        entry.fingerprint = fingerprint(entry.fingerprint, (index, spec));
+        let facts = facts(spec)?;
+        let owner = rule_owner(&facts, &self.name, &self.chains[chain].name);
+        if let Some(target) = &facts.target {
+            self.targets.insert(target.clone());
+        }
+        let kube_router_comment =
+            facts.comment.as_deref().and_then(|c| kube_router_hash(c).map(|h| (h.into(), c.into())));
+        let entry = &mut self.chains[chain];
+        if facts.stateful.is_some() && entry.sequence.is_none() {
+            entry.sequence = Some((index, Vec::new()));
+        }
+        if let Some((_, sequence)) = &mut entry.sequence {
+            sequence.push(index as u32);
+        }
+        entry.rules.insert(
+            spec.into(),
+            Rule { copies: 1, kube_router_comment, owner, stateful: facts.stateful, xor: facts.xor },
+        );
+        Ok((index, true))
     }
 
     /// The index of chain `name`, declared now if new.
@@ -276,18 +336,101 @@ impl Table {
             rules: IndexMap::default(),
             total: 0,
             fingerprint: 0,
+            sequence: None,
         });
         self.chains.len() - 1
     }
 }
 
+impl Chain {
+    /// The rules the cleanup keeps, as indices into `rules`, in order: the first copy of each
+    /// plain rule; every copy of a stateful one, where it stood (each keeps its own state), but
+    /// pairs of the same XOR of the mark in a row, which cancel; with `dedupe_stateful`, the
+    /// first copy of every rule.
+    fn kept(&self, dedupe_stateful: bool) -> Vec<usize> {
+        let Some((before, sequence)) = self.sequence.as_ref().filter(|_| !dedupe_stateful) else {
+            return (0..self.rules.len()).collect();
+        };
+        let mut kept: Vec<usize> = (0..*before).collect();
+        let mut seen = vec![false; self.rules.len()];
+        for &index in &kept {
+            seen[index] = true;
+        }
+        let mut run = 0; // copies of the current XOR rule in a row
+        for (at, &index) in sequence.iter().enumerate() {
+            let index = index as usize;
+            let rule = &self.rules[index];
+            if rule.xor {
+                run += 1;
+                // At the end of a run of one XOR rule, keep one copy if the run is odd.
+                if sequence.get(at + 1) != Some(&(index as u32)) {
+                    if run % 2 == 1 {
+                        kept.push(index);
+                    }
+                    run = 0;
+                }
+            } else if rule.stateful.is_some() {
+                kept.push(index);
+            } else if !seen[index] {
+                seen[index] = true;
+                kept.push(index);
+            }
+        }
+        kept
+    }
+}
+
 impl Analysis {
+    /// An empty rule set of native nftables tables of `family`, printed by `command`.
+    pub(crate) fn native(family: Family, command: &str, version: Option<&str>) -> Analysis {
+        let mut set = Analysis::new(1);
+        set.header = Some(Header {
+            command: command.to_string(),
+            version: version.unwrap_or_default().to_string(),
+            backend: Some(NATIVE_NFTABLES.to_string()),
+            family,
+        });
+        set
+    }
+
+    /// Declares chain `chain` of table `table`; `user_defined` for a chain entered only by a jump.
+    pub(crate) fn add_chain(&mut self, table: &str, chain: &str, user_defined: bool) {
+        let table = self.table(table);
+        self.tables[table].declare(chain, user_defined);
+    }
+
+    /// Counts a rule of `table`/`chain` (declared first) whose facts were read already.
+    pub(crate) fn add_rule(&mut self, table: &str, chain: &str, spec: &str, facts: RuleFacts) {
+        let table = self.table(table);
+        let chain = self.tables[table].declare(chain, true);
+        self.total_rules += 1;
+        let _ = self.tables[table].record(chain, spec, |_| Ok(facts));
+    }
+
+    /// Notes that something of `table` sends packets to `chain` (an nft verdict map's element).
+    pub(crate) fn add_target(&mut self, table: &str, chain: &str) {
+        let table = self.table(table);
+        self.tables[table].targets.insert(chain.to_string());
+    }
+
+    /// The names of the tables read.
+    pub fn table_names(&self) -> impl Iterator<Item = &str> {
+        self.tables.iter().map(|t| t.name.as_str())
+    }
+
+    /// Native nftables tables, not iptables-save output.
+    pub fn is_native_nftables(&self) -> bool {
+        self.backend() == Some(NATIVE_NFTABLES)
+    }
+
     fn new(first_line: u64) -> Analysis {
         Analysis {
             tables: Vec::new(),
             header: None,
             saw_ipv6: false,
             list_format: false,
+            list_block: None,
+            cut_short: None,
             first_line,
             total_rules: 0,
         }
@@ -308,10 +451,22 @@ impl Analysis {
         }
     }
 
-    /// `iptables -S` names no table: its lines go to `filter` (what -S lists without -t).
+    /// `iptables -S` names no table: each listing's table is told by the built-in chains whose
+    /// policies open it (`-S -t nat` lists PREROUTING, INPUT, OUTPUT, POSTROUTING), and is
+    /// `filter` (what -S lists without -t) when that says nothing else.
     fn list_table(&mut self, open: &mut Option<usize>) -> usize {
         self.list_format = true;
-        let index = self.table("filter");
+        if let Some(index) = *open {
+            return index;
+        }
+        let policies = match &mut self.list_block {
+            Some((policies, started)) => {
+                *started = true;
+                policies.clone()
+            }
+            None => Vec::new(),
+        };
+        let index = self.table(table_of_policies(&policies));
         *open = Some(index);
         index
     }
@@ -366,23 +521,20 @@ impl Analysis {
         Some((c.fingerprint, c.total))
     }
 
-    /// Chains the cleanup rewrites: those with duplicates, except (unless `dedupe_stateful`) those
-    /// holding copies of a stateful rule, which are left as they are.
+    /// Chains the cleanup rewrites: those it would remove a rule from.
     fn dirty_chains(&self, dedupe_stateful: bool) -> impl Iterator<Item = (&Table, &Chain)> {
-        self.chains().filter(move |(_, c)| {
-            c.total > c.rules.len() as u64
-                && (dedupe_stateful || !c.rules.values().any(|r| r.copies > 1 && r.stateful.is_some()))
-        })
+        self.chains().filter(move |(_, c)| (c.kept(dedupe_stateful).len() as u64) < c.total)
     }
 
     /// (table, chain, rules now, rules after) of each chain the cleanup rewrites.
     pub fn cleanup_plan(&self, dedupe_stateful: bool) -> Vec<(String, String, u64, u64)> {
         self.dirty_chains(dedupe_stateful)
-            .map(|(t, c)| (t.name.clone(), c.name.clone(), c.total, c.rules.len() as u64))
+            .map(|(t, c)| (t.name.clone(), c.name.clone(), c.total, c.kept(dedupe_stateful).len() as u64))
             .collect()
     }
 
     pub fn report(&self, thresholds: &Thresholds, restore_command: String) -> RulesetReport {
+        let native = self.is_native_nftables();
         let mut chains: Vec<ChainSummary> = self
             .chains()
             .map(|(t, c)| ChainSummary {
@@ -401,7 +553,7 @@ impl Analysis {
                 c.rules.iter().filter(|(_, r)| r.copies > 1).map(move |(spec, r)| DuplicateGroup {
                     table: t.name.clone(),
                     chain: c.name.clone(),
-                    rule: rule_text(&c.name, spec),
+                    rule: if native { spec.to_string() } else { rule_text(&c.name, spec) },
                     copies: r.copies,
                     owner: r.owner,
                     stateful: r.stateful.clone(),
@@ -532,7 +684,8 @@ impl Analysis {
             writeln!(out, "*{}", table.name)?;
             for chain in dirty {
                 writeln!(out, "-F {}", chain.name)?;
-                for spec in chain.rules.keys() {
+                for index in chain.kept(dedupe_stateful) {
+                    let (spec, _) = chain.rules.get_index(index).expect("kept indices are the chain's");
                     writeln!(out, "{}", rule_text(&chain.name, spec))?;
                 }
             }
@@ -563,6 +716,11 @@ fn explain(
     if verdict == Verdict::Ok {
         return None;
     }
+    // nftables rules are not removed by a restore script: nft deletes them by handle.
+    let removal = match backend {
+        Some(NATIVE_NFTABLES) => "remove the extra copies by handle (`nft -a list chain FAMILY TABLE CHAIN`, then `nft delete rule FAMILY TABLE CHAIN handle N`)".to_string(),
+        _ => "remove the copies with `netprobe iptables --cleanup-script`".to_string(),
+    };
     // Copies in a built-in chain count as kube-router's when the rule is (its comment or jump).
     let kube_router = groups.iter().any(|g| g.owner == Some("kube-router"));
     if kube_router {
@@ -586,8 +744,7 @@ fn explain(
     let who = worst.owner.map(|o| format!(" ({o})")).unwrap_or_default();
     Some(format!(
         "Rules are appended again without being checked first: {} copies of one rule in {}/{}{who}. Find what \
-         writes that chain and why its existence check fails, then remove the copies with \
-         `netprobe iptables --cleanup-script`.",
+         writes that chain and why its existence check fails, then {removal}.",
         worst.copies, worst.table, worst.chain
     ))
 }
@@ -720,9 +877,11 @@ COMMIT
             String::from_utf8(out).unwrap()
         };
         let kept = script(false);
-        assert!(!kept.contains("-F INPUT"), "INPUT holds the stateful copies: left alone\n{kept}");
+        // INPUT's plain copy goes; both copies of the sampling rule stay, where they stood.
+        assert!(kept.contains("-F INPUT") && kept.contains("filter/INPUT: 4 rules now, 3 after"), "{kept}");
+        assert_eq!(kept.matches("-m statistic").count(), 2, "{kept}");
         assert!(kept.contains("-F OUTPUT"));
-        assert!(script(true).contains("-F INPUT"));
+        assert!(script(true).contains("filter/INPUT: 4 rules now, 2 after"));
     }
 
     #[test]
@@ -788,7 +947,6 @@ COMMIT
                 "line 3: rule for chain OUTPUT, which was not declared",
             ),
             ("*filter\n*nat\n", "line 2: *nat starts before table filter was closed"),
-            ("*filter\n:INPUT ACCEPT [0:0]\n", "line 2: the input ends inside table filter without COMMIT"),
             ("COMMIT\n", "line 1: COMMIT without a table"),
             (":INPUT ACCEPT [0:0]\n", "line 1: chain INPUT outside a table"),
             ("*filter\n:X - [0:0]\n-A X -m comment --comment \"open\nCOMMIT\n", "line 3: unterminated quote"),
@@ -801,6 +959,74 @@ COMMIT
         assert_eq!(err, "line 2: not UTF-8 text");
         let long = vec![b'#'; MAX_LINE + 10];
         assert!(analyse(&long[..]).err().unwrap().contains("a line longer than"));
+    }
+
+    #[test]
+    fn pasted_dumps_are_read_as_people_paste_them() {
+        // Indented by a chat or an issue, and cut short: what is there is analysed and said.
+        let cut =
+            " # Generated by iptables-save v1.8.9 (nf_tables) on Mon\n *filter\n :INPUT ACCEPT [0:0]\n \
+                   -A INPUT -j ACCEPT\n -A INPUT -j ACCEPT\n";
+        let sets = analyse(cut.as_bytes()).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!((sets[0].total_rules(), sets[0].duplicate_rules()), (2, 1));
+        assert_eq!(sets[0].cut_short.as_deref(), Some("filter"));
+        assert_eq!(sets[0].version(), Some("1.8.9"), "the indented header is read too");
+        // `iptables -S` followed by `iptables -S -t nat`: two tables, told by their policies.
+        let listed = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N KUBE-FORWARD\n-A FORWARD -j KUBE-FORWARD\n\
+                      -P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n-N KUBE-SERVICES\n\
+                      -A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\n";
+        let set = run(listed).unwrap();
+        assert!(set.chain_state("filter", "KUBE-FORWARD").is_some());
+        assert!(set.chain_state("nat", "KUBE-SERVICES").is_some(), "nat's rules are nat's, not filter's");
+        assert!(set.chain_state("filter", "KUBE-SERVICES").is_none());
+        assert_eq!(set.chain_state("nat", "OUTPUT").map(|(_, n)| n), Some(1));
+    }
+
+    #[test]
+    fn plain_copies_go_beside_stateful_ones_and_xor_marks_go_in_pairs() {
+        // Two `-m limit` copies (each limits on its own: kept where they stand) among plain
+        // copies (removed), and a run of four identical XORs of the mark (two pairs: gone) then
+        // three (one stays).
+        const XOR: &str = "-j MARK --set-xmark 0x1/0x0";
+        let text = format!(
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             -A PREROUTING -i lo -j ACCEPT\n\
+             -A PREROUTING -p icmp -m limit --limit 1/s -j ACCEPT\n\
+             -A PREROUTING -i lo -j ACCEPT\n\
+             -A PREROUTING -p icmp -m limit --limit 1/s -j ACCEPT\n\
+             -A PREROUTING -p tcp -j ACCEPT\n\
+             -A OUTPUT {XOR}\n-A OUTPUT {XOR}\n-A OUTPUT {XOR}\n-A OUTPUT {XOR}\n-A OUTPUT -o lo -j ACCEPT\n\
+             -A OUTPUT {XOR}\n-A OUTPUT {XOR}\n-A OUTPUT {XOR}\nCOMMIT\n"
+        );
+        let analysis = run(&text).unwrap();
+        let mut out = Vec::new();
+        analysis.write_cleanup_script(&mut out, "", false).unwrap();
+        let script = String::from_utf8(out).unwrap();
+        let body: Vec<&str> = script.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            [
+                "*mangle",
+                "-F PREROUTING",
+                "-A PREROUTING -i lo -j ACCEPT",
+                "-A PREROUTING -p icmp -m limit --limit 1/s -j ACCEPT",
+                "-A PREROUTING -p icmp -m limit --limit 1/s -j ACCEPT",
+                "-A PREROUTING -p tcp -j ACCEPT",
+                "-F OUTPUT",
+                "-A OUTPUT -o lo -j ACCEPT",
+                "-A OUTPUT -j MARK --set-xmark 0x1/0x0",
+                "COMMIT",
+            ],
+            "{script}"
+        );
+        assert_eq!(
+            analysis.cleanup_plan(false),
+            [("mangle".into(), "PREROUTING".into(), 5, 4), ("mangle".into(), "OUTPUT".into(), 8, 2)]
+        );
+        // Asked to, every copy goes but the first.
+        assert_eq!(analysis.cleanup_plan(true)[1], ("mangle".into(), "OUTPUT".into(), 8, 2));
+        assert_eq!(analysis.cleanup_plan(true)[0], ("mangle".into(), "PREROUTING".into(), 5, 3));
     }
 
     #[test]

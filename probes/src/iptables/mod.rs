@@ -3,6 +3,7 @@
 //! linear cleanup script (applied only with --apply, after checking nothing changed).
 
 mod analysis;
+pub mod nft;
 mod owner;
 mod report;
 pub mod save_format;
@@ -41,6 +42,8 @@ impl Selection {
     fn allows(self, family: Family, backend: Option<&str>) -> bool {
         let family_ok = match self.ipv6 {
             None => true,
+            // nftables' inet tables hold both families.
+            Some(_) if family == Family::Inet => true,
             Some(v6) => v6 == (family == Family::Ipv6),
         };
         let backend_ok = match self.backend {
@@ -93,14 +96,31 @@ pub fn load(input: &Input, selection: Selection) -> Result<Loaded> {
     Ok(loaded)
 }
 
-fn from_reader<R: std::io::BufRead>(reader: R, name: &str) -> Result<Loaded> {
+fn from_reader<R: std::io::BufRead>(mut reader: R, name: &str) -> Result<Loaded> {
+    // What the input is, from its start: iptables-save (streamed, it may be a million lines),
+    // or an nft listing, or something people paste for it that is neither.
+    let start = {
+        let chunk = reader.fill_buf().map_err(|e| Error::invalid(name, format!("cannot read: {e}")))?;
+        String::from_utf8_lossy(&chunk[..chunk.len().min(4096)]).into_owned()
+    };
+    if nft::looks_like_listing(&start) {
+        return nft_from_reader(reader, name);
+    }
+    if let Some(what) = not_a_rule_dump(&start) {
+        return Err(Error::invalid(name, what));
+    }
     let sets = analyse(reader).map_err(|e| Error::invalid(name, e))?;
     let mut notes = Vec::new();
     if sets.iter().any(|s| s.list_format) {
         notes.push(
-            "read as `iptables -S` output: it has no counters and names no table (taken as filter)"
+            "read as `iptables -S` output: it has no counters and names no table; each listing's table is told by the built-in chains of its -P lines (filter when they say nothing else)"
                 .to_string(),
         );
+    }
+    for table in sets.iter().filter_map(|s| s.cut_short.as_deref()) {
+        notes.push(format!(
+            "the input ends inside table {table} without COMMIT (cut short?): what is there was analysed, and no cleanup script is written from it"
+        ));
     }
     if sets.len() > 1 {
         notes.push(format!("{} rule sets in one input, analysed apart (never merged)", sets.len()));
@@ -113,6 +133,48 @@ fn from_reader<R: std::io::BufRead>(reader: R, name: &str) -> Result<Loaded> {
         })
         .collect();
     Ok(Loaded { sets, source: name.to_string(), notes })
+}
+
+/// An `nft list ruleset` listing, read whole: one rule set per nft family.
+fn nft_from_reader<R: std::io::BufRead>(mut reader: R, name: &str) -> Result<Loaded> {
+    let mut text = String::new();
+    reader
+        .read_to_string(&mut text)
+        .map_err(|e| Error::invalid(name, format!("cannot read as text: {e}")))?;
+    let listing = nft::parse(&text).map_err(|e| Error::invalid(name, e))?;
+    let sets: Vec<LoadedSet> =
+        nft::analyses(&listing, "nft list ruleset", None, &[]).into_iter().map(native_set).collect();
+    let mut notes = vec!["read as `nft list ruleset` output: native nftables tables (kube-proxy's nftables mode, firewalld), no counters compared".to_string()];
+    if !listing.iptables_nft.is_empty() {
+        notes.push(format!(
+            "{} managed by iptables-nft: left to iptables-nft-save (give its output for those)",
+            listing.iptables_nft.join(", ")
+        ));
+    }
+    if sets.is_empty() {
+        return Err(Error::invalid(name, "an nft listing with no native table in it (only iptables-nft's)"));
+    }
+    Ok(Loaded { sets, source: name.to_string(), notes })
+}
+
+/// A native nftables rule set: no restore command writes it (nft deletes rules by handle).
+fn native_set(analysis: Analysis) -> LoadedSet {
+    LoadedSet { analysis, tool: None, restore_command: "nft -f".into() }
+}
+
+/// What an input that is not a rule dump is, in a sentence with what to give instead; `None`
+/// when it may be one.
+fn not_a_rule_dump(start: &str) -> Option<String> {
+    let first = start.lines().map(str::trim).find(|l| !l.is_empty())?;
+    if first.starts_with("{\"nftables\"") || first.starts_with("{ \"nftables\"") {
+        Some("this is `nft -j list ruleset` JSON: give `nft list ruleset` (text) instead".into())
+    } else if first.starts_with("Chain ") && first.contains("(policy")
+        || first.starts_with("Chain ") && first.contains("references)")
+    {
+        Some("this is `iptables -L` output, which leaves out what rules match on: give `iptables-save` (or `iptables -S`) instead".into())
+    } else {
+        None
+    }
 }
 
 /// The restore command for a rule set read from a file: family and backend from its header.
@@ -150,6 +212,25 @@ fn load_live(selection: Selection) -> Result<Loaded> {
             }
         }
     }
+    let mut notes = Vec::new();
+    // Native nftables tables, which no iptables-save shows.
+    if selection.backend.is_none() {
+        // The tables iptables-nft-save printed are iptables-nft's: read there, not again.
+        let read: Vec<String> = sets
+            .iter()
+            .filter(|s| s.analysis.backend() == Some("nf_tables"))
+            .flat_map(|s| {
+                let family = if s.analysis.family() == Family::Ipv6 { "ip6" } else { "ip" };
+                s.analysis.table_names().map(move |t| format!("{family} {t}"))
+            })
+            .collect();
+        match read_nft(&read) {
+            Ok(native) => {
+                sets.extend(native.into_iter().filter(|s| selection.allows(s.family(), None)).map(native_set))
+            }
+            Err(why) => notes.push(why),
+        }
+    }
     if sets.is_empty() {
         return Err(
             first_error.unwrap_or_else(|| Error::could_not_run("reading iptables", "no iptables tool ran"))
@@ -162,9 +243,11 @@ fn load_live(selection: Selection) -> Result<Loaded> {
         index += 1;
         keep.contains(&(index - 1))
     });
-    let mut notes = Vec::new();
-    let backends: std::collections::BTreeSet<&str> =
-        sets.iter().filter_map(|s| s.analysis.backend()).collect();
+    let backends: std::collections::BTreeSet<&str> = sets
+        .iter()
+        .filter(|s| !s.analysis.is_native_nftables())
+        .filter_map(|s| s.analysis.backend())
+        .collect();
     if backends.len() > 1 {
         notes.push(
             "both iptables backends hold rules: a tool that checks one backend but writes the other adds a copy on every sync"
@@ -172,6 +255,22 @@ fn load_live(selection: Selection) -> Result<Loaded> {
         );
     }
     Ok(Loaded { sets, source: "live".into(), notes })
+}
+
+/// This host's native nftables tables (`nft list ruleset`), or why they could not be read, as a
+/// note: iptables' own sets are read all the same.
+fn read_nft(read_elsewhere: &[String]) -> std::result::Result<Vec<Analysis>, String> {
+    if !cmd::exists("nft") {
+        return Err("nft is not installed: native nftables tables (kube-proxy's nftables mode, firewalld) were not read".into());
+    }
+    let text =
+        crate::net::firewall::run_bounded("nft", &["list", "ruleset"], std::time::Duration::from_secs(30))
+            .map_err(|e| format!("nft list ruleset failed ({e}): native nftables tables were not read"))?;
+    let listing = nft::parse(&text).map_err(|e| {
+        format!("nft list ruleset could not be read ({e}): native nftables tables were not read")
+    })?;
+    let version = cmd::nft_version();
+    Ok(nft::analyses(&listing, "nft list ruleset", version.as_deref(), read_elsewhere))
 }
 
 fn read_tool(tool: Tool) -> Result<Analysis> {
@@ -217,16 +316,38 @@ impl Loaded {
         report
     }
 
-    /// The one rule set a cleanup script or --apply is for: the only one with duplicates.
+    /// The one rule set a cleanup script or --apply is for: the only one with duplicates. Never
+    /// one cut short: its script would flush chains and leave out the rules the input lacks.
     pub fn cleanup_target(&self) -> Result<&LoadedSet> {
+        if let Some(native) =
+            self.sets.iter().find(|s| s.analysis.is_native_nftables() && s.analysis.duplicate_rules() > 0)
+        {
+            let table =
+                native.analysis.most_copied().map(|(t, c, _, _)| format!("{t} {c}")).unwrap_or_default();
+            return Err(Error::invalid(
+                "--cleanup-script",
+                format!("the copies are in native nftables ({table}), which iptables-restore does not write: list them with `nft -a list chain {table}` and remove each extra copy with `nft delete rule {} handle N`", table.rsplit_once(' ').map_or(table.as_str(), |(t, _)| t)),
+            ));
+        }
+        if let Some(table) = self.sets.iter().find_map(|s| s.analysis.cut_short.as_deref()) {
+            return Err(Error::invalid(
+                "--cleanup-script",
+                format!("the input ends inside table {table} without COMMIT: a script from it would drop the rules it lacks; give the whole dump"),
+            ));
+        }
         let dirty: Vec<&LoadedSet> = self.sets.iter().filter(|s| s.analysis.duplicate_rules() > 0).collect();
         match dirty[..] {
             [one] => Ok(one),
-            [] => Ok(&self.sets[0]),
+            [] => self.sets.iter().find(|s| !s.analysis.is_native_nftables()).ok_or_else(|| {
+                Error::invalid(
+                    "--cleanup-script",
+                    "only native nftables tables were read: nothing for iptables-restore",
+                )
+            }),
             _ => {
                 let which: Vec<String> = dirty
                     .iter()
-                    .map(|s| format!("{} ({})", family_word(s.analysis.family()), s.restore_command))
+                    .map(|s| format!("{} ({})", s.analysis.family().word(), s.restore_command))
                     .collect();
                 Err(Error::invalid(
                     "--cleanup-script",
@@ -351,13 +472,6 @@ impl Loaded {
             removed: plan.iter().map(|(_, _, now, after)| now - after).sum(),
             verified,
         })
-    }
-}
-
-fn family_word(family: Family) -> &'static str {
-    match family {
-        Family::Ipv4 => "IPv4",
-        Family::Ipv6 => "IPv6",
     }
 }
 

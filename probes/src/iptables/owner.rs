@@ -50,6 +50,8 @@ pub fn owner(table: &str, chain: &str) -> Option<&'static str> {
         ("KUBE-IPTABLES-HINT", "kubelet"),
         ("KUBE-", "kube-proxy"),
         ("CNI-HOSTPORT-", "cni-portmap"),
+        // portmap's per-container DNAT chains (CNI-DN-<hash>), as its hostport chains.
+        ("CNI-DN-", "cni-portmap"),
         ("CNI-", "cni"),
         ("cali-", "calico"),
         ("CILIUM_", "cilium"),
@@ -63,6 +65,10 @@ pub fn owner(table: &str, chain: &str) -> Option<&'static str> {
         ("WEAVE", "weave"),
         ("ISTIO_", "istio"),
     ];
+    // A native nftables table (`ip kube-proxy`, `inet firewalld`): each program keeps its own.
+    if let Some((_, name)) = table.split_once(' ') {
+        return nft_owner(name);
+    }
     if is_builtin(chain) {
         return Some("builtin");
     }
@@ -74,6 +80,22 @@ pub fn owner(table: &str, chain: &str) -> Option<&'static str> {
         return Some("firewalld");
     }
     PREFIXES.iter().find(|(prefix, _)| chain.starts_with(prefix)).map(|(_, owner)| *owner)
+}
+
+/// Who keeps a native nftables table, by its name.
+fn nft_owner(table: &str) -> Option<&'static str> {
+    const NAMES: &[(&str, &str)] = &[
+        ("kube-proxy", "kube-proxy"),
+        ("kube-router", "kube-router"),
+        ("firewalld", "firewalld"),
+        ("calico", "calico"),
+        ("cilium", "cilium"),
+        ("docker", "docker"),
+        ("flannel", "flannel"),
+        ("netavark", "podman"),
+        ("libvirt", "libvirt"),
+    ];
+    NAMES.iter().find(|(prefix, _)| table.starts_with(prefix)).map(|(_, owner)| *owner)
 }
 
 /// Who wrote a rule: its chain's owner, or, for a rule in a built-in chain, the program its
@@ -106,6 +128,10 @@ mod tests {
             ("nat", "KUBE-FIREWALL", Some("kube-proxy")),
             ("mangle", "KUBE-IPTABLES-HINT", Some("kubelet")),
             ("nat", "CNI-HOSTPORT-DNAT", Some("cni-portmap")),
+            ("nat", "CNI-DN-6029b5edc6546994e6e87", Some("cni-portmap")),
+            ("ip kube-proxy", "nat-prerouting", Some("kube-proxy")),
+            ("inet firewalld", "filter_INPUT", Some("firewalld")),
+            ("inet mine", "input", None),
             ("nat", "CNI-1a2b3c4d5e6f", Some("cni")),
             ("filter", "cali-INPUT", Some("calico")),
             ("filter", "CILIUM_FORWARD", Some("cilium")),
@@ -128,6 +154,7 @@ mod tests {
             target: target.map(str::to_string),
             comment: comment.map(str::to_string),
             stateful: None,
+            xor: false,
         };
         let netpol = facts(Some("kube-router netpol - 4IA2OSFRMVNDXBVV"), Some("KUBE-ROUTER-INPUT"));
         assert_eq!(rule_owner(&netpol, "filter", "INPUT"), Some("kube-router"));

@@ -35,6 +35,25 @@ impl Verdict {
 pub enum Family {
     Ipv4,
     Ipv6,
+    /// nftables' `inet` tables: IPv4 and IPv6 together.
+    Inet,
+    Arp,
+    Bridge,
+    Netdev,
+}
+
+impl Family {
+    /// As people say it: IPv4, IPv6, or the nft family's own name.
+    pub fn word(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+            Family::Inet => "inet",
+            Family::Arp => "arp",
+            Family::Bridge => "bridge",
+            Family::Netdev => "netdev",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

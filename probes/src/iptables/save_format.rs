@@ -85,7 +85,9 @@ pub enum Line<'a> {
 
 /// Classifies one line (without its newline). The error says what is wrong with it.
 pub fn classify(line: &str) -> Result<Line<'_>, String> {
-    let line = line.strip_suffix('\r').unwrap_or(line);
+    // Pasted dumps come indented (a leading blank in a chat or an issue): iptables-save writes
+    // none, and no line means anything else with one.
+    let line = line.strip_suffix('\r').unwrap_or(line).trim_start();
     match line.as_bytes().first() {
         None => Ok(Line::Blank),
         Some(b'#') => Ok(Line::Comment(line)),
@@ -231,6 +233,9 @@ pub struct RuleFacts {
     /// Why two copies of this rule do not act as one (each copy keeps its own state, or the
     /// target is not idempotent); `None` when removing copies changes nothing.
     pub stateful: Option<String>,
+    /// The target XORs the mark (`--xor-mark`, `--set-xmark VALUE/0`): two copies in a row
+    /// cancel, so copies can go in pairs.
+    pub xor: bool,
 }
 
 /// Matches that keep state per rule: each copy counts, samples or limits on its own.
@@ -256,13 +261,18 @@ pub fn facts(spec: &str) -> Result<RuleFacts, String> {
                     facts.stateful = Some(format!("-m {module}: each copy keeps its own state"));
                 }
             }
-            "--xor-mark" => facts.stateful = Some("--xor-mark: a second copy undoes the first".into()),
+            "--xor-mark" => {
+                facts.stateful = Some("--xor-mark: a second copy undoes the first".into());
+                facts.xor = true;
+            }
             "--set-xmark" => {
                 // MARK/CONNMARK: mark = (mark & ~mask) ^ value. Idempotent unless the value has bits
                 // outside the mask (then a second copy flips them back).
                 let value = iter.next().ok_or("--set-xmark without a value")?;
                 if !xmark_is_idempotent(value) {
                     facts.stateful = Some(format!("--set-xmark {value}: a second copy flips bits back"));
+                    // With mask 0 it is a plain XOR: two in a row give the mark back.
+                    facts.xor = value.ends_with("/0") || value.ends_with("/0x0");
                 }
             }
             _ => {}

@@ -88,6 +88,14 @@ pub fn exists(command: &str) -> bool {
     Command::new(command).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
+/// `nft --version` (`nftables v1.0.6 (Lester Gooch #5)`) -> `1.0.6`; `None` when it cannot say.
+pub fn nft_version() -> Option<String> {
+    let output = Command::new("nft").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    Some(version.to_string())
+}
+
 /// `iptables --version` (or any binary of the family) -> ("1.8.9", "nf_tables").
 pub fn version(binary: &str) -> Result<(String, String)> {
     let output = Command::new(binary).arg("--version").output().map_err(|e| not_runnable(binary, e))?;
