@@ -242,6 +242,10 @@ pub fn services_headline(report: &ServicesReport) -> String {
         count(arp::Verdict::Duplicate),
         count(arp::Verdict::NoReply)
     );
+    let changed = count(arp::Verdict::OwnerChanged);
+    if changed > 0 {
+        headline.push_str(&format!(", {changed} owner-changed"));
+    }
     if !report.skipped.is_empty() {
         headline.push_str(&format!("; {} skipped", report.skipped.len()));
     }

@@ -183,3 +183,57 @@ fn ipv6_duplicate_address_detection_probes_name_the_host_about_to_take_the_addre
         "{report}"
     );
 }
+
+/// Every line of `netprobe arp TARGET --pcap FILE --watch -o json`.
+fn watch_lines(file: &str, target: &str) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_netprobe"))
+        .args(["arp", target, "--watch", "-o", "json", "--pcap"])
+        .arg(corpus(file))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_keepalived_failover_is_an_owner_change_not_a_duplicate() {
+    // keepalived 2.2.7 in the lab: the master's link goes down, the backup takes over ~2.7 s
+    // later with bursts of gratuitous ARP; the client asked every 200 ms throughout.
+    let (code, report, _) = run("keepalived-failover.pcap", "192.0.2.100", &[]);
+    assert_eq!((code, report["verdict"].as_str()), (1, Some("owner-changed")), "{report}");
+    let change = &report["owner_changes"][0];
+    assert_eq!(
+        (change["from"].as_str(), change["to"].as_str()),
+        (Some("00:00:5e:00:53:12"), Some("00:00:5e:00:53:11"))
+    );
+    let gap = change["gap_s"].as_f64().unwrap();
+    assert!(gap > 2.0 && gap < 3.0, "{change}");
+    assert!(!report["next_step"].as_str().unwrap().contains("second MetalLB"), "{report}");
+    // --watch: one gap, one owner change, every event in time order.
+    let lines = watch_lines("keepalived-failover.pcap", "192.0.2.100");
+    let kinds: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "no-reply-start").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "owner-change").count(), 1, "{kinds:?}");
+    let times: Vec<&str> = lines.iter().filter_map(|l| l["at"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order: {times:?}");
+    let summary = lines.last().unwrap();
+    let longest = summary["longest_no_owner_s"].as_f64().unwrap();
+    assert!(longest > 2.0 && longest < 3.0, "{summary}");
+}
+
+#[test]
+fn a_keepalived_split_brain_is_a_duplicate() {
+    // VRRP dropped on the backup: both become master and both answer.
+    let (code, report, _) = run("keepalived-split-brain.pcap", "192.0.2.100", &[]);
+    assert_eq!((code, report["verdict"].as_str()), (1, Some("duplicate")), "{report}");
+    assert_eq!(report["responders"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_pcapng_whose_first_interface_is_not_ethernet_is_read_from_its_other_interfaces() {
+    // A raw-IP interface (a tun0, LINKTYPE 228) described first, then Ethernet: was refused as
+    // "link type 228 is not supported".
+    let (code, report, stderr) = run("tun-first.pcapng", "192.0.2.100", &[]);
+    assert_eq!((code, report["verdict"].as_str()), (0, Some("ok")), "{stderr}");
+    assert_eq!(report["sent"], 3);
+    assert!(report["notes"].to_string().contains("link type 228 were skipped"), "{report}");
+}

@@ -603,3 +603,132 @@ fn announce6(ns: &Netns, vip: &str) {
     .expect("announcement sent");
     drop(thread);
 }
+
+/// keepalived (Debian's package) on each speaker, VRRP instance 51 for the VIP on eth0, the
+/// first speaker preferred; files in `dir`. Waits until the first speaker holds the VIP.
+fn keepalived(s: &mut Segment, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    for (i, host) in s.speakers.clone().iter().enumerate() {
+        let conf = dir.join(format!("ka{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id ka{i}\n  vrrp_garp_master_delay 1\n  vrrp_garp_master_repeat 5\n}}\n\
+                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  advert_int 1\n  nopreempt\n\
+                 virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+                200 - 50 * i
+            ),
+        )?;
+        let pid = |what: &str| dir.join(format!("ka{i}-{what}.pid")).to_string_lossy().into_owned();
+        let argv = [
+            "keepalived",
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+            conf.to_str().unwrap(),
+            "-p",
+            &pid("main"),
+            "-r",
+            &pid("vrrp"),
+        ];
+        s.lab.spawn(host, &argv)?;
+        if i == 0 {
+            // The first becomes master before the second starts (nopreempt keeps it so).
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !host.sh("ip -br addr show eth0")?.contains(VIP) {
+                assert!(Instant::now() < deadline, "keepalived did not take {VIP}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn keepalived_one_owner_a_failover_and_a_split_brain() -> TestResult {
+    let test = "arp-keepalived";
+    if !netprobe_lab::on_path("keepalived") {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("keepalived is not installed (apt-get install keepalived)");
+        }
+        netprobe_lab::skip(test, "keepalived is not installed (apt-get install keepalived)");
+        return Ok(());
+    }
+    let Some(mut s) = segment(test, &[(SP1, false), (SP2, false)]) else { return Ok(()) };
+    let dir = std::env::temp_dir().join(format!("netprobe-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    keepalived(&mut s, &dir)?;
+    std::thread::sleep(Duration::from_secs(2));
+
+    // One master: one MAC.
+    let run = netprobe_in(&s.client, &["arp", VIP, "-o", "json"]);
+    assert_eq!((run.code, run.json()["verdict"].as_str()), (0, Some("ok")), "{}", run.stdout);
+    assert_eq!(macs(&run.json()), vec![SP1.2]);
+
+    // The master's node loses its link while we watch: the backup takes over after about 3
+    // advert intervals, with bursts of gratuitous ARP. One gap, one owner change, in order.
+    let client = s.client.clone();
+    let watch = std::thread::spawn(move || {
+        netprobe_in(
+            &client,
+            &["arp", VIP, "--watch", "--interval", "200ms", "--duration", "9s", "-o", "json"],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    s.speakers[0].sh("ip link set eth0 down")?;
+    let run = watch.join().unwrap();
+    let lines: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "owner-change").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "no-reply-start").count(), 1, "{kinds:?}");
+    let times: Vec<&str> = lines.iter().filter_map(|l| l["at"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order: {times:?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (summary["verdict"].as_str(), summary["duplicate_intervals"].as_u64()),
+        (Some("unstable"), Some(0)),
+        "{summary}"
+    );
+
+    // Split brain: the first comes back, but VRRP no longer gets through either way (each
+    // drops the other's adverts): both are masters, and both answer.
+    for speaker in &s.speakers {
+        speaker.sh("iptables -A INPUT -p vrrp -j DROP")?;
+    }
+    s.speakers[0].sh("ip link set eth0 up")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !s.speakers[0].sh("ip -br addr show eth0")?.contains(VIP) {
+        assert!(Instant::now() < deadline, "the first speaker never became master again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = netprobe_in(&s.client, &["arp", VIP, "-o", "json"]);
+    assert_eq!((run.code, run.json()["verdict"].as_str()), (1, Some("duplicate")), "{}", run.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
+fn kube_proxy_ipvs_without_strict_arp_answers_from_every_node() -> TestResult {
+    // kube-proxy in IPVS mode binds every Service VIP to kube-ipvs0 (a dummy device: ifb here,
+    // this kernel has no dummy driver) on every node; the kernel answers ARP for any local
+    // address on any interface unless arp_ignore says otherwise (strictARP sets arp_ignore=1,
+    // arp_announce=2).
+    let Some(s) = segment("arp-ipvs", &[(SP1, false), (SP2, false)]) else { return Ok(()) };
+    for node in &s.speakers {
+        node.sh(&format!("ip link add kube-ipvs0 type ifb && ip addr add {VIP}/32 dev kube-ipvs0"))?;
+    }
+    let nodes = [format!("n1={}", SP1.1), format!("n2={}", SP2.1)];
+    let run = netprobe_in(&s.client, &["arp", VIP, "--node", &nodes[0], "--node", &nodes[1], "-o", "json"]);
+    let report = run.json();
+    assert_eq!((run.code, report["verdict"].as_str()), (1, Some("duplicate")), "{report}");
+    let next = report["next_step"].as_str().unwrap();
+    assert!(next.contains("kube-proxy in IPVS mode") && next.contains("strictARP"), "{next}");
+    // strictARP: no node's kernel answers for the VIP any more (the speaker would, from user
+    // space): nothing answers here.
+    for node in &s.speakers {
+        node.sh("sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")?;
+    }
+    let run = netprobe_in(&s.client, &["arp", VIP, "--node", &nodes[0], "--node", &nodes[1], "-o", "json"]);
+    assert_eq!(run.json()["verdict"], "no-reply", "{}", run.stdout);
+    Ok(())
+}

@@ -13,8 +13,11 @@ use crate::Health;
 pub enum Verdict {
     /// Exactly one MAC answered.
     Ok,
-    /// More than one MAC answered or announced the address: several hosts claim it.
+    /// More than one MAC answered or announced the address at once: several hosts claim it.
     Duplicate,
+    /// Several MACs claimed it one after the other, never two at once: it changed hands (a
+    /// failover), with a gap in between.
+    OwnerChanged,
     /// Nothing answered or announced.
     NoReply,
 }
@@ -23,7 +26,7 @@ impl Verdict {
     pub fn health(self) -> Health {
         match self {
             Verdict::Ok => Health::Ok,
-            Verdict::Duplicate | Verdict::NoReply => Health::Fault,
+            Verdict::Duplicate | Verdict::NoReply | Verdict::OwnerChanged => Health::Fault,
         }
     }
 
@@ -32,6 +35,7 @@ impl Verdict {
             Verdict::Ok => "ok",
             Verdict::Duplicate => "duplicate",
             Verdict::NoReply => "no-reply",
+            Verdict::OwnerChanged => "owner-changed",
         }
     }
 }
@@ -59,6 +63,21 @@ pub struct ArpReport {
     pub next_step: Option<String>,
     /// What was left out and why (other hosts' requests in a capture, skipped frames).
     pub notes: Vec<String>,
+    /// With `owner-changed`: each hand-over, when, and the gap.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owner_changes: Vec<OwnerChange>,
+}
+
+/// One MAC's claims on the address ended, and another's began.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OwnerChange {
+    pub from: MacAddr,
+    pub to: MacAddr,
+    /// The old owner's last claim and the new one's first (RFC 3339).
+    pub last_claim: String,
+    pub first_claim: String,
+    /// Seconds between them: how long nobody claimed the address.
+    pub gap_s: f64,
 }
 
 impl ArpReport {

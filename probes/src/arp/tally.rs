@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
+use super::report::{ArpReport, NodeAddress, OwnerChange, Responder, RttMs, Verdict};
 use super::{Node, NodeMacs};
 use crate::wire::arp::{ArpFrame, Op};
 use crate::wire::MacAddr;
@@ -45,6 +45,10 @@ struct ResponderTally {
     mac: MacAddr,
     replies: u32,
     announcements: u32,
+    /// Its first and last claim (reply or announcement): two MACs whose claims never overlap
+    /// took the address over one from the other.
+    first_claim: Duration,
+    last_claim: Duration,
     /// Per asker: when this MAC's replies to it arrived.
     replied_at: HashMap<IpAddr, Vec<Duration>>,
     ethernet_sources: Vec<MacAddr>,
@@ -91,7 +95,7 @@ impl Tally {
     pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
         self.nodes.learn(frame);
         if is_announcement(frame, self.target) {
-            let index = self.responder_index(frame);
+            let index = self.responder_index(at, frame);
             self.responders[index].announcements += 1;
             return;
         }
@@ -114,7 +118,8 @@ impl Tally {
         }
     }
 
-    fn responder_index(&mut self, frame: &ArpFrame) -> usize {
+    /// The responder that `frame` (seen at `at`) is a claim of.
+    fn responder_index(&mut self, at: Duration, frame: &ArpFrame) -> usize {
         let index = match self.responders.iter().position(|r| r.mac == frame.sender_mac) {
             Some(index) => index,
             None => {
@@ -122,6 +127,8 @@ impl Tally {
                     mac: frame.sender_mac,
                     replies: 0,
                     announcements: 0,
+                    first_claim: at,
+                    last_claim: at,
                     replied_at: HashMap::new(),
                     ethernet_sources: Vec::new(),
                 });
@@ -129,6 +136,8 @@ impl Tally {
             }
         };
         let responder = &mut self.responders[index];
+        responder.first_claim = responder.first_claim.min(at);
+        responder.last_claim = responder.last_claim.max(at);
         if let Some(source) = frame.link_source.filter(|s| *s != frame.sender_mac) {
             if !responder.ethernet_sources.contains(&source) {
                 responder.ethernet_sources.push(source);
@@ -140,10 +149,72 @@ impl Tally {
     fn reply_for_target(&mut self, at: Duration, frame: &ArpFrame) {
         let asker = frame.target_ip;
         self.visible.insert(asker);
-        let index = self.responder_index(frame);
+        let index = self.responder_index(at, frame);
         let responder = &mut self.responders[index];
         responder.replies += 1;
         responder.replied_at.entry(asker).or_default().push(at);
+    }
+
+    /// Whether requests of `asker` count: ours (live), or those of hosts whose answers this
+    /// capture shows.
+    fn counted(&self, asker: &IpAddr) -> bool {
+        match self.askers {
+            Askers::Us(us) => *asker == us,
+            Askers::Anyone => self.visible.contains(asker),
+        }
+    }
+
+    /// When a responder began to claim the target: its first claim, or the request its first
+    /// reply answered when earlier (a late reply claims the address from when it was asked).
+    fn claims_from(&self, responder: &ResponderTally) -> Duration {
+        let mut from = responder.first_claim;
+        for (asker, replies) in &responder.replied_at {
+            let asked = self.requests.get(asker).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some((request, _)) = matches(asked, replies, self.match_window).first() {
+                from = from.min(*request);
+            }
+        }
+        from
+    }
+
+    /// The hand-overs of the address, when its claimants claimed it one after the other (each
+    /// MAC's claims ended before the next one's began) and someone asked after each hand-over (so
+    /// the old owner's silence is evidence). Empty when two claimed it at once; with a note when
+    /// they claimed it in turn but nobody asked after, so a hand-over cannot be told from two
+    /// claimants.
+    fn owner_changes(&self) -> (Vec<OwnerChange>, Option<String>) {
+        if self.responders.len() < 2 {
+            return (Vec::new(), None);
+        }
+        let mut spans: Vec<(Duration, &ResponderTally)> =
+            self.responders.iter().map(|r| (self.claims_from(r), r)).collect();
+        spans.sort_by_key(|(from, _)| *from);
+        if spans.windows(2).any(|w| w[0].1.last_claim >= w[1].0) {
+            return (Vec::new(), None);
+        }
+        let asked_since = |t: Duration| {
+            self.requests.iter().any(|(asker, times)| self.counted(asker) && times.iter().any(|q| *q >= t))
+        };
+        if let Some(w) = spans.windows(2).find(|w| !asked_since(w[1].0)) {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "{}'s claims ended before {}'s began, but nobody asked after that: whether {} still claims {} cannot be told (a failover, or two claimants)",
+                    w[0].1.mac, w[1].1.mac, w[0].1.mac, self.target
+                )),
+            );
+        }
+        let changes = spans
+            .windows(2)
+            .map(|w| OwnerChange {
+                from: w[0].1.mac,
+                to: w[1].1.mac,
+                last_claim: super::watch::rfc3339(w[0].1.last_claim),
+                first_claim: super::watch::rfc3339(w[1].0),
+                gap_s: round3((w[1].0 - w[0].1.last_claim).as_secs_f64()),
+            })
+            .collect();
+        (changes, None)
     }
 
     /// Every reply time of one responder, matched to its asker's requests.
@@ -176,22 +247,21 @@ impl Tally {
                 ethernet_sources: r.ethernet_sources.clone(),
             })
             .collect();
+        let (owner_changes, turn_note) = self.owner_changes();
         let verdict = match responders.len() {
             0 => Verdict::NoReply,
             1 => Verdict::Ok,
+            // One after the other, never at once: the address changed hands.
+            _ if !owner_changes.is_empty() => Verdict::OwnerChanged,
             _ => Verdict::Duplicate,
         };
-        let counted = |asker: &IpAddr| match self.askers {
-            Askers::Us(us) => *asker == us,
-            Askers::Anyone => self.visible.contains(asker),
-        };
-        let sent: usize = self.requests.iter().filter(|(a, _)| counted(a)).map(|(_, r)| r.len()).sum();
+        let sent: usize = self.requests.iter().filter(|(a, _)| self.counted(a)).map(|(_, r)| r.len()).sum();
         let (other_askers, other_requests) = self
             .requests
             .iter()
-            .filter(|(a, _)| !counted(a))
+            .filter(|(a, _)| !self.counted(a))
             .fold((0, 0), |(hosts, requests), (_, r)| (hosts + 1, requests + r.len()));
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = turn_note.into_iter().collect();
         if self.askers == Askers::Anyone && other_requests > 0 {
             notes.push(format!(
                 "{other_requests} request(s) for {} from {other_askers} host(s) whose replies this capture does not show were left out (a switched port or mirror sees other hosts' requests, not the unicast answers)",
@@ -216,7 +286,7 @@ impl Tally {
         let sent = u32::try_from(sent).unwrap_or(u32::MAX);
         let quiet_capture = self.askers == Askers::Anyone && sent == 0;
         let (summary, next_step) =
-            explain(self.target, sent, quiet_capture, verdict, &responders, !nodes.is_empty());
+            explain(self.target, sent, quiet_capture, verdict, &responders, &owner_changes, &nodes);
         ArpReport {
             probe: "arp",
             target: self.target,
@@ -230,6 +300,7 @@ impl Tally {
             nodes,
             next_step,
             notes,
+            owner_changes,
         }
     }
 }
@@ -241,11 +312,16 @@ impl Tally {
 /// late to requests 200 ms apart is 300 ms, not 100), and a reply that was lost, or a MAC that
 /// took over midway, does not shift the times of the replies after it.
 fn match_replies(requests: &[Duration], replies: &[Duration], window: Duration) -> Vec<Duration> {
+    matches(requests, replies, window).into_iter().map(|(asked, replied)| replied - asked).collect()
+}
+
+/// The (request, reply) pairs of [`match_replies`], in order.
+fn matches(requests: &[Duration], replies: &[Duration], window: Duration) -> Vec<(Duration, Duration)> {
     let mut requests: Vec<Duration> = requests.to_vec();
     requests.sort_unstable();
     let mut replies: Vec<Duration> = replies.to_vec();
     replies.sort_unstable();
-    let mut rtts = Vec::new();
+    let mut pairs = Vec::new();
     let mut open = requests.len(); // requests[..open] are still free
     for &reply in replies.iter().rev() {
         while open > 0 && requests[open - 1] > reply {
@@ -256,12 +332,12 @@ fn match_replies(requests: &[Duration], replies: &[Duration], window: Duration) 
         }
         let asked = requests[open - 1];
         if reply - asked <= window {
-            rtts.push(reply - asked);
+            pairs.push((asked, reply));
             open -= 1;
         }
     }
-    rtts.reverse();
-    rtts
+    pairs.reverse();
+    pairs
 }
 
 /// Gratuitous ARP or an ARP announcement for `target`: its owner says so unasked.
@@ -283,8 +359,10 @@ fn explain(
     quiet_capture: bool,
     verdict: Verdict,
     responders: &[Responder],
-    nodes_given: bool,
+    changes: &[OwnerChange],
+    nodes: &[NodeAddress],
 ) -> (String, Option<String>) {
+    let nodes_given = !nodes.is_empty();
     let unknown = responders.iter().filter(|r| r.node.is_none()).count();
     let unknown_note = (nodes_given && unknown > 0).then(|| {
         format!(
@@ -306,10 +384,32 @@ fn explain(
             };
             (summary, unknown_note)
         }
+        Verdict::OwnerChanged => {
+            let hand_overs: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{} until {}, then {} from {} ({:.3} s later)", c.from, c.last_claim, c.to, c.first_claim, c.gap_s))
+                .collect();
+            let longest = changes.iter().map(|c| c.gap_s).fold(0.0, f64::max);
+            (
+                format!("the owner of {target} changed, never two at once: {}", hand_overs.join("; ")),
+                Some(format!(
+                    "A failover (a keepalived master, a MetalLB leader moving): {target} had no owner for up to {longest:.3} s in between. Find why the old owner went (its node, the speaker's or keepalived's log); if it repeats, watch it: netprobe arp {target} --watch."
+                )),
+            )
+        }
         Verdict::Duplicate => {
-            let advice = format!(
-                "With MetalLB in layer-2 mode only the elected speaker may answer: list the speakers (kubectl -n metallb-system get pods -o wide), look for a second MetalLB install or a non-official chart, and for a host with {target} configured by hand."
-            );
+            // Every node answers: the VIP sits on every node (kube-proxy in IPVS mode puts each
+            // Service VIP on kube-ipvs0), and the kernel answers ARP for any local address.
+            let every_node = nodes.len() >= 2 && nodes.iter().all(|n| responders.iter().any(|r| r.node.as_deref() == Some(n.name.as_str())));
+            let advice = if every_node {
+                format!(
+                    "Every node answers for {target}: kube-proxy in IPVS mode puts each Service VIP on kube-ipvs0 of every node, and without strictARP every node's kernel answers ARP for it. Set strictARP: true in kube-proxy's configuration (kubectl -n kube-system edit configmap kube-proxy, ipvs.strictARP), as MetalLB requires, and restart kube-proxy."
+                )
+            } else {
+                format!(
+                    "With MetalLB in layer-2 mode only the elected speaker may answer: list the speakers (kubectl -n metallb-system get pods -o wide), look for a second MetalLB install or a non-official chart, and for a host with {target} configured by hand."
+                )
+            };
             let next = match unknown_note {
                 Some(note) => format!("{note} {advice}"),
                 None => advice,
@@ -339,6 +439,7 @@ mod tests {
     use super::*;
     use crate::wire::arp::{reply, request};
     use crate::wire::link::LinkType;
+    use crate::Health;
     use std::net::Ipv4Addr;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -514,6 +615,62 @@ mod tests {
         assert_eq!(report.nodes[0].macs, vec![SP1]);
         assert!(report.nodes[1].macs.is_empty());
         assert!(report.next_step.unwrap().contains("1 of them match no --node"));
+    }
+
+    #[test]
+    fn a_failover_is_an_owner_change_not_a_duplicate() {
+        // Requests every 200 ms; SP1 answers until 600 ms, then nobody, then SP2 announces at
+        // 2.0 s and answers from then on: never both at once, and asked after the hand-over.
+        let mut tally = live();
+        for round in 0..15u64 {
+            tally.request_sent(ms(round * 200));
+            match round * 200 {
+                t if t <= 600 => tally.observe(ms(t + 1), &answer(SP1, VIP)),
+                t if t >= 2000 => tally.observe(ms(t + 1), &answer(SP2, VIP)),
+                _ => {}
+            }
+        }
+        tally.observe(ms(1950), &arp(&request(SP2, VIP, VIP)));
+        let report = tally.finish();
+        assert_eq!(report.verdict, Verdict::OwnerChanged, "{}", report.summary);
+        assert_eq!(report.verdict.health(), Health::Fault, "the address was without an owner for a while");
+        assert_eq!(report.owner_changes.len(), 1);
+        let change = &report.owner_changes[0];
+        assert_eq!((change.from, change.to, change.gap_s), (SP1, SP2, 1.349));
+        assert!(report.summary.contains("never two at once"), "{}", report.summary);
+        assert!(report.next_step.unwrap().contains("no owner for up to 1.349 s"));
+        // Claims in turn but nobody asked after the second began: a hand-over cannot be told
+        // from two claimants, so it stays a duplicate, and the note says why.
+        let mut tally = live();
+        tally.request_sent(ms(0));
+        tally.observe(ms(1), &answer(SP1, VIP));
+        tally.observe(ms(500), &arp(&request(SP2, VIP, VIP)));
+        let report = tally.finish();
+        assert_eq!(report.verdict, Verdict::Duplicate);
+        assert!(report.notes[0].contains("nobody asked after that"), "{:?}", report.notes);
+    }
+
+    #[test]
+    fn every_node_answering_points_at_kube_proxy_in_ipvs_mode() {
+        let node = |name: &str, last: u8| Node {
+            name: name.into(),
+            ip: std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, last)),
+        };
+        let mut tally = Tally::live(
+            std::net::IpAddr::from(VIP),
+            vec![node("n1", 11), node("n2", 12)],
+            std::net::IpAddr::from(CLIENT),
+            WINDOW,
+        );
+        tally.request_sent(ms(0));
+        for (mac, ip) in [(SP1, 11), (SP2, 12)] {
+            tally.observe(ms(1), &answer(mac, Ipv4Addr::new(192, 0, 2, ip)));
+            tally.observe(ms(2), &answer(mac, VIP));
+        }
+        let report = tally.finish();
+        assert_eq!(report.verdict, Verdict::Duplicate);
+        let next = report.next_step.unwrap();
+        assert!(next.contains("kube-proxy in IPVS mode") && next.contains("strictARP: true"), "{next}");
     }
 
     #[test]

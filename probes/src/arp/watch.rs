@@ -174,7 +174,9 @@ pub fn rfc3339(at: Duration) -> String {
 pub struct Watcher {
     target: IpAddr,
     nodes: NodeMacs,
-    events: Vec<WatchEvent>,
+    /// Events not handed out yet, with their times: handed out in time order once nothing earlier
+    /// can come (a gap's start is known only when its request's interval is judged).
+    events: Vec<(Duration, WatchEvent)>,
     start: Option<Duration>,
     last_seen: Duration,
     probes: u32,
@@ -244,9 +246,22 @@ impl Watcher {
         }
     }
 
-    /// Events produced since the last call, oldest first.
+    /// The events no later judgement can come before, in time order: those before the open
+    /// interval's request (its silence is judged later, and dated then) and before an open gap
+    /// (whose end is dated at most back to its evidence).
     pub fn take_events(&mut self) -> Vec<WatchEvent> {
-        std::mem::take(&mut self.events)
+        let open_window = self.window.as_ref().filter(|_| !self.window_judged).map(|_| self.window_start);
+        let horizon = [open_window, self.no_owner_since].into_iter().flatten().min();
+        self.events.sort_by_key(|(at, _)| *at);
+        let settled = match horizon {
+            Some(horizon) => self.events.partition_point(|(at, _)| *at < horizon),
+            None => self.events.len(),
+        };
+        self.events.drain(..settled).map(|(_, event)| event).collect()
+    }
+
+    fn emit(&mut self, at: Duration, event: WatchEvent) {
+        self.events.push((at, event));
     }
 
     fn seen(&mut self, at: Duration) {
@@ -286,9 +301,11 @@ impl Watcher {
             0 => {
                 // Nobody owned the VIP since the unanswered request went out.
                 let since = self.window_start.min(at);
-                // An open gap whose evidence ended before this request (nobody asked in between)
-                // is closed there: two unanswered requests minutes apart are two short gaps.
-                if self.no_owner_since.is_some() && since > self.no_owner_until {
+                // An open gap whose evidence ended well before this request (nobody asked in
+                // between) is closed there: two unanswered requests minutes apart are two short
+                // gaps. Requests one after the other, nothing answered in between, are one gap.
+                if self.no_owner_since.is_some() && since > self.no_owner_until.saturating_add(ANSWER_WINDOW)
+                {
                     self.end_no_reply(self.no_owner_until);
                 }
                 let evidence = at.min(since.saturating_add(ANSWER_WINDOW));
@@ -297,15 +314,16 @@ impl Watcher {
                     self.stop_holding(since);
                     self.no_owner_since = Some(since);
                     self.ever_without_owner = true;
-                    self.events.push(WatchEvent::NoReplyStart { at: rfc3339(since) });
+                    self.emit(since, WatchEvent::NoReplyStart { at: rfc3339(since) });
                 }
             }
             1 => {
+                let (mac, first_reply) = window[0];
+                // Dated when one owner was seen again: its answer.
                 if self.duplicate {
                     self.duplicate = false;
-                    self.events.push(WatchEvent::DuplicateEnd { at: rfc3339(at) });
+                    self.emit(first_reply, WatchEvent::DuplicateEnd { at: rfc3339(first_reply) });
                 }
-                let (mac, first_reply) = window[0];
                 self.answered_by(first_reply, mac, "reply");
             }
             _ => {
@@ -323,7 +341,9 @@ impl Watcher {
                         .iter()
                         .map(|(mac, _)| Claimant { mac: *mac, node: self.node_of(*mac) })
                         .collect();
-                    self.events.push(WatchEvent::DuplicateStart { at: rfc3339(at), owners });
+                    // Dated when the second claimant answered.
+                    let seen = window[1].1;
+                    self.emit(seen, WatchEvent::DuplicateStart { at: rfc3339(seen), owners });
                 }
             }
         }
@@ -347,7 +367,7 @@ impl Watcher {
         if let Some(since) = self.no_owner_since.take() {
             let end = at.min(self.no_owner_until).max(since);
             self.longest_no_owner = self.longest_no_owner.max(end - since);
-            self.events.push(WatchEvent::NoReplyEnd { at: rfc3339(end) });
+            self.emit(end, WatchEvent::NoReplyEnd { at: rfc3339(end) });
         }
     }
 
@@ -363,14 +383,17 @@ impl Watcher {
                 self.stop_holding(at);
                 if let Some(from) = previous {
                     self.changes.push(at);
-                    self.events.push(WatchEvent::OwnerChange {
-                        at: rfc3339(at),
-                        from,
-                        to: mac,
-                        from_node: self.node_of(from),
-                        to_node: self.node_of(mac),
-                        seen_in,
-                    });
+                    self.emit(
+                        at,
+                        WatchEvent::OwnerChange {
+                            at: rfc3339(at),
+                            from,
+                            to: mac,
+                            from_node: self.node_of(from),
+                            to_node: self.node_of(mac),
+                            seen_in,
+                        },
+                    );
                 }
                 self.owner = Some(mac);
                 self.holding_since = Some(at);
@@ -388,18 +411,24 @@ impl Watcher {
         if is_announcement(frame, self.target) {
             self.seen(at);
             let mac = frame.sender_mac;
-            // Answers that came before the announcement are judged first, so events stay in order.
-            let unanswered_for = at.saturating_sub(self.window_start);
-            if let Some(window) = self
-                .window
-                .as_mut()
-                .filter(|w| !w.is_empty() || unanswered_for >= REPLY_GRACE)
-                .map(std::mem::take)
-            {
-                self.judge_window(at, window);
+            // The open interval is judged once: here, when answers came before the announcement
+            // or its request went unanswered (a takeover after a gap); never again at the next
+            // announcement of the same burst, which would call an answered request a gap.
+            if !self.window_judged {
+                let unanswered_for = at.saturating_sub(self.window_start);
+                if let Some(window) = self
+                    .window
+                    .as_mut()
+                    .filter(|w| !w.is_empty() || unanswered_for >= REPLY_GRACE)
+                    .map(std::mem::take)
+                {
+                    self.judge_window(at, window);
+                }
+                self.window_judged = self.window.is_some();
             }
-            self.window_judged = self.window.is_some();
-            self.events.push(WatchEvent::Gratuitous { at: rfc3339(at), mac, node: self.node_of(mac) });
+            // A gap ends at this claim, before the claim's own events.
+            self.end_no_reply(at);
+            self.emit(at, WatchEvent::Gratuitous { at: rfc3339(at), mac, node: self.node_of(mac) });
             // A takeover is reported at once, not at the next request.
             self.answered_by(at, mac, "gratuitous");
             return;
@@ -456,12 +485,17 @@ impl Watcher {
                 Err(e) => (None, Some(e)),
             };
             let target = tcp.target.clone();
-            self.events.push(WatchEvent::TcpSpike { at: rfc3339(at), target, connect_ms, error });
+            self.emit(at, WatchEvent::TcpSpike { at: rfc3339(at), target, connect_ms, error });
         }
     }
 
     /// The summary at `end`. An interval still open counts only if something answered in it.
-    pub fn finish(mut self, end: Duration) -> WatchSummary {
+    pub fn finish(self, end: Duration) -> WatchSummary {
+        self.end(end).1
+    }
+
+    /// The events not handed out yet, in time order, and the summary at `end`.
+    pub fn end(mut self, end: Duration) -> (Vec<WatchEvent>, WatchSummary) {
         if let Some(window) = self.window.take().filter(|w| !w.is_empty()) {
             self.judge_window(end, window);
         }
@@ -519,7 +553,7 @@ impl Watcher {
                 )
             }
         };
-        WatchSummary {
+        let summary = WatchSummary {
             event: "summary",
             target: self.target,
             duration_s: round3(duration.as_secs_f64()),
@@ -533,7 +567,9 @@ impl Watcher {
             verdict,
             summary,
             notes: Vec::new(),
-        }
+        };
+        self.events.sort_by_key(|(at, _)| *at);
+        (self.events.into_iter().map(|(_, event)| event).collect(), summary)
     }
 
     pub fn last_seen(&self) -> Duration {
@@ -632,7 +668,10 @@ pub fn watch_on(
             on_event(&event);
         }
     }
-    let summary = watcher.finish(clock.wall());
+    let (events, summary) = watcher.end(clock.wall());
+    for event in events {
+        on_event(&event);
+    }
     Ok(summary)
 }
 
@@ -675,7 +714,10 @@ pub fn watch_capture(
         }
     })?;
     let end = watcher.last_seen();
-    let mut summary = watcher.finish(end);
+    let (events, mut summary) = watcher.end(end);
+    for event in events {
+        on_event(&event);
+    }
     if left_out > 0 {
         let hosts = askers.difference(&visible).count();
         summary.notes.push(format!(
@@ -757,7 +799,8 @@ mod tests {
         w.probe_sent(s(2.0));
         w.observe(s(2.5), &frame(&request(B, VIP, VIP)));
         let events = w.take_events();
-        assert_eq!(names(&events), vec!["no-reply-start", "gratuitous", "no-reply-end", "owner-change"]);
+        // In time order: the gap ends as the announcement arrives, before the announcement's own events.
+        assert_eq!(names(&events), vec!["no-reply-start", "no-reply-end", "gratuitous", "owner-change"]);
         match &events[3] {
             WatchEvent::OwnerChange { from, to, seen_in, .. } => {
                 assert_eq!((*from, *to, *seen_in), (A, B, "gratuitous"))
@@ -768,6 +811,46 @@ mod tests {
         assert_eq!(summary.owner_changes, 1);
         assert_eq!(summary.longest_no_owner_s, 1.5, "from the first unanswered request to the announcement");
         assert_eq!(summary.verdict, WatchVerdict::Unstable);
+    }
+
+    #[test]
+    fn a_burst_of_announcements_reopens_no_gap_and_events_come_in_time_order() {
+        // keepalived's failover as --watch saw it: requests a second apart, the old owner gone
+        // after 1 s, two unanswered requests, then the new owner's burst of five gratuitous ARPs
+        // (and five more a second later), each answered request answered within 40 us.
+        let mut w = Watcher::new(std::net::IpAddr::from(VIP), vec![], None);
+        let mut events = Vec::new();
+        w.probe_sent(s(0.0));
+        answer(&mut w, 0.00004, A);
+        for t in [1.0, 2.001] {
+            w.probe_sent(s(t)); // nobody answers
+            events.extend(w.take_events());
+        }
+        for burst in [2.6, 3.6] {
+            if burst > 3.0 {
+                w.probe_sent(s(3.0));
+                answer(&mut w, 3.00004, B);
+            }
+            for i in 0..5 {
+                w.observe(s(burst + f64::from(i) * 0.001), &frame(&request(B, VIP, VIP)));
+                events.extend(w.take_events());
+            }
+        }
+        w.probe_sent(s(4.0));
+        answer(&mut w, 4.00004, B);
+        let (rest, summary) = w.end(s(4.5));
+        events.extend(rest);
+        let shown = names(&events);
+        assert_eq!(shown.iter().filter(|n| **n == "no-reply-start").count(), 1, "one gap: {shown:?}");
+        assert_eq!(shown.iter().filter(|n| **n == "no-reply-end").count(), 1, "{shown:?}");
+        assert_eq!(summary.longest_no_owner_s, 1.6, "from the first unanswered request to the takeover");
+        let times: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap()["at"].as_str().unwrap().to_string())
+            .collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        assert_eq!(times, sorted, "in time order: {events:?}");
     }
 
     #[test]

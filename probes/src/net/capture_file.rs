@@ -37,8 +37,20 @@ pub fn for_each_frame(path: &Path, mut each: impl FnMut(Captured)) -> Result<Fil
     let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
         .map_err(|e| bad(open_error(&e.to_string())))?;
     let dlt = capture.get_datalink().0;
-    let link = u32::try_from(dlt).ok().and_then(LinkType::from_dlt).ok_or_else(|| bad(unsupported(dlt)))?;
     let mut notes = FileNotes::default();
+    let Some(link) = u32::try_from(dlt).ok().and_then(LinkType::from_dlt) else {
+        // A pcapng whose first interface is of another type (a tun0 beside eth0): its
+        // Ethernet and SLL interfaces are read, the others skipped with a note.
+        if !is_pcapng(path) {
+            return Err(bad(unsupported(dlt)));
+        }
+        drop(capture);
+        continue_mixed_pcapng(path, 0, &mut notes, &mut each).map_err(bad)?;
+        if notes.frames == 0 {
+            return Err(bad(format!("none of its interfaces can be read: {}", unsupported(dlt))));
+        }
+        return Ok(notes);
+    };
     loop {
         match capture.next_packet() {
             Ok(packet) => {
@@ -58,6 +70,14 @@ pub fn for_each_frame(path: &Path, mut each: impl FnMut(Captured)) -> Result<Fil
 }
 
 /// libpcap's "unknown file format" and friends, in our words.
+/// Whether the file starts with a pcapng section header block.
+fn is_pcapng(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && magic == [0x0a, 0x0d, 0x0d, 0x0a]
+}
+
 fn open_error(text: &str) -> String {
     if text.contains("unknown file format")
         || text.contains("truncated dump file")

@@ -64,5 +64,7 @@ big_udp
 stop
 editcap -T rawip4 -C 14 snaplen50.pcap rawip.pcap >/dev/null 2>&1 || editcap -T rawip -C 14 snaplen50.pcap rawip.pcap
 mergecap -F pcapng -w multi-linktype.pcapng snaplen50.pcap rawip.pcap any.pcap
+# 5. A pcapng whose first interface is not Ethernet: the raw-IP copy described first.
+mergecap -F pcapng -w tun-first.pcapng rawip.pcap snaplen50.pcap
 rm -f any.pcap rawip.pcap
 ls -l ./*.pcap ./*.pcapng
