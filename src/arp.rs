@@ -2,30 +2,24 @@
 
 use std::time::Duration;
 
+use netprobe_k8s::{self as k8s, ApiConfig};
 use netprobe_probes::arp::range::{AddressVerdict, Range, RangeConfig, RangeReport};
 use netprobe_probes::arp::services::{self, ServiceVip, ServicesReport};
 use netprobe_probes::arp::watch::{self, Claimant, WatchConfig, WatchEvent, WatchSummary};
 use netprobe_probes::arp::{self, ArpReport, Config, Node, Responder};
-use netprobe_probes::k8s::{self, ApiConfig};
 use netprobe_probes::net::interface;
 use netprobe_probes::Error;
 
-use crate::cli::ArpArgs;
+use crate::cli::{ArpArgs, ArpMode};
 use crate::exit::Exit;
 use crate::output::{self, Format};
 
 pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
-    if args.service.is_some() || args.all_services {
-        return run_services(args, api, format);
-    }
-    if let Some(range) = args.range {
-        return run_range(range, &args, format);
-    }
-    let Some(vip) = args.vip else {
-        return Err(Error::invalid(
-            "arp",
-            "give the VIP, --service NAMESPACE/NAME, --all-services or --range FIRST-LAST",
-        ));
+    let mode = args.mode()?;
+    let vip = match mode {
+        ArpMode::Services => return run_services(args, api, format),
+        ArpMode::Range(range) => return run_range(range, &args, format),
+        ArpMode::Watch(vip) | ArpMode::Once(vip) => vip,
     };
     let family = |ip: std::net::IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
     let other = args.nodes.iter().map(|n| n.ip).chain(args.source).find(|ip| ip.is_ipv4() != vip.is_ipv4());
@@ -48,7 +42,7 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
             (args.nodes, label_note) = (labels_on(&nodes, &on, vip), note);
         }
     }
-    if args.watch {
+    if let ArpMode::Watch(_) = mode {
         if let Some(note) = &label_note {
             eprintln!("netprobe: note: {note}");
         }
@@ -67,10 +61,7 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
         })?,
     };
     report.notes.extend(label_note);
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
+    output::report(format, &report, render_table);
     Ok(Exit::from_health(report.health()))
 }
 
@@ -94,10 +85,7 @@ fn run_range(range: Range, args: &ArpArgs, format: Format) -> Result<Exit, Error
         wait: args.wait,
         source,
     })?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_range(&report),
-    });
+    output::report(format, &report, render_range);
     Ok(Exit::from_health(report.health()))
 }
 
@@ -173,10 +161,7 @@ fn labels_on(nodes: &[k8s::ClusterNode], interface: &str, vip: std::net::IpAddr)
 /// `--service` and `--all-services`: the Services' VIPs on this host's segments, each probed.
 fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let report = services_report(args, api)?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_services(&report),
-    });
+    output::report(format, &report, render_services);
     Ok(Exit::from_health(report.verdict))
 }
 
@@ -410,12 +395,7 @@ fn note(responder: &Responder) -> String {
 
 /// `--watch`: events as they happen (a line each), then the summary.
 fn run_watch(vip: std::net::IpAddr, args: ArpArgs, format: Format) -> Result<Exit, Error> {
-    let print = |event: &WatchEvent| {
-        output::emit(&match format {
-            Format::Json => output::json(event),
-            Format::Table => format!("{}\n", event_line(event)),
-        })
-    };
+    let print = |event: &WatchEvent| output::report(format, event, |e| format!("{}\n", event_line(e)));
     let summary = match &args.pcap {
         Some(path) => watch::watch_capture(path, vip, args.nodes, print)?,
         None => watch::watch_live(
@@ -432,10 +412,7 @@ fn run_watch(vip: std::net::IpAddr, args: ArpArgs, format: Format) -> Result<Exi
             print,
         )?,
     };
-    output::emit(&match format {
-        Format::Json => output::json(&summary),
-        Format::Table => summary_table(&summary),
-    });
+    output::report(format, &summary, summary_table);
     Ok(Exit::from_health(summary.health()))
 }
 
@@ -502,8 +479,9 @@ mod tests {
     use super::*;
     use netprobe_probes::arp::watch::Watcher;
     use netprobe_probes::arp::{Node, Tally};
-    use netprobe_probes::wire::arp::{reply, request, ArpFrame};
+    use netprobe_probes::wire::arp::{reply, request};
     use netprobe_probes::wire::link::LinkType;
+    use netprobe_probes::wire::neighbour::NeighbourFrame;
     use netprobe_probes::wire::MacAddr;
     use std::net::Ipv4Addr;
 
@@ -514,8 +492,8 @@ mod tests {
     const SP1: MacAddr = MacAddr([0x02, 0, 0x5e, 0, 0x53, 0x11]);
     const SP2: MacAddr = MacAddr([0x02, 0, 0x5e, 0, 0x53, 0x12]);
 
-    fn frame(bytes: &[u8]) -> ArpFrame {
-        ArpFrame::from_link(LinkType::Ethernet, bytes).unwrap()
+    fn frame(bytes: &[u8]) -> NeighbourFrame {
+        NeighbourFrame::from_link(LinkType::Ethernet, bytes).unwrap()
     }
 
     fn ms(v: u64) -> Duration {
@@ -549,6 +527,8 @@ mod tests {
             ],
         };
         insta::assert_snapshot!(render_range(&report));
+        // The same report as scripts read it.
+        insta::assert_snapshot!("the_range_table_json", serde_json::to_string_pretty(&report).unwrap());
     }
 
     #[test]
@@ -573,6 +553,8 @@ mod tests {
         report.interface = Some("eth0".into());
         report.source_ip = Some(std::net::IpAddr::from(US));
         insta::assert_snapshot!(render_table(&report));
+        // The same report as scripts read it.
+        insta::assert_snapshot!("the_duplicate_table_json", serde_json::to_string_pretty(&report).unwrap());
     }
 
     #[test]
@@ -588,5 +570,7 @@ mod tests {
         let events: Vec<String> = w.take_events().iter().map(event_line).collect();
         let summary = w.finish(ms(4000));
         insta::assert_snapshot!(format!("{}\n{}", events.join("\n"), summary_table(&summary)));
+        // The same report as scripts read it.
+        insta::assert_snapshot!("the_watch_summary_json", serde_json::to_string_pretty(&summary).unwrap());
     }
 }

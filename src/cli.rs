@@ -7,21 +7,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use netprobe_probes::arp::Node;
 
-use crate::output::Format;
-
-pub const EXIT_CODES: &str = "\
-Exit codes (the same for every subcommand):
-  0  healthy: the probe found nothing wrong
-  1  a fault was found: the verdict is bad
-  2  invalid usage or input: a bad flag, an unreadable or malformed file
-  3  the probe could not run: missing privilege, no such interface, agent unreachable";
+use crate::output::{ColorChoice, Format};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "netprobe",
     version,
     about = "Packet-level probes for Kubernetes clusters on your own network: one command, a verdict, and where to look next.",
-    after_help = EXIT_CODES,
+    after_help = crate::exit::TABLE,
     propagate_version = true
 )]
 pub struct Cli {
@@ -32,6 +25,10 @@ pub struct Cli {
     /// Same as -o json.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// When to colour verdicts: auto (a terminal, and NO_COLOR unset), always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 
     /// The kubeconfig for subcommands that read the Kubernetes API [default: KUBECONFIG, else
     /// ~/.kube/config, else the in-cluster service account].
@@ -47,8 +44,11 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn api(&self) -> netprobe_probes::k8s::ApiConfig {
-        netprobe_probes::k8s::ApiConfig { kubeconfig: self.kubeconfig.clone(), context: self.context.clone() }
+    pub fn api(&self) -> netprobe_probes::cluster::ApiConfig {
+        netprobe_probes::cluster::ApiConfig {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
     }
 
     pub fn format(&self) -> Format {
@@ -69,7 +69,7 @@ Needs CAP_NET_RAW (sudo, or setcap cap_net_raw,cap_net_admin+ep on the binary); 
 const VXLAN_LONG: &str =
     "Test VXLAN between nodes in every direction and name the place where packets die.\n\n\
 NODE is the address of a `netprobe agent` on that node (IP, IP:PORT or HOST[:PORT], port 9473 by \
-default); the token comes from NETPROBE_TOKEN. For each ordered pair A->B, B captures on its \
+default), or NAME=IP[:PORT] to label it NAME; the token comes from NETPROBE_TOKEN. For each ordered pair A->B, B captures on its \
 interface towards A, A sends --count real VXLAN packets (RFC 7348, VNI --vni, a probe id in the inner \
 frame) to B:--port through its kernel's UDP stack, and captures its own egress; a datagram to another \
 UDP port of B's agent is the control. Verdicts per pair: ok, partial-loss, blocked-at-source (never \
@@ -253,6 +253,39 @@ pub struct ArpArgs {
     pub tcp_timeout: Duration,
 }
 
+/// What `netprobe arp` was asked to do, resolved once from its flags (clap's conflicts keep the
+/// modes' own flags apart; this picks the mode).
+#[derive(Debug)]
+pub enum ArpMode {
+    /// `--service` or `--all-services`: the cluster's LoadBalancer VIPs.
+    Services,
+    /// `--range`: every address of a pool.
+    Range(netprobe_probes::arp::range::Range),
+    /// `--watch`: a VIP followed over time, live or from `--pcap`.
+    Watch(IpAddr),
+    /// One VIP, once: live, or from `--pcap`.
+    Once(IpAddr),
+}
+
+impl ArpArgs {
+    pub fn mode(&self) -> Result<ArpMode, netprobe_probes::Error> {
+        if self.service.is_some() || self.all_services {
+            return Ok(ArpMode::Services);
+        }
+        if let Some(range) = self.range {
+            return Ok(ArpMode::Range(range));
+        }
+        match self.vip {
+            Some(vip) if self.watch => Ok(ArpMode::Watch(vip)),
+            Some(vip) => Ok(ArpMode::Once(vip)),
+            None => Err(netprobe_probes::Error::invalid(
+                "arp",
+                "give the VIP, --service NAMESPACE/NAME, --all-services or --range FIRST-LAST",
+            )),
+        }
+    }
+}
+
 fn parse_range(text: &str) -> Result<netprobe_probes::arp::range::Range, String> {
     netprobe_probes::arp::range::Range::parse(text).map_err(|e| e.to_string())
 }
@@ -273,7 +306,8 @@ netprobe vxlan node1 node2 node3 -o json\n  \
 kubectl netprobe vxlan --all-nodes    # every Node of the cluster, agents from deploy/kubernetes/")]
 #[command(group(clap::ArgGroup::new("targets").required(true).args(["nodes", "all_nodes"])))]
 pub struct VxlanArgs {
-    /// Agent addresses of the nodes: two test both directions, more test every ordered pair.
+    /// Agent addresses of the nodes (NAME=IP to name one): two test both directions, more test
+    /// every ordered pair.
     #[arg(num_args = 2.., value_name = "NODE")]
     pub nodes: Vec<String>,
 

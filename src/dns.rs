@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
+use netprobe_k8s::{self as k8s, ApiConfig};
 use netprobe_probes::dns::{
-    self, Config, DnsReport, EndpointReport, Families, Finding, FindingKind, Protocol, Target,
+    self, Config, DnsReport, EndpointReport, Families, Finding, FindingKind, Protocol, ServiceEndpoint,
 };
-use netprobe_probes::k8s::{self, ApiConfig};
 use netprobe_probes::net::interface;
 use netprobe_probes::Error;
 
@@ -18,10 +18,7 @@ const ANSWERS_WIDTH: usize = 40;
 
 pub fn run(args: DnsArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let report = report(args, api)?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
+    output::report(format, &report, render_table);
     Ok(Exit::from_health(report.health()))
 }
 
@@ -30,7 +27,9 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
     let names = args.name.iter().map(|n| dns::parse_name(n)).collect::<Result<Vec<_>, _>>()?;
     let record_type = dns::parse_type(&args.record_type)?;
     let (endpoints, services) = match &args.endpoints {
-        Some(list) => (list.iter().map(|a| Target::new(*a)).collect(), args.service_ip.into_iter().collect()),
+        Some(list) => {
+            (list.iter().map(|a| ServiceEndpoint::at(*a)).collect(), args.service_ip.into_iter().collect())
+        }
         None => discover(&args, api)?,
     };
     let protocols = match args.protocol {
@@ -65,7 +64,7 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
 }
 
 /// Endpoints and Service addresses from the API, in the families asked for (or routed here).
-fn discover(args: &DnsArgs, api: &ApiConfig) -> Result<(Vec<Target>, Vec<SocketAddr>), Error> {
+fn discover(args: &DnsArgs, api: &ApiConfig) -> Result<(Vec<ServiceEndpoint>, Vec<SocketAddr>), Error> {
     let families = match args.family {
         Some(DnsFamily::V4) => Families { v4: true, v6: false },
         Some(DnsFamily::V6) => Families { v4: false, v6: true },
@@ -81,19 +80,8 @@ fn discover(args: &DnsArgs, api: &ApiConfig) -> Result<(Vec<Target>, Vec<SocketA
     };
     let found =
         k8s::discover_blocking(api, &args.namespace, &args.service, "dns", args.service_ip.is_none())?;
-    let endpoints: Vec<Target> = found
-        .endpoints
-        .into_iter()
-        .filter(|e| families.allows(e.address))
-        .map(|e| Target {
-            address: SocketAddr::new(e.address, e.port),
-            node: e.node,
-            pod: e.pod,
-            ready: e.ready,
-            serving: e.serving,
-            terminating: e.terminating,
-        })
-        .collect();
+    let endpoints: Vec<ServiceEndpoint> =
+        found.endpoints.into_iter().filter(|e| families.allows(e.address)).collect();
     if endpoints.is_empty() {
         return Err(Error::could_not_run(
             format!("discovering {}/{}", args.namespace, args.service),
@@ -174,7 +162,7 @@ fn name_section(report: &DnsReport, findings: &[&Finding]) -> String {
 
     let protocols: Vec<String> =
         report.endpoints.first().map(|e| e.protocols.keys().cloned().collect()).unwrap_or_default();
-    let discovered = report.endpoints.iter().any(|e| e.ready.is_some());
+    let discovered = report.endpoints.iter().any(|e| e.endpoint.ready.is_some());
     let mut header = vec!["endpoint", "node", "pod"];
     if discovered {
         header.push("ready");
@@ -201,11 +189,11 @@ fn name_section(report: &DnsReport, findings: &[&Finding]) -> String {
     for (label, e) in rows {
         let mut row = vec![
             label,
-            e.node.clone().unwrap_or_else(|| "-".into()),
-            e.pod.clone().unwrap_or_else(|| "-".into()),
+            e.endpoint.node.clone().unwrap_or_else(|| "-".into()),
+            e.endpoint.pod.clone().unwrap_or_else(|| "-".into()),
         ];
         if discovered {
-            row.push(match (e.ready, e.terminating) {
+            row.push(match (e.endpoint.ready, e.endpoint.terminating) {
                 (_, Some(true)) => "terminating".into(),
                 (Some(true), _) => "yes".into(),
                 (Some(false), _) => "no".into(),
@@ -339,13 +327,15 @@ mod snapshot_tests {
             ..ProtocolReport::default()
         };
         EndpointReport {
-            address: address.parse().unwrap(),
-            port,
-            node: node.map(str::to_string),
-            pod: node.map(|n| format!("coredns-{n}")),
-            ready: node.map(|_| verdict != EndpointVerdict::NotReady),
-            serving: None,
-            terminating: node.map(|_| verdict == EndpointVerdict::NotReady),
+            endpoint: ServiceEndpoint {
+                address: address.parse().unwrap(),
+                port,
+                node: node.map(str::to_string),
+                pod: node.map(|n| format!("coredns-{n}")),
+                ready: node.map(|_| verdict != EndpointVerdict::NotReady),
+                serving: None,
+                terminating: node.map(|_| verdict == EndpointVerdict::NotReady),
+            },
             totals,
             answers: if answered > 0 { vec!["10.96.0.1".into()] } else { vec![] },
             protocols: BTreeMap::new(),
@@ -378,5 +368,10 @@ mod snapshot_tests {
             other_names: vec![],
         };
         insta::assert_snapshot!(render_table(&report));
+        // The same report as scripts read it.
+        insta::assert_snapshot!(
+            "endpoints_with_rcodes_readiness_and_ipv6_json",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! function; `probes::doctor` turns their reports into the cause and the fix.
 
 use clap::Parser;
+use netprobe_k8s::{self as k8s, ApiConfig, ClusterNode};
 use netprobe_probes::doctor::{self, Cause, Evidence, Outcome, StepStatus};
-use netprobe_probes::k8s::{self, ApiConfig, ClusterNode};
 use netprobe_probes::net::{interface, privilege};
 use netprobe_probes::{arp, Error, Health};
 use serde::Serialize;
@@ -60,10 +60,7 @@ pub struct DoctorReport {
 
 pub fn run(args: DoctorArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let report = report(args, api)?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
+    output::report(format, &report, render_table);
     Ok(Exit::from_health(report.verdict))
 }
 
@@ -90,21 +87,21 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
         Some(report) => doctor::remote_failures(report, &me.name).into_iter().map(|f| f.node).collect(),
         None => Vec::new(),
     };
-    let agent_port = args.agent_port.to_string();
-    let vxlan_port = args.vxlan_port.to_string();
+    // Named NAME=IP, so the step's pairs carry the nodes' names, and shown as run.
     let mut chosen: Vec<ClusterNode> = vec![me.clone()];
     chosen.extend(nodes.iter().filter(|n| remote.contains(&n.name)).cloned());
     let mut vxlan_command = vec!["vxlan".to_string()];
-    vxlan_command
-        .extend(chosen.iter().map(|n| n.internal_ip.map_or_else(|| n.name.clone(), |ip| ip.to_string())));
+    vxlan_command.extend(chosen.iter().filter_map(|n| n.internal_ip.map(|ip| format!("{}={ip}", n.name))));
     if args.agent_port != netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT {
-        vxlan_command.extend(["--agent-port".to_string(), agent_port.clone()]);
+        vxlan_command.extend(["--agent-port".to_string(), args.agent_port.to_string()]);
     }
     if args.vxlan_port != 8472 {
-        vxlan_command.extend(["--port".to_string(), vxlan_port.clone()]);
+        vxlan_command.extend(["--port".to_string(), args.vxlan_port.to_string()]);
     }
-    let mtu = args.mtu.then_some("--mtu");
-    vxlan_command.extend(mtu.map(String::from));
+    if args.mtu {
+        vxlan_command.push("--mtu".to_string());
+    }
+    let vxlan_command: Vec<&str> = vxlan_command.iter().map(String::as_str).collect();
     let vxlan = if dns.ran().is_none() {
         Outcome::Skipped("the DNS step did not run".into())
     } else if remote.is_empty() {
@@ -112,25 +109,19 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     } else if chosen.len() < 2 {
         Outcome::CouldNotRun(format!("the API lists no Node named {}", remote.join(", ")))
     } else {
-        let argv = ["vxlan", "--all-nodes", "--agent-port", &agent_port, "--port", &vxlan_port];
-        let report = parsed(&argv.into_iter().chain(mtu).collect::<Vec<_>>(), |c| match c {
+        parsed(&vxlan_command, |c| match c {
             Command::Vxlan(a) => Some(a),
             _ => None,
         })
-        .and_then(|a| crate::vxlan::report_for(&a, Some(&chosen)));
-        // How to deploy the agents is the fix's to say, once: not in the step's reason too.
-        let hint = format!("; {}", netprobe_probes::vxlan::DEPLOY_HINT);
-        match report {
-            Ok(report) => Outcome::Ran(report),
-            Err(e) => Outcome::CouldNotRun(e.to_string().trim_end_matches(&hint).to_string()),
-        }
+        .and_then(|a| crate::vxlan::report_for(&a, None))
+        .into()
     };
 
     // 3. The LoadBalancer VIPs on this host's segments.
     let arp = if let Err(e) = privilege::require_net_raw("probing the VIPs") {
         Outcome::Skipped(e.to_string())
     } else {
-        parsed(&["arp", "--all-services"], |c| match c {
+        parsed(&ARP_COMMAND, |c| match c {
             Command::Arp(a) => Some(a),
             _ => None,
         })
@@ -142,7 +133,7 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     let iptables = if !privilege::may_read_firewall() {
         Outcome::Skipped("reading the live rules needs root (CAP_NET_ADMIN)".into())
     } else {
-        parsed(&["iptables"], |c| match c {
+        parsed(&IPTABLES_COMMAND, |c| match c {
             Command::Iptables(a) => Some(a),
             _ => None,
         })
@@ -161,10 +152,10 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     .into_iter();
     let first = causes.next();
     let steps = vec![
-        step("dns", &dns, format!("netprobe {}", dns_command.join(" ")), dns_step),
-        step("vxlan", &vxlan, format!("netprobe {}", vxlan_command.join(" ")), vxlan_step),
-        step("arp", &arp, "netprobe arp --all-services".into(), arp_step),
-        step("iptables", &iptables, "netprobe iptables".into(), iptables_step),
+        step("dns", &dns, shown(&dns_command), dns_step),
+        step("vxlan", &vxlan, shown(&vxlan_command), vxlan_step),
+        step("arp", &arp, shown(&ARP_COMMAND), arp_step),
+        step("iptables", &iptables, shown(&IPTABLES_COMMAND), iptables_step),
     ];
     Ok(DoctorReport {
         probe: "doctor",
@@ -177,8 +168,16 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     })
 }
 
+const ARP_COMMAND: [&str; 2] = ["arp", "--all-services"];
+const IPTABLES_COMMAND: [&str; 1] = ["iptables"];
+
+/// A step's command as the report shows it: exactly the arguments it was parsed from and ran.
+fn shown(args: &[&str]) -> String {
+    format!("netprobe {}", args.join(" "))
+}
+
 /// A step's arguments through the CLI's own parser, so a step runs with the defaults the
-/// subcommand documents.
+/// subcommand documents, and its command shows what ran.
 fn parsed<T>(args: &[&str], pick: impl FnOnce(Command) -> Option<T>) -> Result<T, Error> {
     let cli = Cli::try_parse_from(std::iter::once("netprobe").chain(args.iter().copied()))
         .map_err(|e| Error::invalid(format!("netprobe {}", args.join(" ")), e.to_string()))?;
@@ -401,6 +400,11 @@ mod tests {
     fn the_chain_then_the_cause_and_the_fix() {
         std::env::set_var("NO_COLOR", "1");
         insta::assert_snapshot!(render_table(&incident_two()));
+        // The same report as scripts read it.
+        insta::assert_snapshot!(
+            "the_chain_then_the_cause_and_the_fix_json",
+            serde_json::to_string_pretty(&incident_two()).unwrap()
+        );
     }
 
     #[test]

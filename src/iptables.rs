@@ -24,10 +24,7 @@ pub fn run(args: IptablesArgs, format: Format) -> Result<Exit, Error> {
         return Ok(Exit::Healthy);
     }
     let report = report(&args)?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
+    output::report(format, &report, render_table);
     Ok(Exit::from_health(report.health()))
 }
 
@@ -288,5 +285,10 @@ mod tests {
         report.source = "node1.rules".into();
         std::fs::remove_file(&path).unwrap();
         insta::assert_snapshot!(render_table(&report));
+        // The same report as scripts read it.
+        insta::assert_snapshot!(
+            "two_rule_sets_one_bloated_json",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
     }
 }

@@ -29,15 +29,36 @@ fn parse() -> Result<Cli, clap::Error> {
     command.try_get_matches().and_then(|matches| Cli::from_arg_matches(&matches))
 }
 
+/// Whether the arguments ask for JSON, read from the raw arguments: for a usage error, when clap
+/// could not parse them.
+fn asks_for_json() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.iter().enumerate().any(|(i, arg)| {
+        matches!(arg.as_str(), "--json" | "-ojson" | "--output=json" | "-o=json")
+            || (matches!(arg.as_str(), "-o" | "--output") && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
+        // --help and --version also arrive here, and are not errors.
+        Err(err) if !err.use_stderr() => {
+            let _ = err.print();
+            return Exit::Healthy.into();
+        }
         Err(err) => {
             let _ = err.print();
-            // --help and --version also arrive here, and are not errors.
-            return if err.use_stderr() { Exit::BadInput.into() } else { Exit::Healthy.into() };
+            if asks_for_json() {
+                // clap's words, on the first line of its message, in the JSON error too.
+                let text = err.to_string();
+                let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                output::error_json(first, Exit::BadInput);
+            }
+            return Exit::BadInput.into();
         }
     };
+    output::set_color(cli.color);
     let format = cli.format();
     let api = cli.api();
     let result = match cli.command {
@@ -57,9 +78,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(exit) => exit.into(),
-        Err(err) => {
-            eprintln!("netprobe: {err}");
-            Exit::from_error(&err).into()
-        }
+        Err(err) => output::probe_error(format, &err).into(),
     }
 }

@@ -1,16 +1,85 @@
-//! Rendering shared by every subcommand: JSON, and tables a tired person reads at a glance.
+//! Everything the binary writes, in one place: a report as JSON or as the table its subcommand
+//! draws ([`report`]), an error as one line on stderr and, with `-o json`, a JSON object on stdout
+//! ([`error`]), and the pieces tables are made of.
 
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 use clap::ValueEnum;
 use comfy_table::{presets, ContentArrangement, Table};
-use netprobe_probes::Health;
+use netprobe_probes::{Error, Health};
 use serde::Serialize;
+
+use crate::exit::Exit;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Json,
+}
+
+/// `--color`: as ripgrep and dog take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether verdicts are coloured: decided once, from `--color`, before anything is written.
+static COLOR: OnceLock<bool> = OnceLock::new();
+
+/// Decides colour for the whole run: `auto` colours a terminal unless NO_COLOR is set
+/// (no-color.org); `always` and `never` say it outright.
+pub fn set_color(choice: ColorChoice) {
+    let on = match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+    };
+    let _ = COLOR.set(on);
+}
+
+/// A report: JSON for scripts, or the table `table` draws from it for people.
+pub fn report<T: Serialize>(format: Format, value: &T, table: impl FnOnce(&T) -> String) {
+    emit(&match format {
+        Format::Json => json(value),
+        Format::Table => table(value),
+    });
+}
+
+/// An error that stopped a command: always one line on stderr; with `-o json` also a JSON object
+/// on stdout (`{"error": {"kind", "exit_code", "message"}}`), so a script reads its answer where
+/// it reads a report's.
+pub fn error(format: Format, message: &str, exit: Exit) {
+    eprintln!("netprobe: {message}");
+    if format == Format::Json {
+        error_json(message, exit);
+    }
+}
+
+/// The JSON object of [`error`] alone (for clap's usage errors, whose words clap prints itself).
+pub fn error_json(message: &str, exit: Exit) {
+    emit(&json(&ErrorReport { error: ErrorBody { kind: exit.word(), exit_code: exit.code(), message } }));
+}
+
+/// [`error`] for a probe's error.
+pub fn probe_error(format: Format, err: &Error) -> Exit {
+    let exit = Exit::from_error(err);
+    error(format, &err.to_string(), exit);
+    exit
+}
+
+#[derive(Serialize)]
+struct ErrorReport<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    kind: &'static str,
+    exit_code: u8,
+    message: &'a str,
 }
 
 /// Writes `text` to stdout. A closed pipe (`netprobe ... | head`) is not an error worth a panic.
@@ -26,9 +95,9 @@ pub fn json<T: Serialize>(value: &T) -> String {
     text
 }
 
-/// Colour only for a terminal, and never when NO_COLOR is set (no-color.org).
+/// Whether [`set_color`] turned colour on (off until it is called).
 pub fn color_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+    COLOR.get().copied().unwrap_or(false)
 }
 
 /// The verdict word, upper case, green when healthy and red when not (on a colour terminal).
@@ -85,5 +154,20 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(1_055_488), "1,055,488");
+    }
+
+    #[test]
+    fn an_error_as_json_names_its_kind_and_code() {
+        let body = ErrorReport {
+            error: ErrorBody {
+                kind: Exit::BadInput.word(),
+                exit_code: 2,
+                message: "--count: between 1 and 1000",
+            },
+        };
+        assert_eq!(
+            json(&body),
+            "{\"error\":{\"kind\":\"bad-input\",\"exit_code\":2,\"message\":\"--count: between 1 and 1000\"}}\n"
+        );
     }
 }

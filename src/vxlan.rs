@@ -1,8 +1,8 @@
 //! `netprobe vxlan` and `netprobe agent`: flags to configs, and the mesh as a from x to matrix.
 
-use netprobe_probes::k8s::{self, ApiConfig};
-use netprobe_probes::vxlan::agent::{self, AgentConfig};
-use netprobe_probes::vxlan::mesh::{self, MeshConfig, Peers};
+use netprobe_agent::mesh::{self, MeshConfig, Peers};
+use netprobe_agent::server::{self as agent, AgentConfig};
+use netprobe_k8s::{self as k8s, ApiConfig};
 use netprobe_probes::vxlan::{self, Config, PairVerdict, VxlanReport};
 use netprobe_probes::{Error, Health};
 
@@ -91,10 +91,7 @@ pub fn agent(args: AgentArgs, api: &ApiConfig) -> Result<Exit, Error> {
 pub fn run(args: VxlanArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let cluster = if args.all_nodes { Some(k8s::blocking(k8s::nodes(api))?) } else { None };
     let report = report_for(&args, cluster.as_deref())?;
-    output::emit(&match format {
-        Format::Json => output::json(&report),
-        Format::Table => render_table(&report),
-    });
+    output::report(format, &report, render_table);
     Ok(Exit::from_health(report.verdict))
 }
 
@@ -112,7 +109,7 @@ pub fn report_for(args: &VxlanArgs, cluster: Option<&[k8s::ClusterNode]>) -> Res
             (nodes.collect::<Result<Vec<_>, _>>()?, Vec::new())
         }
     };
-    let mut report = vxlan::run(Config {
+    let mut report = netprobe_agent::drive(Config {
         nodes,
         token,
         port: args.port,
@@ -315,6 +312,11 @@ mod tests {
             untested: vec![],
         };
         insta::assert_snapshot!(render_table(&report));
+        // The same report as scripts read it.
+        insta::assert_snapshot!(
+            "the_matrix_and_its_diagnoses_json",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
     }
 
     #[test]
@@ -354,5 +356,10 @@ mod tests {
         let report =
             VxlanReport { probe: "vxlan", port: 8472, vni: DEFAULT_VNI, count: 5, verdict, pairs, untested };
         insta::assert_snapshot!(render_table(&report));
+        // The same report as scripts read it.
+        insta::assert_snapshot!(
+            "nodes_from_the_api_by_name_and_the_untested_ones_with_the_fix_json",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
     }
 }

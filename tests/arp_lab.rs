@@ -1,6 +1,7 @@
 //! `netprobe arp` against the kernel's own ARP in a lab: a client and speakers on one bridge.
 //! Each test builds its own namespaces and removes them on Drop.
 
+mod common;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,8 @@ use netprobe_lab::fake_api::{fixture, FakeApi};
 use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
 use netprobe_probes::net::capture::LiveCapture;
 use netprobe_probes::net::Link;
-use netprobe_probes::wire::arp::{self, ArpFrame, Op};
+use netprobe_probes::wire::arp;
+use netprobe_probes::wire::neighbour::{NeighbourFrame, Op};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -65,13 +67,8 @@ fn netprobe_in(ns: &Netns, args: &[&str]) -> Run {
 }
 
 fn netprobe_env(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output =
-        ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).envs(env.iter().copied()).output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let (code, stdout, stderr) = common::netprobe_in(ns, args, env);
+    Run { code, stdout, stderr }
 }
 
 fn macs(report: &Value) -> Vec<String> {
@@ -175,7 +172,7 @@ fn late_responder(ns: &Netns, vip: Ipv4Addr, delay: Duration) -> NsThread {
         while !stop.load(Ordering::Relaxed) {
             let tick = Instant::now() + Duration::from_millis(10);
             while let Some(frame) = capture.next_before(tick).unwrap() {
-                let Some(req) = ArpFrame::from_link(frame.link, &frame.data) else { continue };
+                let Some(req) = NeighbourFrame::from_link(frame.link, &frame.data) else { continue };
                 let (Op::Request, std::net::IpAddr::V4(asker)) = (req.op, req.sender_ip) else { continue };
                 if req.target_ip == vip && !req.is_gratuitous() {
                     due.push((Instant::now() + delay, arp::reply(own, vip, req.sender_mac, asker)));

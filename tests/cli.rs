@@ -1,23 +1,11 @@
 //! The command line's shared behaviour: exit codes, help, version, completions, unbuilt commands.
 
+mod common;
+use common::isolated;
 use std::process::{Command, Output};
 
 fn netprobe(args: &[&str]) -> Output {
-    command().args(args).output().unwrap()
-}
-
-/// netprobe, in a new and empty network namespace when this runs as root (`unshare --net`): a test
-/// of bad flags must not send a packet even if the flags were wrongly accepted.
-fn command() -> Command {
-    let isolated =
-        Command::new("unshare").args(["--net", "true"]).status().map(|s| s.success()).unwrap_or(false);
-    if isolated {
-        let mut cmd = Command::new("unshare");
-        cmd.arg("--net").arg(env!("CARGO_BIN_EXE_netprobe"));
-        cmd
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_netprobe"))
-    }
+    isolated().args(args).output().unwrap()
 }
 
 #[test]
@@ -71,7 +59,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn vxlan_and_agent_need_a_token_and_two_nodes() {
     let run = |args: &[&str], token: Option<&str>| {
-        let mut cmd = command();
+        let mut cmd = isolated();
         cmd.args(args).env_remove("NETPROBE_TOKEN");
         if let Some(t) = token {
             cmd.env("NETPROBE_TOKEN", t);
@@ -115,7 +103,7 @@ fn dns_bad_input_is_exit_2_in_one_line() {
         ),
         (&["dns"][..], Some("/nonexistent/kubeconfig")),
     ] {
-        let mut cmd = command();
+        let mut cmd = isolated();
         cmd.args(args);
         if let Some(path) = env_kubeconfig {
             cmd.env("KUBECONFIG", path);
@@ -162,4 +150,42 @@ fn running_as_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+#[test]
+fn with_o_json_an_error_is_a_json_object_on_stdout_and_a_line_on_stderr() {
+    for (args, code, kind) in [
+        // A usage error clap finds.
+        (&["-o", "json", "arp", "192.0.2.100", "--count", "0"][..], 2, "bad-input"),
+        // Bad input the probe finds.
+        (&["--json", "iptables", "--file", "/nonexistent/rules"], 2, "bad-input"),
+    ] {
+        let output = netprobe(args);
+        assert_eq!(output.status.code(), Some(code), "{args:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let error: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(error["error"]["kind"], kind, "{stdout}");
+        assert_eq!(error["error"]["exit_code"], code, "{stdout}");
+        assert!(!error["error"]["message"].as_str().unwrap().is_empty(), "{stdout}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.trim().is_empty(), "the line for people stays on stderr");
+    }
+    // Without -o json, stdout stays empty.
+    let output = netprobe(&["iptables", "--file", "/nonexistent/rules"]);
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("netprobe: /nonexistent/rules"));
+}
+
+#[test]
+fn color_is_chosen_with_the_color_flag() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/iptables/psa1.rules");
+    let verdict_line = |color: &str| {
+        let output = netprobe(&["iptables", "--file", file, "--color", color]);
+        String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or_default().to_string()
+    };
+    assert!(verdict_line("always").starts_with("\x1b["), "{:?}", verdict_line("always"));
+    assert!(!verdict_line("never").contains('\x1b'));
+    // auto: stdout is a pipe here, so no colour.
+    assert!(!verdict_line("auto").contains('\x1b'));
 }

@@ -2,23 +2,13 @@
 //! panic, never a verdict. Every netprobe here runs in a new, empty network namespace when it can
 //! (`unshare --net`), so a wrongly accepted flag can send nothing anywhere.
 
+mod common;
+use common::isolated;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-fn command() -> Command {
-    let isolated =
-        Command::new("unshare").args(["--net", "true"]).status().map(|s| s.success()).unwrap_or(false);
-    if isolated {
-        let mut cmd = Command::new("unshare");
-        cmd.arg("--net").arg(env!("CARGO_BIN_EXE_netprobe"));
-        cmd
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_netprobe"))
-    }
-}
-
 fn run(args: &[&str]) -> Output {
-    command().args(args).env("NETPROBE_TOKEN", "t0ken").stdin(Stdio::null()).output().unwrap()
+    isolated().args(args).env("NETPROBE_TOKEN", "t0ken").stdin(Stdio::null()).output().unwrap()
 }
 
 fn stderr(output: &Output) -> String {
@@ -68,7 +58,7 @@ fn files_that_never_end_or_never_come_are_refused() {
     assert_refused(&["arp", "192.0.2.100", "--pcap", fifo], 2, "not a regular file");
     assert_refused(&["agent", "--token-file", fifo], 2, "not a regular file");
     // An endless line on standard input ends in an error, not in memory exhaustion.
-    let output = command()
+    let output = isolated()
         .args(["iptables", "--file", "-"])
         .stdin(std::fs::File::open("/dev/zero").unwrap())
         .output()
@@ -96,7 +86,7 @@ fn a_cleanup_script_that_cannot_be_written_is_exit_3() {
     text.push_str("COMMIT\n");
     std::fs::write(&rules, text).unwrap();
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let output = command()
+    let output = isolated()
         .args(["iptables", "--file", rules.to_str().unwrap(), "--cleanup-script"])
         .stdout(full)
         .output()

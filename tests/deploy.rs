@@ -163,7 +163,7 @@ fn metric_names(text: &str) -> Vec<String> {
 
 #[test]
 fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool_agrees() -> TestResult {
-    use netprobe_probes::vxlan::metrics::{Metrics, Outcome};
+    use netprobe_agent::metrics::{Metrics, Outcome};
     let test = "deploy-prometheus";
     let Some((_, python)) = validator(test) else { return Ok(()) };
     let dir = repo().join("deploy/prometheus");

@@ -3,6 +3,8 @@
 //! Discovery goes through kube's client to a small HTTP server in the client's namespace that
 //! serves the responses in tests/fixtures/k8s/.
 
+mod common;
+use common::netprobe_in;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -100,18 +102,6 @@ impl Drop for DnsLab {
     }
 }
 
-fn netprobe(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_netprobe"));
-    cmd.args(args).env_remove("NODE_NAME").env_remove("KUBECONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let output = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
-}
-
 fn endpoint<'a>(report: &'a Value, address: &str) -> &'a Value {
     report["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == address).unwrap()
 }
@@ -141,7 +131,7 @@ fn each_endpoint_gets_its_verdict_over_udp_and_tcp() -> TestResult {
         "-o",
         "json",
     ];
-    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out)?;
     assert_eq!(report["probe"], "dns");
@@ -176,7 +166,7 @@ fn each_endpoint_gets_its_verdict_over_udp_and_tcp() -> TestResult {
 
     // The table a person reads: the failing endpoint shouts.
     let table_args: Vec<&str> = args[..args.len() - 2].to_vec();
-    let (code, out, _) = netprobe(&lab.client, &table_args, &[]);
+    let (code, out, _) = netprobe_in(&lab.client, &table_args, &[]);
     assert_eq!(code, 1);
     assert!(out.starts_with("FAULT"), "{out}");
     assert!(out.lines().any(|l| l.contains("192.0.2.54:53") && l.contains("FAILING")), "{out}");
@@ -188,7 +178,7 @@ fn a_port_without_a_server_is_refused_at_once_not_timed_out() -> TestResult {
     let Some(lab) = dns_lab("dns-refused") else { return Ok(()) };
     let args = ["dns", "--endpoints", "192.0.2.55:5300", "--count", "3", "--timeout", "20s", "-o", "json"];
     let started = std::time::Instant::now();
-    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
     assert_eq!(code, 1, "{err}");
     // Waiting would take 3 x (20 s + 5 s of grace): far from the few seconds a refusal takes.
     assert!(started.elapsed() < Duration::from_secs(15), "ICMP port unreachable ends each query at once");
@@ -218,7 +208,7 @@ fn a_truncated_udp_reply_is_asked_again_over_tcp() -> TestResult {
         "-o",
         "json",
     ];
-    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
     assert_eq!(code, 0, "{err}{out}");
     let report: Value = serde_json::from_str(&out)?;
     let e = endpoint(&report, "192.0.2.53");
@@ -263,7 +253,7 @@ fn discovery_names_pods_and_nodes_and_points_at_the_overlay() -> TestResult {
         "json",
     ];
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap()), ("NODE_NAME", "node-a")];
-    let (code, out, err) = netprobe(&lab.client, &args, &env);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &env);
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out)?;
     assert_eq!(report["this_node"], "node-a");
@@ -288,7 +278,7 @@ fn a_forbidden_api_is_exit_3_naming_the_permission() -> TestResult {
     let Some(lab) = dns_lab("dns-rbac") else { return Ok(()) };
     let api = FakeApi::start(&lab.client, vec![(SLICES, 403, fixture("forbidden.json"))]);
     let kubeconfig = api.kubeconfig();
-    let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let (code, _, err) = netprobe_in(&lab.client, &["dns"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("list endpointslices in discovery.k8s.io"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -297,7 +287,7 @@ fn a_forbidden_api_is_exit_3_naming_the_permission() -> TestResult {
     let dead = lab.dir.join("kubeconfig-dead");
     std::fs::copy(&kubeconfig, &dead)?;
     drop(api);
-    let (code, _, err) = netprobe(&lab.client, &["dns"], &[("KUBECONFIG", dead.to_str().unwrap())]);
+    let (code, _, err) = netprobe_in(&lab.client, &["dns"], &[("KUBECONFIG", dead.to_str().unwrap())]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("unreachable"), "{err}");
     Ok(())
@@ -322,7 +312,7 @@ fn one_transport_blocked_is_named_and_big_answers_need_tcp() -> TestResult {
         "-o",
         "json",
     ];
-    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out)?;
     let messages: Vec<String> = report["findings"]
@@ -339,7 +329,7 @@ fn one_transport_blocked_is_named_and_big_answers_need_tcp() -> TestResult {
     // A big answer over UDP comes truncated; the TCP retry to dns3 cannot get through.
     let big =
         ["dns", "--endpoints", "192.0.2.55", "--name", "big.test", "--type", "TXT", "--protocol", "udp"];
-    let (code, out, err) = netprobe(
+    let (code, out, err) = netprobe_in(
         &lab.client,
         &[&big[..], &["--count", "3", "--timeout", "2s", "--concurrency", "3", "-o", "json"]].concat(),
         &[],
@@ -351,7 +341,7 @@ fn one_transport_blocked_is_named_and_big_answers_need_tcp() -> TestResult {
     assert_eq!(kinds(&report), vec!["too-big-for-udp"], "not called unreachable: {report}");
     // With a large enough EDNS buffer (dig's +bufsize) the answer fits in UDP.
     let edns = [&big[..], &["--count", "3", "--edns-bufsize", "4096", "-o", "json"]].concat();
-    let (code, out, err) = netprobe(&lab.client, &edns, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &edns, &[]);
     assert_eq!(code, 0, "{err}{out}");
     let report: Value = serde_json::from_str(&out)?;
     let e = endpoint(&report, "192.0.2.55");
@@ -379,7 +369,7 @@ fn refused_no_route_and_silence_each_in_their_own_words() -> TestResult {
         "-o",
         "json",
     ];
-    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out)?;
     let messages: Vec<&str> =
@@ -390,7 +380,7 @@ fn refused_no_route_and_silence_each_in_their_own_words() -> TestResult {
     assert!(messages[2].starts_with("192.0.2.54:53 answered none of 2 queries"), "{messages:?}");
     // The IPv6 endpoint is written as [address]:port and answers.
     assert_eq!(endpoint(&report, "2001:db8::53")["verdict"], "ok");
-    let (_, table, _) = netprobe(&lab.client, &args[..args.len() - 2], &[]);
+    let (_, table, _) = netprobe_in(&lab.client, &args[..args.len() - 2], &[]);
     assert!(table.contains("[2001:db8::53]:53"), "{table}");
     Ok(())
 }
@@ -424,7 +414,7 @@ fn a_failing_service_in_front_of_healthy_endpoints_points_at_the_path() -> TestR
         "-o",
         "json",
     ];
-    let (code, out, err) = netprobe(&lab.client, &args, &[]);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out)?;
     assert_eq!(endpoint(&report, "192.0.2.53")["verdict"], "ok");
@@ -458,7 +448,7 @@ fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
         "json",
     ];
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
-    let (code, out, err) = netprobe(&lab.client, &args, &env);
+    let (code, out, err) = netprobe_in(&lab.client, &args, &env);
     let report: Value = serde_json::from_str(&out)?;
     // The lab's Service VIP still sends half its queries to the old pod (as a kube-proxy that has
     // not caught up would): that is the Service's fault, named as such; the old pod is not judged.
@@ -485,7 +475,7 @@ fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
     assert_eq!(report["services"][1]["verdict"], "ok");
 
     // --family 4: the IPv6 endpoint and ClusterIP are left out.
-    let (_, out, _) = netprobe(&lab.client, &[&args[..], &["--family", "4"]].concat(), &env);
+    let (_, out, _) = netprobe_in(&lab.client, &[&args[..], &["--family", "4"]].concat(), &env);
     let report: Value = serde_json::from_str(&out)?;
     assert_eq!(report["endpoints"].as_array().unwrap().len(), 2);
     assert_eq!(report["services"].as_array().unwrap().len(), 1);
@@ -498,10 +488,11 @@ fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
     );
     let kubeconfig = api.kubeconfig();
     let with_ip = [&args[..], &["--service-ip", "192.0.2.10", "--family", "4"]].concat();
-    let (code, out, err) = netprobe(&lab.client, &with_ip, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let (code, out, err) =
+        netprobe_in(&lab.client, &with_ip, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert!(code == 0 || code == 1, "{err}{out}");
     assert_eq!(serde_json::from_str::<Value>(&out)?["services"][0]["address"], "192.0.2.10");
-    let (code, _, err) = netprobe(&lab.client, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let (code, _, err) = netprobe_in(&lab.client, &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     assert_eq!(code, 3, "without --service-ip the 403 on the Service stops discovery: {err}");
     assert!(err.contains("get services"), "{err}");
     Ok(())

@@ -7,6 +7,7 @@
 //! with response rate limiting, dnsdist rate limiting (dropping, refusing, truncating) or
 //! refusing us by its default ACL, and Unbound whose upstream is gone.
 
+mod common;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,13 +69,12 @@ fn servers(test: &str) -> Option<Servers> {
     Some(Servers { _relays: [late, racing], _lab: lab, client, dir })
 }
 
+/// netprobe in `ns` with `-o json`: (exit code, the report, stderr).
 fn netprobe(ns: &Netns, args: &[&str]) -> (i32, Value, String) {
-    let output = ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).args(["-o", "json"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} {stderr}", String::from_utf8_lossy(&output.stdout)));
-    (output.status.code().unwrap_or(-1), report, stderr)
+    let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+    let (code, stdout, stderr) = common::netprobe_in(ns, &args, &[]);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    (code, report, stderr)
 }
 
 fn endpoint(report: &Value, address: Ipv4Addr) -> &Value {

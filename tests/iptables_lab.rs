@@ -1,6 +1,7 @@
 //! `netprobe iptables` on live tables: each test loads rules into its own network namespace with
 //! iptables-restore (nf_tables backend, as Debian 12 ships it) and runs netprobe inside it.
 
+mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -16,11 +17,10 @@ fn restore(ns: &Netns, args: &[&str], text: &[u8]) {
     assert!(child.wait().unwrap().success(), "iptables-restore {args:?} failed");
 }
 
+/// netprobe in `ns`: (exit code, stdout).
 fn netprobe(ns: &Netns, args: &[&str]) -> (i32, String) {
-    let output = ns.command(env!("CARGO_BIN_EXE_netprobe")).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+    let (code, stdout, _) = common::netprobe_in(ns, args, &[]);
+    (code, stdout)
 }
 
 /// `iptables-save` as (table, chain, rule) lines, counters and comments dropped, in order.

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see netprobe_probes::fuzzing::wire.
+//! Fuzz target: see netprobe_wire::fuzzing::wire.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| netprobe_probes::fuzzing::wire(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| netprobe_wire::fuzzing::wire(data));

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::arp::services::ServicesReport;
 use crate::dns::{DnsReport, EndpointReport, FindingKind};
 use crate::iptables::{IptablesReport, Verdict as IptablesVerdict};
+use crate::net::drop_trace::reason;
 use crate::vxlan::{ControlUdp, PairReport, PairVerdict, VxlanReport, DEPLOY_HINT};
 use crate::{arp, Health};
 
@@ -72,7 +73,7 @@ pub struct RemoteFailure<'a> {
 pub fn remote_failures<'a>(dns: &'a DnsReport, this_node: &str) -> Vec<RemoteFailure<'a>> {
     let mut out: Vec<RemoteFailure<'a>> = Vec::new();
     for endpoint in dns.endpoints.iter().filter(|e| e.verdict.is_fault()) {
-        let Some(node) = endpoint.node.as_deref().filter(|n| *n != this_node) else { continue };
+        let Some(node) = endpoint.endpoint.node.as_deref().filter(|n| *n != this_node) else { continue };
         match out.iter_mut().find(|f| f.node == node) {
             Some(failure) => failure.endpoints.push(endpoint),
             None => out.push(RemoteFailure { node: node.to_string(), endpoints: vec![endpoint] }),
@@ -183,7 +184,7 @@ fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
         .filter(|x| x.verdict.is_fault() && !remote.iter().any(|f| f.endpoints.contains(x)))
         .collect();
     if !local.is_empty() {
-        let on_this = local.iter().all(|x| x.node.as_deref() == Some(e.this_node));
+        let on_this = local.iter().all(|x| x.endpoint.node.as_deref() == Some(e.this_node));
         let message = first_finding(dns, &[FindingKind::EndpointUnreachable, FindingKind::ServerErrors])
             .unwrap_or_else(|| format!("{} not ok", endpoints_text(&local)));
         causes.push(Cause {
@@ -255,11 +256,11 @@ fn tunnel_cause(
                     None => format!("check {}'s OUTPUT firewall (iptables/nft) and routes", pair.from_node),
                 },
             ),
-            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some("UDP_CSUM") => (
+            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some(reason::UDP_CSUM) => (
                 format!("reaches {} with a bad UDP checksum and its kernel drops it", pair.to_node),
                 "turn off checksum offload on the nodes' vxlan devices (ethtool -K flannel.1 tx-checksum-ip-generic off, or the CNI's option) and look for a device on the path that rewrites UDP".to_string(),
             ),
-            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some("IP_RPFILTER") => (
+            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some(reason::IP_RPFILTER) => (
                 format!("reaches {} by another interface than its route back, and its reverse-path filter drops it", pair.to_node),
                 format!("make the routes between the nodes symmetric, or set rp_filter to 2 (loose) on {}: {}", pair.to_node, pair.diagnosis),
             ),
@@ -333,7 +334,7 @@ fn tunnel_cause(
 fn endpoints_text(endpoints: &[&EndpointReport]) -> String {
     let parts: Vec<String> = endpoints
         .iter()
-        .map(|x| match &x.pod {
+        .map(|x| match &x.endpoint.pod {
             Some(pod) => format!("{pod} at {}", x.socket()),
             None => x.socket().to_string(),
         })
@@ -343,7 +344,7 @@ fn endpoints_text(endpoints: &[&EndpointReport]) -> String {
 
 /// Look at the pods themselves.
 fn pod_fix(endpoints: &[&EndpointReport], namespace: &str) -> String {
-    let pods: Vec<&str> = endpoints.iter().filter_map(|x| x.pod.as_deref()).collect();
+    let pods: Vec<&str> = endpoints.iter().filter_map(|x| x.endpoint.pod.as_deref()).collect();
     match pods.first() {
         Some(pod) => format!(
             "look at the pod{}: kubectl -n {namespace} logs {pod}; kubectl -n {namespace} describe pod {pod}",
@@ -366,13 +367,15 @@ mod tests {
 
     fn endpoint(ip: &str, node: &str, verdict: EndpointVerdict) -> EndpointReport {
         EndpointReport {
-            address: ip.parse().unwrap(),
-            port: 53,
-            node: Some(node.into()),
-            pod: Some(format!("coredns-{node}")),
-            ready: Some(true),
-            serving: Some(true),
-            terminating: Some(false),
+            endpoint: crate::cluster::ServiceEndpoint {
+                address: ip.parse().unwrap(),
+                port: 53,
+                node: Some(node.into()),
+                pod: Some(format!("coredns-{node}")),
+                ready: Some(true),
+                serving: Some(true),
+                terminating: Some(false),
+            },
             totals: ProtocolReport::default(),
             answers: vec![],
             protocols: BTreeMap::new(),
@@ -466,7 +469,7 @@ mod tests {
         let remote = remote_failures(&report, "node-a");
         assert_eq!(remote.len(), 1);
         assert_eq!(remote[0].node, "node-b");
-        assert_eq!(remote[0].endpoints[0].address.to_string(), "10.244.1.10");
+        assert_eq!(remote[0].endpoints[0].endpoint.address.to_string(), "10.244.1.10");
         // Seen from node-b, its own pod is local: nothing for the overlay to explain.
         assert!(remote_failures(&report, "node-b").is_empty());
     }

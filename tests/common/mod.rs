@@ -1,5 +1,5 @@
-//! Helpers the integration tests share: running the binary in a namespace, and the vxlan lab's
-//! cluster (nodes behind a router, each with a flannel-style vxlan device and an agent).
+//! Helpers the integration tests share: running the binary (in a lab's namespace, or isolated in
+//! an empty one), and the vxlan lab's cluster (nodes behind a router, each with a flannel-style vxlan device and an agent).
 //! Each test file uses some of them.
 #![allow(dead_code)]
 
@@ -13,12 +13,29 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// The binary under test.
 pub const NETPROBE: &str = env!("CARGO_BIN_EXE_netprobe");
 
-/// Runs netprobe in `ns` with `env` added: (exit code, stdout, stderr). A panic is never an answer.
+/// Runs netprobe in `ns` with `env` added (and none of the caller's NODE_NAME or KUBECONFIG):
+/// (exit code, stdout, stderr). A panic is never an answer.
 pub fn netprobe_in(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = ns.command(NETPROBE).args(args).envs(env.iter().copied()).output().unwrap();
+    let mut command = ns.command(NETPROBE);
+    command.args(args).env_remove("NODE_NAME").env_remove("KUBECONFIG").envs(env.iter().copied());
+    let output = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "{stderr}");
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
+/// netprobe in a new and empty network namespace when this runs as root (`unshare --net`): a test
+/// of bad flags must not send a packet even if the flags were wrongly accepted.
+pub fn isolated() -> std::process::Command {
+    use std::process::Command;
+    let can = Command::new("unshare").args(["--net", "true"]).status().map(|s| s.success()).unwrap_or(false);
+    if can {
+        let mut command = Command::new("unshare");
+        command.arg("--net").arg(NETPROBE);
+        command
+    } else {
+        Command::new(NETPROBE)
+    }
 }
 
 /// The agents' token in the vxlan labs.

@@ -1,5 +1,5 @@
 #![allow(unsafe_code)] // the lab enters namespaces (setns) and checks its user (geteuid).
-//! Network-namespace labs for netprobe's tests (and, later, `netprobe demo`).
+//! Network-namespace labs for netprobe's tests and for `netprobe demo`.
 //!
 //! A [`Lab`] creates namespaces with unique names, wires them with veth pairs and bridges, starts
 //! background processes in them, and removes all of it on Drop, also when a test panics. Hosts get

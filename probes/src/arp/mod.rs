@@ -5,6 +5,7 @@
 //! and the capture keeps listening until the deadline, so late answerers count too. The same
 //! [`tally::Tally`] reads live frames and capture files, so both give the same verdict.
 
+mod link;
 pub mod range;
 mod report;
 pub mod services;
@@ -15,12 +16,14 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use link::capture_filter;
+use link::{ask, drain_with, probe_endpoint};
 pub use report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
 pub use tally::Tally;
 
 use crate::net::capture::LiveCapture;
-use crate::net::{capture_file, interface, Clock, Link, SystemClock};
-use crate::wire::arp::{self, ArpFrame};
+use crate::net::{capture_file, Clock, Link, SystemClock};
+use crate::wire::neighbour::NeighbourFrame;
 use crate::wire::MacAddr;
 use crate::{Error, Result};
 
@@ -41,8 +44,8 @@ impl NodeMacs {
     }
 
     /// Records the sender of an ARP reply for a node's IP.
-    pub fn learn(&mut self, frame: &ArpFrame) {
-        if frame.op != arp::Op::Reply || frame.is_gratuitous() {
+    pub fn learn(&mut self, frame: &NeighbourFrame) {
+        if frame.op != crate::wire::neighbour::Op::Reply || frame.is_gratuitous() {
             return;
         }
         for (_, macs) in self.0.iter_mut().filter(|(n, _)| n.ip == frame.sender_ip) {
@@ -145,69 +148,13 @@ pub fn probe_on(
     Ok(tally.finish())
 }
 
-/// Who has `target`: an ARP request or, for an IPv6 address, a Neighbor Solicitation.
-fn ask(mac: MacAddr, source: IpAddr, target: IpAddr) -> Result<Vec<u8>> {
-    arp::ask(mac, source, target).ok_or_else(|| {
-        Error::invalid(
-            format!("{target}"),
-            format!("not of the family of the source address {source}: give addresses of one family"),
-        )
-    })
-}
-
-/// The capture filter for what answers an address: ARP for IPv4, Neighbor Solicitations and
-/// Advertisements (ICMPv6 135 and 136) for IPv6.
-pub fn capture_filter(target: IpAddr) -> &'static str {
-    match target {
-        IpAddr::V4(_) => "arp",
-        IpAddr::V6(_) => "icmp6 and (ip6[40] == 135 or ip6[40] == 136)",
-    }
-}
-
-/// The interface to probe on (given, or the route's), its MAC, and the source address (given, or
-/// the interface's first address of the target's family: for IPv6 a global one before a
-/// link-local one).
-pub(crate) fn probe_endpoint(
-    interface: Option<&str>,
-    target: IpAddr,
-    source: Option<IpAddr>,
-) -> Result<(String, MacAddr, IpAddr)> {
-    let name = match interface {
-        Some(name) => name.to_string(),
-        None => interface::for_route_to(target)?,
-    };
-    let iface = interface::lookup(&name)?;
-    let mac = iface.mac.filter(|m| *m != MacAddr::ZERO).ok_or_else(|| {
-        Error::could_not_run(
-            format!("probing ARP on {name}"),
-            "it has no Ethernet address: pick another with -i",
-        )
-    })?;
-    let own = match target {
-        IpAddr::V4(_) => iface.ipv4.first().copied().map(IpAddr::V4),
-        IpAddr::V6(_) => {
-            let link_local = |ip: &std::net::Ipv6Addr| ip.segments()[0] & 0xffc0 == 0xfe80;
-            let global = iface.ipv6.iter().find(|ip| !link_local(ip));
-            global.or(iface.ipv6.first()).copied().map(IpAddr::V6)
-        }
-    };
-    let family = if target.is_ipv4() { "IPv4" } else { "IPv6" };
-    let source = source.or(own).ok_or_else(|| {
-        Error::could_not_run(
-            format!("probing {target} on {name}"),
-            format!("it has no {family} address to ask from: give one with -s/--source"),
-        )
-    })?;
-    Ok((name, mac, source))
-}
-
 /// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2, any VLAN tags) of ARP traffic and
 /// gives the same report as a live probe: every host's requests for the target whose answers the
 /// capture shows count as sent.
 pub fn from_capture(path: &Path, target: IpAddr, nodes: Vec<Node>) -> Result<ArpReport> {
     let mut tally = Tally::capture(target, nodes, CAPTURE_MATCH_WINDOW);
     let file = capture_file::for_each_frame(path, |frame| {
-        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+        if let Some(arp) = NeighbourFrame::from_link(frame.link, &frame.data) {
             tally.observe(frame.at, &arp);
         }
     })?;
@@ -221,24 +168,11 @@ fn drain(link: &mut impl Link, tally: &mut Tally, until: Instant) -> Result<()> 
     drain_with(link, until, |at, arp| tally.observe(at, arp))
 }
 
-/// Hands every ARP frame captured before `until` to `observe`, with its capture time.
-fn drain_with(
-    link: &mut impl Link,
-    until: Instant,
-    mut observe: impl FnMut(Duration, &ArpFrame),
-) -> Result<()> {
-    while let Some(frame) = link.next_before(until)? {
-        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
-            observe(frame.at, &arp);
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::net::fake::{Event, FakeClock, FakeLink};
+    use crate::wire::arp;
     use std::net::Ipv4Addr;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -256,7 +190,7 @@ mod tests {
     fn segment(clock: &FakeClock, speakers: Vec<(MacAddr, u64)>, lost: Vec<usize>) -> FakeLink {
         let mut asked = 0;
         FakeLink::new(clock).responding(move |at, frame| {
-            let Some(req) = ArpFrame::from_link(crate::wire::link::LinkType::Ethernet, frame) else {
+            let Some(req) = NeighbourFrame::from_link(crate::wire::link::LinkType::Ethernet, frame) else {
                 return vec![];
             };
             if req.target_ip != VIP {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{drain_with, probe_endpoint};
+use super::link::{drain_with, probe_endpoint};
 use crate::net::capture::LiveCapture;
 use crate::net::{Clock, Link, SystemClock};
-use crate::wire::arp::{self, ArpFrame};
+use crate::wire::arp;
+use crate::wire::neighbour::NeighbourFrame;
 use crate::wire::MacAddr;
 use crate::{Error, Health, Result};
 
@@ -165,9 +166,10 @@ pub fn scan_on(
 ) -> Result<RangeReport> {
     let mut claims: BTreeMap<Ipv4Addr, Vec<MacAddr>> = BTreeMap::new();
     let range = config.range;
-    let mut observe = |_: Duration, frame: &ArpFrame| {
+    let mut observe = |_: Duration, frame: &NeighbourFrame| {
         let IpAddr::V4(claimed) = frame.sender_ip else { return };
-        let reply_to_us = frame.op == arp::Op::Reply && frame.target_ip == IpAddr::V4(source);
+        let reply_to_us =
+            frame.op == crate::wire::neighbour::Op::Reply && frame.target_ip == IpAddr::V4(source);
         if (reply_to_us || frame.is_gratuitous()) && range.contains(claimed) {
             let macs = claims.entry(claimed).or_default();
             if !macs.contains(&frame.sender_mac) {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::{ArpReport, Config, Node};
-use crate::k8s::{ClusterNode, LoadBalancer};
+use crate::cluster::{ClusterNode, LoadBalancer};
 use crate::net::interface::Route;
 use crate::{Health, Result};
 

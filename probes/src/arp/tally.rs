@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::report::{ArpReport, NodeAddress, OwnerChange, Responder, RttMs, Verdict};
 use super::{Node, NodeMacs};
-use crate::wire::arp::{ArpFrame, Op};
+use crate::wire::neighbour::{NeighbourFrame, Op};
 use crate::wire::MacAddr;
 use crate::{oui, round3};
 
@@ -92,7 +92,7 @@ impl Tally {
 
     /// One ARP frame seen at `at`. Frames should come in time order; when they do not, replies
     /// earlier than their request simply stay unmatched.
-    pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
+    pub fn observe(&mut self, at: Duration, frame: &NeighbourFrame) {
         self.nodes.learn(frame);
         if is_announcement(frame, self.target) {
             let index = self.responder_index(at, frame);
@@ -119,7 +119,7 @@ impl Tally {
     }
 
     /// The responder that `frame` (seen at `at`) is a claim of.
-    fn responder_index(&mut self, at: Duration, frame: &ArpFrame) -> usize {
+    fn responder_index(&mut self, at: Duration, frame: &NeighbourFrame) -> usize {
         let index = match self.responders.iter().position(|r| r.mac == frame.sender_mac) {
             Some(index) => index,
             None => {
@@ -146,7 +146,7 @@ impl Tally {
         index
     }
 
-    fn reply_for_target(&mut self, at: Duration, frame: &ArpFrame) {
+    fn reply_for_target(&mut self, at: Duration, frame: &NeighbourFrame) {
         let asker = frame.target_ip;
         self.visible.insert(asker);
         let index = self.responder_index(at, frame);
@@ -341,7 +341,7 @@ fn matches(requests: &[Duration], replies: &[Duration], window: Duration) -> Vec
 }
 
 /// Gratuitous ARP or an ARP announcement for `target`: its owner says so unasked.
-pub fn is_announcement(frame: &ArpFrame, target: IpAddr) -> bool {
+pub fn is_announcement(frame: &NeighbourFrame, target: IpAddr) -> bool {
     frame.sender_ip == target && frame.is_gratuitous() && matches!(frame.op, Op::Request | Op::Reply)
 }
 
@@ -455,11 +455,11 @@ mod tests {
         Duration::from_millis(v)
     }
 
-    fn arp(bytes: &[u8]) -> ArpFrame {
-        ArpFrame::from_link(LinkType::Ethernet, bytes).unwrap()
+    fn arp(bytes: &[u8]) -> NeighbourFrame {
+        NeighbourFrame::from_link(LinkType::Ethernet, bytes).unwrap()
     }
 
-    fn answer(from: MacAddr, ip: Ipv4Addr) -> ArpFrame {
+    fn answer(from: MacAddr, ip: Ipv4Addr) -> NeighbourFrame {
         arp(&reply(from, ip, CLIENT_MAC, CLIENT))
     }
 

@@ -17,7 +17,7 @@ use super::{Node, NodeMacs};
 use crate::net::capture::LiveCapture;
 use crate::net::tcp_connect::{ConnectLoop, ConnectTimer};
 use crate::net::{capture_file, signal, Clock, Link, SystemClock};
-use crate::wire::arp::{ArpFrame, Op};
+use crate::wire::neighbour::{NeighbourFrame, Op};
 use crate::wire::MacAddr;
 use crate::{round3, Error, Health, Result};
 
@@ -406,7 +406,7 @@ impl Watcher {
 
     /// Any ARP frame seen at `at`, in time order (frames out of order are taken as they come;
     /// no arithmetic here can underflow on them).
-    pub fn observe(&mut self, at: Duration, frame: &ArpFrame) {
+    pub fn observe(&mut self, at: Duration, frame: &NeighbourFrame) {
         self.nodes.learn(frame);
         if is_announcement(frame, self.target) {
             self.seen(at);
@@ -607,8 +607,8 @@ pub fn watch_live(config: &WatchConfig, on_event: impl FnMut(&WatchEvent)) -> Re
         return Err(Error::invalid("--interval 0", "watching needs a pause between requests, e.g. 1s"));
     }
     let (name, mac, source) =
-        super::probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
-    let mut capture = LiveCapture::open(&name, super::capture_filter(config.target))?;
+        super::link::probe_endpoint(config.interface.as_deref(), config.target, config.source)?;
+    let mut capture = LiveCapture::open(&name, super::link::capture_filter(config.target))?;
     signal::catch_interrupts();
     let mut tcp = config.tcp.map(|target| ConnectLoop::start(target, config.interval, config.tcp_timeout));
     let tcp = tcp.as_mut().map(|t| t as &mut dyn ConnectTimer);
@@ -640,9 +640,9 @@ pub fn watch_on(
             break;
         }
         if now >= next_probe {
-            let at = link.send(&super::ask(mac, source, config.target)?)?;
+            let at = link.send(&super::link::ask(mac, source, config.target)?)?;
             for node in config.nodes.iter().filter(|n| !watcher.nodes().resolved(n.ip)) {
-                link.send(&super::ask(mac, source, node.ip)?)?;
+                link.send(&super::link::ask(mac, source, node.ip)?)?;
             }
             watcher.probe_sent(at);
             next_probe = next_probe
@@ -660,7 +660,7 @@ pub fn watch_on(
             until = until.min(end);
         }
         if let Some(frame) = link.next_before(until)? {
-            if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+            if let Some(arp) = NeighbourFrame::from_link(frame.link, &frame.data) {
                 watcher.observe(frame.at, &arp);
             }
         }
@@ -687,7 +687,7 @@ pub fn watch_capture(
     let mut visible: HashSet<IpAddr> = HashSet::new();
     let mut askers: HashSet<IpAddr> = HashSet::new();
     capture_file::for_each_frame(path, |frame| {
-        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+        if let Some(arp) = NeighbourFrame::from_link(frame.link, &frame.data) {
             if arp.op == Op::Reply && arp.sender_ip == target && !arp.is_gratuitous() {
                 visible.insert(arp.target_ip);
             } else if is_probe_request(&arp, target) {
@@ -698,7 +698,7 @@ pub fn watch_capture(
     let mut watcher = Watcher::new(target, nodes, None);
     let mut left_out = 0u64;
     let file = capture_file::for_each_frame(path, |frame| {
-        if let Some(arp) = ArpFrame::from_link(frame.link, &frame.data) {
+        if let Some(arp) = NeighbourFrame::from_link(frame.link, &frame.data) {
             if is_probe_request(&arp, target) {
                 if visible.contains(&arp.sender_ip) {
                     watcher.probe_sent(frame.at);
@@ -729,7 +729,7 @@ pub fn watch_capture(
 }
 
 /// A request for `target` from a host with an address (not an announcement, not an RFC 5227 probe).
-fn is_probe_request(arp: &ArpFrame, target: IpAddr) -> bool {
+fn is_probe_request(arp: &NeighbourFrame, target: IpAddr) -> bool {
     arp.op == Op::Request
         && arp.target_ip == target
         && !arp.is_gratuitous()
@@ -753,8 +753,8 @@ mod tests {
         Duration::from_secs_f64(1_800_000_000.0 + secs)
     }
 
-    fn frame(bytes: &[u8]) -> ArpFrame {
-        ArpFrame::from_link(LinkType::Ethernet, bytes).unwrap()
+    fn frame(bytes: &[u8]) -> NeighbourFrame {
+        NeighbourFrame::from_link(LinkType::Ethernet, bytes).unwrap()
     }
 
     fn answer(w: &mut Watcher, at: f64, mac: MacAddr) {
@@ -1031,7 +1031,7 @@ mod tests {
         /// `owner(offset)` answers each request for the VIP 1 ms later (None: nobody).
         fn segment(clock: &FakeClock, owner: impl Fn(Duration) -> Option<MacAddr> + 'static) -> FakeLink {
             FakeLink::new(clock).responding(move |at, bytes| {
-                let Some(req) = ArpFrame::from_link(LinkType::Ethernet, bytes) else { return vec![] };
+                let Some(req) = NeighbourFrame::from_link(LinkType::Ethernet, bytes) else { return vec![] };
                 match owner(at) {
                     Some(mac) if req.target_ip == VIP => {
                         vec![(at + Duration::from_millis(1), reply(mac, VIP, ME, CLIENT).to_vec())]

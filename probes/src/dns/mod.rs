@@ -23,26 +23,10 @@ pub use report::{
 };
 pub use verdict::share_explains;
 
-use crate::net::dns::{Exchange, Pacing, Sockets, Transport};
+pub use crate::cluster::ServiceEndpoint;
+use crate::net::dns::{DnsSockets, Exchange, Pacing, Transport};
 use crate::{Error, Health, Result};
 use stats::{Outcome, Tally};
-
-/// One server to query, with what discovery knows about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub address: SocketAddr,
-    pub node: Option<String>,
-    pub pod: Option<String>,
-    pub ready: Option<bool>,
-    pub serving: Option<bool>,
-    pub terminating: Option<bool>,
-}
-
-impl Target {
-    pub fn new(address: SocketAddr) -> Target {
-        Target { address, node: None, pod: None, ready: None, serving: None, terminating: None }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -80,7 +64,7 @@ impl Families {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub endpoints: Vec<Target>,
+    pub endpoints: Vec<ServiceEndpoint>,
     /// The Service's addresses (each ClusterIP), each queried as a row of its own.
     pub services: Vec<SocketAddr>,
     pub name: Name,
@@ -181,7 +165,7 @@ pub fn parse_type(text: &str) -> Result<RecordType> {
 pub fn run(config: Config) -> Result<DnsReport> {
     // One thread: the work is syscalls, and a second worker only adds wake-ups between threads.
     let runtime = crate::net::runtime("starting the DNS runtime", None)?;
-    runtime.block_on(probe(Arc::new(Sockets), config))
+    runtime.block_on(probe(Arc::new(DnsSockets), config))
 }
 
 pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsReport> {
@@ -193,14 +177,14 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
     }
     let conntrack_before = config.like_glibc.then(|| net.conntrack());
     let config = Arc::new(config);
-    let mut targets: Vec<Target> = config.endpoints.clone();
-    targets.extend(config.services.iter().map(|s| Target::new(*s)));
+    let mut targets: Vec<ServiceEndpoint> = config.endpoints.clone();
+    targets.extend(config.services.iter().map(|s| ServiceEndpoint::at(*s)));
     // Every endpoint and protocol at once: a slow one cannot hide another's failures in time.
     let mut series = JoinSet::new();
     for (index, target) in targets.iter().enumerate() {
         for &protocol in &config.protocols {
             let (config, net) = (config.clone(), net.clone());
-            let address = target.address;
+            let address = target.socket();
             series.spawn(async move { (index, protocol, run_series(&net, address, protocol, config).await) });
         }
     }
@@ -249,7 +233,7 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
 }
 
 fn endpoint_report(
-    target: &Target,
+    target: &ServiceEndpoint,
     by_protocol: &BTreeMap<&'static str, Tally>,
     per_protocol: bool,
 ) -> EndpointReport {
@@ -261,13 +245,7 @@ fn endpoint_report(
     // Addresses in address order (10.96.0.9 before 10.96.0.10), other records after them.
     answers.sort_by_key(|a| (a.parse::<IpAddr>().map_err(|_| a.clone()), a.clone()));
     EndpointReport {
-        address: target.address.ip(),
-        port: target.address.port(),
-        node: target.node.clone(),
-        pod: target.pod.clone(),
-        ready: target.ready,
-        serving: target.serving,
-        terminating: target.terminating,
+        endpoint: target.clone(),
         totals: total.finish(),
         answers,
         protocols: if per_protocol {
@@ -610,7 +588,7 @@ mod tests {
 
     fn config(endpoints: &[&str], protocols: Vec<Protocol>) -> Config {
         Config {
-            endpoints: endpoints.iter().map(|e| Target::new(e.parse().unwrap())).collect(),
+            endpoints: endpoints.iter().map(|e| ServiceEndpoint::at(e.parse().unwrap())).collect(),
             services: vec![],
             name: parse_name("kubernetes.default.svc.cluster.local").unwrap(),
             record_type: RecordType::A,

@@ -1,10 +1,11 @@
 //! What `netprobe dns` found, as plain data (the JSON output is this, serialised).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use crate::cluster::ServiceEndpoint;
 use crate::Health;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -102,14 +103,9 @@ impl DnsReport {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EndpointReport {
-    pub address: IpAddr,
-    pub port: u16,
-    pub node: Option<String>,
-    pub pod: Option<String>,
-    /// The EndpointSlice's ready, serving and terminating conditions, when discovered.
-    pub ready: Option<bool>,
-    pub serving: Option<bool>,
-    pub terminating: Option<bool>,
+    /// Which endpoint: its fields first in the JSON, as they always were.
+    #[serde(flatten)]
+    pub endpoint: ServiceEndpoint,
     #[serde(flatten)]
     pub totals: ProtocolReport,
     /// The distinct answers of NOERROR replies, TTLs left out, addresses in address order.
@@ -121,12 +117,11 @@ pub struct EndpointReport {
 
 impl EndpointReport {
     pub fn socket(&self) -> SocketAddr {
-        SocketAddr::new(self.address, self.port)
+        self.endpoint.socket()
     }
 
-    /// Not ready or terminating, by the EndpointSlice's conditions.
     pub fn not_ready(&self) -> bool {
-        self.ready == Some(false) || self.terminating == Some(true)
+        self.endpoint.not_ready()
     }
 }
 

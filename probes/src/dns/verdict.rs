@@ -77,7 +77,7 @@ fn needless_truncation(e: &EndpointReport) -> u32 {
 /// `198.51.100.53:5353`, `[2001:db8::53]:53`, with the pod and node when known.
 pub fn describe(e: &EndpointReport) -> String {
     let mut text = e.socket().to_string();
-    match (&e.pod, &e.node) {
+    match (&e.endpoint.pod, &e.endpoint.node) {
         (Some(pod), Some(node)) => text.push_str(&format!(" ({pod} on {node})")),
         (Some(pod), None) => text.push_str(&format!(" ({pod})")),
         (None, Some(node)) => text.push_str(&format!(" (on {node})")),
@@ -99,12 +99,12 @@ fn unreachable_words(e: &EndpointReport) -> String {
     } else if t.refused > 0 && t.refused >= t.timeouts.max(t.no_route) {
         format!(
             "{who} refused {} of {} queries at once{first}: nothing listens on port {} there; is its DNS server running, on that port?",
-            t.refused, t.sent, e.port
+            t.refused, t.sent, e.endpoint.port
         )
     } else if t.no_route > 0 && t.no_route >= t.timeouts {
         format!(
             "{who}: no route to {}{first}: this host has no route to that address (pod network not reachable from here, or its node is down)",
-            e.address
+            e.endpoint.address
         )
     } else {
         format!(
@@ -327,11 +327,13 @@ pub fn findings(cx: &Context) -> Vec<Finding> {
         }
     }
     if let Some(here) = cx.this_node {
-        let same_node_answers =
-            judged.iter().any(|e| e.node.as_deref() == Some(here) && e.verdict != EndpointVerdict::Failing);
-        let all_failing_elsewhere = failing.iter().all(|e| e.node.as_deref().is_some_and(|n| n != here));
+        let same_node_answers = judged
+            .iter()
+            .any(|e| e.endpoint.node.as_deref() == Some(here) && e.verdict != EndpointVerdict::Failing);
+        let all_failing_elsewhere =
+            failing.iter().all(|e| e.endpoint.node.as_deref().is_some_and(|n| n != here));
         if !failing.is_empty() && same_node_answers && all_failing_elsewhere {
-            let mut nodes: Vec<&str> = failing.iter().filter_map(|e| e.node.as_deref()).collect();
+            let mut nodes: Vec<&str> = failing.iter().filter_map(|e| e.endpoint.node.as_deref()).collect();
             nodes.sort_unstable();
             nodes.dedup();
             let next: Vec<String> = nodes.iter().map(|n| format!("netprobe vxlan {here} {n}")).collect();
@@ -531,13 +533,15 @@ mod tests {
 
     fn endpoint(ip: &str, node: &str, sent: u32, answered: u32, answers: &[&str]) -> EndpointReport {
         EndpointReport {
-            address: ip.parse().unwrap(),
-            port: 53,
-            node: Some(node.into()),
-            pod: Some(format!("coredns-{node}")),
-            ready: Some(true),
-            serving: Some(true),
-            terminating: Some(false),
+            endpoint: crate::cluster::ServiceEndpoint {
+                address: ip.parse().unwrap(),
+                port: 53,
+                node: Some(node.into()),
+                pod: Some(format!("coredns-{node}")),
+                ready: Some(true),
+                serving: Some(true),
+                terminating: Some(false),
+            },
             totals: ProtocolReport {
                 sent,
                 answered,
@@ -659,8 +663,8 @@ mod tests {
     #[test]
     fn not_ready_endpoints_are_shown_not_judged() {
         let mut terminating = endpoint("192.0.2.54", "node-b", 20, 0, &[]);
-        terminating.ready = Some(false);
-        terminating.terminating = Some(true);
+        terminating.endpoint.ready = Some(false);
+        terminating.endpoint.terminating = Some(true);
         let endpoints =
             judge(vec![endpoint("192.0.2.53", "node-a", 20, 20, &["10.96.0.1"]), terminating], &[]);
         assert_eq!(verdicts(&endpoints), vec![Ok, NotReady]);
@@ -693,7 +697,7 @@ mod tests {
     #[test]
     fn each_kind_of_silence_in_its_own_words() {
         let mut refused = endpoint("198.51.100.53", "node-a", 6, 0, &[]);
-        refused.port = 5353;
+        refused.endpoint.port = 5353;
         refused.totals.timeouts = 0;
         refused.totals.refused = 6;
         let mut unroutable = endpoint("2001:db8::53", "node-b", 6, 0, &[]);

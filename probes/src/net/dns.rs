@@ -1,6 +1,6 @@
 //! DNS exchanges with deadlines: series of UDP queries, each from a socket of its own (so a fresh
 //! source port, a fresh conntrack entry and a fresh DNAT choice behind a Service VIP), and single
-//! TCP exchanges. The DNS engine reaches them through [`Transport`]; [`Sockets`] is the real one.
+//! TCP exchanges. The DNS engine reaches them through [`Transport`]; [`DnsSockets`] is the real one.
 //!
 //! A socket may carry a group of queries sent back to back (A then AAAA, as glibc's stub resolver
 //! sends them from one socket): the pattern behind the conntrack insert race, kubernetes#56903.
@@ -104,9 +104,9 @@ pub trait Transport: Send + Sync + 'static {
 
 /// The real sockets.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Sockets;
+pub struct DnsSockets;
 
-impl Transport for Sockets {
+impl Transport for DnsSockets {
     /// One poll(2) over all in-flight sockets: no reactor registration per socket, which is most
     /// of the cost at high rates (benchmarked: 1.33-1.43x dnsperf against 2.1-2.5x with tokio).
     fn udp_series<T>(
@@ -295,7 +295,7 @@ impl Transport for Sockets {
     }
 }
 
-/// A non-blocking std UDP socket connected to `server`, for [`Sockets::udp_series`].
+/// A non-blocking std UDP socket connected to `server`, for [`DnsSockets::udp_series`].
 fn connected_udp(server: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let family = if server.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2); the fd is owned by the OwnedFd right after.

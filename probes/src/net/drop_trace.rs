@@ -59,20 +59,31 @@ impl DropTrace for NoTrace {
     }
 }
 
+/// The kernel's names (skb:kfree_skb's `reason`) of the drops the judges read by name.
+pub mod reason {
+    pub const NETFILTER_DROP: &str = "NETFILTER_DROP";
+    pub const UDP_CSUM: &str = "UDP_CSUM";
+    pub const NO_SOCKET: &str = "NO_SOCKET";
+    pub const IP_RPFILTER: &str = "IP_RPFILTER";
+    pub const VXLAN_VNI_NOT_FOUND: &str = "VXLAN_VNI_NOT_FOUND";
+    pub const VXLAN_INVALID_HDR: &str = "VXLAN_INVALID_HDR";
+    pub const OTHERHOST: &str = "OTHERHOST";
+}
+
 /// The reasons a probe to a UDP port can be dropped for on its way in; the filter asks for these
 /// alone (those this kernel knows).
 const REASONS: [&str; 16] = [
-    "NETFILTER_DROP",
-    "UDP_CSUM",
+    reason::NETFILTER_DROP,
+    reason::UDP_CSUM,
     "IP_CSUM",
-    "NO_SOCKET",
+    reason::NO_SOCKET,
     "SOCKET_FILTER",
     "SOCKET_RCVBUFF",
-    "VXLAN_VNI_NOT_FOUND",
-    "VXLAN_INVALID_HDR",
-    "IP_RPFILTER",
+    reason::VXLAN_VNI_NOT_FOUND,
+    reason::VXLAN_INVALID_HDR,
+    reason::IP_RPFILTER,
     "XFRM_POLICY",
-    "OTHERHOST",
+    reason::OTHERHOST,
     "IP_INADDRERRORS",
     "IP_INNOROUTES",
     "PKT_TOO_SMALL",

@@ -4,7 +4,6 @@
 //! The engines reach the OS through small traits defined here ([`Link`], [`Clock`], and in the
 //! modules beside them), implemented by the real thing and, in tests, by the fakes in [`fake`].
 
-pub mod agent_client;
 pub mod budget;
 pub mod capture;
 pub mod capture_file;
@@ -14,7 +13,6 @@ pub mod drop_trace;
 #[cfg(test)]
 pub mod fake;
 pub mod firewall;
-pub mod http_server;
 pub mod input;
 pub mod interface;
 pub mod iptables;

@@ -1,7 +1,7 @@
 //! The agent's packet I/O: listening for probes (a capture on every interface of the node, since
 //! asymmetric routes bring probes in on another interface than the one towards the sender, and a
 //! control UDP socket, each on a thread) and sending them through the kernel's UDP stack while
-//! capturing what leaves. The agent's handlers reach it through [`ProbeIo`]; [`Sockets`] is real.
+//! capturing what leaves. The agent's handlers reach it through [`ProbeIo`]; [`ProbeSockets`] is real.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -97,7 +97,7 @@ pub trait ProbeIo: Send + Sync + 'static {
 /// capture's filter and kept two threads awake per expectation: the cost grew with the square of
 /// the peers.
 #[derive(Debug)]
-pub struct Sockets {
+pub struct ProbeSockets {
     /// The packets of every send together, a tenth of a second's worth at once at most.
     budget: Budget,
     /// The capture of each VXLAN port listened on (every interface at once).
@@ -105,10 +105,10 @@ pub struct Sockets {
     control: Mutex<Weak<Tap>>,
 }
 
-impl Sockets {
+impl ProbeSockets {
     /// At most `per_second` packets a second over all sends together.
-    pub fn new(per_second: u32) -> Sockets {
-        Sockets {
+    pub fn new(per_second: u32) -> ProbeSockets {
+        ProbeSockets {
             budget: Budget::new(f64::from(per_second.max(1)), f64::from(per_second) / 10.0),
             taps: Default::default(),
             control: Default::default(),
@@ -414,7 +414,7 @@ impl Listener for LiveListener {
     }
 }
 
-impl ProbeIo for Sockets {
+impl ProbeIo for ProbeSockets {
     fn listen(&self, spec: ListenSpec) -> Result<Box<dyn Listener>> {
         // The interface of the route back to the sender is what the expectation reports; the
         // capture hears every interface.
@@ -597,7 +597,7 @@ mod tests {
     #[test]
     fn one_control_socket_serves_every_expectation_and_finish_takes_in_what_was_buffered() {
         // Two expectations share the agent's one control socket (on loopback, inside this test).
-        let sockets = Sockets::new(100);
+        let sockets = ProbeSockets::new(100);
         let (tap, again) = (sockets.control_tap().unwrap(), sockets.control_tap().unwrap());
         assert!(Arc::ptr_eq(&tap, &again), "shared while held");
         let me = Ipv4Addr::LOCALHOST;

@@ -7,6 +7,27 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_AGENT_PORT: u16 = 9473;
+
+/// The routes of the agent API, named once: the server's router and the client use these.
+pub mod route {
+    pub const HEALTH: &str = "/v1/health";
+    pub const EXPECT: &str = "/v1/expect";
+    pub const SEND: &str = "/v1/send";
+    pub const COLLECT: &str = "/v1/collect";
+    pub const EXPECT_MANY: &str = "/v1/expect-many";
+    pub const SEND_MANY: &str = "/v1/send-many";
+    pub const COLLECT_MANY: &str = "/v1/collect-many";
+    /// `GET /v1/expectation/{probe_id}` (the pattern; [`expectation`] gives one probe's path).
+    pub const EXPECTATION: &str = "/v1/expectation/{probe_id}";
+    /// Open to anyone: the kubelet's readiness probe, and Prometheus.
+    pub const HEALTHZ: &str = "/healthz";
+    pub const METRICS: &str = "/metrics";
+
+    /// The path that asks about `probe_id`.
+    pub fn expectation(probe_id: u64) -> String {
+        format!("/v1/expectation/{probe_id}")
+    }
+}
 /// At most this many probe packets (and as many control datagrams) per request.
 pub const MAX_COUNT: u32 = 100;
 /// Probe packets leave at most this often: 100 packets a second.
@@ -181,6 +202,20 @@ pub struct ExpectMany {
     pub probes: Vec<ExpectedProbe>,
 }
 
+impl ExpectMany {
+    /// One entry as the single request it stands for.
+    pub fn single(&self, probe: &ExpectedProbe) -> ExpectRequest {
+        ExpectRequest {
+            probe_id: probe.probe_id,
+            from: probe.from,
+            to: probe.to,
+            port: self.port,
+            vni: self.vni,
+            window_ms: self.window_ms,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedProbe {
     pub probe_id: u64,
@@ -199,6 +234,21 @@ pub struct SendMany {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sizes: Vec<u16>,
     pub targets: Vec<SendTarget>,
+}
+
+impl SendMany {
+    /// One target as the single request it stands for.
+    pub fn single(&self, target: &SendTarget) -> SendRequest {
+        SendRequest {
+            probe_id: target.probe_id,
+            to: target.to,
+            port: self.port,
+            control_port: target.control_port,
+            vni: self.vni,
+            count: self.count,
+            sizes: self.sizes.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -12,24 +12,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::api::*;
+use super::client::{AgentAddr, AgentApi, Batch};
 use super::{Config, Node};
-use crate::net::agent_client::{AgentAddr, AgentApi};
 use crate::{Error, Result};
 
 /// One pair of a round: `from` sends probe `probe_id` to `to`.
 #[derive(Clone, Debug)]
-pub(crate) struct Job {
+pub struct Job {
     pub from: Node,
     pub to: Node,
     pub probe_id: u64,
 }
 
 /// What a pair's agents said, or why they could not say it.
-pub(crate) type Exchanged = Result<(SendResponse, CollectResponse)>;
+pub type Exchanged = Result<(SendResponse, CollectResponse)>;
 
 /// Rounds of `members` (indices into `jobs`) in which no agent sends to, or expects from, more
 /// than [`MAX_BATCH`] others: first fit, in the order given.
-pub(crate) fn waves(jobs: &[Job], members: &[usize]) -> Vec<Vec<usize>> {
+pub fn waves(jobs: &[Job], members: &[usize]) -> Vec<Vec<usize>> {
     type Wave = (Vec<usize>, HashMap<SocketAddr, usize>, HashMap<SocketAddr, usize>);
     let mut waves: Vec<Wave> = Vec::new();
     for &index in members {
@@ -56,7 +56,7 @@ pub(crate) fn waves(jobs: &[Job], members: &[usize]) -> Vec<Vec<usize>> {
 /// Every ordered pair of `nodes`, with its place (source, destination) in the list, by how far
 /// apart the two are in the list: every round of [`waves`] then holds each node's next peers, as a
 /// source and as a destination, and a mesh takes the fewest rounds (two for 100 nodes).
-pub(crate) fn mesh_jobs(nodes: &[Node], seed: u64) -> Vec<(Job, (usize, usize))> {
+pub fn mesh_jobs(nodes: &[Node], seed: u64) -> Vec<(Job, (usize, usize))> {
     let n = nodes.len();
     let mut jobs = Vec::with_capacity(n * n.saturating_sub(1));
     for distance in 1..n {
@@ -93,7 +93,7 @@ fn grouped<'a>(
 
 /// An entry an agent refused, as the error the single request would have given.
 fn refusal(agent: &AgentAddr, path: &str, status: u16, error: String) -> Error {
-    let op = format!("agent {} ({}) {path}", agent.label, agent.address);
+    let op = format!("{} {path}", agent.who());
     if status == 429 {
         Error::Busy { op, detail: error }
     } else {
@@ -101,16 +101,16 @@ fn refusal(agent: &AgentAddr, path: &str, status: u16, error: String) -> Error {
     }
 }
 
-/// Calls `path` on each group's agent, `in_flight` calls at once, each within `within`, and
+/// Sends each group's request to its agent, `in_flight` calls at once, each within `within`, and
 /// spreads each answer over the group's jobs: `bodies[g]` is group g's request.
-async fn call_groups<A: AgentApi, B: serde::Serialize + Sync, R: serde::de::DeserializeOwned + Send>(
+async fn call_groups<A: AgentApi, B: Batch>(
     agents: &A,
-    path: &str,
     groups: &[(AgentAddr, Vec<usize>)],
     bodies: Vec<B>,
     (within, in_flight): (Duration, usize),
-    answers: &mut [Option<Result<R>>],
+    answers: &mut [Option<Result<B::Answer>>],
 ) {
+    let path = B::ROUTE;
     use futures_util::StreamExt;
     // Boxed, so that the future of a round names no closure type (the compiler cannot prove
     // such a future Send for every lifetime, and the agent's mesh runs on a multi-thread runtime).
@@ -121,14 +121,14 @@ async fn call_groups<A: AgentApi, B: serde::Serialize + Sync, R: serde::de::Dese
                 + 'a,
         >,
     >;
-    let mut calls: Vec<Call<'_, R>> = Vec::with_capacity(groups.len());
+    let mut calls: Vec<Call<'_, B::Answer>> = Vec::with_capacity(groups.len());
     for ((agent, members), body) in groups.iter().zip(&bodies) {
         calls.push(Box::pin(async move {
-            let asked = super::patiently(|| agents.call::<B, Vec<Each<R>>>(agent, path, Some(body)));
+            let asked = super::driver::patiently(|| B::call(agents, agent, body));
             let answer = match tokio::time::timeout(within, asked).await {
                 Ok(answer) => answer,
                 Err(_) => Err(Error::could_not_run(
-                    format!("agent {} ({}) {path}", agent.label, agent.address),
+                    format!("{} {path}", agent.who()),
                     format!("no answer within {} s", within.as_secs()),
                 )),
             };
@@ -167,7 +167,7 @@ async fn call_groups<A: AgentApi, B: serde::Serialize + Sync, R: serde::de::Dese
 /// them, and after `config.timeout` the destinations say what arrived. A call that has not
 /// answered within `within` (plus the time its probes take to leave) fails its own jobs only; at
 /// most `in_flight` calls are under way at once.
-pub(crate) async fn exchange_all<A: AgentApi>(
+pub async fn exchange_all<A: AgentApi>(
     agents: &A,
     config: &Config,
     jobs: &[Job],
@@ -195,7 +195,7 @@ pub(crate) async fn exchange_all<A: AgentApi>(
                 .collect(),
         })
         .collect();
-    call_groups(agents, "/v1/expect-many", &by_destination, bodies, (within, in_flight), &mut expected).await;
+    call_groups(agents, &by_destination, bodies, (within, in_flight), &mut expected).await;
 
     let listening: Vec<usize> =
         members.iter().copied().filter(|&i| matches!(expected[i], Some(Ok(_)))).collect();
@@ -222,7 +222,7 @@ pub(crate) async fn exchange_all<A: AgentApi>(
         })
         .collect();
     let longest = by_source.iter().map(|(_, g)| send_time(count, g.len())).max().unwrap_or_default();
-    call_groups(agents, "/v1/send-many", &by_source, bodies, (within + longest, in_flight), &mut sent).await;
+    call_groups(agents, &by_source, bodies, (within + longest, in_flight), &mut sent).await;
 
     tokio::time::sleep(config.timeout).await;
     // Every expectation is collected, also those whose probes could not be sent: each counts
@@ -233,7 +233,7 @@ pub(crate) async fn exchange_all<A: AgentApi>(
         .iter()
         .map(|(_, group)| CollectMany { probe_ids: group.iter().map(|&i| jobs[i].probe_id).collect() })
         .collect();
-    call_groups(agents, "/v1/collect-many", &by_destination, bodies, (within, in_flight), &mut arrived).await;
+    call_groups(agents, &by_destination, bodies, (within, in_flight), &mut arrived).await;
 
     members
         .iter()
@@ -250,7 +250,7 @@ pub(crate) async fn exchange_all<A: AgentApi>(
 
 /// Each exchanged pair's report (or why it has none): judged together, since whether a node's
 /// overlay device listens where the others send is known from all of them.
-pub(crate) fn judge_all(
+pub fn judge_all(
     config: &Config,
     jobs: &[Job],
     exchanged: Vec<Option<Exchanged>>,
@@ -285,48 +285,16 @@ pub(crate) fn judge_all(
 /// The longest a destination listens if nobody collects (collect ends it sooner): the probes'
 /// sending and timeout, and room for a busy source, whose counters and send slot may keep the
 /// probes waiting seconds.
-pub(crate) fn listen_window(config: &Config, sending: Duration) -> Duration {
+pub fn listen_window(config: &Config, sending: Duration) -> Duration {
     config.timeout + sending + Duration::from_secs(10)
 }
 
 /// How long `targets` targets' probes take to leave one agent: its packet budget (a probe and a
 /// control datagram each), and never less than one target's gaps.
-pub(crate) fn send_time(count: u32, targets: usize) -> Duration {
+pub fn send_time(count: u32, targets: usize) -> Duration {
     let packets = u64::from(count) * 2 * targets as u64;
     let budget = Duration::from_millis(packets * 1000 / u64::from(MAX_PACKETS_PER_SECOND));
     budget.max(Duration::from_millis(SEND_GAP_MS * u64::from(count)))
-}
-
-/// For fake agents in tests: a `-many` request as the single requests it stands for (the single
-/// route's path, and each entry's body), or `None` for any other request.
-#[cfg(test)]
-pub(crate) fn as_single_requests(
-    path: &str,
-    body: &serde_json::Value,
-) -> Option<(String, Vec<serde_json::Value>)> {
-    let single = path.strip_suffix("-many")?.to_string();
-    let merged = |entry: &serde_json::Value, shared: &[&str]| {
-        let mut one = entry.clone();
-        for key in shared {
-            one[*key] = body[*key].clone();
-        }
-        one
-    };
-    let each = match path {
-        "/v1/expect-many" => {
-            body["probes"].as_array()?.iter().map(|e| merged(e, &["port", "vni", "window_ms"])).collect()
-        }
-        "/v1/send-many" => body["targets"]
-            .as_array()?
-            .iter()
-            .map(|e| merged(e, &["port", "vni", "count", "sizes"]))
-            .collect(),
-        "/v1/collect-many" => {
-            body["probe_ids"].as_array()?.iter().map(|id| serde_json::json!({"probe_id": id})).collect()
-        }
-        _ => return None,
-    };
-    Some((single, each))
 }
 
 #[cfg(test)]

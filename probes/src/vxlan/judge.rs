@@ -14,18 +14,8 @@ use std::net::Ipv4Addr;
 
 use super::api::{CollectResponse, GrownRule, SendResponse, UnreachableSeen, VxlanDeviceSeen};
 use super::report::{ControlUdp, Delivery, PairReport, PairVerdict};
-use crate::net::drop_trace::KernelDrop;
+use crate::net::drop_trace::{reason, KernelDrop};
 use crate::wire::vxlan::unreachable_code;
-
-/// The kernel's names for the drops the judge reads (skb:kfree_skb reasons).
-pub mod reason {
-    pub const NETFILTER_DROP: &str = "NETFILTER_DROP";
-    pub const UDP_CSUM: &str = "UDP_CSUM";
-    pub const NO_SOCKET: &str = "NO_SOCKET";
-    pub const IP_RPFILTER: &str = "IP_RPFILTER";
-    pub const VXLAN_VNI_NOT_FOUND: &str = "VXLAN_VNI_NOT_FOUND";
-    pub const VXLAN_INVALID_HDR: &str = "VXLAN_INVALID_HDR";
-}
 
 /// What every node of a run said of its VXLAN devices: the overlay as the mesh sees it. A node's
 /// devices are the ones its agent listed last (as a source or as a destination).
@@ -537,7 +527,7 @@ impl Finding {
                     match (counted, traced) {
                         (Some(n), _) => format!("UdpInCsumErrors grew by {n}"),
                         (None, Some(d)) => format!("the kernel says UDP_CSUM for {}", d.count),
-                        (None, None) => "UDP_CSUM".to_string(),
+                        (None, None) => reason::UDP_CSUM.to_string(),
                     },
                     match offload {
                         Some(name) => format!(

@@ -107,7 +107,8 @@ pub struct PairReport {
     pub delivery: Option<Delivery>,
     /// Why delivery is unverified, when it is.
     pub delivery_note: Option<String>,
-    /// Not measured: probes are one-way (the destination's VTEP swallows them).
+    /// Always null: probes are one-way (the destination's VTEP swallows them). Kept so that the
+    /// JSON scripts read keeps its fields.
     pub rtt_ms: Option<f64>,
     /// The firewall rule that dropped the probes, when one was found.
     pub rule: Option<String>,

@@ -2,9 +2,12 @@
 //! `None` (or an error) instead of panicking.
 
 pub mod arp;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod mac;
 pub mod ndp;
+pub mod neighbour;
 pub mod vxlan;
 
 pub use mac::MacAddr;

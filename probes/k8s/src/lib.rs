@@ -1,6 +1,9 @@
-//! Kubernetes discovery: which pods serve a Service, on which nodes, and the Service's addresses.
-//! Uses kube's client, so kubeconfigs (exec auth plugins included) and the in-cluster service
-//! account work as they do for kubectl. Returns its own types; the probes map from them.
+//! Kubernetes discovery: which pods serve a Service, on which nodes, and the Service's addresses;
+//! the cluster's Nodes; its LoadBalancer Services. Uses kube's client, so kubeconfigs (exec auth
+//! plugins included) and the in-cluster service account work as they do for kubectl. Returns the
+//! plain types of `netprobe_probes::cluster`, re-exported here.
+
+pub use netprobe_probes::cluster::*;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -12,15 +15,7 @@ use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
-use crate::{Error, Result};
-
-/// Where the API is, as kubectl finds it: `--kubeconfig`, else KUBECONFIG, else ~/.kube/config,
-/// else the in-cluster service account; `--context` picks a context of the kubeconfig.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ApiConfig {
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
-}
+use netprobe_probes::{Error, Result};
 
 /// A client for the API, and the server it talks to (for error messages).
 pub struct Connected {
@@ -28,55 +23,33 @@ pub struct Connected {
     pub server: String,
 }
 
-impl ApiConfig {
-    pub async fn connect(&self) -> Result<Connected> {
-        let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|e| {
-                    Error::invalid(format!("--kubeconfig {}", path.display()), e.to_string())
-                })?;
-                kube::Config::from_custom_kubeconfig(file, &options)
-                    .await
-                    .map_err(|e| Error::invalid(format!("--kubeconfig {}", path.display()), e.to_string()))?
-            }
-            None if self.context.is_some() => kube::Config::from_kubeconfig(&options)
+/// A client for the API `api` names.
+pub async fn connect(api: &ApiConfig) -> Result<Connected> {
+    let options = KubeConfigOptions { context: api.context.clone(), ..Default::default() };
+    let config = match &api.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| {
+                Error::invalid(format!("--kubeconfig {}", path.display()), e.to_string())
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| Error::invalid("--context", e.to_string()))?,
-            None => kube::Config::infer().await.map_err(|e| {
-                Error::invalid(
-                    "kubeconfig",
-                    format!("{e}: pass --kubeconfig, set KUBECONFIG, fix ~/.kube/config, or give the addresses by hand"),
-                )
-            })?,
-        };
-        let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| {
-            Error::could_not_run(format!("connecting to the Kubernetes API at {server}"), e.to_string())
-        })?;
-        Ok(Connected { client, server })
-    }
-}
-
-/// One endpoint of a Service, as its EndpointSlice describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceEndpoint {
-    pub address: IpAddr,
-    pub port: u16,
-    pub node: Option<String>,
-    pub pod: Option<String>,
-    pub ready: Option<bool>,
-    pub serving: Option<bool>,
-    pub terminating: Option<bool>,
-}
-
-/// The endpoints behind a Service and its cluster addresses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Discovered {
-    /// Each address once, even when two slices list it (as during a rollout).
-    pub endpoints: Vec<ServiceEndpoint>,
-    /// Every address in the Service's `clusterIPs` (both families on a dual-stack Service).
-    pub cluster_ips: Vec<IpAddr>,
+                .map_err(|e| Error::invalid(format!("--kubeconfig {}", path.display()), e.to_string()))?
+        }
+        None if api.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Error::invalid("--context", e.to_string()))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::invalid(
+                "kubeconfig",
+                format!("{e}: pass --kubeconfig, set KUBECONFIG, fix ~/.kube/config, or give the addresses by hand"),
+            )
+        })?,
+    };
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| {
+        Error::could_not_run(format!("connecting to the Kubernetes API at {server}"), e.to_string())
+    })?;
+    Ok(Connected { client, server })
 }
 
 /// [`discover`] on a runtime of its own, for callers that are not async.
@@ -101,7 +74,7 @@ pub async fn discover(
     port_name: &str,
     want_cluster_ips: bool,
 ) -> Result<Discovered> {
-    let Connected { client, server } = api.connect().await?;
+    let Connected { client, server } = connect(api).await?;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
     let selector = format!("kubernetes.io/service-name={service}");
     let list = slices.list(&ListParams::default().labels(&selector)).await.map_err(|e| {
@@ -176,19 +149,9 @@ fn endpoints_of(slices: Vec<EndpointSlice>, port_name: &str) -> Vec<ServiceEndpo
     out
 }
 
-/// A node of the cluster, as the probes need it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterNode {
-    pub name: String,
-    /// The node's InternalIP (the first IPv4 one when there are both families).
-    pub internal_ip: Option<IpAddr>,
-    /// Labelled node-role.kubernetes.io/control-plane (or master).
-    pub control_plane: bool,
-}
-
 /// Every Node, control-plane nodes included.
 pub async fn nodes(api: &ApiConfig) -> Result<Vec<ClusterNode>> {
-    let Connected { client, server } = api.connect().await?;
+    let Connected { client, server } = connect(api).await?;
     let list = Api::<Node>::all(client)
         .list(&ListParams::default())
         .await
@@ -214,18 +177,9 @@ pub async fn nodes(api: &ApiConfig) -> Result<Vec<ClusterNode>> {
         .collect())
 }
 
-/// A Service of type LoadBalancer and the addresses its status gives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadBalancer {
-    pub namespace: String,
-    pub name: String,
-    /// status.loadBalancer.ingress[].ip
-    pub ips: Vec<IpAddr>,
-}
-
 /// One Service's load-balancer addresses (`Some((namespace, name))`), or every LoadBalancer Service's.
 pub async fn load_balancers(api: &ApiConfig, only: Option<(&str, &str)>) -> Result<Vec<LoadBalancer>> {
-    let Connected { client, server } = api.connect().await?;
+    let Connected { client, server } = connect(api).await?;
     let services: Vec<Service> = match only {
         Some((namespace, name)) => {
             let api = Api::<Service>::namespaced(client, namespace);
@@ -286,7 +240,7 @@ pub fn blocking_within<T>(
     limit: std::time::Duration,
     lookup: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    let runtime = crate::net::runtime("starting the Kubernetes client", None)?;
+    let runtime = netprobe_probes::net::runtime("starting the Kubernetes client", None)?;
     runtime.block_on(async {
         tokio::time::timeout(limit, lookup).await.map_err(|_| {
             Error::could_not_run(

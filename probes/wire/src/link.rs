@@ -42,39 +42,85 @@ pub struct LinkFrame<'a> {
     pub ifindex: Option<u32>,
 }
 
+/// Where each header's fields lie, each range named once.
+mod field {
+    pub type Field = std::ops::Range<usize>;
+
+    /// dst(6) src(6) ethertype(2)
+    pub mod ethernet {
+        use super::Field;
+        pub const SOURCE: Field = 6..12;
+        pub const ETHERTYPE: Field = 12..14;
+        pub const LEN: usize = 14;
+    }
+
+    /// packet type(2) ARPHRD(2) address length(2) address(8) protocol(2)
+    pub mod sll {
+        use super::Field;
+        pub const ADDRESS_LEN: Field = 4..6;
+        pub const ADDRESS: Field = 6..12;
+        pub const PROTOCOL: Field = 14..16;
+        pub const LEN: usize = 16;
+    }
+
+    /// protocol(2) reserved(2) ifindex(4) ARPHRD(2) packet type(1) address length(1) address(8)
+    pub mod sll2 {
+        use super::Field;
+        pub const PROTOCOL: Field = 0..2;
+        pub const IFINDEX: Field = 4..8;
+        pub const ADDRESS_LEN: usize = 11;
+        pub const ADDRESS: Field = 12..18;
+        pub const LEN: usize = 20;
+    }
+
+    /// TCI(2) inner ethertype(2)
+    pub mod vlan {
+        use super::Field;
+        pub const ETHERTYPE: Field = 2..4;
+        pub const LEN: usize = 4;
+    }
+}
+
+/// A big-endian 16-bit field of a header already checked to be long enough.
+fn be16(header: &[u8], at: field::Field) -> u16 {
+    u16::from_be_bytes([header[at.start], header[at.start + 1]])
+}
+
 /// Decodes a captured frame; `None` when it is too short for its header. Any stack of VLAN tags
 /// (802.1Q, 802.1ad, QinQ) is skipped, so the EtherType is the one the tags carry.
 pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
+    use field::{ethernet, sll, sll2, vlan};
     let mut frame = match link {
         LinkType::Ethernet => {
-            // dst(6) src(6) ethertype(2)
-            let header = bytes.get(..14)?;
+            let header = bytes.get(..ethernet::LEN)?;
             LinkFrame {
-                source: MacAddr::from_slice(&header[6..12]),
-                ethertype: u16::from_be_bytes([header[12], header[13]]),
-                payload: &bytes[14..],
+                source: MacAddr::from_slice(&header[ethernet::SOURCE]),
+                ethertype: be16(header, ethernet::ETHERTYPE),
+                payload: &bytes[ethernet::LEN..],
                 ifindex: None,
             }
         }
         LinkType::LinuxSll => {
-            // packet type(2) ARPHRD(2) address length(2) address(8) protocol(2)
-            let header = bytes.get(..16)?;
-            let addr_len = u16::from_be_bytes([header[4], header[5]]);
+            let header = bytes.get(..sll::LEN)?;
             LinkFrame {
-                source: (addr_len == 6).then(|| MacAddr::from_slice(&header[6..12])).flatten(),
-                ethertype: u16::from_be_bytes([header[14], header[15]]),
-                payload: &bytes[16..],
+                source: (be16(header, sll::ADDRESS_LEN) == 6)
+                    .then(|| MacAddr::from_slice(&header[sll::ADDRESS]))
+                    .flatten(),
+                ethertype: be16(header, sll::PROTOCOL),
+                payload: &bytes[sll::LEN..],
                 ifindex: None,
             }
         }
         LinkType::LinuxSll2 => {
-            // protocol(2) reserved(2) ifindex(4) ARPHRD(2) packet type(1) address length(1) address(8)
-            let header = bytes.get(..20)?;
+            let header = bytes.get(..sll2::LEN)?;
+            let ifindex = &header[sll2::IFINDEX];
             LinkFrame {
-                source: (header[11] == 6).then(|| MacAddr::from_slice(&header[12..18])).flatten(),
-                ethertype: u16::from_be_bytes([header[0], header[1]]),
-                payload: &bytes[20..],
-                ifindex: Some(u32::from_be_bytes([header[4], header[5], header[6], header[7]])),
+                source: (header[sll2::ADDRESS_LEN] == 6)
+                    .then(|| MacAddr::from_slice(&header[sll2::ADDRESS]))
+                    .flatten(),
+                ethertype: be16(header, sll2::PROTOCOL),
+                payload: &bytes[sll2::LEN..],
+                ifindex: Some(u32::from_be_bytes([ifindex[0], ifindex[1], ifindex[2], ifindex[3]])),
             }
         }
     };
@@ -82,10 +128,9 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
         if !VLAN_ETHERTYPES.contains(&frame.ethertype) {
             return Some(frame);
         }
-        // TCI(2) inner ethertype(2)
-        let tag = frame.payload.get(..4)?;
-        frame.ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        frame.payload = &frame.payload[4..];
+        let tag = frame.payload.get(..vlan::LEN)?;
+        frame.ethertype = be16(tag, vlan::ETHERTYPE);
+        frame.payload = &frame.payload[vlan::LEN..];
     }
     None
 }

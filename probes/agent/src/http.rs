@@ -13,8 +13,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 
-use super::signal;
-use crate::{Error, Result};
+use netprobe_probes::net::signal;
+use netprobe_probes::{Error, Result};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -52,7 +52,7 @@ pub fn serve(
     limits: Limits,
     ready: impl FnOnce(SocketAddr) -> Option<Background>,
 ) -> Result<()> {
-    let runtime = super::runtime("starting the agent", Some(2))?;
+    let runtime = netprobe_probes::net::runtime("starting the agent", Some(2))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -1,6 +1,6 @@
 //! IPv6 Neighbor Discovery (RFC 4861) as ARP's IPv6 twin: a Neighbor Solicitation asks who has an
 //! address, a Neighbor Advertisement claims it. MetalLB's layer-2 mode answers NDP for IPv6 VIPs as
-//! it answers ARP for IPv4 ones. Both are read into the same [`ArpFrame`], so one tally counts
+//! it answers ARP for IPv4 ones. Both are read into the same [`NeighbourFrame`], so one tally counts
 //! claims of either family:
 //!
 //! - NS: a request; the sender is the IPv6 source and its source link-layer address option (the
@@ -15,8 +15,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use etherparse::{Icmpv6Slice, Icmpv6Type, IpNumber, Ipv6Slice, PacketBuilder};
 
-use super::arp::{ArpFrame, Op};
 use super::link::{self, LinkType};
+use super::neighbour::{NeighbourFrame, Op};
 use super::MacAddr;
 
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -79,7 +79,7 @@ pub fn advertisement(owner_mac: MacAddr, target: Ipv6Addr, to: Option<(MacAddr, 
 
 /// Reads an NS or NA out of a captured frame; `None` for anything else, for NDP with a hop limit
 /// other than 255, and for truncated or malformed messages.
-pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
+pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<NeighbourFrame> {
     let frame = link::decode(link, bytes)?;
     if frame.ethertype != ETHERTYPE_IPV6 {
         return None;
@@ -101,7 +101,7 @@ pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
     let (source_ip, destination_ip) = (header.source_addr(), header.destination_addr());
     let link_source = frame.source;
     if kind == NS_TYPE {
-        return Some(ArpFrame {
+        return Some(NeighbourFrame {
             op: Op::Request,
             link_source,
             sender_mac: option(SOURCE_LL).or(link_source)?,
@@ -111,7 +111,7 @@ pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
         });
     }
     let solicited = message[4] & 0x40 != 0;
-    Some(ArpFrame {
+    Some(NeighbourFrame {
         op: Op::Reply,
         link_source,
         sender_mac: option(TARGET_LL).or(link_source)?,

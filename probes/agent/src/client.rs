@@ -1,9 +1,10 @@
-//! Calling agents over HTTP: the driver of `netprobe vxlan` reaches them through [`AgentApi`];
-//! [`HttpAgents`] is the real client (hyper-util's, the stack kube's client already brings; plain
-//! HTTP with a bearer token).
+//! Calling agents over HTTP: [`HttpAgents`] is the real [`AgentApi`] (hyper-util's client, the
+//! stack kube's client already brings; plain HTTP with a bearer token), each operation on its
+//! route of `netprobe_probes::vxlan::api::route`. [`drive`] is `netprobe vxlan` on it.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,29 +16,16 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Error, Result};
+use netprobe_probes::vxlan::api::*;
+use netprobe_probes::vxlan::{self, AgentAddr, AgentApi, VxlanReport};
+use netprobe_probes::{Error, Result};
 
-/// An agent to call: a label for messages and its address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentAddr {
-    pub label: String,
-    pub address: SocketAddr,
-}
+use crate::server::PeerCheck;
 
-impl AgentAddr {
-    fn who(&self) -> String {
-        format!("agent {} ({})", self.label, self.address)
-    }
-}
-
-pub trait AgentApi: Send + Sync + 'static {
-    /// `GET path` (no body) or `POST path` with a JSON body; the JSON answer. Errors name the agent.
-    fn call<B: Serialize + Sync, R: DeserializeOwned>(
-        &self,
-        agent: &AgentAddr,
-        path: &str,
-        body: Option<&B>,
-    ) -> impl Future<Output = Result<R>> + Send;
+/// `netprobe vxlan`: every ordered pair of `config.nodes` probed through their agents over HTTP.
+pub fn drive(config: vxlan::Config) -> Result<VxlanReport> {
+    let agents = HttpAgents::new(config.token.clone(), Duration::from_secs(30))?;
+    vxlan::run(config, agents)
 }
 
 /// Agent answers are small; a bigger one is refused, not buffered.
@@ -81,6 +69,43 @@ struct ApiError {
 }
 
 impl AgentApi for HttpAgents {
+    async fn health(&self, agent: &AgentAddr) -> Result<AgentHealth> {
+        self.call::<(), _>(agent, route::HEALTH, None).await
+    }
+    async fn expect_many(
+        &self,
+        agent: &AgentAddr,
+        request: &ExpectMany,
+    ) -> Result<Vec<Each<ExpectResponse>>> {
+        self.call(agent, route::EXPECT_MANY, Some(request)).await
+    }
+    async fn send_many(&self, agent: &AgentAddr, request: &SendMany) -> Result<Vec<Each<SendResponse>>> {
+        self.call(agent, route::SEND_MANY, Some(request)).await
+    }
+    async fn collect_many(
+        &self,
+        agent: &AgentAddr,
+        request: &CollectMany,
+    ) -> Result<Vec<Each<CollectResponse>>> {
+        self.call(agent, route::COLLECT_MANY, Some(request)).await
+    }
+    async fn expect(&self, agent: &AgentAddr, request: &ExpectRequest) -> Result<ExpectResponse> {
+        self.call(agent, route::EXPECT, Some(request)).await
+    }
+    async fn send(&self, agent: &AgentAddr, request: &SendRequest) -> Result<SendResponse> {
+        self.call(agent, route::SEND, Some(request)).await
+    }
+    async fn collect(&self, agent: &AgentAddr, request: &CollectRequest) -> Result<CollectResponse> {
+        self.call(agent, route::COLLECT, Some(request)).await
+    }
+    async fn expectation(&self, agent: &AgentAddr, probe_id: u64) -> Result<ExpectationInfo> {
+        self.call::<(), _>(agent, &route::expectation(probe_id), None).await
+    }
+}
+
+impl HttpAgents {
+    /// `GET path` (no body) or `POST path` with a JSON body; the JSON answer. Errors name the
+    /// agent and the path.
     async fn call<B: Serialize + Sync, R: DeserializeOwned>(
         &self,
         agent: &AgentAddr,
@@ -137,5 +162,23 @@ impl AgentApi for HttpAgents {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| fail(format!("an answer that is not what the agent API says: {e}")))
+    }
+}
+
+/// A sending agent asks its targets' agents through the same client.
+impl PeerCheck for HttpAgents {
+    fn expectation(
+        &self,
+        peer: SocketAddr,
+        probe_id: u64,
+    ) -> Pin<Box<dyn Future<Output = Option<ExpectationInfo>> + Send + '_>> {
+        Box::pin(async move {
+            let agent = AgentAddr { label: peer.ip().to_string(), address: peer };
+            // A GET changes nothing: asked again once if the first try did not get through.
+            match AgentApi::expectation(self, &agent, probe_id).await {
+                Ok(info) => Some(info),
+                Err(_) => AgentApi::expectation(self, &agent, probe_id).await.ok(),
+            }
+        })
     }
 }

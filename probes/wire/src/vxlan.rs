@@ -20,7 +20,28 @@ pub const MAX_VNI: u32 = 0x00ff_ffff;
 
 const PROBE_MAGIC: &[u8; 4] = b"NPVX";
 const CONTROL_MAGIC: &[u8; 4] = b"NPCT";
-const MARK_LEN: usize = 16;
+
+/// Where each field lies, each range named once.
+mod field {
+    pub type Field = std::ops::Range<usize>;
+
+    /// flags(1) reserved(3) VNI(3) reserved(1)
+    pub mod header {
+        use super::Field;
+        pub const FLAGS: usize = 0;
+        pub const VNI: Field = 4..7;
+    }
+
+    /// magic(4) probe-id(8) seq(4): what marks a probe or a control datagram as ours.
+    pub mod mark {
+        use super::Field;
+        pub const MAGIC: Field = 0..4;
+        pub const PROBE_ID: Field = 4..12;
+        pub const SEQ: Field = 12..16;
+        pub const LEN: usize = 16;
+    }
+}
+const MARK_LEN: usize = field::mark::LEN;
 
 /// Inner addresses of probe frames: locally administered MACs and TEST-NET-3 addresses, which no
 /// pod network uses; with a VNI no CNI uses, a receiving VTEP drops the frame before learning.
@@ -32,30 +53,36 @@ const INNER_PORT: u16 = 9473;
 
 /// The 8-byte VXLAN header for `vni` (the low 24 bits are used).
 pub fn header(vni: u32) -> [u8; HEADER_LEN] {
-    let v = (vni & MAX_VNI).to_be_bytes();
-    [FLAG_VNI_VALID, 0, 0, 0, v[1], v[2], v[3], 0]
+    let mut out = [0u8; HEADER_LEN];
+    out[field::header::FLAGS] = FLAG_VNI_VALID;
+    out[field::header::VNI].copy_from_slice(&(vni & MAX_VNI).to_be_bytes()[1..]);
+    out
 }
 
 /// The VNI of a VXLAN header, `None` when `bytes` is too short or the VNI-valid flag is clear.
 pub fn vni(bytes: &[u8]) -> Option<u32> {
     let h = bytes.get(..HEADER_LEN)?;
-    (h[0] & FLAG_VNI_VALID != 0).then(|| u32::from_be_bytes([0, h[4], h[5], h[6]]))
+    let v = &h[field::header::VNI];
+    (h[field::header::FLAGS] & FLAG_VNI_VALID != 0).then(|| u32::from_be_bytes([0, v[0], v[1], v[2]]))
 }
 
 fn mark(magic: &[u8; 4], probe_id: u64, seq: u32) -> [u8; MARK_LEN] {
+    use field::mark;
     let mut out = [0u8; MARK_LEN];
-    out[..4].copy_from_slice(magic);
-    out[4..12].copy_from_slice(&probe_id.to_be_bytes());
-    out[12..].copy_from_slice(&seq.to_be_bytes());
+    out[mark::MAGIC].copy_from_slice(magic);
+    out[mark::PROBE_ID].copy_from_slice(&probe_id.to_be_bytes());
+    out[mark::SEQ].copy_from_slice(&seq.to_be_bytes());
     out
 }
 
 fn read_mark(magic: &[u8; 4], bytes: &[u8], probe_id: u64) -> Option<u32> {
+    use field::mark;
     let m = bytes.get(..MARK_LEN)?;
-    if &m[..4] != magic || m[4..12] != probe_id.to_be_bytes() {
+    if &m[mark::MAGIC] != magic || m[mark::PROBE_ID] != probe_id.to_be_bytes() {
         return None;
     }
-    Some(u32::from_be_bytes([m[12], m[13], m[14], m[15]]))
+    let seq = &m[mark::SEQ];
+    Some(u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]))
 }
 
 /// The UDP payload of probe `seq`: a VXLAN header and a whole inner Ethernet/IPv4/UDP frame,

@@ -1,83 +1,38 @@
 //! ARP for IPv4 over Ethernet (RFC 826): building the frames netprobe sends and reading the ones it
-//! captures. Parsing of the ARP body itself is etherparse's; this module adds the Ethernet framing
-//! and the questions a probe asks of a frame. IPv6's Neighbor Discovery is read into the same
-//! [`ArpFrame`] (`super::ndp`), so one tally counts the claims of both families.
+//! captures into a [`NeighbourFrame`]. Parsing of the ARP body itself is etherparse's; this module
+//! adds the Ethernet framing.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::{ArpEthIpv4Packet, ArpOperation, ArpPacket};
 
 use super::link::{self, LinkType};
+use super::neighbour::{NeighbourFrame, Op};
 use super::MacAddr;
 
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 /// Ethernet header (14) + ARP for Ethernet/IPv4 (28). Drivers pad to the 60-byte minimum.
 pub const FRAME_LEN: usize = 42;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Request,
-    Reply,
-    Other(u16),
-}
-
-/// One captured ARP (Ethernet/IPv4) frame or NDP solicitation or advertisement (IPv6), with the
-/// Ethernet-level source kept beside the sender so a proxy or a bridge that rewrites one but not
-/// the other shows up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArpFrame {
-    pub op: Op,
-    pub link_source: Option<MacAddr>,
-    pub sender_mac: MacAddr,
-    pub sender_ip: IpAddr,
-    pub target_mac: MacAddr,
-    pub target_ip: IpAddr,
-}
-
-impl ArpFrame {
-    /// Reads an ARP frame, or an NDP NS/NA, out of a captured link-layer frame; `None` for
-    /// anything else (other EtherTypes, other hardware or protocol types, truncated bodies).
-    pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
-        ArpFrame::from_arp(link, bytes).or_else(|| super::ndp::from_link(link, bytes))
+/// Reads an ARP (Ethernet/IPv4) frame out of a captured link-layer frame; `None` for anything else.
+pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<NeighbourFrame> {
+    let frame = link::decode(link, bytes)?;
+    if frame.ethertype != ETHERTYPE_ARP {
+        return None;
     }
-
-    fn from_arp(link: LinkType, bytes: &[u8]) -> Option<ArpFrame> {
-        let frame = link::decode(link, bytes)?;
-        if frame.ethertype != ETHERTYPE_ARP {
-            return None;
-        }
-        let arp = ArpPacket::from_slice(frame.payload).ok()?.try_eth_ipv4().ok()?;
-        Some(ArpFrame {
-            op: match arp.operation {
-                ArpOperation::REQUEST => Op::Request,
-                ArpOperation::REPLY => Op::Reply,
-                other => Op::Other(other.0),
-            },
-            link_source: frame.source,
-            sender_mac: MacAddr(arp.sender_mac),
-            sender_ip: IpAddr::V4(arp.sender_ipv4_addr()),
-            target_mac: MacAddr(arp.target_mac),
-            target_ip: IpAddr::V4(arp.target_ipv4_addr()),
-        })
-    }
-
-    /// Gratuitous ARP: a host announcing its own address (sender IP == target IP), as a new
-    /// MetalLB leader or keepalived master does on takeover.
-    pub fn is_gratuitous(&self) -> bool {
-        self.sender_ip == self.target_ip
-    }
-}
-
-/// Who has `target`: a broadcast ARP request for an IPv4 address, a Neighbor Solicitation for an
-/// IPv6 one; `None` when `source_ip` is not of the target's family.
-pub fn ask(source_mac: MacAddr, source_ip: IpAddr, target: IpAddr) -> Option<Vec<u8>> {
-    match (source_ip, target) {
-        (IpAddr::V4(source), IpAddr::V4(target)) => Some(request(source_mac, source, target).to_vec()),
-        (IpAddr::V6(source), IpAddr::V6(target)) => {
-            Some(super::ndp::solicitation(source_mac, source, target))
-        }
-        _ => None,
-    }
+    let arp = ArpPacket::from_slice(frame.payload).ok()?.try_eth_ipv4().ok()?;
+    Some(NeighbourFrame {
+        op: match arp.operation {
+            ArpOperation::REQUEST => Op::Request,
+            ArpOperation::REPLY => Op::Reply,
+            other => Op::Other(other.0),
+        },
+        link_source: frame.source,
+        sender_mac: MacAddr(arp.sender_mac),
+        sender_ip: IpAddr::V4(arp.sender_ipv4_addr()),
+        target_mac: MacAddr(arp.target_mac),
+        target_ip: IpAddr::V4(arp.target_ipv4_addr()),
+    })
 }
 
 /// A broadcast who-has request for `target_ip`, from `source_mac`/`source_ip`.
@@ -167,7 +122,7 @@ mod tests {
     #[test]
     fn parses_what_it_builds() {
         let bytes = reply(SPEAKER, Ipv4Addr::new(192, 0, 2, 100), OURS, Ipv4Addr::new(192, 0, 2, 1));
-        let arp = ArpFrame::from_link(LinkType::Ethernet, &bytes).unwrap();
+        let arp = NeighbourFrame::from_link(LinkType::Ethernet, &bytes).unwrap();
         assert_eq!(arp.op, Op::Reply);
         assert_eq!(arp.link_source, Some(SPEAKER));
         assert_eq!(arp.sender_mac, SPEAKER);
@@ -180,9 +135,9 @@ mod tests {
     fn rejects_other_ethertypes_and_truncation() {
         let mut bytes = request(OURS, Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 100));
         for len in 0..FRAME_LEN {
-            assert_eq!(ArpFrame::from_link(LinkType::Ethernet, &bytes[..len]), None, "len {len}");
+            assert_eq!(NeighbourFrame::from_link(LinkType::Ethernet, &bytes[..len]), None, "len {len}");
         }
         bytes[12..14].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(ArpFrame::from_link(LinkType::Ethernet, &bytes), None);
+        assert_eq!(NeighbourFrame::from_link(LinkType::Ethernet, &bytes), None);
     }
 }

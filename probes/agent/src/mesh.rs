@@ -12,13 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::api::AgentHealth;
-use super::batch::{self, Job};
-use super::metrics::{Metrics, Outcome};
-use super::{nodes_from_cluster, Config, Node};
-use crate::k8s::{self, ApiConfig};
-use crate::net::agent_client::AgentApi;
-use crate::net::interface::NodeFacts;
+use netprobe_probes::cluster::ApiConfig;
+use netprobe_probes::net::interface::NodeFacts;
+use netprobe_probes::vxlan::batch::{self, Job};
+use netprobe_probes::vxlan::{nodes_from_cluster, AgentApi, Config, Node};
+
+use crate::metrics::{Metrics, Outcome};
 
 /// Where the peers come from.
 #[derive(Clone, Debug)]
@@ -133,7 +132,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
         }
         metrics.record_round(started.elapsed(), SystemTime::now());
         // A round is a burst of allocations on many threads: what it freed goes back to the kernel.
-        crate::net::memory::give_back();
+        netprobe_probes::net::memory::give_back();
     }
 }
 
@@ -153,7 +152,7 @@ fn relabel(
     }
 }
 
-async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> crate::Result<Vec<Node>> {
+async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> netprobe_probes::Result<Vec<Node>> {
     match &config.peers {
         // The same list may be given to every node: this node is left out of its own.
         Peers::Fixed(nodes) => {
@@ -161,9 +160,13 @@ async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> crate::R
             Ok(nodes.iter().filter(|p| !own.contains(&p.ip)).cloned().collect())
         }
         Peers::FromApi { api, agent_port } => {
-            let nodes =
-                tokio::time::timeout(Duration::from_secs(10), k8s::nodes(api)).await.map_err(|_| {
-                    crate::Error::could_not_run("listing nodes", "the API did not answer within 10 s")
+            let nodes = tokio::time::timeout(Duration::from_secs(10), netprobe_k8s::nodes(api))
+                .await
+                .map_err(|_| {
+                    netprobe_probes::Error::could_not_run(
+                        "listing nodes",
+                        "the API did not answer within 10 s",
+                    )
                 })??;
             let own = facts.addresses();
             let (peers, _) = nodes_from_cluster(&nodes, *agent_port);
@@ -206,7 +209,7 @@ pub async fn round<A: AgentApi, F: NodeFacts>(
             return Some(name.clone());
         }
         let agent = peer.agent_addr();
-        let asked = agents.call::<(), AgentHealth>(&agent, "/v1/health", None);
+        let asked = agents.health(&agent);
         tokio::time::timeout(ANSWER_WITHIN, asked)
             .await
             .ok()
@@ -261,62 +264,36 @@ pub fn sampled(peers: &[Node], sample: Option<usize>, round: u64, offset: u64) -
 }
 
 /// `ADDR[:PORT]` peers as given to `--peers`, labelled by what was written.
-pub fn parse_peers(text: &str, agent_port: u16) -> crate::Result<Vec<Node>> {
+pub fn parse_peers(text: &str, agent_port: u16) -> netprobe_probes::Result<Vec<Node>> {
     text.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| super::parse_node(p, agent_port))
+        .map(|p| netprobe_probes::vxlan::parse_node(p, agent_port))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netprobe_probes::net::interface::VxlanDevice;
+    use netprobe_probes::vxlan::api::AgentHealth;
+    use netprobe_probes::vxlan::client::fake::FakeAgents;
+    use netprobe_probes::vxlan::PairVerdict;
+    use std::net::Ipv4Addr;
 
     /// This node's address in the tests.
     const ME: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-    use crate::net::agent_client::AgentAddr;
-    use crate::net::interface::VxlanDevice;
-    use crate::vxlan::PairVerdict;
-    use serde::de::DeserializeOwned;
-    use serde::Serialize;
-    use serde_json::json;
-    use std::net::Ipv4Addr;
 
     /// Agents where one peer answers, one never does (its calls hang), one is gone.
-    struct Scripted;
-
-    impl AgentApi for Scripted {
-        async fn call<B: Serialize + Sync, R: DeserializeOwned>(
-            &self,
-            agent: &AgentAddr,
-            path: &str,
-            body: Option<&B>,
-        ) -> crate::Result<R> {
-            let body = serde_json::to_value(body).unwrap();
-            let many = batch::as_single_requests(path, &body);
-            let single = many.as_ref().map_or(path, |(single, _)| single.as_str());
-            let value = match (agent.label.as_str(), single) {
-                ("slow", _) => {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    unreachable!("the deadline ends it first")
-                }
-                ("gone", _) => return Err(crate::Error::could_not_run("agent gone", "unreachable")),
-                (label, "/v1/health") => json!({"version": "t", "node": format!("node-{label}")}),
-                (_, "/v1/expect") => json!({"control_port": 40000, "interface": "eth0"}),
-                (_, "/v1/send") => {
-                    json!({"sent": 5, "left_source": 5, "control_left": 5, "send_error": null, "dropping_rules": []})
-                }
-                (_, "/v1/collect") => json!({"arrived": 5, "control_arrived": 5, "dropping_rules": []}),
-                _ => unreachable!("{path}"),
-            };
-            // A -many call: the same answer for each entry.
-            let value = match many {
-                Some((_, entries)) => json!(vec![json!({"ok": value}); entries.len()]),
-                None => value,
-            };
-            Ok(serde_json::from_value(value).unwrap())
-        }
+    fn scripted() -> Arc<FakeAgents> {
+        Arc::new(FakeAgents {
+            health: Box::new(|agent, _| {
+                Ok(AgentHealth { version: "t".into(), node: Some(format!("node-{}", agent.label)) })
+            }),
+            hung: ["slow".to_string()].into(),
+            gone: ["gone".to_string()].into(),
+            ..FakeAgents::default()
+        })
     }
 
     struct Facts;
@@ -343,7 +320,7 @@ mod tests {
             me: "node-a".into(),
             me_agent: "198.51.100.1:9473".parse().unwrap(),
             port: 8472,
-            vni: crate::vxlan::DEFAULT_VNI,
+            vni: netprobe_probes::vxlan::DEFAULT_VNI,
             count: 5,
             timeout: Duration::from_secs(1),
             sample: None,
@@ -356,7 +333,7 @@ mod tests {
         let config = config(peers.clone());
         let started = tokio::time::Instant::now();
         let mut outcomes: Vec<(String, Option<String>, Outcome)> =
-            round(&Arc::new(Scripted), &Facts, &config, &peers, &HashMap::new())
+            round(&scripted(), &Facts, &config, &peers, &HashMap::new())
                 .await
                 .into_iter()
                 .map(|(peer, name, outcome)| (peer.label, name, outcome))
@@ -380,8 +357,8 @@ mod tests {
     async fn a_peer_whose_name_is_known_is_not_asked_for_it() {
         let peers = vec![node("fine", "203.0.113.2")];
         let known: HashMap<SocketAddr, String> = [(peers[0].agent, "node-known".to_string())].into();
-        let outcomes = round(&Arc::new(Scripted), &Facts, &config(peers.clone()), &peers, &known).await;
-        // Scripted's /v1/health would say node-fine.
+        let outcomes = round(&scripted(), &Facts, &config(peers.clone()), &peers, &known).await;
+        // The fake's health would say node-fine.
         assert_eq!(outcomes[0].1.as_deref(), Some("node-known"));
     }
 
