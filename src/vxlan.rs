@@ -64,9 +64,7 @@ fn mesh_config(
         me_agent: args.listen,
         port: args.vxlan_port,
         vni: vxlan::DEFAULT_VNI,
-        count: 5,
-        timeout: std::time::Duration::from_secs(1),
-        sample: args.mesh_sample.map(usize::from),
+        failing_only: args.mesh_series == crate::cli::MeshSeries::Failing,
     })
 }
 

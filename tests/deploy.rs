@@ -170,8 +170,9 @@ fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool
 
     // What an agent's /metrics holds once it has judged a pair, served a request, ended a round.
     let metrics = Metrics::default();
-    let verdict = netprobe_probes::vxlan::PairVerdict::Ok;
-    metrics.record_pair("a", "b", Outcome::Judged { verdict, sent: 5, arrived: 5 });
+    let judged =
+        Outcome::Judged { verdict: "ok", up: true, sent: 5, arrived: 5, jitter_s: Some(0.0001), cause: None };
+    metrics.record_pair("a", "b", judged);
     metrics.record_request("/v1/send", 200);
     metrics.record_round(Duration::from_secs(1), std::time::SystemTime::now());
     let exposed = metric_names(&metrics.encode());

@@ -443,8 +443,18 @@ fn the_mesh_puts_every_pair_in_a_real_prometheus_and_a_dropped_path_goes_to_zero
         pairs.len() == 6 && pairs.iter().all(|((f, t), v)| v == cut(f, t)),
         "only the cut pairs are 0: {pairs:?}"
     );
-    let verdicts =
-        prometheus_query(&router, "netprobe_vxlan_pair_verdict%7Bverdict%3D%22lost-in-network%22%7D");
+    // The receivers diagnose the cut pairs: lost in the network, while other UDP passes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let verdicts = loop {
+        let verdicts =
+            prometheus_query(&router, "netprobe_vxlan_pair_verdict%7Bverdict%3D%22lost-in-network%22%7D");
+        if verdicts.iter().filter(|((f, t), _)| cut(f, t) == "0").count() == 2
+            || std::time::Instant::now() > deadline
+        {
+            break verdicts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let lost = verdicts.iter().filter(|((f, t), _)| cut(f, t) == "0").count();
     assert_eq!(lost, 2, "{verdicts:?}");
 
@@ -467,30 +477,26 @@ fn the_mesh_puts_every_pair_in_a_real_prometheus_and_a_dropped_path_goes_to_zero
 #[test]
 fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
     let Some(mut c) = cluster("vx-meshapi", 3) else { return Ok(()) };
-    // node1's agent again, now with the mesh, its peers from the API (the Nodes of the lab).
+    // node1's agent again, now with the mesh, its peers from the API (the Nodes of the lab); the
+    // workers' agents with the mesh too (their peers given), so that beacons come to node1.
     let api = FakeApi::start(&c.nodes[0].0, vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))]);
-    c.lab.kill(c.agents[0]);
     let kubeconfig = api.kubeconfig();
     let (kubeconfig_env, token_env) =
         (format!("KUBECONFIG={}", kubeconfig.display()), format!("NETPROBE_TOKEN={TOKEN}"));
+    let peers = "--peers=198.51.100.1,203.0.113.2,192.0.2.3";
+    for (i, name) in ["k8s-cp-1", "k8s-worker-1", "k8s-worker-2"].into_iter().enumerate() {
+        c.lab.kill(c.agents[i]);
+        let (node, ip) = c.nodes[i].clone();
+        let (listen, node_name) = (format!("{ip}:9473"), format!("NODE_NAME={name}"));
+        let mut argv =
+            vec!["env", &token_env, &kubeconfig_env, &node_name, NETPROBE, "agent", "--listen", &listen];
+        argv.extend(["--mesh-every", "1s", if i == 0 { "--peers-from-api" } else { peers }]);
+        c.agents[i] = c.lab.spawn(&node, &argv)?;
+        node.wait_listening("tcp", 9473, Duration::from_secs(10))?;
+    }
     let node1 = c.nodes[0].0.clone();
-    let argv = [
-        "env",
-        &token_env,
-        &kubeconfig_env,
-        "NODE_NAME=k8s-cp-1",
-        env!("CARGO_BIN_EXE_netprobe"),
-        "agent",
-        "--listen",
-        "198.51.100.1:9473",
-        "--mesh-every",
-        "1s",
-        "--peers-from-api",
-    ];
-    c.lab.spawn(&node1, &argv)?;
-    node1.wait_listening("tcp", 9473, Duration::from_secs(10))?;
     let want = ["k8s-worker-1", "k8s-worker-2"]
-        .map(|to| format!("netprobe_vxlan_pair_up{{from=\"k8s-cp-1\",to=\"{to}\"}} 1"));
+        .map(|from| format!("netprobe_vxlan_pair_up{{from=\"{from}\",to=\"k8s-cp-1\"}} 1"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let (_, metrics) = http_get(&node1, format!("{N1}:9473").parse()?, "/metrics")?;
@@ -503,7 +509,7 @@ fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
     for line in &want {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
-    assert!(!metrics.contains("to=\"k8s-cp-1\""), "this node is not its own peer: {metrics}");
+    assert!(!metrics.contains("from=\"k8s-cp-1\""), "this node is not its own peer: {metrics}");
     Ok(())
 }
 

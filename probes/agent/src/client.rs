@@ -101,6 +101,9 @@ impl AgentApi for HttpAgents {
     async fn expectation(&self, agent: &AgentAddr, probe_id: u64) -> Result<ExpectationInfo> {
         self.call::<(), _>(agent, &route::expectation(probe_id), None).await
     }
+    async fn beacons(&self, agent: &AgentAddr, to: std::net::Ipv4Addr) -> Result<BeaconStatus> {
+        self.call::<(), _>(agent, &route::beacons(to), None).await
+    }
 }
 
 impl HttpAgents {

@@ -1,6 +1,12 @@
-//! What an agent exposes on `GET /metrics`: the verdict of every pair its mesh probes, the probes
-//! behind it, its rounds, and the requests it served. The exposition format is prometheus-client's
-//! (OpenMetrics text), never hand-written.
+//! What an agent exposes on `GET /metrics`: the verdict of every pair whose beacons arrive at this
+//! node (`from` the peer, `to` this node), the beacons behind it, their jitter, a bad pair's
+//! diagnosed cause, its evaluations, and the requests it served. The exposition format is
+//! prometheus-client's (OpenMetrics text), never hand-written.
+//!
+//! Series: 5 per peer (`pair_up`, `pair_verdict`, `probes_sent`, `probes_arrived`,
+//! `pair_jitter_seconds`) and one more for a bad pair's cause, so a node of a 1,000-node cluster
+//! exports about 5,000 and the cluster 5 million. `--mesh-series failing` keeps only the pairs
+//! that are not ok, beside 3 per node (`netprobe_vxlan_peers{to,state}`) that count the rest.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -14,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use netprobe_probes::vxlan::PairVerdict;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The content type of [`Metrics::encode`]'s text, for the HTTP answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -33,29 +39,63 @@ struct PairWithVerdict {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PairWithCause {
+    from: String,
+    to: String,
+    verdict: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeersInState {
+    to: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Served {
     endpoint: String,
     code: String,
 }
 
-/// How one pair came out in a round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How one pair came out in an evaluation.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// Probed and judged: the verdict, and how many probes were sent and arrived.
-    Judged { verdict: PairVerdict, sent: u32, arrived: u32 },
-    /// Not probed this round (the peer's agent did not answer, or was busy): no `up` value, so an
-    /// alert on `up == 0` fires on the network, not on an agent being rolled.
+    /// Judged: the verdict (the beacons', or the diagnosis' when it found the cause), whether the
+    /// path is up, the beacons sent and arrived since the last evaluation, the jitter, and the
+    /// diagnosed cause of a bad pair.
+    Judged {
+        verdict: &'static str,
+        up: bool,
+        sent: u64,
+        arrived: u64,
+        jitter_s: Option<f64>,
+        cause: Option<String>,
+    },
+    /// Nothing to judge (the peer's agent is restarting, or does not send yet): no `up` value, so
+    /// an alert on `up == 0` fires on the network, not on an agent being rolled.
     Untested,
 }
 
 impl Outcome {
-    fn verdict(self) -> &'static str {
+    fn verdict(&self) -> &'static str {
         match self {
-            Outcome::Judged { verdict, .. } => verdict.as_str(),
+            Outcome::Judged { verdict, .. } => verdict,
+            Outcome::Untested => "untested",
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        match self {
+            Outcome::Judged { up: true, .. } => "ok",
+            Outcome::Judged { .. } => "failing",
             Outcome::Untested => "untested",
         }
     }
 }
+
+/// A cause longer than this is cut (a label value, and a sentence a person reads).
+const CAUSE_MAX: usize = 200;
 
 pub struct Metrics {
     registry: Registry,
@@ -63,11 +103,24 @@ pub struct Metrics {
     pair_verdict: Family<PairWithVerdict, Gauge>,
     sent: Family<Pair, Counter>,
     arrived: Family<Pair, Counter>,
+    jitter: Family<Pair, Gauge<f64, AtomicU64>>,
+    cause: Family<PairWithCause, Gauge>,
+    peers: Family<PeersInState, Gauge>,
     round_duration: Histogram,
     last_round: Gauge<f64, AtomicU64>,
     requests: Family<Served, Counter>,
-    /// The verdict each pair's `pair_verdict` series says now, so the old one can go.
-    current: Mutex<HashMap<Pair, &'static str>>,
+    /// The verdict (and cause) each pair's series say now, so the old ones can go, and each
+    /// pair's state for the per-node counts.
+    current: Mutex<HashMap<Pair, Current>>,
+    /// `--mesh-series failing`: series only for the pairs that are not ok.
+    failing_only: AtomicBool,
+}
+
+#[derive(Clone, Debug)]
+struct Current {
+    verdict: &'static str,
+    cause: Option<String>,
+    state: &'static str,
 }
 
 impl Default for Metrics {
@@ -77,38 +130,56 @@ impl Default for Metrics {
         let pair_verdict = Family::<PairWithVerdict, Gauge>::default();
         let sent = Family::<Pair, Counter>::default();
         let arrived = Family::<Pair, Counter>::default();
+        let jitter = Family::<Pair, Gauge<f64, AtomicU64>>::default();
+        let cause = Family::<PairWithCause, Gauge>::default();
+        let peers = Family::<PeersInState, Gauge>::default();
         // 0.5 s to about 2 minutes: a round is one probe window (a few seconds) when all is well.
         let round_duration = Histogram::new(exponential_buckets(0.5, 2.0, 9));
         let last_round = Gauge::<f64, AtomicU64>::default();
         let requests = Family::<Served, Counter>::default();
         registry.register(
             "netprobe_vxlan_pair_up",
-            "1 when the last round's VXLAN verdict from this node to the peer was ok, else 0 (absent while untested)",
+            "1 when the VXLAN beacons from the peer to this node all arrived in the last evaluations, else 0 (absent while untested)",
             pair_up.clone(),
         );
         registry.register(
             "netprobe_vxlan_pair_verdict",
-            "1 for the pair's current verdict (ok, partial-loss, blocked-at-source, lost-in-network, rejected, dropped-at-destination, vtep-port-mismatch, unverified, untested)",
+            "1 for the pair's current verdict: the beacons' (ok, partial-loss, no-arrivals, untested), or the diagnosis' once it names the cause (blocked-at-source, lost-in-network, rejected, dropped-at-destination, vtep-port-mismatch, unverified)",
             pair_verdict.clone(),
         );
         registry.register(
             "netprobe_vxlan_probes_sent",
-            "VXLAN probes sent from this node to the peer",
+            "VXLAN beacons the peer sent to this node (by their numbers)",
             sent.clone(),
         );
         registry.register(
             "netprobe_vxlan_probes_arrived",
-            "VXLAN probes seen arriving on the peer's interface",
+            "VXLAN beacons from the peer that arrived at this node",
             arrived.clone(),
         );
         registry.register(
+            "netprobe_vxlan_pair_jitter_seconds",
+            "The one-way delay's jitter of the beacons from the peer (RFC 3550's smoothed change)",
+            jitter.clone(),
+        );
+        registry.register(
+            "netprobe_vxlan_pair_cause",
+            "1 for a bad pair's diagnosed cause (netprobe vxlan's exchange for that direction, on demand)",
+            cause.clone(),
+        );
+        registry.register(
+            "netprobe_vxlan_peers",
+            "Peers whose beacons to this node are ok, failing or untested",
+            peers.clone(),
+        );
+        registry.register(
             "netprobe_vxlan_round_duration_seconds",
-            "How long a round of the mesh (every peer once) took",
+            "How long an evaluation of every peer took (asking the silent ones included)",
             round_duration.clone(),
         );
         registry.register(
             "netprobe_vxlan_last_round_timestamp_seconds",
-            "When the last round of the mesh ended (Unix time)",
+            "When the last evaluation of the mesh ended (Unix time)",
             last_round.clone(),
         );
         registry.register(
@@ -122,48 +193,118 @@ impl Default for Metrics {
             pair_verdict,
             sent,
             arrived,
+            jitter,
+            cause,
+            peers,
             round_duration,
             last_round,
             requests,
             current: Mutex::default(),
+            failing_only: AtomicBool::new(false),
         }
     }
 }
 
 impl Metrics {
-    /// Records one pair's outcome in a round.
+    /// `--mesh-series failing`: from now on, series only for the pairs that are not ok.
+    pub fn failing_only(&self) {
+        self.failing_only.store(true, Ordering::Relaxed);
+    }
+
+    /// Records one pair's outcome in an evaluation.
     pub fn record_pair(&self, from: &str, to: &str, outcome: Outcome) {
         let pair = Pair { from: from.to_string(), to: to.to_string() };
-        match outcome {
-            Outcome::Judged { verdict, sent, arrived } => {
-                self.pair_up.get_or_create(&pair).set(i64::from(verdict == PairVerdict::Ok));
-                self.sent.get_or_create(&pair).inc_by(u64::from(sent));
-                self.arrived.get_or_create(&pair).inc_by(u64::from(arrived));
-            }
-            Outcome::Untested => {
-                self.pair_up.remove(&pair);
-            }
-        }
-        let verdict = outcome.verdict();
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = current.insert(pair.clone(), verdict).filter(|old| *old != verdict) {
-            self.pair_verdict.remove(&PairWithVerdict {
-                from: pair.from.clone(),
-                to: pair.to.clone(),
-                verdict: old.into(),
-            });
+        let previous = current.get(&pair).cloned();
+        let quiet = self.failing_only.load(Ordering::Relaxed) && outcome.state() != "failing";
+        if quiet {
+            self.remove_series(&pair, previous.as_ref());
+        } else {
+            match &outcome {
+                Outcome::Judged { up, sent, arrived, jitter_s, .. } => {
+                    self.pair_up.get_or_create(&pair).set(i64::from(*up));
+                    self.sent.get_or_create(&pair).inc_by(*sent);
+                    self.arrived.get_or_create(&pair).inc_by(*arrived);
+                    match jitter_s {
+                        Some(j) => {
+                            self.jitter.get_or_create(&pair).set(*j);
+                        }
+                        None => {
+                            self.jitter.remove(&pair);
+                        }
+                    }
+                }
+                Outcome::Untested => {
+                    self.pair_up.remove(&pair);
+                }
+            }
+            let verdict = outcome.verdict();
+            let cause = match &outcome {
+                Outcome::Judged { cause: Some(c), .. } => Some(c.chars().take(CAUSE_MAX).collect::<String>()),
+                _ => None,
+            };
+            if let Some(old) = &previous {
+                if old.verdict != verdict {
+                    self.pair_verdict.remove(&self.with_verdict(&pair, old.verdict));
+                }
+                if old.cause.is_some() && (old.cause != cause || old.verdict != verdict) {
+                    self.cause.remove(&self.with_cause(&pair, old));
+                }
+            }
+            self.pair_verdict.get_or_create(&self.with_verdict(&pair, verdict)).set(1);
+            if let Some(cause) = &cause {
+                let now = Current { verdict, cause: Some(cause.clone()), state: outcome.state() };
+                self.cause.get_or_create(&self.with_cause(&pair, &now)).set(1);
+            }
         }
-        self.pair_verdict
-            .get_or_create(&PairWithVerdict { from: pair.from, to: pair.to, verdict: verdict.into() })
-            .set(1);
+        let state = outcome.state();
+        let cause = match &outcome {
+            Outcome::Judged { cause: Some(c), .. } if !quiet => Some(c.chars().take(CAUSE_MAX).collect()),
+            _ => None,
+        };
+        current.insert(pair, Current { verdict: outcome.verdict(), cause, state });
     }
 
     /// A peer that is no longer a peer (gone from the API): its series go.
     pub fn forget_pair(&self, from: &str, to: &str) {
         let pair = Pair { from: from.to_string(), to: to.to_string() };
-        self.pair_up.remove(&pair);
-        if let Some(old) = self.current.lock().unwrap_or_else(|p| p.into_inner()).remove(&pair) {
-            self.pair_verdict.remove(&PairWithVerdict { from: pair.from, to: pair.to, verdict: old.into() });
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = current.remove(&pair);
+        self.remove_series(&pair, previous.as_ref());
+    }
+
+    fn remove_series(&self, pair: &Pair, previous: Option<&Current>) {
+        self.pair_up.remove(pair);
+        self.sent.remove(pair);
+        self.arrived.remove(pair);
+        self.jitter.remove(pair);
+        if let Some(old) = previous {
+            self.pair_verdict.remove(&self.with_verdict(pair, old.verdict));
+            if old.cause.is_some() {
+                self.cause.remove(&self.with_cause(pair, old));
+            }
+        }
+    }
+
+    fn with_verdict(&self, pair: &Pair, verdict: &str) -> PairWithVerdict {
+        PairWithVerdict { from: pair.from.clone(), to: pair.to.clone(), verdict: verdict.into() }
+    }
+
+    fn with_cause(&self, pair: &Pair, current: &Current) -> PairWithCause {
+        PairWithCause {
+            from: pair.from.clone(),
+            to: pair.to.clone(),
+            verdict: current.verdict.into(),
+            cause: current.cause.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Counts the peers of `to` by state (after an evaluation has recorded every pair).
+    pub fn count_peers(&self, to: &str) {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        for state in ["ok", "failing", "untested"] {
+            let n = current.iter().filter(|(p, c)| p.to == to && c.state == state).count();
+            self.peers.get_or_create(&PeersInState { to: to.into(), state: state.into() }).set(n as i64);
         }
     }
 
@@ -194,14 +335,21 @@ mod tests {
         text.lines().any(|l| l == line)
     }
 
+    fn judged(verdict: &'static str, sent: u64, arrived: u64, cause: Option<&str>) -> Outcome {
+        Outcome::Judged {
+            verdict,
+            up: verdict == "ok",
+            sent,
+            arrived,
+            jitter_s: Some(0.0002),
+            cause: cause.map(String::from),
+        }
+    }
+
     #[test]
     fn a_pair_has_one_current_verdict_and_up_follows_it() {
         let metrics = Metrics::default();
-        metrics.record_pair(
-            "node-a",
-            "node-b",
-            Outcome::Judged { verdict: PairVerdict::Ok, sent: 5, arrived: 5 },
-        );
+        metrics.record_pair("node-a", "node-b", judged("ok", 5, 5, None));
         let text = metrics.encode();
         assert!(has(&text, r#"netprobe_vxlan_pair_up{from="node-a",to="node-b"} 1"#), "{text}");
         assert!(
@@ -209,30 +357,54 @@ mod tests {
             "{text}"
         );
         assert!(has(&text, r#"netprobe_vxlan_probes_sent_total{from="node-a",to="node-b"} 5"#), "{text}");
-
-        metrics.record_pair(
-            "node-a",
-            "node-b",
-            Outcome::Judged { verdict: PairVerdict::LostInNetwork, sent: 5, arrived: 0 },
+        assert!(
+            has(&text, r#"netprobe_vxlan_pair_jitter_seconds{from="node-a",to="node-b"} 0.0002"#),
+            "{text}"
         );
+
+        let cause = "dropped at node-b by -A INPUT -p udp --dport 8472 -j DROP";
+        metrics.record_pair("node-a", "node-b", judged("dropped-at-destination", 5, 0, Some(cause)));
         let text = metrics.encode();
         assert!(has(&text, r#"netprobe_vxlan_pair_up{from="node-a",to="node-b"} 0"#), "{text}");
         assert!(!text.contains(r#"verdict="ok""#), "the old verdict is gone: {text}");
         assert!(has(
             &text,
-            r#"netprobe_vxlan_pair_verdict{from="node-a",to="node-b",verdict="lost-in-network"} 1"#
+            r#"netprobe_vxlan_pair_verdict{from="node-a",to="node-b",verdict="dropped-at-destination"} 1"#
         ));
+        assert!(text.contains(&format!(r#"netprobe_vxlan_pair_cause{{from="node-a",to="node-b",verdict="dropped-at-destination",cause="{cause}"}} 1"#)), "{text}");
         assert!(has(&text, r#"netprobe_vxlan_probes_sent_total{from="node-a",to="node-b"} 10"#), "{text}");
         assert!(has(&text, r#"netprobe_vxlan_probes_arrived_total{from="node-a",to="node-b"} 5"#), "{text}");
 
-        // Untested: no up value at all, so `up == 0` alerts only on the network.
+        // Untested: no up value at all, so `up == 0` alerts only on the network; the cause goes.
         metrics.record_pair("node-a", "node-b", Outcome::Untested);
         let text = metrics.encode();
         assert!(!text.contains("netprobe_vxlan_pair_up{"), "{text}");
+        assert!(!text.contains("netprobe_vxlan_pair_cause{"), "{text}");
         assert!(has(&text, r#"netprobe_vxlan_pair_verdict{from="node-a",to="node-b",verdict="untested"} 1"#));
 
         metrics.forget_pair("node-a", "node-b");
         assert!(!metrics.encode().contains("netprobe_vxlan_pair_verdict{"));
+    }
+
+    #[test]
+    fn with_failing_only_an_ok_pair_has_no_series_and_the_counts_say_how_many() {
+        let metrics = Metrics::default();
+        metrics.failing_only();
+        for peer in ["node-b", "node-c", "node-d"] {
+            metrics.record_pair(peer, "node-a", judged("ok", 1, 1, None));
+        }
+        metrics.record_pair("node-e", "node-a", judged("partial-loss", 2, 1, None));
+        metrics.record_pair("node-f", "node-a", Outcome::Untested);
+        metrics.count_peers("node-a");
+        let text = metrics.encode();
+        assert_eq!(text.matches("netprobe_vxlan_pair_up{").count(), 1, "{text}");
+        assert!(has(&text, r#"netprobe_vxlan_pair_up{from="node-e",to="node-a"} 0"#), "{text}");
+        assert!(has(&text, r#"netprobe_vxlan_peers{to="node-a",state="ok"} 3"#), "{text}");
+        assert!(has(&text, r#"netprobe_vxlan_peers{to="node-a",state="failing"} 1"#), "{text}");
+        assert!(has(&text, r#"netprobe_vxlan_peers{to="node-a",state="untested"} 1"#), "{text}");
+        // Healed: its series go too.
+        metrics.record_pair("node-e", "node-a", judged("ok", 1, 1, None));
+        assert!(!metrics.encode().contains("netprobe_vxlan_pair_up{"));
     }
 
     #[test]

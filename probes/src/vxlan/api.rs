@@ -19,6 +19,9 @@ pub mod route {
     pub const COLLECT_MANY: &str = "/v1/collect-many";
     /// `GET /v1/expectation/{probe_id}` (the pattern; [`expectation`] gives one probe's path).
     pub const EXPECTATION: &str = "/v1/expectation/{probe_id}";
+    /// `GET /v1/beacons/{to}`: the always-on mesh's control channel (the pattern; [`beacons`]
+    /// gives one receiver's path).
+    pub const BEACONS: &str = "/v1/beacons/{to}";
     /// Open to anyone: the kubelet's readiness probe, and Prometheus.
     pub const HEALTHZ: &str = "/healthz";
     pub const METRICS: &str = "/metrics";
@@ -26,6 +29,11 @@ pub mod route {
     /// The path that asks about `probe_id`.
     pub fn expectation(probe_id: u64) -> String {
         format!("/v1/expectation/{probe_id}")
+    }
+
+    /// The path that asks what this agent's mesh sent to `to`.
+    pub fn beacons(to: std::net::Ipv4Addr) -> String {
+        format!("/v1/beacons/{to}")
     }
 }
 /// At most this many probe packets (and as many control datagrams) per request.
@@ -326,6 +334,19 @@ pub struct AgentHealth {
     /// The node the agent says it runs on (its NODE_NAME), when it knows.
     #[serde(default)]
     pub node: Option<String>,
+}
+
+/// `GET /v1/beacons/{to}`: what this agent's mesh has sent to `to` in this run of the agent. A
+/// receiver that hears nothing from this agent asks it, to tell a path that loses everything (beacons
+/// sent, none arrived) from an agent that is not sending (restarting, or not knowing the receiver).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconStatus {
+    /// This run of the agent (a restart begins a new series).
+    pub epoch: u32,
+    /// Beacons sent to `to` in this run: the next one's number.
+    pub sent: u64,
+    /// How often one goes, in milliseconds.
+    pub period_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -67,6 +67,12 @@ pub trait AgentApi: Send + Sync + 'static {
         agent: &AgentAddr,
         probe_id: u64,
     ) -> impl Future<Output = Result<ExpectationInfo>> + Send;
+    /// What the agent's always-on mesh has sent to `to` (asked by a receiver that hears nothing).
+    fn beacons(
+        &self,
+        agent: &AgentAddr,
+        to: std::net::Ipv4Addr,
+    ) -> impl Future<Output = Result<BeaconStatus>> + Send;
 }
 
 /// A `-many` request: the route it goes to and the call that sends it, so one round's code
@@ -140,6 +146,8 @@ pub mod fake {
         pub expect: Script<ExpectRequest, ExpectResponse>,
         pub send: Script<SendRequest, SendResponse>,
         pub collect: Script<CollectRequest, CollectResponse>,
+        /// What each agent's mesh says it sent to an address (none by default: no mesh runs).
+        pub beacons: Script<std::net::Ipv4Addr, BeaconStatus>,
         /// Agents (by label) whose calls never answer.
         pub hung: HashSet<String>,
         /// Agents (by label) that are not there: every call is unreachable.
@@ -187,6 +195,12 @@ pub mod fake {
                 }),
                 send: Box::new(|_, request| Ok(healthy_send(request))),
                 collect: Box::new(|_, request| Ok(healthy_collect(request))),
+                beacons: Box::new(|agent, _| {
+                    Err(Error::could_not_run(
+                        format!("{} {}", agent.who(), route::BEACONS),
+                        "no mesh runs here",
+                    ))
+                }),
                 hung: HashSet::new(),
                 gone: HashSet::new(),
                 busy_expects: AtomicU32::new(0),
@@ -305,6 +319,11 @@ pub mod fake {
         async fn collect(&self, agent: &AgentAddr, request: &CollectRequest) -> Result<CollectResponse> {
             self.reach(agent, route::COLLECT).await?;
             (self.collect)(agent, request)
+        }
+
+        async fn beacons(&self, agent: &AgentAddr, to: std::net::Ipv4Addr) -> Result<BeaconStatus> {
+            self.reach(agent, route::BEACONS).await?;
+            (self.beacons)(agent, &to)
         }
 
         async fn expectation(&self, agent: &AgentAddr, probe_id: u64) -> Result<ExpectationInfo> {

@@ -19,6 +19,7 @@ pub fn wire(bytes: &[u8]) {
         if let Some((_, _, _, payload)) = vxlan::outer_udp(link, bytes) {
             let _ = vxlan::probe_seq(payload, 1, 1);
             let _ = vxlan::control_seq(payload, 1);
+            let _ = crate::beacon::Beacon::parse(payload, 1);
         }
     }
     let _ = vxlan::probe_seq(bytes, u32::from_le_bytes(word(bytes, 0)), 7);
@@ -53,6 +54,13 @@ pub fn wire(bytes: &[u8]) {
         let sized = vxlan::sized_probe_payload(vni, probe_id, 4, packet);
         assert_eq!(sized.len() + vxlan::OUTER_HEADERS, packet.max(vxlan::MIN_PROBE_PACKET), "sized as asked");
         assert_eq!(vxlan::probe_seq(&sized, vni, probe_id), Some(4), "a sized probe reads back");
+        let beacon = crate::beacon::Beacon {
+            sender: ip(12),
+            epoch: u32::from_le_bytes(word(bytes, 4)),
+            seq: u64::from(u32::from_le_bytes(word(bytes, 8))) << 20,
+            sent_at_us: u64::from(u32::from_le_bytes(word(bytes, 16))),
+        };
+        assert_eq!(crate::beacon::Beacon::parse(&beacon.emit(vni), vni), Some(beacon), "a beacon reads back");
     }
 }
 

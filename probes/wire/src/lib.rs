@@ -2,6 +2,7 @@
 //! `None` (or an error) instead of panicking.
 
 pub mod arp;
+pub mod beacon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;

@@ -109,16 +109,33 @@ pub const MIN_PROBE_PACKET: usize = OUTER_HEADERS + HEADER_LEN + 14 + 20 + 8 + M
 /// A probe whose outer IPv4 packet is `packet` bytes long (the inner UDP payload padded with
 /// zeros after the mark); a `packet` below [`MIN_PROBE_PACKET`] gives the plain probe.
 pub fn sized_probe_payload(vni: u32, probe_id: u64, seq: u32, packet: usize) -> Vec<u8> {
+    let mut body = mark(PROBE_MAGIC, probe_id, seq).to_vec();
+    body.resize(MARK_LEN + packet.saturating_sub(MIN_PROBE_PACKET), 0);
+    encapsulated(vni, &body)
+}
+
+/// A VXLAN UDP payload: the header for `vni` and a whole inner Ethernet/IPv4/UDP frame between the
+/// inner addresses, carrying `body`.
+pub(crate) fn encapsulated(vni: u32, body: &[u8]) -> Vec<u8> {
     let inner = PacketBuilder::ethernet2(INNER_SOURCE_MAC, INNER_DESTINATION_MAC)
         .ipv4(INNER_SOURCE_IP.octets(), INNER_DESTINATION_IP.octets(), 64)
         .udp(INNER_PORT, INNER_PORT);
-    let mut body = mark(PROBE_MAGIC, probe_id, seq).to_vec();
-    body.resize(MARK_LEN + packet.saturating_sub(MIN_PROBE_PACKET), 0);
     let mut out = Vec::with_capacity(HEADER_LEN + inner.size(body.len()));
     out.extend_from_slice(&header(vni));
-    // Writing into a Vec cannot fail; the callers keep `packet` within a jumbo frame.
-    inner.write(&mut out, &body).expect("a probe frame fits");
+    // Writing into a Vec cannot fail; the callers keep the body within a jumbo frame.
+    inner.write(&mut out, body).expect("a probe frame fits");
     out
+}
+
+/// The inner UDP payload of a VXLAN UDP payload for `vni`, if it carries an inner UDP frame. A
+/// payload cut short by a capture's snap length gives what was captured.
+pub(crate) fn decapsulated(udp_payload: &[u8], vni: u32) -> Option<&[u8]> {
+    if self::vni(udp_payload)? != vni & MAX_VNI {
+        return None;
+    }
+    let inner = LaxSlicedPacket::from_ethernet(&udp_payload[HEADER_LEN..]).ok()?;
+    let Some(TransportSlice::Udp(udp)) = inner.transport else { return None };
+    Some(udp.payload())
 }
 
 /// A whole IPv4 packet carrying `payload` in UDP from `source:source_port` to `to:port`, with
@@ -240,12 +257,7 @@ pub fn unreachable(link: LinkType, bytes: &[u8]) -> Option<Unreachable> {
 /// The sequence number of a probe in a VXLAN UDP payload, if it is ours (VNI and probe id). A
 /// payload cut short by the capture's snap length still counts: the mark is at the start.
 pub fn probe_seq(udp_payload: &[u8], expected_vni: u32, probe_id: u64) -> Option<u32> {
-    if vni(udp_payload)? != expected_vni & MAX_VNI {
-        return None;
-    }
-    let inner = LaxSlicedPacket::from_ethernet(&udp_payload[HEADER_LEN..]).ok()?;
-    let Some(TransportSlice::Udp(udp)) = inner.transport else { return None };
-    read_mark(PROBE_MAGIC, udp.payload(), probe_id)
+    read_mark(PROBE_MAGIC, decapsulated(udp_payload, expected_vni)?, probe_id)
 }
 
 /// The UDP payload of control datagram `seq`.

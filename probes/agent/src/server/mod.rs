@@ -92,7 +92,12 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
         drops,
     };
     let mesh_agents = Arc::new(HttpAgents::new(config.token.clone(), Duration::from_secs(10))?);
-    let agent = Agent::new(config.token, config.peer_port, handles).on_node(config.node_name);
+    let mut agent = Agent::new(config.token, config.peer_port, handles).on_node(config.node_name);
+    // The mesh's ledger, shared with the control channel that tells receivers what it sent.
+    let ledger = config.mesh.as_ref().map(|mesh| Arc::new(crate::mesh::BeaconLedger::new(mesh.every)));
+    if let Some(ledger) = &ledger {
+        agent = agent.with_beacons(ledger.clone());
+    }
     let metrics = agent.metrics();
     crate::http::serve(config.listen, router(agent), Default::default(), |bound| {
         // The listener is open: from here on the agent needs only captures and counters.
@@ -106,7 +111,8 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
         } else {
             bound
         };
-        Some(Box::pin(crate::mesh::run(mesh_agents, Arc::new(ThisNode), mesh, metrics)))
+        let ledger = ledger?;
+        Some(Box::pin(crate::mesh::run(mesh_agents, Arc::new(ThisNode), mesh, metrics, ledger)))
     })
 }
 
@@ -114,19 +120,20 @@ pub fn serve(config: AgentConfig, ready: impl FnOnce(SocketAddr, Vec<String>)) -
 /// answers "ok" and nothing else), everything under /v1 behind the token.
 pub fn router(agent: Agent) -> Router {
     let protected = Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/expect", post(expect))
-        .route("/v1/send", post(send))
-        .route("/v1/collect", post(collect))
-        .route("/v1/expect-many", post(expect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
-        .route("/v1/send-many", post(send_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
-        .route("/v1/collect-many", post(collect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
-        .route("/v1/expectation/{probe_id}", get(expectation))
+        .route(route::HEALTH, get(health))
+        .route(route::EXPECT, post(expect))
+        .route(route::SEND, post(send))
+        .route(route::COLLECT, post(collect))
+        .route(route::EXPECT_MANY, post(expect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .route(route::SEND_MANY, post(send_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .route(route::COLLECT_MANY, post(collect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .route(route::EXPECTATION, get(expectation))
+        .route(route::BEACONS, get(beacons))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorise));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(route::HEALTHZ, get(|| async { "ok" }))
         // Open like /healthz: it reads counters and changes nothing.
-        .route("/metrics", get(metrics))
+        .route(route::METRICS, get(metrics))
         .merge(protected)
         .layer(middleware::from_fn_with_state(agent.clone(), count_request))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -161,6 +168,17 @@ async fn authorise(State(agent): State<Agent>, headers: HeaderMap, request: Requ
         return refuse(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }
     next.run(request).await
+}
+
+/// The mesh's control channel: what this agent's mesh sent to `to` in this run.
+async fn beacons(
+    State(agent): State<Agent>,
+    axum::extract::Path(to): axum::extract::Path<Ipv4Addr>,
+) -> Response {
+    match &agent.beacons {
+        Some(ledger) => Json(ledger.status(to)).into_response(),
+        None => refuse(StatusCode::NOT_FOUND, "this agent runs no mesh (--mesh-every)"),
+    }
 }
 
 async fn health(State(agent): State<Agent>) -> Response {

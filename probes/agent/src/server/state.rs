@@ -76,6 +76,8 @@ pub struct Agent {
     pub(crate) handles: Arc<Handles>,
     pub(crate) node_name: Option<Arc<str>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The mesh's ledger of beacons sent, when a mesh runs.
+    pub(crate) beacons: Option<Arc<crate::mesh::BeaconLedger>>,
 }
 
 impl Agent {
@@ -88,7 +90,14 @@ impl Agent {
             handles: Arc::new(handles),
             node_name: None,
             metrics: Arc::default(),
+            beacons: None,
         }
+    }
+
+    /// The mesh's ledger, for the control channel (`GET /v1/beacons/{to}`).
+    pub fn with_beacons(mut self, ledger: Arc<crate::mesh::BeaconLedger>) -> Agent {
+        self.beacons = Some(ledger);
+        self
     }
 
     /// What `/metrics` shows: the mesh records its rounds here.
