@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Benchmark: the agents' continuous mesh. N agents (default 50) in namespaces on one bridge, each
-# with a kernel vxlan device, run `netprobe agent --mesh-every PERIOD` (default 10s) with every
-# other agent as a peer, for SECONDS (default 60). Then, per agent: RSS (VmRSS), CPU (user+system
-# time over the run, as a share of one core; and with the tools it ran, nft, ip and ethtool, whose
-# time the kernel adds to the agent's once they exit), rounds done and the mean and longest round (from its
-# /metrics), and whether every pair is up. Everything it makes is removed on exit.
+# Benchmark: the agents' always-on mesh (beacons). N agents (default 200) in namespaces on one
+# bridge, each with a kernel vxlan device, run `netprobe agent --mesh-every PERIOD` (default 10s)
+# with every other agent as a peer. Measured:
+#   1. how long until every pair is up on the agents' /metrics (from the agents' start);
+#   2. per agent, over SECONDS (default 60) after that: RSS (VmRSS) and CPU (user+system time as a
+#      share of one core), median and max;
+#   3. a cut of one direction (node 1 -> node 2, VXLAN only, on the bridge): how long until node
+#      2's /metrics shows it down, whether node 2's other pairs and the reverse direction stay up,
+#      and how long until it is up again once the cut is removed.
+# Everything it makes is removed on exit.
 #
-#   sudo bash benches/vxlan_mesh_continuous.sh [N [PERIOD [SECONDS]]]      needs: iproute2
+#   sudo bash benches/vxlan_mesh_continuous.sh [N [PERIOD [SECONDS]]]      needs: iproute2, nft
 #   sudo NETPROBE_BIN=/path/to/netprobe bash benches/vxlan_mesh_continuous.sh ...   another build
-#   sudo MESH_SAMPLE=16 bash benches/vxlan_mesh_continuous.sh ...                  16 peers a round
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=${1:-50}
+n=${1:-200}
 period=${2:-10s}
 seconds=${3:-60}
 tag="npc$$"
@@ -22,47 +25,111 @@ source benches/mesh_lab.sh
 if [ -z "${NETPROBE_BIN:-}" ]; then cargo build --release --quiet -p netprobe; fi
 bin=${NETPROBE_BIN:-$PWD/target/release/netprobe}
 peers=$(for i in $(seq 1 "$n"); do printf '198.51.100.%s,' "$i"; done)
-# MESH_SAMPLE=K: each agent probes K peers a round (--mesh-sample K).
-mesh_lab_up "$n" "$tag" "$token" "$bin" --mesh-every "$period" --peers "${peers%,}" \
-    ${MESH_SAMPLE:+--mesh-sample "$MESH_SAMPLE"}
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+secs() { printf '%d.%d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }
+started=$(now_ms)
+mesh_lab_up "$n" "$tag" "$token" "$bin" --mesh-every "$period" --peers "${peers%,}"
+ready=$(now_ms)
+# The switch's own address, from which one process reads every agent's /metrics.
+ip -n "$tag-sw" addr add 198.51.100.254/24 dev br0
+echo "mesh of $n agents, a beacon every $period to each peer: $((n * (n - 1))) ordered pairs"
+
+# Reads every agent's /metrics (in the switch's namespace) and answers a question about them.
+metrics() {
+    ip netns exec "$tag-sw" python3 - "$n" "$@" <<'PY'
+import sys, time, urllib.request, concurrent.futures as cf
+n, what = int(sys.argv[1]), sys.argv[2]
+def read(i):
+    try:
+        return i, urllib.request.urlopen(f"http://198.51.100.{i}:9473/metrics", timeout=10).read().decode()
+    except Exception:
+        return i, ""
+def up(texts):
+    # (from, to) -> value of pair_up, for every pair any agent shows
+    pairs = {}
+    for i, text in texts:
+        for line in text.splitlines():
+            if line.startswith("netprobe_vxlan_pair_up{"):
+                labels, value = line.rsplit(" ", 1)
+                f = labels.split('from="')[1].split('"')[0]; t = labels.split('to="')[1].split('"')[0]
+                pairs[(f, t)] = value
+    return pairs
+with cf.ThreadPoolExecutor(16) as pool:
+    texts = list(pool.map(read, range(1, n + 1)))
+pairs = up(texts)
+if what == "all-up":
+    ok = sum(v == "1" for v in pairs.values())
+    print(ok, n * (n - 1))
+elif what == "pair":
+    # pair_up of one pair, and how many of the others are not up
+    f, t = sys.argv[3], sys.argv[4]
+    others = sum(1 for k, v in pairs.items() if k != (f, t) and v != "1") + (n * (n - 1) - 1 - sum(1 for k in pairs if k != (f, t)))
+    print(pairs.get((f, t), "absent"), others)
+PY
+}
+
+# 1. Every pair up.
+while :; do
+    read -r ok total < <(metrics all-up)
+    now=$(now_ms)
+    if [ "$ok" = "$total" ]; then
+        echo "every pair up: $ok of $total, $(secs $(( now - ready ))) s after the last agent listened ($(secs $(( now - started ))) s after the first started)"
+        break
+    fi
+    if (( now - started > 300000 )); then echo "after 300 s: $ok of $total pairs up"; break; fi
+    sleep 2
+done
+
+# 2. Steady state: CPU and memory per agent.
 ticks=$(getconf CLK_TCK)
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tools_of() { awk '{print $16 + $17}' "/proc/$1/stat"; }
-declare -A before tools_before
-for pid in "${pids[@]}"; do before[$pid]=$(cpu_of "$pid"); tools_before[$pid]=$(tools_of "$pid"); done
-echo "mesh of $n agents, a round every $period, for $seconds s: $((n * (n - 1))) ordered pairs per period"
+declare -A before
+for pid in "${pids[@]}"; do before[$pid]=$(cpu_of "$pid"); done
 sleep "$seconds"
-rss=(); cpu=(); with_tools=()
+rss=(); cpu=()
 for pid in "${pids[@]}"; do
     rss+=("$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")")
-    own=$(( $(cpu_of "$pid") - ${before[$pid]} ))
-    cpu+=("$own")
-    with_tools+=("$(( own + $(tools_of "$pid") - ${tools_before[$pid]} ))")
+    cpu+=("$(( $(cpu_of "$pid") - ${before[$pid]} ))")
 done
-python3 - "$ticks" "$seconds" "${rss[*]}" "${cpu[*]}" "${with_tools[*]}" <<'PY'
+python3 - "$ticks" "$seconds" "${rss[*]}" "${cpu[*]}" <<'PY'
 import sys
 ticks, seconds = int(sys.argv[1]), float(sys.argv[2])
-rss = [int(x) / 1024 for x in sys.argv[3].split()]
-cpu = [int(x) / ticks / seconds * 100 for x in sys.argv[4].split()]
-tools = [int(x) / ticks / seconds * 100 for x in sys.argv[5].split()]
-print(f"RSS per agent: median {sorted(rss)[len(rss)//2]:.1f} MiB, max {max(rss):.1f} MiB")
-print(f"CPU per agent: median {sorted(cpu)[len(cpu)//2]:.2f}% of a core, max {max(cpu):.2f}%")
-print(f"CPU per agent with its tools: median {sorted(tools)[len(tools)//2]:.2f}% of a core, max {max(tools):.2f}%")
+rss = sorted(int(x) / 1024 for x in sys.argv[3].split())
+cpu = sorted(int(x) / ticks / seconds * 100 for x in sys.argv[4].split())
+print(f"over {seconds:.0f} s: RSS per agent median {rss[len(rss)//2]:.1f} MiB, max {rss[-1]:.1f} MiB; "
+      f"CPU per agent median {cpu[len(cpu)//2]:.2f}% of a core, max {cpu[-1]:.2f}%")
 PY
-# Rounds, their length and the pairs' verdicts, from each agent's /metrics.
-for i in $(seq 1 "$n"); do
-    ip netns exec "$tag-$i" python3 - "198.51.100.$i" <<'PY'
-import sys, urllib.request
-try:
-    text = urllib.request.urlopen(f"http://{sys.argv[1]}:9473/metrics", timeout=30).read().decode()
-except Exception as e:  # an agent that does not answer is counted, not a reason to stop
-    print(f"{sys.argv[1]}: /metrics unreadable: {e}", file=sys.stderr); sys.exit(0)
-def value(prefix):
-    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
-rounds, total = value("netprobe_vxlan_round_duration_seconds_count"), value("netprobe_vxlan_round_duration_seconds_sum")
-up = [l for l in text.splitlines() if l.startswith("netprobe_vxlan_pair_up{")]
-print(int(rounds), total / max(rounds, 1), sum(l.endswith(" 1") for l in up), len(up))
-PY
-done | awk '{rounds+=$1; if ($2>longest) longest=$2; mean+=$2; up+=$3; pairs+=$4; n++}
-    END {if (n == 0) {print "rounds: no agent answered /metrics"; exit}
-         printf "answered /metrics: %d agents; rounds per agent: %.1f, mean round %.2f s (slowest agent'"'"'s mean %.2f s), pairs up: %d of %d\n", n, rounds/n, mean/n, longest, up, pairs}'
+
+# 3. A cut of node 1 -> node 2 (VXLAN only), on the bridge; then its heal.
+from=198.51.100.1; to=198.51.100.2
+ip netns exec "$tag-sw" nft -f - <<NFT
+table bridge cut {
+    chain forward {
+        type filter hook forward priority 0;
+        ip saddr $from ip daddr $to udp dport 8472 drop
+    }
+}
+NFT
+cut_at=$(now_ms)
+while :; do
+    read -r value others < <(metrics pair node-1 node-2)
+    now=$(now_ms)
+    if [ "$value" = "0" ]; then
+        echo "cut node-1 -> node-2: down on /metrics after $(secs $(( now - cut_at ))) s; pairs not up besides it: $others"
+        break
+    fi
+    if (( now - cut_at > 120000 )); then echo "cut: not seen within 120 s (pair_up $value)"; break; fi
+    sleep 0.5
+done
+ip netns exec "$tag-sw" nft delete table bridge cut
+healed_at=$(now_ms)
+while :; do
+    read -r value others < <(metrics pair node-1 node-2)
+    now=$(now_ms)
+    if [ "$value" = "1" ]; then
+        echo "healed: up again after $(secs $(( now - healed_at ))) s; pairs not up: $others"
+        break
+    fi
+    if (( now - healed_at > 120000 )); then echo "heal: not seen within 120 s (pair_up $value)"; break; fi
+    sleep 0.5
+done

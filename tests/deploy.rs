@@ -168,11 +168,23 @@ fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool
     let Some((_, python)) = validator(test) else { return Ok(()) };
     let dir = repo().join("deploy/prometheus");
 
-    // What an agent's /metrics holds once it has judged a pair, served a request, ended a round.
+    // What an agent's /metrics holds once it has judged a good pair and a bad one, served a
+    // request, ended an evaluation.
     let metrics = Metrics::default();
     let judged =
         Outcome::Judged { verdict: "ok", up: true, sent: 5, arrived: 5, jitter_s: Some(0.0001), cause: None };
     metrics.record_pair("a", "b", judged);
+    let cause = Some("dropped at b by -A INPUT -p udp --dport 8472 -j DROP".to_string());
+    let bad = Outcome::Judged {
+        verdict: "dropped-at-destination",
+        up: false,
+        sent: 5,
+        arrived: 0,
+        jitter_s: None,
+        cause,
+    };
+    metrics.record_pair("c", "b", bad);
+    metrics.count_peers("b");
     metrics.record_request("/v1/send", 200);
     metrics.record_round(Duration::from_secs(1), std::time::SystemTime::now());
     let exposed = metric_names(&metrics.encode());

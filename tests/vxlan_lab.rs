@@ -290,7 +290,16 @@ fn the_kernels_word_stands_where_the_counters_cannot_be_read() -> TestResult {
 fn all_nodes_come_from_the_api_named_and_a_node_without_an_agent_is_named_with_the_fix() -> TestResult {
     let Some(mut c) = cluster("vx-allnodes", 3) else { return Ok(()) };
     // The API lists the three nodes (control plane included); node3's agent is not running.
-    let api = FakeApi::start(&c.nodes[0].0, vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))]);
+    // The API lists three Nodes, then its watch says k8s-worker-2 was deleted.
+    let nodes: Value = serde_json::from_str(&fixture("nodes-vxlan.json"))?;
+    let worker2 =
+        nodes["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == "k8s-worker-2").unwrap();
+    let deleted = serde_json::json!({"type": "DELETED", "object": worker2}).to_string();
+    let api = FakeApi::start_with_watches(
+        &c.nodes[0].0,
+        vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))],
+        vec![("/api/v1/nodes", vec![(Duration::from_secs(25), deleted)])],
+    );
     let stopped = c.agents[2];
     c.lab.kill(stopped);
     let run = |args: &[&str]| {
@@ -479,7 +488,16 @@ fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
     let Some(mut c) = cluster("vx-meshapi", 3) else { return Ok(()) };
     // node1's agent again, now with the mesh, its peers from the API (the Nodes of the lab); the
     // workers' agents with the mesh too (their peers given), so that beacons come to node1.
-    let api = FakeApi::start(&c.nodes[0].0, vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))]);
+    // The API lists three Nodes, then its watch says k8s-worker-2 was deleted.
+    let nodes: Value = serde_json::from_str(&fixture("nodes-vxlan.json"))?;
+    let worker2 =
+        nodes["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == "k8s-worker-2").unwrap();
+    let deleted = serde_json::json!({"type": "DELETED", "object": worker2}).to_string();
+    let api = FakeApi::start_with_watches(
+        &c.nodes[0].0,
+        vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))],
+        vec![("/api/v1/nodes", vec![(Duration::from_secs(25), deleted)])],
+    );
     let kubeconfig = api.kubeconfig();
     let (kubeconfig_env, token_env) =
         (format!("KUBECONFIG={}", kubeconfig.display()), format!("NETPROBE_TOKEN={TOKEN}"));
@@ -510,6 +528,17 @@ fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
     assert!(!metrics.contains("from=\"k8s-cp-1\""), "this node is not its own peer: {metrics}");
+    // The watch deletes k8s-worker-2: its series go, k8s-worker-1's stay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let (_, metrics) = http_get(&node1, format!("{N1}:9473").parse()?, "/metrics")?;
+        if !metrics.contains("from=\"k8s-worker-2\"") || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(!metrics.contains("from=\"k8s-worker-2\""), "a Node deleted is no longer a peer: {metrics}");
+    assert!(metrics.lines().any(|l| l == want[0]), "{metrics}");
     Ok(())
 }
 

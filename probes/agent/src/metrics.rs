@@ -133,13 +133,14 @@ impl Default for Metrics {
         let jitter = Family::<Pair, Gauge<f64, AtomicU64>>::default();
         let cause = Family::<PairWithCause, Gauge>::default();
         let peers = Family::<PeersInState, Gauge>::default();
-        // 0.5 s to about 2 minutes: a round is one probe window (a few seconds) when all is well.
-        let round_duration = Histogram::new(exponential_buckets(0.5, 2.0, 9));
+        // 1 ms to about a minute: an evaluation is microseconds, unless it asks silent peers'
+        // agents (5 s each at most, all at once).
+        let round_duration = Histogram::new(exponential_buckets(0.001, 4.0, 9));
         let last_round = Gauge::<f64, AtomicU64>::default();
         let requests = Family::<Served, Counter>::default();
         registry.register(
             "netprobe_vxlan_pair_up",
-            "1 when the VXLAN beacons from the peer to this node all arrived in the last evaluations, else 0 (absent while untested)",
+            "1 when every VXLAN beacon from the peer to this node in the last period arrived, else 0 (absent while untested)",
             pair_up.clone(),
         );
         registry.register(

@@ -156,25 +156,113 @@ pub async fn nodes(api: &ApiConfig) -> Result<Vec<ClusterNode>> {
         .list(&ListParams::default())
         .await
         .map_err(|e| api_error(e, "listing nodes", "list nodes in the core API group", &server))?;
-    Ok(list
-        .items
-        .into_iter()
-        .map(|node| {
-            let labels = node.metadata.labels.unwrap_or_default();
-            let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
-            let internal: Vec<IpAddr> = addresses
-                .iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse().ok())
-                .collect();
-            ClusterNode {
-                name: node.metadata.name.unwrap_or_default(),
-                internal_ip: internal.iter().find(|ip| ip.is_ipv4()).or(internal.first()).copied(),
-                control_plane: labels.contains_key("node-role.kubernetes.io/control-plane")
-                    || labels.contains_key("node-role.kubernetes.io/master"),
+    Ok(list.items.into_iter().map(cluster_node).collect())
+}
+
+/// Follows the Nodes for ever: a list, then a watch from its resource version, so a cluster of a
+/// thousand nodes costs the API server one list per agent at start and the changes after, not a
+/// list a minute. `on_change` gets every Node each time the set changes (and after the first
+/// list). A watch that ends is taken up again from the last version; one the server no longer
+/// has (410 Gone) starts over with a list. Returns only an error of the first list (with why); a
+/// later failure is said on stderr and retried after `retry`.
+pub async fn watch_nodes(
+    api: &ApiConfig,
+    retry: std::time::Duration,
+    mut on_change: impl FnMut(Vec<ClusterNode>),
+) -> Result<()> {
+    use futures_util::TryStreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let Connected { client, server } = connect(api).await?;
+    let nodes = Api::<Node>::all(client);
+    let mut first = true;
+    loop {
+        let list = match nodes.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(e) if first => {
+                return Err(api_error(e, "listing nodes", "list nodes in the core API group", &server))
             }
-        })
-        .collect())
+            Err(e) => {
+                eprintln!(
+                    "netprobe: listing nodes again: {}",
+                    api_error(e, "listing nodes", "list nodes", &server)
+                );
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
+        first = false;
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        let mut known: std::collections::BTreeMap<String, ClusterNode> =
+            list.items.into_iter().map(cluster_node).map(|n| (n.name.clone(), n)).collect();
+        on_change(known.values().cloned().collect());
+        // Watch until the server has no more history for us (then list again).
+        'watching: loop {
+            let params = WatchParams::default().timeout(290);
+            let events = match nodes.watch(&params, &version).await {
+                Ok(events) => events,
+                Err(e) => {
+                    eprintln!(
+                        "netprobe: watching nodes: {}",
+                        api_error(e, "watching nodes", "watch nodes", &server)
+                    );
+                    tokio::time::sleep(retry).await;
+                    break 'watching;
+                }
+            };
+            let mut events = std::pin::pin!(events);
+            loop {
+                match events.try_next().await {
+                    Ok(Some(WatchEvent::Added(node) | WatchEvent::Modified(node))) => {
+                        version = node.metadata.resource_version.clone().unwrap_or(version);
+                        let node = cluster_node(node);
+                        if known.get(&node.name) != Some(&node) {
+                            known.insert(node.name.clone(), node);
+                            on_change(known.values().cloned().collect());
+                        }
+                    }
+                    Ok(Some(WatchEvent::Deleted(node))) => {
+                        version = node.metadata.resource_version.clone().unwrap_or(version);
+                        if known.remove(&cluster_node(node).name).is_some() {
+                            on_change(known.values().cloned().collect());
+                        }
+                    }
+                    Ok(Some(WatchEvent::Bookmark(mark))) => version = mark.metadata.resource_version,
+                    // 410 Gone: the version is too old; anything else: start over as well.
+                    Ok(Some(WatchEvent::Error(status))) => {
+                        if status.code != 410 {
+                            eprintln!(
+                                "netprobe: watching nodes: the API said {} {}",
+                                status.code, status.message
+                            );
+                            tokio::time::sleep(retry).await;
+                        }
+                        break 'watching;
+                    }
+                    // The watch's time is up: again from the last version.
+                    Ok(None) => continue 'watching,
+                    Err(e) => {
+                        eprintln!("netprobe: watching nodes: {e}");
+                        tokio::time::sleep(retry).await;
+                        continue 'watching;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A Node as the probes need it.
+fn cluster_node(node: Node) -> ClusterNode {
+    let labels = node.metadata.labels.unwrap_or_default();
+    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+    let internal: Vec<IpAddr> =
+        addresses.iter().filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect();
+    ClusterNode {
+        name: node.metadata.name.unwrap_or_default(),
+        internal_ip: internal.iter().find(|ip| ip.is_ipv4()).or(internal.first()).copied(),
+        control_plane: labels.contains_key("node-role.kubernetes.io/control-plane")
+            || labels.contains_key("node-role.kubernetes.io/master"),
+    }
 }
 
 /// One Service's load-balancer addresses (`Some((namespace, name))`), or every LoadBalancer Service's.

@@ -13,15 +13,31 @@ use crate::{Netns, NsThread};
 
 /// Answers on 127.0.0.1 inside a namespace until dropped. Routes are (path prefix, status,
 /// body), the first matching prefix wins (list the longer paths first); anything else is a 404
-/// Status as the API sends it.
+/// Status as the API sends it. A watch (`?watch=...`) of a path with a [`Watch`] gets its events,
+/// each after its delay, as the API streams them (a chunk a line), then nothing until it ends.
 pub struct FakeApi {
     pub port: u16,
     _thread: NsThread,
 }
 
+/// A watch's script: for a path prefix, the events (WatchEvent JSON, one a line) and the delay
+/// before each, counted from the watch's start.
+pub type Watch = (&'static str, Vec<(Duration, String)>);
+
+/// How long a watch stays open after its last event (then it ends, as a server's timeout does).
+const WATCH_HOLD: Duration = Duration::from_secs(20);
+
 impl FakeApi {
     pub fn start(ns: &Netns, routes: Vec<(&'static str, u16, String)>) -> FakeApi {
-        let routes = Arc::new(routes);
+        FakeApi::start_with_watches(ns, routes, Vec::new())
+    }
+
+    pub fn start_with_watches(
+        ns: &Netns,
+        routes: Vec<(&'static str, u16, String)>,
+        watches: Vec<Watch>,
+    ) -> FakeApi {
+        let routes = Arc::new((routes, watches));
         let (thread, port) = NsThread::start(ns, move |stop, ready| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
@@ -33,7 +49,7 @@ impl FakeApi {
                         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                         // A connection each: a client may keep one open while it opens another.
                         let routes = routes.clone();
-                        std::thread::spawn(move || serve(stream, &routes));
+                        std::thread::spawn(move || serve(stream, &routes.0, &routes.1));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -72,6 +88,25 @@ impl Drop for FakeApi {
     }
 }
 
+/// A watch's answer: chunked, an event a chunk, then held open until [`WATCH_HOLD`] has passed.
+fn stream_events(writer: &mut std::net::TcpStream, events: &[(Duration, String)]) {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if writer.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    for (at, event) in events {
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        let line = format!("{event}\n");
+        if writer.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes()).is_err() {
+            return;
+        }
+        let _ = writer.flush();
+    }
+    std::thread::sleep(WATCH_HOLD);
+    let _ = writer.write_all(b"0\r\n\r\n");
+}
+
 /// A response body from tests/fixtures/k8s (see its README for where each comes from).
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/k8s").join(name);
@@ -79,7 +114,7 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// Answers requests on one keep-alive connection until the client closes it.
-fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)]) {
+fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)], watches: &[Watch]) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -103,6 +138,12 @@ fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)]) {
         let mut body = vec![0; content_length];
         let _ = reader.read_exact(&mut body);
         let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        if path.contains("watch=") {
+            if let Some((_, events)) = watches.iter().find(|(prefix, _)| path.starts_with(prefix)) {
+                stream_events(&mut writer, events);
+                return;
+            }
+        }
         let (status, body) = routes
             .iter()
             .find(|(prefix, _, _)| path.starts_with(prefix))

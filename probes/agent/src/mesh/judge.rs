@@ -51,16 +51,15 @@ pub struct Evaluation {
     pub jitter_s: Option<f64>,
 }
 
-/// Evaluations a verdict rests on: a lost beacon shows for this many, and a path that heals is ok
-/// again after as many.
-const WINDOW: usize = 2;
-
 /// One peer, watched from this node.
 #[derive(Debug)]
 pub struct PeerWatch {
     /// What is already counted: (epoch, sent, arrived) of the peer's series.
     accounted: Option<(u32, u64, u64)>,
-    window: VecDeque<(u64, u64)>,
+    /// What each evaluation of the last period counted: (when, sent, arrived). A verdict rests on
+    /// one period: a lost beacon shows for a period, and a path that heals is ok a period later.
+    window: VecDeque<(Duration, u64, u64)>,
+    period: Duration,
     verdict: Verdict,
     reason: Option<String>,
     /// When this node began watching the peer (capture clock): silence is counted from then.
@@ -68,27 +67,30 @@ pub struct PeerWatch {
 }
 
 impl PeerWatch {
-    pub fn new(now: Duration) -> PeerWatch {
+    pub fn new(now: Duration, period: Duration) -> PeerWatch {
         PeerWatch {
             accounted: None,
             window: VecDeque::new(),
+            period,
             verdict: Verdict::Untested,
             reason: Some("no beacon from it yet".into()),
             since: now,
         }
     }
 
-    /// Whether nothing has arrived from the peer for two periods and a second: then its agent is
-    /// asked whether it sent.
-    pub fn silent(&self, counts: Option<&Counts>, now: Duration, period: Duration) -> bool {
+    /// Whether nothing has arrived from the peer for a period and a half and a second (its
+    /// beacon comes once a period, at about the same moment): then its agent is asked whether it
+    /// sent.
+    pub fn silent(&self, counts: Option<&Counts>, now: Duration) -> bool {
         let last = counts.map_or(self.since, |c| c.last_arrival.max(self.since));
-        now.saturating_sub(last) > period * 2 + Duration::from_secs(1)
+        now.saturating_sub(last) > self.period * 3 / 2 + Duration::from_secs(1)
     }
 
     /// Takes in an evaluation: the tally's counts, and for a silent peer what its agent said (or
     /// why it could not be asked).
     pub fn evaluate(
         &mut self,
+        now: Duration,
         counts: Option<Counts>,
         control: Option<Result<BeaconStatus, String>>,
     ) -> Evaluation {
@@ -138,13 +140,13 @@ impl PeerWatch {
         };
         self.accounted = Some((epoch, kept_sent, kept_arrived));
         if new_sent > 0 || new_arrived > 0 {
-            self.window.push_back((new_sent, new_arrived.min(new_sent.max(new_arrived))));
-            while self.window.len() > WINDOW {
-                self.window.pop_front();
-            }
+            self.window.push_back((now, new_sent, new_arrived.min(new_sent.max(new_arrived))));
+        }
+        while self.window.front().is_some_and(|(at, _, _)| now.saturating_sub(*at) > self.period) {
+            self.window.pop_front();
         }
         let (window_sent, window_arrived) =
-            self.window.iter().fold((0, 0), |(s, a), (ws, wa)| (s + ws, a + wa));
+            self.window.iter().fold((0, 0), |(s, a), (_, ws, wa)| (s + ws, a + wa));
         if unheard && new_arrived == 0 {
             // Silent, and its agent sent: nothing gets through now, whatever came before.
             self.verdict = Verdict::NoArrivals;
@@ -196,71 +198,86 @@ mod tests {
         Ok(BeaconStatus { epoch, sent, period_ms: 10_000 })
     }
 
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
     #[test]
-    fn every_beacon_arriving_is_ok_and_a_gap_is_partial_loss_for_the_window_only() {
-        let mut watch = PeerWatch::new(Duration::ZERO);
-        assert_eq!(watch.evaluate(None, None).verdict, Verdict::Untested, "nothing heard yet");
-        assert_eq!(watch.evaluate(Some(counts(1, 3, 3, 30)), None).verdict, Verdict::Ok);
-        let lossy = watch.evaluate(Some(counts(1, 5, 4, 50)), None);
+    fn every_beacon_arriving_is_ok_and_a_gap_is_partial_loss_for_a_period() {
+        let mut watch = PeerWatch::new(s(0), PERIOD);
+        assert_eq!(watch.evaluate(s(5), None, None).verdict, Verdict::Untested, "nothing heard yet");
+        assert_eq!(watch.evaluate(s(30), Some(counts(1, 3, 3, 29)), None).verdict, Verdict::Ok);
+        let lossy = watch.evaluate(s(50), Some(counts(1, 5, 4, 49)), None);
         assert_eq!((lossy.verdict, lossy.sent, lossy.arrived), (Verdict::PartialLoss, 2, 1));
         assert_eq!(
-            watch.evaluate(Some(counts(1, 6, 5, 60)), None).verdict,
+            watch.evaluate(s(55), Some(counts(1, 5, 4, 49)), None).verdict,
             Verdict::PartialLoss,
-            "still in the window"
+            "half a period later, still"
         );
-        assert_eq!(watch.evaluate(Some(counts(1, 7, 6, 70)), None).verdict, Verdict::Ok, "out of the window");
+        assert_eq!(
+            watch.evaluate(s(60), Some(counts(1, 6, 5, 59)), None).verdict,
+            Verdict::PartialLoss,
+            "a period on, the loss is still in it"
+        );
+        assert_eq!(
+            watch.evaluate(s(65), Some(counts(1, 6, 5, 59)), None).verdict,
+            Verdict::Ok,
+            "more than a period on"
+        );
     }
 
     #[test]
     fn a_silent_peer_whose_agent_says_it_sent_is_no_arrivals_and_heals() {
-        let mut watch = PeerWatch::new(Duration::ZERO);
-        watch.evaluate(Some(counts(1, 10, 10, 100)), None);
-        // Cut: nothing since 100 s; at 125 s the peer says it sent 13.
+        let mut watch = PeerWatch::new(s(0), PERIOD);
+        watch.evaluate(s(100), Some(counts(1, 10, 10, 100)), None);
+        // Cut: nothing since 100 s; silent from 116 s on; at 120 s the peer says it sent 13.
         let heard = counts(1, 10, 10, 100);
-        assert!(watch.silent(Some(&heard), Duration::from_secs(125), PERIOD));
-        let cut = watch.evaluate(Some(heard), Some(status(1, 13)));
+        assert!(!watch.silent(Some(&heard), s(115)));
+        assert!(watch.silent(Some(&heard), s(120)));
+        let cut = watch.evaluate(s(120), Some(heard), Some(status(1, 13)));
         assert_eq!(
             (cut.verdict, cut.sent, cut.arrived),
             (Verdict::NoArrivals, 2, 0),
-            "12 sent surely, 13th maybe on its way"
+            "12 sent surely, the 13th maybe on its way"
         );
-        let still = watch.evaluate(Some(heard), Some(status(1, 14)));
+        let still = watch.evaluate(s(130), Some(heard), Some(status(1, 14)));
         assert_eq!((still.verdict, still.sent), (Verdict::NoArrivals, 1));
-        // Healed: 14 (number 13) arrives; the numbers now say 14 sent, 11 arrived.
-        let healing = watch.evaluate(Some(counts(1, 14, 11, 140)), None);
+        // Healed: number 13 arrives; the numbers now say 14 sent, 11 arrived.
+        let healing = watch.evaluate(s(140), Some(counts(1, 14, 11, 139)), None);
         assert_eq!((healing.sent, healing.arrived), (1, 1), "the losses are not counted twice");
-        assert_eq!(watch.evaluate(Some(counts(1, 15, 12, 150)), None).verdict, Verdict::Ok);
+        assert_eq!(healing.verdict, Verdict::PartialLoss, "the period still holds the cut");
+        assert_eq!(watch.evaluate(s(150), Some(counts(1, 15, 12, 149)), None).verdict, Verdict::Ok);
     }
 
     #[test]
     fn a_restarting_peer_is_untested_never_a_loss() {
-        let mut watch = PeerWatch::new(Duration::ZERO);
-        watch.evaluate(Some(counts(1, 10, 10, 100)), None);
+        let mut watch = PeerWatch::new(s(0), PERIOD);
+        watch.evaluate(s(100), Some(counts(1, 10, 10, 100)), None);
         let heard = counts(1, 10, 10, 100);
         // Its agent is away: untested.
-        let away = watch.evaluate(Some(heard), Some(Err("connection refused".into())));
+        let away = watch.evaluate(s(120), Some(heard), Some(Err("connection refused".into())));
         assert_eq!(away.verdict, Verdict::Untested);
         assert!(away.reason.unwrap().contains("does not answer"));
         // Back, a new run that has not sent yet, or that does not list this node yet: untested.
-        assert_eq!(watch.evaluate(Some(heard), Some(status(2, 1))).verdict, Verdict::Untested);
-        assert_eq!(watch.evaluate(Some(heard), Some(status(2, 0))).verdict, Verdict::Untested);
+        assert_eq!(watch.evaluate(s(125), Some(heard), Some(status(2, 1))).verdict, Verdict::Untested);
+        assert_eq!(watch.evaluate(s(130), Some(heard), Some(status(2, 0))).verdict, Verdict::Untested);
         // Its beacons arrive again: ok.
-        assert_eq!(watch.evaluate(Some(counts(2, 2, 2, 130)), None).verdict, Verdict::Ok);
+        assert_eq!(watch.evaluate(s(135), Some(counts(2, 2, 2, 134)), None).verdict, Verdict::Ok);
     }
 
     #[test]
     fn a_new_run_whose_beacons_never_arrive_is_no_arrivals() {
-        let mut watch = PeerWatch::new(Duration::ZERO);
-        watch.evaluate(Some(counts(1, 10, 10, 100)), None);
-        let lost = watch.evaluate(Some(counts(1, 10, 10, 100)), Some(status(2, 4)));
+        let mut watch = PeerWatch::new(s(0), PERIOD);
+        watch.evaluate(s(100), Some(counts(1, 10, 10, 100)), None);
+        let lost = watch.evaluate(s(120), Some(counts(1, 10, 10, 100)), Some(status(2, 4)));
         assert_eq!((lost.verdict, lost.sent), (Verdict::NoArrivals, 3));
     }
 
     #[test]
     fn a_peer_that_stopped_sending_is_untested() {
-        let mut watch = PeerWatch::new(Duration::ZERO);
-        watch.evaluate(Some(counts(1, 10, 10, 100)), None);
-        let stopped = watch.evaluate(Some(counts(1, 10, 10, 100)), Some(status(1, 11)));
+        let mut watch = PeerWatch::new(s(0), PERIOD);
+        watch.evaluate(s(100), Some(counts(1, 10, 10, 100)), None);
+        let stopped = watch.evaluate(s(120), Some(counts(1, 10, 10, 100)), Some(status(1, 11)));
         assert_eq!(stopped.verdict, Verdict::Untested, "the 11th may be on its way: no loss shown");
     }
 }

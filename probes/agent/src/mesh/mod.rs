@@ -37,8 +37,7 @@ pub use ledger::BeaconLedger;
 pub enum Peers {
     /// `--peers ADDR,...`: fixed.
     Fixed(Vec<Node>),
-    /// `--peers-from-api`: every Node's InternalIP, listed again every [`PEERS_EVERY`] (this node
-    /// left out).
+    /// `--peers-from-api`: every Node's InternalIP, followed by a watch (this node left out).
     FromApi { api: ApiConfig, agent_port: u16 },
 }
 
@@ -58,8 +57,8 @@ pub struct MeshConfig {
 
 /// A peer's agent that has not answered within this is untested for this evaluation.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-/// The API's Nodes are listed again this often (and a peer list that failed, at the next).
-const PEERS_EVERY: Duration = Duration::from_secs(60);
+/// A list or watch of the API's Nodes that failed is tried again after this.
+const PEERS_RETRY: Duration = Duration::from_secs(10);
 /// The node name a peer's agent gave (peers given by address) is asked again after this.
 const NAME_FRESHNESS: Duration = Duration::from_secs(300);
 
@@ -108,7 +107,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
         _ => facts.addresses().into_iter().find(|ip| !ip.is_loopback()).unwrap_or(Ipv4Addr::UNSPECIFIED),
     };
     let me = Node { label: config.me.clone(), agent: config.me_agent, ip: me_ip };
-    let tally = Arc::new(Mutex::new(tally::BeaconTally::listening_from(wall_now())));
+    let tally = Arc::new(Mutex::new(tally::BeaconTally::default()));
     if let Err(e) = receive::start(config.port, config.vni, tally.clone()) {
         eprintln!("netprobe agent: mesh: {e}: every pair is untested");
         tally.lock().unwrap_or_else(|e| e.into_inner()).fail(e.to_string());
@@ -120,7 +119,8 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
     let diagnoser = Arc::new(diagnose::Diagnoser::new(agents.clone(), config.probe_config(), me));
 
     tokio::time::sleep(config.stagger()).await;
-    let mut ticks = tokio::time::interval(config.every);
+    // Twice a period: a silence or a heal is seen half a period sooner than once would.
+    let mut ticks = tokio::time::interval(config.every / 2);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watches: HashMap<Ipv4Addr, judge::PeerWatch> = HashMap::new();
     let mut labels: HashMap<Ipv4Addr, String> = HashMap::new();
@@ -148,12 +148,11 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
             (peers.iter().map(|p| tally.counts(p.ip)).collect(), tally.failure().map(String::from))
         };
         for peer in &peers {
-            watches.entry(peer.ip).or_insert_with(|| judge::PeerWatch::new(now));
+            watches.entry(peer.ip).or_insert_with(|| judge::PeerWatch::new(now, config.every));
         }
         // The silent peers' agents, asked at once: did you send?
-        let silent: Vec<usize> = (0..peers.len())
-            .filter(|&i| watches[&peers[i].ip].silent(counts[i].as_ref(), now, config.every))
-            .collect();
+        let silent: Vec<usize> =
+            (0..peers.len()).filter(|&i| watches[&peers[i].ip].silent(counts[i].as_ref(), now)).collect();
         let answers = futures_util::future::join_all(silent.iter().map(|&i| {
             let agent = peers[i].agent_addr();
             let agents = agents.clone();
@@ -169,7 +168,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
 
         for (i, peer) in peers.iter().enumerate() {
             let watch = watches.get_mut(&peer.ip).expect("every peer has its watch");
-            let evaluation = watch.evaluate(counts[i], control.remove(&i));
+            let evaluation = watch.evaluate(now, counts[i], control.remove(&i));
             let label = names.get(&peer.agent).map_or(&peer.label, |(name, _)| name).clone();
             if let Some(old) = labels.insert(peer.ip, label.clone()).filter(|old| *old != label) {
                 metrics.forget_pair(&old, &config.me);
@@ -246,24 +245,35 @@ fn wall_now() -> Duration {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
 }
 
-/// Keeps the peer list current: at once, then every [`PEERS_EVERY`]; a list that fails keeps the
-/// last one.
+/// Keeps the peer list current: a fixed list once; from the API, a list and then a watch of the
+/// Nodes (changes only, not a list a minute: one list per agent is a thousand lists of a thousand
+/// Nodes in a 1,000-node cluster); a first list that fails is tried again after [`PEERS_RETRY`].
 async fn keep_peers<F: NodeFacts>(config: MeshConfig, facts: Arc<F>, peers: watch::Sender<Vec<Node>>) {
-    loop {
-        match current_peers(&config, facts.as_ref()).await {
-            Ok(now) => {
-                peers.send_if_modified(|last| {
-                    let changed = *last != now;
-                    *last = now;
-                    changed
-                });
+    let publish = |now: Vec<Node>| {
+        let own = facts.addresses();
+        let now: Vec<Node> = now.into_iter().filter(|p| !own.contains(&p.ip)).collect();
+        peers.send_if_modified(|last| {
+            let changed = *last != now;
+            *last = now;
+            changed
+        });
+    };
+    match &config.peers {
+        // The same list may be given to every node: this node is left out of its own.
+        Peers::Fixed(nodes) => publish(nodes.clone()),
+        Peers::FromApi { api, agent_port } => loop {
+            let followed = netprobe_k8s::watch_nodes(api, PEERS_RETRY, |nodes| {
+                publish(nodes_from_cluster(&nodes, *agent_port).0);
+            })
+            .await;
+            if let Err(e) = followed {
+                eprintln!(
+                    "netprobe agent: mesh: listing the peers: {e}; again in {} s",
+                    PEERS_RETRY.as_secs()
+                );
             }
-            Err(e) => eprintln!("netprobe agent: mesh: keeping the last peers: {e}"),
-        }
-        if matches!(config.peers, Peers::Fixed(_)) {
-            return;
-        }
-        tokio::time::sleep(PEERS_EVERY).await;
+            tokio::time::sleep(PEERS_RETRY).await;
+        },
     }
 }
 
@@ -288,29 +298,6 @@ async fn ask_names<A: AgentApi>(
     for (agent, name) in asked {
         if let Some(name) = name {
             names.insert(agent, (name, Instant::now()));
-        }
-    }
-}
-
-async fn current_peers<F: NodeFacts>(config: &MeshConfig, facts: &F) -> netprobe_probes::Result<Vec<Node>> {
-    match &config.peers {
-        // The same list may be given to every node: this node is left out of its own.
-        Peers::Fixed(nodes) => {
-            let own = facts.addresses();
-            Ok(nodes.iter().filter(|p| !own.contains(&p.ip)).cloned().collect())
-        }
-        Peers::FromApi { api, agent_port } => {
-            let nodes = tokio::time::timeout(Duration::from_secs(10), netprobe_k8s::nodes(api))
-                .await
-                .map_err(|_| {
-                    netprobe_probes::Error::could_not_run(
-                        "listing nodes",
-                        "the API did not answer within 10 s",
-                    )
-                })??;
-            let own = facts.addresses();
-            let (peers, _) = nodes_from_cluster(&nodes, *agent_port);
-            Ok(peers.into_iter().filter(|p| !own.contains(&p.ip)).collect())
         }
     }
 }

@@ -13,8 +13,8 @@ use netprobe_probes::wire::beacon::Beacon;
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Series {
     epoch: u32,
-    /// The first number this node counts: 0 for a series that began while this node listened,
-    /// else the first one heard (what was sent before this node listened is not its to count).
+    /// The first number this node counts: the first one heard, or 0 for a new run of the sender
+    /// that began while this node listened (what was sent before it listened is not its to count).
     baseline: u64,
     highest: u64,
     arrived: u64,
@@ -41,18 +41,11 @@ pub struct Counts {
 #[derive(Debug, Default)]
 pub struct BeaconTally {
     series: HashMap<Ipv4Addr, Series>,
-    /// Since when this node listens: a series whose first beacon arrives later began while it
-    /// listened, and is counted from 0.
-    listening_since: Option<Duration>,
     /// Why this node's capture stopped, if it did: then nothing it did not hear is a loss.
     failure: Option<String>,
 }
 
 impl BeaconTally {
-    pub fn listening_from(at: Duration) -> BeaconTally {
-        BeaconTally { series: HashMap::new(), listening_since: Some(at), failure: None }
-    }
-
     /// The capture stopped: every pair is untested from now on, with why.
     pub fn fail(&mut self, why: String) {
         self.failure = Some(why);
@@ -93,14 +86,10 @@ impl BeaconTally {
             Some(_) => {
                 self.series.insert(beacon.sender, fresh(0));
             }
-            // The first heard from this sender: from 0 only if its series began while this node
-            // listened (its first beacon went out after this node started).
+            // The first heard from this sender: counted from it. What went before may have been
+            // sent before this node listened (agents start one by one), so it is never a loss.
             None => {
-                let began_after = self
-                    .listening_since
-                    .is_some_and(|since| Duration::from_micros(beacon.sent_at_us) >= since && beacon.seq > 0);
-                let baseline = if began_after && beacon.seq <= MAX_BACKFILL { 0 } else { beacon.seq };
-                self.series.insert(beacon.sender, fresh(baseline));
+                self.series.insert(beacon.sender, fresh(beacon.seq));
             }
         }
     }
@@ -122,10 +111,6 @@ impl BeaconTally {
     }
 }
 
-/// A first beacon numbered above this is taken as the middle of a series this node did not see
-/// begin (its clock, or the sender's, may be off), never as that many losses.
-const MAX_BACKFILL: u64 = 16;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +128,7 @@ mod tests {
 
     #[test]
     fn gaps_are_losses_and_a_late_one_fills_its_gap() {
-        let mut tally = BeaconTally::listening_from(Duration::from_micros(START));
+        let mut tally = BeaconTally::default();
         for seq in [0, 1, 3, 4] {
             tally.observe(&beacon(7, seq), at(seq, 300));
         }
@@ -156,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_restart_of_the_sender_begins_a_new_series_without_losses() {
-        let mut tally = BeaconTally::listening_from(Duration::from_micros(START));
+        let mut tally = BeaconTally::default();
         for seq in 0..10 {
             tally.observe(&beacon(7, seq), at(seq, 300));
         }
@@ -170,8 +155,8 @@ mod tests {
 
     #[test]
     fn a_series_already_under_way_when_this_node_started_counts_from_what_it_heard() {
-        // This node started long after the sender: its number 500 is no sign of 500 losses.
-        let mut tally = BeaconTally::listening_from(at(499, 0));
+        // This node started after the sender: its number 500 is no sign of 500 losses.
+        let mut tally = BeaconTally::default();
         tally.observe(&beacon(7, 500), at(500, 300));
         tally.observe(&beacon(7, 501), at(501, 300));
         assert_eq!((tally.counts(P).unwrap().sent, tally.counts(P).unwrap().arrived), (2, 2));
@@ -182,7 +167,7 @@ mod tests {
 
     #[test]
     fn jitter_follows_the_changes_of_the_delay_not_the_clocks_offset() {
-        let mut tally = BeaconTally::listening_from(Duration::from_micros(START));
+        let mut tally = BeaconTally::default();
         // The sender's clock is 3 s behind: transits of 3 s, steady.
         for seq in 0..20 {
             tally.observe(&beacon(7, seq), at(seq, 3_000_000 + 200));
