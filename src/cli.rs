@@ -313,8 +313,17 @@ pub struct VxlanArgs {
 
     /// Probe every Node of the cluster (control-plane nodes too), each at its InternalIP, labelled
     /// by its name; nodes where no agent answers are named, not probed (--kubeconfig, --context).
+    /// When no agent answers at its node's address from here, the agents are reached through the
+    /// API server instead (as with --via-api).
     #[arg(long)]
     pub all_nodes: bool,
+
+    /// Reach the agents through the API server's proxy to their pods (namespace netprobe), the
+    /// door kubectl port-forward uses, instead of at each node's address: for a laptop that
+    /// reaches the API server and not the nodes. Needs RBAC to list pods and get and create
+    /// pods/proxy in namespace netprobe (deploy/kubernetes/user-role.yaml).
+    #[arg(long)]
+    pub via_api: bool,
 
     /// The agents' port, for nodes given without one and with --all-nodes.
     #[arg(long, default_value_t = netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT)]

@@ -113,7 +113,7 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
             Command::Vxlan(a) => Some(a),
             _ => None,
         })
-        .and_then(|a| crate::vxlan::report_for(&a, None))
+        .and_then(|a| crate::vxlan::report_for(&a, None, api))
         .into()
     };
 

@@ -1,5 +1,6 @@
 //! `netprobe vxlan` and `netprobe agent`: flags to configs, and the mesh as a from x to matrix.
 
+use netprobe_agent::client::Reach;
 use netprobe_agent::mesh::{self, MeshConfig, Peers};
 use netprobe_agent::server::{self as agent, AgentConfig};
 use netprobe_k8s::{self as k8s, ApiConfig};
@@ -88,14 +89,18 @@ pub fn agent(args: AgentArgs, api: &ApiConfig) -> Result<Exit, Error> {
 
 pub fn run(args: VxlanArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let cluster = if args.all_nodes { Some(k8s::blocking(k8s::nodes(api))?) } else { None };
-    let report = report_for(&args, cluster.as_deref())?;
+    let report = report_for(&args, cluster.as_deref(), api)?;
     output::report(format, &report, render_table);
     Ok(Exit::from_health(report.verdict))
 }
 
 /// The report `netprobe vxlan` prints: over `cluster`'s nodes by name (`--all-nodes`, and
 /// `netprobe doctor` with the nodes it chose), else over the NODE arguments.
-pub fn report_for(args: &VxlanArgs, cluster: Option<&[k8s::ClusterNode]>) -> Result<VxlanReport, Error> {
+pub fn report_for(
+    args: &VxlanArgs,
+    cluster: Option<&[k8s::ClusterNode]>,
+    api: &ApiConfig,
+) -> Result<VxlanReport, Error> {
     if args.agent_port == 0 {
         return Err(Error::invalid("--agent-port 0", "give the agents' port, e.g. 9473"));
     }
@@ -107,16 +112,26 @@ pub fn report_for(args: &VxlanArgs, cluster: Option<&[k8s::ClusterNode]>) -> Res
             (nodes.collect::<Result<Vec<_>, _>>()?, Vec::new())
         }
     };
-    let mut report = netprobe_agent::drive(Config {
-        nodes,
-        token,
-        port: args.port,
-        vni: args.vni,
-        count: args.count,
-        timeout: args.timeout,
-        skip_unanswering: cluster.is_some(),
-        mtu: args.mtu,
-    })?;
+    let reach = if args.via_api {
+        Reach::ViaApi(api.clone())
+    } else if cluster.is_some() {
+        Reach::Auto(api.clone())
+    } else {
+        Reach::Direct
+    };
+    let mut report = netprobe_agent::drive(
+        Config {
+            nodes,
+            token,
+            port: args.port,
+            vni: args.vni,
+            count: args.count,
+            timeout: args.timeout,
+            skip_unanswering: cluster.is_some(),
+            mtu: args.mtu,
+        },
+        reach,
+    )?;
     // Nodes the API gave without an address come first: they were never asked.
     report.untested.splice(0..0, untested);
     report.verdict = VxlanReport::health_of(&report.pairs, &report.untested);

@@ -102,16 +102,42 @@ fn the_manifests_apply_k_renders_validate_against_kubernetes_1_30_and_hold_what_
     assert_eq!(report.matches("passed for resource").count(), present.len(), "{report}");
 
     let documents = yaml_documents(&python, &rendered.stdout);
-    // RBAC: get and list on nodes, services and endpointslices; nothing else.
+    // RBAC, read only: get and list on nodes (and watch: the mesh follows them), services and
+    // endpointslices; nothing else.
     let mut granted: Vec<String> = Vec::new();
     for rule in kind(&documents, "ClusterRole")["rules"].as_array().unwrap() {
         let verbs: Vec<&str> =
             rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert_eq!(verbs, ["get", "list"], "{rule}");
-        granted.extend(rule["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()));
+        let resources: Vec<&str> =
+            rule["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        let want: &[&str] = if resources == ["nodes"] { &["get", "list", "watch"] } else { &["get", "list"] };
+        assert_eq!(verbs, want, "{rule}");
+        granted.extend(resources.iter().map(|r| r.to_string()));
     }
     granted.sort();
     assert_eq!(granted, ["endpointslices", "nodes", "services"]);
+    // The Role a person binds to reach the agents through the API server: the pods and their
+    // proxy in the agents' namespace, nothing else.
+    let user = kind(&documents, "Role");
+    assert_eq!(user["metadata"]["namespace"], "netprobe");
+    let rules: Vec<(String, String)> = user["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| {
+            let verbs: Vec<String> =
+                rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+            let resources: Vec<String> = rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            resources.into_iter().flat_map(move |r| verbs.clone().into_iter().map(move |v| (r.clone(), v)))
+        })
+        .collect();
+    let want = [("pods", "list"), ("pods/proxy", "get"), ("pods/proxy", "create")];
+    assert_eq!(rules, want.map(|(r, v)| (r.to_string(), v.to_string())));
     let binding = kind(&documents, "ClusterRoleBinding");
     assert_eq!(binding["subjects"][0]["namespace"], "netprobe");
 

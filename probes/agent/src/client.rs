@@ -16,28 +16,102 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::collections::HashMap;
+
+use netprobe_k8s::proxy::{refused_by_api, PodProxy, ProxyAnswer, AGENT_NAMESPACE};
+use netprobe_probes::cluster::ApiConfig;
 use netprobe_probes::vxlan::api::*;
 use netprobe_probes::vxlan::{self, AgentAddr, AgentApi, VxlanReport};
 use netprobe_probes::{Error, Result};
 
 use crate::server::PeerCheck;
 
-/// `netprobe vxlan`: every ordered pair of `config.nodes` probed through their agents over HTTP.
-pub fn drive(config: vxlan::Config) -> Result<VxlanReport> {
-    let agents = HttpAgents::new(config.token.clone(), Duration::from_secs(30))?;
-    vxlan::run(config, agents)
+/// How `netprobe vxlan` reaches the agents.
+#[derive(Clone, Debug)]
+pub enum Reach {
+    /// At each node's address (the agents listen on the host network).
+    Direct,
+    /// Through the API server's proxy to each agent's pod (`--via-api`): wherever kubectl works.
+    ViaApi(ApiConfig),
+    /// Directly if any agent answers there, else through the API server (`--all-nodes`).
+    Auto(ApiConfig),
 }
+
+/// `netprobe vxlan`: every ordered pair of `config.nodes` probed through their agents over HTTP.
+pub fn drive(config: vxlan::Config, reach: Reach) -> Result<VxlanReport> {
+    vxlan::run(config, |config| HttpAgents::reaching(config, reach))
+}
+
+/// How long the agents get to answer directly before `Reach::Auto` goes through the API server.
+const DIRECT_WITHIN: Duration = Duration::from_secs(3);
 
 /// Agent answers are small; a bigger one is refused, not buffered.
 const MAX_ANSWER: usize = 1 << 20;
 
 pub struct HttpAgents {
-    http: Client<HttpConnector, Full<Bytes>>,
+    door: Door,
     token: String,
     timeout: Duration,
 }
 
+/// The way in to the agents.
+enum Door {
+    /// Straight to each agent's address.
+    Direct(Client<HttpConnector, Full<Bytes>>),
+    /// Through the API server's proxy: each agent's pod, by the address the driver knows it by.
+    ViaApi { proxy: PodProxy, pods: HashMap<SocketAddr, String> },
+}
+
 impl HttpAgents {
+    /// The agents as `reach` says: through the API server, it lists the agents' pods and the Nodes
+    /// to know which pod serves which node's address.
+    pub async fn reaching(config: vxlan::Config, reach: Reach) -> Result<HttpAgents> {
+        let timeout = Duration::from_secs(30);
+        let direct = HttpAgents::new(config.token.clone(), timeout)?;
+        let api = match reach {
+            Reach::Direct => return Ok(direct),
+            Reach::ViaApi(api) => api,
+            Reach::Auto(api) => {
+                let addrs: Vec<AgentAddr> = config.nodes.iter().map(|n| n.agent_addr()).collect();
+                let asked = futures_util::future::join_all(
+                    addrs.iter().map(|a| tokio::time::timeout(DIRECT_WITHIN, direct.health(a))),
+                )
+                .await;
+                if asked.iter().any(|answer| matches!(answer, Ok(Ok(_)))) {
+                    return Ok(direct);
+                }
+                eprintln!("netprobe: no agent answers at its node's address from here: going through the API server (--via-api)");
+                api
+            }
+        };
+        HttpAgents::via_api(&api, &config, timeout).await
+    }
+
+    /// Through the API server's proxy to the agents' pods, found by the DaemonSet's labels.
+    async fn via_api(api: &ApiConfig, config: &vxlan::Config, timeout: Duration) -> Result<HttpAgents> {
+        let proxy = PodProxy::connect(api, AGENT_NAMESPACE).await?;
+        let pods = proxy.agent_pods().await?;
+        let nodes = netprobe_k8s::nodes(api).await?;
+        let mut by_address = HashMap::new();
+        for node in &config.nodes {
+            // The node by its name (--all-nodes), else by its InternalIP.
+            let name = nodes
+                .iter()
+                .find(|n| n.name == node.label || n.internal_ip == Some(std::net::IpAddr::V4(node.ip)))
+                .map(|n| n.name.as_str());
+            let pod =
+                pods.iter().filter(|p| name.is_some() && p.node.as_deref() == name).max_by_key(|p| p.ready);
+            if let Some(pod) = pod {
+                by_address.insert(node.agent, pod.name.clone());
+            }
+        }
+        Ok(HttpAgents {
+            door: Door::ViaApi { proxy, pods: by_address },
+            token: config.token.clone(),
+            timeout,
+        })
+    }
+
     pub fn new(token: String, timeout: Duration) -> Result<HttpAgents> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
@@ -48,7 +122,7 @@ impl HttpAgents {
             .pool_idle_timeout(Duration::from_secs(2))
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(HttpAgents { http, token, timeout })
+        Ok(HttpAgents { door: Door::Direct(http), token, timeout })
     }
 }
 
@@ -120,29 +194,58 @@ impl HttpAgents {
             Some(body) => (Method::POST, serde_json::to_vec(body).map_err(|e| fail(e.to_string()))?),
             None => (Method::GET, Vec::new()),
         };
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", agent.address))
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(payload)))
-            .map_err(|e| fail(e.to_string()))?;
         let exchange = async {
-            // The connection failed or broke: transient (a lost packet), or the agent is gone.
-            let response = self.http.request(request).await.map_err(|e| Error::Unreachable {
-                op: agent.who(),
-                detail: format!(
-                    "unreachable ({}): is `netprobe agent` running there, on the host network?",
-                    root_cause(&e)
-                ),
-            })?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| fail(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok::<_, Error>((status, bytes))
+            match &self.door {
+                Door::Direct(http) => {
+                    let request = Request::builder()
+                        .method(method)
+                        .uri(format!("http://{}{path}", agent.address))
+                        .header("authorization", format!("Bearer {}", self.token))
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(payload)))
+                        .map_err(|e| fail(e.to_string()))?;
+                    // The connection failed or broke: transient (a lost packet), or the agent is gone.
+                    let response = http.request(request).await.map_err(|e| Error::Unreachable {
+                        op: agent.who(),
+                        detail: format!(
+                            "unreachable ({}): is `netprobe agent` running there, on the host network?",
+                            root_cause(&e)
+                        ),
+                    })?;
+                    let status = response.status();
+                    let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+                        .collect()
+                        .await
+                        .map_err(|e| fail(format!("reading the answer: {e}")))?
+                        .to_bytes();
+                    Ok::<_, Error>((status, bytes))
+                }
+                Door::ViaApi { proxy, pods } => {
+                    let Some(pod) = pods.get(&agent.address) else {
+                        return Err(Error::could_not_run(
+                            agent.who(),
+                            "no netprobe agent pod runs on this node (kubectl -n netprobe get pods -o wide)",
+                        ));
+                    };
+                    let headers = [(TOKEN_HEADER, self.token.as_str()), ("content-type", "application/json")];
+                    let answer = proxy
+                        .exchange(pod, agent.address.port(), method.as_str(), path, &headers, payload)
+                        .await?;
+                    match answer {
+                        ProxyAnswer::Pod { status, body } if body.len() <= MAX_ANSWER => Ok((
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                            Bytes::from(body),
+                        )),
+                        ProxyAnswer::Pod { .. } => Err(fail("an answer over 1 MiB".into())),
+                        ProxyAnswer::Api { status, message } => Err(refused_by_api(
+                            proxy.server(),
+                            &format!("{} (pod {pod}) {path}", agent.who()),
+                            status,
+                            &message,
+                        )),
+                    }
+                }
+            }
         };
         let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await

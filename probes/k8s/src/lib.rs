@@ -3,6 +3,8 @@
 //! plugins included) and the in-cluster service account work as they do for kubectl. Returns the
 //! plain types of `netprobe_probes::cluster`, re-exported here.
 
+pub mod proxy;
+
 pub use netprobe_probes::cluster::*;
 
 use std::collections::HashSet;
@@ -25,6 +27,13 @@ pub struct Connected {
 
 /// A client for the API `api` names.
 pub async fn connect(api: &ApiConfig) -> Result<Connected> {
+    connect_retrying(api, true).await
+}
+
+/// [`connect`], with kube's retries of 429, 503 and 504 on or off (off for the proxy to the
+/// agents: a 503 there is a pod that cannot be reached, and the agents' own 429 is retried by the
+/// driver, which knows what it asked).
+async fn connect_retrying(api: &ApiConfig, retry: bool) -> Result<Connected> {
     let options = KubeConfigOptions { context: api.context.clone(), ..Default::default() };
     let config = match &api.kubeconfig {
         Some(path) => {
@@ -46,6 +55,8 @@ pub async fn connect(api: &ApiConfig) -> Result<Connected> {
         })?,
     };
     let server = config.cluster_url.to_string();
+    let mut config = config;
+    config.default_retry = retry;
     let client = Client::try_from(config).map_err(|e| {
         Error::could_not_run(format!("connecting to the Kubernetes API at {server}"), e.to_string())
     })?;

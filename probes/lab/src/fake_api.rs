@@ -1,9 +1,11 @@
 //! A stand-in for the Kubernetes API server, which cannot run here: a tiny HTTP/1.1 server in a
 //! namespace answering GETs with recorded-shape JSON (NodeList, ServiceList, EndpointSliceList,
-//! Status), reached through a kubeconfig as a real cluster would be.
+//! PodList, Status), streaming watches, and proxying to pods as the API server's `pods/proxy`
+//! subresource does (removing the caller's `Authorization`, as the real one does), reached through
+//! a kubeconfig as a real cluster would be.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,8 +18,19 @@ use crate::{Netns, NsThread};
 /// Status as the API sends it. A watch (`?watch=...`) of a path with a [`Watch`] gets its events,
 /// each after its delay, as the API streams them (a chunk a line), then nothing until it ends.
 pub struct FakeApi {
-    pub port: u16,
+    pub address: SocketAddr,
     _thread: NsThread,
+}
+
+/// What the stand-in serves, and where.
+#[derive(Default)]
+pub struct FakeApiConfig {
+    /// Where it listens: 127.0.0.1 on a free port when `None`.
+    pub listen: Option<SocketAddr>,
+    pub routes: Vec<(&'static str, u16, String)>,
+    pub watches: Vec<Watch>,
+    /// Pods its proxy reaches: (name, address of the pod: a host-network pod's is its node's).
+    pub pods: Vec<(String, std::net::IpAddr)>,
 }
 
 /// A watch's script: for a path prefix, the events (WatchEvent JSON, one a line) and the delay
@@ -29,7 +42,7 @@ const WATCH_HOLD: Duration = Duration::from_secs(20);
 
 impl FakeApi {
     pub fn start(ns: &Netns, routes: Vec<(&'static str, u16, String)>) -> FakeApi {
-        FakeApi::start_with_watches(ns, routes, Vec::new())
+        FakeApi::serve(ns, FakeApiConfig { routes, ..FakeApiConfig::default() })
     }
 
     pub fn start_with_watches(
@@ -37,26 +50,31 @@ impl FakeApi {
         routes: Vec<(&'static str, u16, String)>,
         watches: Vec<Watch>,
     ) -> FakeApi {
-        let routes = Arc::new((routes, watches));
-        let (thread, port) = NsThread::start(ns, move |stop, ready| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeApi::serve(ns, FakeApiConfig { routes, watches, ..FakeApiConfig::default() })
+    }
+
+    pub fn serve(ns: &Netns, config: FakeApiConfig) -> FakeApi {
+        let listen = config.listen.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        let config = Arc::new(config);
+        let (thread, address) = NsThread::start(ns, move |stop, ready| {
+            let listener = TcpListener::bind(listen).unwrap();
             listener.set_nonblocking(true).unwrap();
-            ready.send(listener.local_addr().unwrap().port()).unwrap();
+            ready.send(listener.local_addr().unwrap()).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false).unwrap();
                         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                         // A connection each: a client may keep one open while it opens another.
-                        let routes = routes.clone();
-                        std::thread::spawn(move || serve(stream, &routes.0, &routes.1));
+                        let config = config.clone();
+                        std::thread::spawn(move || serve(stream, &config));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         })
         .expect("fake API server started");
-        FakeApi { port, _thread: thread }
+        FakeApi { address, _thread: thread }
     }
 
     /// A kubeconfig pointing at this server (context "lab", a bearer token); removed with it.
@@ -65,10 +83,10 @@ impl FakeApi {
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://127.0.0.1:{}\n\
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://{}\n\
                  contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n\
                  users:\n- name: lab\n  user:\n    token: lab-token\n",
-                self.port
+                self.address
             ),
         )
         .unwrap();
@@ -78,7 +96,11 @@ impl FakeApi {
 
 impl FakeApi {
     fn kubeconfig_path(&self) -> PathBuf {
-        std::env::temp_dir().join(format!("netprobe-kubeconfig-{}-{}", std::process::id(), self.port))
+        std::env::temp_dir().join(format!(
+            "netprobe-kubeconfig-{}-{}",
+            std::process::id(),
+            self.address.port()
+        ))
     }
 }
 
@@ -114,7 +136,7 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// Answers requests on one keep-alive connection until the client closes it.
-fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)], watches: &[Watch]) {
+fn serve(stream: TcpStream, config: &FakeApiConfig) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -123,6 +145,7 @@ fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)], watches: &
             return;
         }
         let mut content_length = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -134,25 +157,31 @@ fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)], watches: &
             if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
                 content_length = v.trim().parse().unwrap_or(0);
             }
+            headers.push(header.trim_end().to_string());
         }
         let mut body = vec![0; content_length];
         let _ = reader.read_exact(&mut body);
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let mut words = request_line.split_whitespace();
+        let method = words.next().unwrap_or("GET").to_string();
+        let path = words.next().unwrap_or("/");
         if path.contains("watch=") {
-            if let Some((_, events)) = watches.iter().find(|(prefix, _)| path.starts_with(prefix)) {
+            if let Some((_, events)) = config.watches.iter().find(|(prefix, _)| path.starts_with(prefix)) {
                 stream_events(&mut writer, events);
                 return;
             }
         }
-        let (status, body) = routes
-            .iter()
-            .find(|(prefix, _, _)| path.starts_with(prefix))
-            .map(|(_, status, body)| (*status, body.clone()))
-            .unwrap_or((
-                404,
-                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
-                    .into(),
-            ));
+        let (status, body) = match proxied(config, &method, path, &headers, &body) {
+            Some(answer) => answer,
+            None => config
+                .routes
+                .iter()
+                .find(|(prefix, _, _)| path.starts_with(prefix))
+                .map(|(_, status, body)| (*status, body.clone()))
+                .unwrap_or((
+                    404,
+                    status_json(404, "NotFound", "the server could not find the requested resource"),
+                )),
+        };
         let response = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -161,4 +190,63 @@ fn serve(stream: std::net::TcpStream, routes: &[(&str, u16, String)], watches: &
             return;
         }
     }
+}
+
+/// A Status as the API server answers with it (the message has no quotes or backslashes).
+fn status_json(code: u16, reason: &str, message: &str) -> String {
+    let message = message.replace(['"', '\\'], "'");
+    format!(
+        r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"{message}","reason":"{reason}","code":{code}}}"#
+    )
+}
+
+/// `/api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH` to a pod this server knows: the request
+/// forwarded to NAME's address and PORT without the caller's `Authorization` (the real API server
+/// authenticates the caller with it and removes it, kubernetes issue 38775), and the pod's
+/// answer; a pod that does not answer is a 503 Status as the API server gives it. `None` for any
+/// other path, and for a pod it does not know (the routes answer those).
+fn proxied(
+    config: &FakeApiConfig,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (_, rest) = rest.split_once("/pods/")?;
+    let (target, forwarded) = rest.split_once("/proxy")?;
+    let (pod, port) = target.split_once(':')?;
+    let (_, ip) = config.pods.iter().find(|(name, _)| name == pod)?;
+    let port: u16 = port.parse().ok()?;
+    let forwarded = if forwarded.is_empty() { "/" } else { forwarded };
+    let answer = (|| -> std::io::Result<(u16, String)> {
+        let mut upstream = TcpStream::connect_timeout(&SocketAddr::new(*ip, port), Duration::from_secs(3))?;
+        upstream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut request =
+            format!("{method} {forwarded} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n");
+        for header in headers {
+            let name = header.split(':').next().unwrap_or_default().to_ascii_lowercase();
+            if !matches!(name.as_str(), "authorization" | "host" | "connection") {
+                request.push_str(&format!("{header}\r\n"));
+            }
+        }
+        request.push_str("\r\n");
+        upstream.write_all(request.as_bytes())?;
+        upstream.write_all(body)?;
+        let mut answer = String::new();
+        upstream.read_to_string(&mut answer)?;
+        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(502);
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Ok((status, body))
+    })();
+    Some(answer.unwrap_or_else(|e| {
+        (
+            503,
+            status_json(
+                503,
+                "ServiceUnavailable",
+                &format!("error trying to reach service: dial tcp {ip}:{port}: {e}"),
+            ),
+        )
+    }))
 }

@@ -36,6 +36,11 @@ pub mod route {
         format!("/v1/beacons/{to}")
     }
 }
+/// The header that carries the agents' token besides `Authorization: Bearer`: the API server's
+/// proxy to a pod removes `Authorization` (it authenticates the caller with it; kubernetes issue
+/// 38775), so a call through it carries the token here.
+pub const TOKEN_HEADER: &str = "x-netprobe-token";
+
 /// At most this many probe packets (and as many control datagrams) per request.
 pub const MAX_COUNT: u32 = 100;
 /// Probe packets leave at most this often: 100 packets a second.

@@ -28,9 +28,15 @@ pub struct Config {
     pub mtu: bool,
 }
 
-/// Probes every ordered pair of `config.nodes`, all at once, through `agents` (the HTTP client of
-/// `netprobe_agent`; a fake in tests), on a runtime of its own.
-pub fn run<A: AgentApi>(config: Config, agents: A) -> Result<VxlanReport> {
+/// Probes every ordered pair of `config.nodes`, all at once, on a runtime of its own, through the
+/// agents `reach` gives (the HTTP client of `netprobe_agent`, straight or through the API server;
+/// a fake in tests), once the config is known to be sound.
+pub fn run<A, R, Fut>(config: Config, reach: R) -> Result<VxlanReport>
+where
+    A: AgentApi,
+    R: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<A>>,
+{
     if config.nodes.len() < 2 && config.skip_unanswering {
         return Err(Error::could_not_run(
             "probing the cluster's nodes",
@@ -62,7 +68,10 @@ pub fn run<A: AgentApi>(config: Config, agents: A) -> Result<VxlanReport> {
     // the open-file limit for pairs leaves room for the rest.
     let in_flight = (crate::net::raise_open_files_limit().saturating_sub(128) / 3).max(16) as usize;
     let runtime = crate::net::runtime("starting the vxlan runtime", Some(2))?;
-    runtime.block_on(probe_within(Arc::new(agents), config, in_flight))
+    runtime.block_on(async move {
+        let agents = reach(config.clone()).await?;
+        probe_within(Arc::new(agents), config, in_flight).await
+    })
 }
 
 /// The driver on any [`AgentApi`]: every agent answers and takes the token before any probe is

@@ -182,6 +182,23 @@ async fn the_token_is_checked_before_the_body_is_read() {
 }
 
 #[tokio::test]
+async fn through_the_api_servers_proxy_the_token_comes_in_a_header_of_its_own() {
+    let app = agent(FakeIo { heard: Ok(5), left: 5 }, vec![filter(0, 0)]);
+    let ask = |token: &str, bearer: Option<&str>| {
+        let mut request = HttpRequest::get("/v1/health").header(TOKEN_HEADER, token);
+        if let Some(bearer) = bearer {
+            request = request.header("authorization", format!("Bearer {bearer}"));
+        }
+        app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    assert_eq!(ask(TOKEN, None).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(ask("s3cre", None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // The caller's own credentials for the API server, if they got through, are no token here.
+    assert_eq!(ask(TOKEN, Some("an-api-token")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(ask("wrong", Some("an-api-token")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn busy_counters_that_cannot_match_are_not_reported() {
     // Between expect and collect: kube-proxy's INVALID drop grew by 90, the 8472 rule by 5.
     let app = agent(FakeIo { heard: Ok(5), left: 5 }, vec![filter(0, 10), filter(5, 100)]);
