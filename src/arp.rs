@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use netprobe_agent::client::OnNode;
 use netprobe_k8s::{self as k8s, ApiConfig};
 use netprobe_probes::arp::range::{AddressVerdict, Range, RangeConfig, RangeReport};
 use netprobe_probes::arp::services::{self, ServiceVip, ServicesReport};
@@ -160,9 +161,44 @@ fn labels_on(nodes: &[k8s::ClusterNode], interface: &str, vip: std::net::IpAddr)
 
 /// `--service` and `--all-services`: the Services' VIPs on this host's segments, each probed.
 fn run_services(args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    if let Some(on) = services_elsewhere(&args, api)? {
+        return crate::remote::run(api, on, services_argv(&args), format);
+    }
     let report = services_report(args, api)?;
     output::report(format, &report, render_services);
     Ok(Exit::from_health(report.verdict))
+}
+
+/// Where the VIPs are probed when not from here: with --via-api, or when none of them is on one of
+/// this host's segments (a laptop), by the agent of the node closest to them.
+fn services_elsewhere(args: &ArpArgs, api: &ApiConfig) -> Result<Option<OnNode>, Error> {
+    let only = args.service.as_ref().map(|(namespace, name)| (namespace.as_str(), name.as_str()));
+    if !args.via_api && args.interface.is_some() {
+        return Ok(None);
+    }
+    let services = k8s::blocking(k8s::load_balancers(api, only))?;
+    let vips: Vec<std::net::IpAddr> = services.iter().flat_map(|s| s.ips.iter().copied()).collect();
+    let (targets, _) = services::plan(&services, None, |ip| interface::route_to(ip).ok());
+    let elsewhere = args.via_api || (targets.is_empty() && !vips.is_empty() && k8s::api_configured(api));
+    Ok(elsewhere.then_some(OnNode::ClosestTo(vips)))
+}
+
+/// The arp command an agent runs for a caller elsewhere.
+fn services_argv(args: &ArpArgs) -> Vec<String> {
+    let mut argv = vec!["arp".to_string()];
+    match &args.service {
+        Some((namespace, name)) => argv.extend(["--service".into(), format!("{namespace}/{name}")]),
+        None => argv.push("--all-services".into()),
+    }
+    argv.extend(["--count".into(), args.count.to_string()]);
+    argv.extend(["--wait".into(), format!("{}ms", args.wait.as_millis())]);
+    if let Some(interval) = args.interval {
+        argv.extend(["--interval".into(), format!("{}ms", interval.as_millis())]);
+    }
+    for node in &args.nodes {
+        argv.extend(["--node".into(), format!("{}={}", node.name, node.ip)]);
+    }
+    argv
 }
 
 /// The report `netprobe arp --service` and `--all-services` print (`netprobe doctor` runs the

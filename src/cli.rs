@@ -193,8 +193,16 @@ pub struct ArpArgs {
     pub service: Option<(String, String)>,
 
     /// Probe every LoadBalancer VIP on this host's segments (of -i, when given): one row per VIP.
+    /// From a host on none of their segments (a laptop), the agent of the node closest to the VIPs
+    /// probes them, reached through the API server.
     #[arg(long, conflicts_with_all = ["pcap", "watch"])]
     pub all_services: bool,
+
+    /// With --service or --all-services: probe from the agent of the node closest to the VIPs,
+    /// through the API server, whatever this host's segments (needs the Role of
+    /// deploy/kubernetes/user-role.yaml and NETPROBE_TOKEN).
+    #[arg(long, conflicts_with_all = ["pcap", "watch", "interface", "source", "range"])]
+    pub via_api: bool,
 
     /// Ask for every address of a pool, FIRST-LAST or ADDRESS/LEN (at most 4096), a request every
     /// --interval [default 20ms] --count times each, and list the addresses that already have an
@@ -389,7 +397,8 @@ pub enum DemoPart {
 #[command(after_help = "Examples:\n  \
 sudo -E netprobe doctor                        # on a node, with ~/.kube/config and NETPROBE_TOKEN\n  \
 sudo -E netprobe doctor --node node-a -o json\n  \
-kubectl netprobe doctor --dns-service kube-system/coredns")]
+kubectl netprobe doctor --dns-service kube-system/coredns\n  \
+kubectl netprobe doctor --node node-b               # from a laptop: node-b's agent runs it, through the API server")]
 pub struct DoctorArgs {
     /// The node this runs on [default: $NODE_NAME, else the Node whose InternalIP is an address of
     /// this host].
@@ -412,6 +421,12 @@ pub struct DoctorArgs {
     /// with it (as `netprobe vxlan --mtu`).
     #[arg(long)]
     pub mtu: bool,
+
+    /// Run on the node's agent, through the API server (as when this host is not a Node of the
+    /// cluster: then the agent of --node, else of the first node with a ready agent, runs it).
+    /// Needs the Role of deploy/kubernetes/user-role.yaml and NETPROBE_TOKEN.
+    #[arg(long)]
+    pub via_api: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! function; `probes::doctor` turns their reports into the cause and the fix.
 
 use clap::Parser;
+use netprobe_agent::client::OnNode;
 use netprobe_k8s::{self as k8s, ApiConfig, ClusterNode};
 use netprobe_probes::doctor::{self, Cause, Evidence, Outcome, StepStatus};
 use netprobe_probes::net::{interface, privilege};
@@ -59,6 +60,9 @@ pub struct DoctorReport {
 }
 
 pub fn run(args: DoctorArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    if let Some(on) = elsewhere(&args, api)? {
+        return crate::remote::run(api, on, agent_argv(&args), format);
+    }
     let report = report(args, api)?;
     output::report(format, &report, render_table);
     Ok(Exit::from_health(report.verdict))
@@ -183,6 +187,40 @@ fn parsed<T>(args: &[&str], pick: impl FnOnce(Command) -> Option<T>) -> Result<T
         .map_err(|e| Error::invalid(format!("netprobe {}", args.join(" ")), e.to_string()))?;
     pick(cli.command)
         .ok_or_else(|| Error::invalid(format!("netprobe {}", args.join(" ")), "not that subcommand"))
+}
+
+/// Where doctor runs when not here: with --via-api, or on a host that is no Node of the cluster
+/// (a laptop), in the agent of --node, else of the first node with a ready agent.
+fn elsewhere(args: &DoctorArgs, api: &ApiConfig) -> Result<Option<OnNode>, Error> {
+    let on = || args.node.clone().map_or(OnNode::Any, OnNode::Named);
+    if args.via_api {
+        return Ok(Some(on()));
+    }
+    let nodes = k8s::blocking(k8s::nodes(api))?;
+    let local: Vec<std::net::IpAddr> =
+        interface::all()?.into_iter().flat_map(|i| i.ipv4).map(std::net::IpAddr::V4).collect();
+    let here = nodes.iter().any(|n| n.internal_ip.is_some_and(|ip| local.contains(&ip)));
+    Ok((!here).then(on))
+}
+
+/// The doctor command an agent runs for a caller elsewhere: the same flags, on its own node.
+fn agent_argv(args: &DoctorArgs) -> Vec<String> {
+    let mut argv = vec!["doctor".to_string()];
+    if let Some(node) = &args.node {
+        argv.extend(["--node".into(), node.clone()]);
+    }
+    let (namespace, service) = &args.dns_service;
+    argv.extend(["--dns-service".into(), format!("{namespace}/{service}")]);
+    argv.extend([
+        "--agent-port".into(),
+        args.agent_port.to_string(),
+        "--vxlan-port".into(),
+        args.vxlan_port.to_string(),
+    ]);
+    if args.mtu {
+        argv.push("--mtu".into());
+    }
+    argv
 }
 
 /// --node (or NODE_NAME), else the Node whose InternalIP is an address of this host.

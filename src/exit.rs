@@ -45,6 +45,16 @@ impl Exit {
         }
     }
 
+    /// The exit of a netprobe that ran elsewhere (an agent's), by its code.
+    pub fn from_code(code: i32) -> Exit {
+        match code {
+            0 => Exit::Healthy,
+            1 => Exit::Fault,
+            2 => Exit::BadInput,
+            _ => Exit::CouldNotRun,
+        }
+    }
+
     pub fn code(self) -> u8 {
         self as u8
     }

@@ -9,6 +9,7 @@ mod doctor;
 mod exit;
 mod iptables;
 mod output;
+mod remote;
 mod vxlan;
 
 use std::process::ExitCode;

@@ -12,7 +12,7 @@ use crate::exit::Exit;
 use crate::output::{self, Format};
 
 /// The shared token: NETPROBE_TOKEN, or the file given.
-fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
+pub fn token(file: Option<&std::path::Path>) -> Result<String, Error> {
     let token = match file {
         // A token is a line of text: a FIFO, a device or a huge file is refused, not read forever.
         Some(path) => netprobe_probes::net::input::read_small_file(path, 4096)

@@ -12,13 +12,18 @@ const TOKEN: &str = "doctor-lab-token-51c2";
 
 /// The lab with dnsmasq in the pods (UDP and TCP, as CoreDNS), or `None` when it cannot be built.
 fn overlay(test: &str, agents: bool) -> Option<(Lab, Overlay)> {
+    overlay_with(test, agents, &[])
+}
+
+fn overlay_with(test: &str, agents: bool, agent_env: &[&str]) -> Option<(Lab, Overlay)> {
     if !on_path("dnsmasq") {
         skip(test, "dnsmasq is not installed (apt-get install dnsmasq-base)");
         return None;
     }
     let mut lab = lab_or_skip(test)?;
     let exe = env!("CARGO_BIN_EXE_netprobe");
-    let overlay = Overlay::build(&mut lab, Options { agents: agents.then_some(exe), token: TOKEN }).unwrap();
+    let options = Options { agents: agents.then_some(exe), token: TOKEN, agent_env };
+    let overlay = Overlay::build(&mut lab, options).unwrap();
     Some((lab, overlay))
 }
 
@@ -153,5 +158,94 @@ fn an_unreachable_api_is_exit_3_naming_the_server() -> TestResult {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("https://127.0.0.1:1"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    Ok(())
+}
+
+/// Runs netprobe on the laptop of [`doctor_and_arp_from_a_laptop_that_reaches_only_the_api_server`].
+fn on_laptop(
+    laptop: &netprobe_lab::Netns,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let output = laptop
+        .command(env!("CARGO_BIN_EXE_netprobe"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("NETPROBE_TOKEN", TOKEN)
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
+#[test]
+fn doctor_and_arp_from_a_laptop_that_reaches_only_the_api_server() -> TestResult {
+    use netprobe_lab::fake_api::{write_kubeconfig, FakeApi, FakeApiConfig};
+    let test = "doctor_and_arp_from_a_laptop_that_reaches_only_the_api_server";
+    let dir = std::env::temp_dir().join(format!("netprobe-laptop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // The agents read the API in the "api" namespace through the router; the laptop reaches it on
+    // a link of its own, and nothing else (the api namespace does not forward).
+    let (agent_kubeconfig, laptop_kubeconfig) = (dir.join("agents"), dir.join("laptop"));
+    write_kubeconfig(&agent_kubeconfig, "http://10.0.1.1:6443");
+    write_kubeconfig(&laptop_kubeconfig, "http://10.0.2.1:6443");
+    let agent_env = format!("KUBECONFIG={}", agent_kubeconfig.display());
+    let Some((mut lab, overlay)) = overlay_with(test, true, &[&agent_env]) else { return Ok(()) };
+    let api_ns = lab.host("api")?;
+    let laptop = lab.host("laptop")?;
+    lab.link(&api_ns, "10.0.1.1/24", &overlay.router, "10.0.1.254/24")?;
+    api_ns.sh("ip route add default via 10.0.1.254")?;
+    lab.link(&laptop, "10.0.2.2/24", &api_ns, "10.0.2.1/24")?;
+    let pods: Vec<(String, std::net::IpAddr)> =
+        overlay.nodes.iter().map(|n| (format!("netprobe-agent-{}", n.name), n.ip.parse().unwrap())).collect();
+    let pod_list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items":
+        overlay.nodes.iter().map(|n| serde_json::json!({
+            "metadata": {"name": format!("netprobe-agent-{}", n.name), "namespace": "netprobe"},
+            "spec": {"nodeName": n.name, "containers": [{"name": "agent"}]},
+            "status": {"podIP": n.ip, "conditions": [{"type": "Ready", "status": "True"}]}
+        })).collect::<Vec<_>>()});
+    let mut routes = netprobe_lab::overlay::api_routes();
+    routes.push(("/api/v1/namespaces/netprobe/pods", 200, pod_list.to_string()));
+    let _api = FakeApi::serve(
+        &api_ns,
+        FakeApiConfig { listen: Some("0.0.0.0:6443".parse()?), routes, pods, ..FakeApiConfig::default() },
+    );
+    assert!(
+        laptop.sh(&format!("ping -c1 -W1 {}", overlay.nodes[0].ip)).is_err(),
+        "the laptop reaches no node"
+    );
+
+    // Healthy, then the security group drops UDP 8472: from the laptop, the verdicts doctor gives
+    // on node-a, run by node-a's agent.
+    for broken in [false, true] {
+        if broken {
+            overlay.drop_vxlan()?;
+        }
+        let (code, out, err) = doctor(&overlay, &["-o", "json"]);
+        let here: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out} {err}"))?;
+        let (laptop_code, out, err) = on_laptop(&laptop, &laptop_kubeconfig, &["doctor", "-o", "json"]);
+        let there: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out} {err}"))?;
+        assert_eq!(laptop_code, code, "{there}\n{err}");
+        assert!(err.contains("ran on node node-a (its agent, through the API server)"), "{err}");
+        assert_eq!(there["node"], "node-a");
+        assert_eq!(
+            (&there["verdict"], &there["cause"], &there["fix"]),
+            (&here["verdict"], &here["cause"], &here["fix"])
+        );
+        for probe in ["dns", "vxlan", "arp", "iptables"] {
+            assert_eq!(step(&there, probe)["status"], step(&here, probe)["status"], "{probe}: {there}");
+        }
+    }
+    overlay.allow_vxlan()?;
+
+    // The VIPs from the laptop: probed by the agent of the node on their segment.
+    let (code, out, err) = on_laptop(&laptop, &laptop_kubeconfig, &["arp", "--all-services", "-o", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["vips"][0]["target"], LB_VIP, "{report}");
+    assert!(err.contains("ran on node node-a"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

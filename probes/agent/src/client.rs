@@ -42,6 +42,84 @@ pub fn drive(config: vxlan::Config, reach: Reach) -> Result<VxlanReport> {
     vxlan::run(config, |config| HttpAgents::reaching(config, reach))
 }
 
+/// Which node's agent runs a command for a caller outside the cluster.
+#[derive(Clone, Debug)]
+pub enum OnNode {
+    /// This Node (`--node`).
+    Named(String),
+    /// The Node whose InternalIP shares the longest prefix with these addresses (a VIP's segment).
+    ClosestTo(Vec<std::net::IpAddr>),
+    /// Any Node with a ready agent (the first by name).
+    Any,
+}
+
+/// Runs `netprobe ARGV` in the agent of the node `on` picks, through the API server's proxy: the
+/// node's name and what the command did.
+pub fn run_on_node(api: &ApiConfig, token: &str, on: OnNode, argv: Vec<String>) -> Result<RunAnswer> {
+    let runtime = netprobe_probes::net::runtime("starting the API client", None)?;
+    runtime.block_on(async {
+        let proxy = PodProxy::connect(api, AGENT_NAMESPACE).await?;
+        let pods: Vec<_> =
+            proxy.agent_pods().await?.into_iter().filter(|p| p.ready && p.node.is_some()).collect();
+        let nodes = netprobe_k8s::nodes(api).await?;
+        let address_of = |node: &str| {
+            nodes
+                .iter()
+                .find(|n| n.name == node)
+                .and_then(|n| n.internal_ip)
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        };
+        let mut ready: Vec<_> =
+            pods.iter().map(|p| (p.node.clone().unwrap_or_default(), p.name.clone())).collect();
+        ready.sort();
+        let chosen = match &on {
+            OnNode::Named(node) => ready.iter().find(|(n, _)| n == node).cloned().ok_or_else(|| {
+                Error::could_not_run(
+                    format!("running on node {node} through the API server at {}", proxy.server()),
+                    "no ready netprobe agent runs on that node (kubectl -n netprobe get pods -o wide)",
+                )
+            })?,
+            OnNode::ClosestTo(targets) => ready
+                .iter()
+                .max_by_key(|(node, _)| {
+                    let ip = address_of(node);
+                    (
+                        targets.iter().map(|t| common_prefix(ip, *t)).sum::<u32>(),
+                        std::cmp::Reverse(node.clone()),
+                    )
+                })
+                .cloned()
+                .ok_or_else(|| no_agent(proxy.server()))?,
+            OnNode::Any => ready.first().cloned().ok_or_else(|| no_agent(proxy.server()))?,
+        };
+        let (node, pod) = chosen;
+        let agent = AgentAddr {
+            label: node.clone(),
+            address: SocketAddr::new(address_of(&node), DEFAULT_AGENT_PORT),
+        };
+        let door = Door::ViaApi { proxy, pods: [(agent.address, pod)].into() };
+        let agents =
+            HttpAgents { door, token: token.to_string(), timeout: Duration::from_secs(RUN_WITHIN_S + 10) };
+        agents.call(&agent, route::RUN, Some(&RunRequest { argv })).await
+    })
+}
+
+fn no_agent(server: &str) -> Error {
+    Error::could_not_run(
+        format!("running on a node through the API server at {server}"),
+        format!("no ready netprobe agent: {}", vxlan::DEPLOY_HINT),
+    )
+}
+
+/// The bits two addresses share from the left (0 across families).
+fn common_prefix(a: std::net::IpAddr, b: std::net::IpAddr) -> u32 {
+    match (a, b) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+        _ => 0,
+    }
+}
+
 /// How long the agents get to answer directly before `Reach::Auto` goes through the API server.
 const DIRECT_WITHIN: Duration = Duration::from_secs(3);
 

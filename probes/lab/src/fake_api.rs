@@ -80,18 +80,23 @@ impl FakeApi {
     /// A kubeconfig pointing at this server (context "lab", a bearer token); removed with it.
     pub fn kubeconfig(&self) -> PathBuf {
         let path = self.kubeconfig_path();
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://{}\n\
-                 contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n\
-                 users:\n- name: lab\n  user:\n    token: lab-token\n",
-                self.address
-            ),
-        )
-        .unwrap();
+        write_kubeconfig(&path, &format!("http://{}", self.address));
         path
     }
+}
+
+/// Writes a kubeconfig for the server at `server` (context "lab", a bearer token) to `path`: for a
+/// stand-in that listens on every address, reached at one of them.
+pub fn write_kubeconfig(path: &Path, server: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n\
+             contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n\
+             users:\n- name: lab\n  user:\n    token: lab-token\n"
+        ),
+    )
+    .unwrap();
 }
 
 impl FakeApi {
@@ -221,7 +226,8 @@ fn proxied(
     let forwarded = if forwarded.is_empty() { "/" } else { forwarded };
     let answer = (|| -> std::io::Result<(u16, String)> {
         let mut upstream = TcpStream::connect_timeout(&SocketAddr::new(*ip, port), Duration::from_secs(3))?;
-        upstream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // As long as an agent may take to run a command for the caller (and a little more).
+        upstream.set_read_timeout(Some(Duration::from_secs(150)))?;
         let mut request =
             format!("{method} {forwarded} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n");
         for header in headers {

@@ -66,6 +66,8 @@ pub struct Options<'a> {
     /// The netprobe binary, for the agents; `None` starts no agents.
     pub agents: Option<&'a str>,
     pub token: &'a str,
+    /// More of the agents' environment (`NAME=VALUE`): a KUBECONFIG, for the commands they run.
+    pub agent_env: &'a [&'a str],
 }
 
 impl Overlay {
@@ -128,7 +130,12 @@ impl Overlay {
                 let token = format!("NETPROBE_TOKEN={}", options.token);
                 let node_name = format!("NODE_NAME={}", node.name);
                 let listen = format!("{}:9473", node.ip);
-                lab.spawn(&node.ns, &["env", &token, &node_name, exe, "agent", "--listen", &listen])?;
+                let argv: Vec<&str> = ["env", token.as_str(), node_name.as_str()]
+                    .into_iter()
+                    .chain(options.agent_env.iter().copied())
+                    .chain([exe, "agent", "--listen", listen.as_str()])
+                    .collect();
+                lab.spawn(&node.ns, &argv)?;
             }
             for node in &nodes {
                 node.ns.wait_listening("tcp", 9473, Duration::from_secs(10))?;

@@ -19,6 +19,9 @@ pub mod route {
     pub const COLLECT_MANY: &str = "/v1/collect-many";
     /// `GET /v1/expectation/{probe_id}` (the pattern; [`expectation`] gives one probe's path).
     pub const EXPECTATION: &str = "/v1/expectation/{probe_id}";
+    /// `POST /v1/run`: a netprobe command run on the agent's node (for a caller that reaches the
+    /// node only through the API server).
+    pub const RUN: &str = "/v1/run";
     /// `GET /v1/beacons/{to}`: the always-on mesh's control channel (the pattern; [`beacons`]
     /// gives one receiver's path).
     pub const BEACONS: &str = "/v1/beacons/{to}";
@@ -352,6 +355,49 @@ pub struct BeaconStatus {
     pub sent: u64,
     /// How often one goes, in milliseconds.
     pub period_ms: u64,
+}
+
+/// `POST /v1/run`: the arguments of a netprobe command (without the program's name) to run on the
+/// agent's node, as the agent's own binary, with the agent's capabilities and API access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub argv: Vec<String>,
+}
+
+/// What the command did: its exit code and output, and the node it ran on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAnswer {
+    pub node: Option<String>,
+    pub argv: Vec<String>,
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The subcommands an agent runs for a caller: those that look at a node from the node.
+pub const RUN_SUBCOMMANDS: [&str; 4] = ["doctor", "arp", "dns", "iptables"];
+/// Flags an agent refuses in a command it runs: each would read a file of the node (a capture, a
+/// rule dump, a kubeconfig) or a secret, which a caller through the API server has no business
+/// reading.
+pub const RUN_REFUSED_FLAGS: [&str; 5] = ["--pcap", "--file", "--kubeconfig", "--token-file", "--context"];
+/// A command an agent runs is killed after this.
+pub const RUN_WITHIN_S: u64 = 120;
+
+impl RunRequest {
+    /// Why the agent will not run this, if it will not.
+    pub fn refusal(&self) -> Option<String> {
+        let first = self.argv.first().map(String::as_str);
+        if !first.is_some_and(|f| RUN_SUBCOMMANDS.contains(&f)) {
+            return Some(format!("an agent runs only {}", RUN_SUBCOMMANDS.join(", ")));
+        }
+        if self.argv.len() > 32 || self.argv.iter().any(|a| a.len() > 256) {
+            return Some("at most 32 arguments of 256 bytes".into());
+        }
+        let refused = self.argv.iter().find(|a| {
+            RUN_REFUSED_FLAGS.iter().any(|flag| a.as_str() == *flag || a.starts_with(&format!("{flag}=")))
+        });
+        refused.map(|a| format!("{a} reads a file of the node: give the command without it"))
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -16,6 +16,7 @@
 
 mod collect;
 mod expect;
+mod run;
 mod send;
 pub mod state;
 #[cfg(test)]
@@ -129,6 +130,7 @@ pub fn router(agent: Agent) -> Router {
         .route(route::COLLECT_MANY, post(collect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route(route::EXPECTATION, get(expectation))
         .route(route::BEACONS, get(beacons))
+        .route(route::RUN, post(run::run))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorise));
     Router::new()
         .route(route::HEALTHZ, get(|| async { "ok" }))

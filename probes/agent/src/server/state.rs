@@ -76,6 +76,8 @@ pub struct Agent {
     pub(crate) handles: Arc<Handles>,
     pub(crate) node_name: Option<Arc<str>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Commands run for callers (`POST /v1/run`): one at a time.
+    pub(crate) runs: Arc<tokio::sync::Semaphore>,
     /// The mesh's ledger of beacons sent, when a mesh runs.
     pub(crate) beacons: Option<Arc<crate::mesh::BeaconLedger>>,
 }
@@ -90,6 +92,7 @@ impl Agent {
             handles: Arc::new(handles),
             node_name: None,
             metrics: Arc::default(),
+            runs: Arc::new(tokio::sync::Semaphore::new(1)),
             beacons: None,
         }
     }
