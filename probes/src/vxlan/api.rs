@@ -404,3 +404,31 @@ impl RunRequest {
 pub struct ApiError {
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(argv: &[&str]) -> Option<String> {
+        RunRequest { argv: argv.iter().map(|a| a.to_string()).collect() }.refusal()
+    }
+
+    #[test]
+    fn an_agent_runs_only_the_node_commands_and_none_that_reads_a_nodes_file() {
+        assert_eq!(run(&["doctor", "--node", "node-a", "-o", "json"]), None);
+        assert_eq!(run(&["arp", "--all-services", "--count", "3"]), None);
+        for refused in [
+            &["agent", "--listen", "0.0.0.0:1"][..],
+            &["vxlan", "198.51.100.1", "198.51.100.2"],
+            &[],
+            &["iptables", "--file", "/etc/shadow"],
+            &["iptables", "--file=/etc/shadow"],
+            &["arp", "192.0.2.1", "--pcap", "/root/x.pcap"],
+            &["doctor", "--kubeconfig", "/etc/kubernetes/admin.conf"],
+        ] {
+            assert!(run(refused).is_some(), "{refused:?}");
+        }
+        let long = "x".repeat(300);
+        assert!(run(&["doctor", &long]).is_some(), "arguments are bounded");
+    }
+}
