@@ -124,7 +124,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watches: HashMap<Ipv4Addr, judge::PeerWatch> = HashMap::new();
     let mut labels: HashMap<Ipv4Addr, String> = HashMap::new();
-    let mut names: HashMap<SocketAddr, (String, Instant)> = HashMap::new();
+    let mut names: HashMap<SocketAddr, Named> = HashMap::new();
     let mut causes: HashMap<Ipv4Addr, Diagnosis> = HashMap::new();
     loop {
         ticks.tick().await;
@@ -140,6 +140,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
             }
             kept
         });
+        names.retain(|agent, _| peers.iter().any(|p| p.agent == *agent));
         ask_names(agents.as_ref(), &peers, &mut names).await;
 
         let now = wall_now();
@@ -169,7 +170,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
         for (i, peer) in peers.iter().enumerate() {
             let watch = watches.get_mut(&peer.ip).expect("every peer has its watch");
             let evaluation = watch.evaluate(now, counts[i], control.remove(&i));
-            let label = names.get(&peer.agent).map_or(&peer.label, |(name, _)| name).clone();
+            let label = names.get(&peer.agent).and_then(|n| n.name.as_ref()).unwrap_or(&peer.label).clone();
             if let Some(old) = labels.insert(peer.ip, label.clone()).filter(|old| *old != label) {
                 metrics.forget_pair(&old, &config.me);
             }
@@ -277,28 +278,40 @@ async fn keep_peers<F: NodeFacts>(config: MeshConfig, facts: Arc<F>, peers: watc
     }
 }
 
+/// What a peer's agent said its node is called, and when to ask again.
+struct Named {
+    name: Option<String>,
+    ask_again: Instant,
+}
+
+/// An agent that did not answer for its name is asked again after this.
+const NAME_RETRY: Duration = Duration::from_secs(30);
+
 /// The names of peers given by address, from their agents' health answers (so that `from` and
-/// `to` agree across agents), each asked again after [`NAME_FRESHNESS`]; peers from the API are
-/// named by their Node already.
-async fn ask_names<A: AgentApi>(
-    agents: &A,
-    peers: &[Node],
-    names: &mut HashMap<SocketAddr, (String, Instant)>,
-) {
+/// `to` agree across agents): asked once, again after [`NAME_FRESHNESS`] (or [`NAME_RETRY`] when
+/// the agent did not answer), never each evaluation; peers from the API are named by their Node.
+async fn ask_names<A: AgentApi>(agents: &A, peers: &[Node], names: &mut HashMap<SocketAddr, Named>) {
+    let now = Instant::now();
     let stale: Vec<&Node> = peers
         .iter()
         .filter(|p| p.label.parse::<Ipv4Addr>().is_ok() || p.label.contains(':'))
-        .filter(|p| names.get(&p.agent).is_none_or(|(_, at)| at.elapsed() > NAME_FRESHNESS))
+        .filter(|p| names.get(&p.agent).is_none_or(|n| n.ask_again <= now))
         .collect();
     let asked = futures_util::future::join_all(stale.iter().map(|peer| async move {
         let answer = tokio::time::timeout(ANSWER_WITHIN, agents.health(&peer.agent_addr())).await;
-        (peer.agent, answer.ok().and_then(Result::ok).and_then(|h| h.node))
+        (peer.agent, answer.ok().and_then(Result::ok))
     }))
     .await;
-    for (agent, name) in asked {
-        if let Some(name) = name {
-            names.insert(agent, (name, Instant::now()));
-        }
+    for (agent, health) in asked {
+        let named = match health {
+            Some(health) => Named { name: health.node, ask_again: Instant::now() + NAME_FRESHNESS },
+            // Not now: the name it had stays until it answers.
+            None => Named {
+                name: names.get(&agent).and_then(|n| n.name.clone()),
+                ask_again: Instant::now() + NAME_RETRY,
+            },
+        };
+        names.insert(agent, named);
     }
 }
 
