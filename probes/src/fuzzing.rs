@@ -2,19 +2,13 @@
 //! code on the fuzzers' seeds and crash inputs (`tests/fuzz_seeds.rs`). Each takes untrusted bytes
 //! and must return without panicking; the ones with a property assert it.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 
-/// Capture files: the one-shot report and the watch replay of whatever the bytes are.
+/// Capture files: the one-shot report and the watch replay of whatever the bytes are, read by
+/// libpcap from memory (a file on disk made this target run at 45 inputs a second).
 pub fn capture_file(bytes: &[u8]) {
-    let dir = std::env::temp_dir();
-    let path =
-        dir.join(format!("netprobe-fuzz-{}-{:?}.pcap", std::process::id(), std::thread::current().id()));
-    let Ok(mut file) = std::fs::File::create(&path) else { return };
-    if file.write_all(bytes).is_err() {
-        return;
-    }
-    drop(file);
+    let Ok(capture) = crate::net::capture_file::InMemory::new(bytes) else { return };
+    let path = capture.path();
     let v6: std::net::IpAddr = "2001:db8::100".parse().expect("an address");
     for target in [std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)), v6] {
         let _ = crate::arp::from_capture(&path, target, vec![]);
@@ -22,7 +16,6 @@ pub fn capture_file(bytes: &[u8]) {
             let _ = serde_json::to_string(event);
         });
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 /// Wire views: the wire crate's own target (`netprobe_wire::fuzzing::wire`), here too so that

@@ -7,6 +7,8 @@
 //! from the type of the first interface"); there the rest of the file is read block by block with
 //! pcap-file, frames of interfaces we cannot decode are skipped, and a note says how many.
 
+#![allow(unsafe_code)] // memfd_create(2) for captures held in memory; with a SAFETY comment.
+
 use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +31,36 @@ pub struct FileNotes {
 
 const NOT_A_CAPTURE: &str = "not a pcap or pcapng capture (write one with `tcpdump -w FILE arp`)";
 const MIXED_LINK_TYPES: &str = "different from the type of the first interface";
+
+/// A capture held in memory (an anonymous memfd) that reads by path like a file on disk:
+/// `/proc/self/fd/N`. The fuzzer's inputs go through libpcap's own reader this way without
+/// touching a disk.
+pub struct InMemory {
+    file: std::fs::File,
+}
+
+impl InMemory {
+    pub fn new(bytes: &[u8]) -> std::io::Result<InMemory> {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; the fd it returns is
+        // fresh and owned by the File right after.
+        let fd = unsafe { libc::memfd_create(c"netprobe-capture".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above, nothing else owns fd.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.write_all(bytes)?;
+        Ok(InMemory { file })
+    }
+
+    /// A path that opens the capture from its start (each open has an offset of its own).
+    pub fn path(&self) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.file.as_raw_fd()).into()
+    }
+}
 
 /// Calls `each` with every frame of the capture at `path`, in file order.
 pub fn for_each_frame(path: &Path, mut each: impl FnMut(Captured)) -> Result<FileNotes> {
@@ -208,6 +240,25 @@ mod tests {
         assert_eq!(huge, Duration::MAX);
         assert_eq!(timestamp(-5, -1), Duration::ZERO);
         assert_eq!(timestamp(1, 2_000_000_000), Duration::new(1, 999_999_999));
+    }
+
+    #[test]
+    fn a_capture_in_memory_reads_as_its_file_does() {
+        let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/capture_file");
+        for name in ["arp-duplicate.pcap", "arp-duplicate.pcapng"] {
+            let path = Path::new(seeds).join(name);
+            let frames = |path: &Path| {
+                let mut frames = Vec::new();
+                let notes = for_each_frame(path, |f| frames.push((f.at, f.data))).unwrap();
+                (frames, notes)
+            };
+            let memory = InMemory::new(&std::fs::read(&path).unwrap()).unwrap();
+            let (from_file, from_memory) = (frames(&path), frames(&memory.path()));
+            assert!(!from_file.0.is_empty(), "{name}");
+            assert_eq!(from_file, from_memory, "{name}");
+            // Read twice: each open starts at the beginning.
+            assert_eq!(frames(&memory.path()), from_memory, "{name}");
+        }
     }
 
     #[test]
