@@ -666,6 +666,13 @@ pub struct DnsArgs {
     /// node (hostNetwork), it also reads how conntrack's insert_failed and drop counters grew.
     #[arg(long, conflicts_with_all = ["record_type", "protocol"])]
     pub like_glibc: bool,
+
+    /// Send UDP queries from at most --concurrency sockets, each reused once its last query was
+    /// answered, as dnsperf does, instead of a fresh socket (and source port) per query, as glibc
+    /// does. For load: a third of the system calls, and as many conntrack entries as sockets
+    /// instead of one per query; behind a Service each socket then keeps one backend.
+    #[arg(long, conflicts_with = "like_glibc")]
+    pub reuse_sockets: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

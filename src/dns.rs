@@ -6,6 +6,7 @@ use netprobe_k8s::{self as k8s, ApiConfig};
 use netprobe_probes::dns::{
     self, Config, DnsReport, EndpointReport, Families, Finding, FindingKind, Protocol, ServiceEndpoint,
 };
+use netprobe_probes::net::dns::SocketUse;
 use netprobe_probes::net::interface;
 use netprobe_probes::Error;
 
@@ -53,6 +54,7 @@ pub fn report(args: DnsArgs, api: &ApiConfig) -> Result<DnsReport, Error> {
         this_node: args.node.filter(|n| !n.is_empty()),
         edns_bufsize: args.edns_bufsize,
         like_glibc: args.like_glibc,
+        sockets: if args.reuse_sockets { SocketUse::Reused } else { SocketUse::PerQuery },
     };
     // Each further name is asked of the same servers, one name after the other.
     let first = dns::run(config.clone())?;
@@ -364,6 +366,7 @@ mod snapshot_tests {
                 about: vec![],
             }],
             conntrack: None,
+            udp_sockets: Default::default(),
             verdict: Health::Fault,
             other_names: vec![],
         };

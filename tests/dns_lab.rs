@@ -497,3 +497,50 @@ fn discovery_during_a_rollout_on_a_dual_stack_cluster() -> TestResult {
     assert!(err.contains("get services"), "{err}");
     Ok(())
 }
+
+/// --reuse-sockets (dnsperf's way, for load) answers as a socket per query does, from a
+/// conntrack entry per socket instead of one per query; the default leaves one per query.
+#[test]
+fn reused_sockets_leave_a_conntrack_entry_per_socket_not_per_query() -> TestResult {
+    let Some(lab) = dns_lab("dns-reuse") else { return Ok(()) };
+    // The client's nat rules (the Service's DNAT) make conntrack track its flows.
+    let entries = || -> u64 {
+        lab.client.sh("cat /proc/sys/net/netfilter/nf_conntrack_count").unwrap().trim().parse().unwrap()
+    };
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "dns",
+            "--endpoints",
+            "192.0.2.53",
+            "--protocol",
+            "udp",
+            "--count",
+            "100",
+            "--interval",
+            "0",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "2s",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = netprobe_in(&lab.client, &args, &[]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let before = entries();
+    let reused = run(&["--reuse-sockets"]);
+    let after_reused = entries();
+    assert_eq!(reused["udp_sockets"], "reused");
+    assert_eq!(reused["endpoints"][0]["answered"], 100);
+    assert!(after_reused - before <= 4, "{before} -> {after_reused} entries for 4 sockets");
+
+    let fresh = run(&[]);
+    let after_fresh = entries();
+    assert!(fresh.get("udp_sockets").is_none(), "a socket per query is the default: {fresh}");
+    assert_eq!(fresh["endpoints"][0]["answered"], 100);
+    assert!(after_fresh - after_reused >= 90, "{after_reused} -> {after_fresh} entries for 100 queries");
+    Ok(())
+}

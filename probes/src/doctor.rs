@@ -401,6 +401,7 @@ mod tests {
                 .map(|(kind, m)| Finding { kind, message: m.into(), about: vec![] })
                 .collect(),
             conntrack: None,
+            udp_sockets: Default::default(),
             verdict,
             other_names: vec![],
         }

@@ -86,6 +86,8 @@ pub struct Config {
     /// the conntrack insert race), instead of `record_type` alone; conntrack's counters are read
     /// before and after.
     pub like_glibc: bool,
+    /// A socket per query (the default) or reused ones (`--reuse-sockets`).
+    pub sockets: crate::net::dns::SocketUse,
 }
 
 impl Config {
@@ -227,6 +229,7 @@ pub async fn probe<N: Transport>(net: Arc<N>, config: Config) -> Result<DnsRepor
         services,
         findings,
         conntrack,
+        udp_sockets: config.sockets,
         verdict: if fault { Health::Fault } else { Health::Ok },
         other_names: Vec::new(),
     })
@@ -290,6 +293,7 @@ async fn run_udp_series<N: Transport>(
             concurrency: shared.concurrency,
             timeout: shared.timeout,
             grace: shared.grace(),
+            sockets: shared.sockets,
         };
         // Replies to one question are nearly always the same bytes but for the ID: decode each
         // distinct one once.
@@ -601,6 +605,7 @@ mod tests {
             this_node: None,
             edns_bufsize: None,
             like_glibc: false,
+            sockets: Default::default(),
         }
     }
 

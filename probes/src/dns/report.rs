@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::cluster::ServiceEndpoint;
+use crate::net::dns::SocketUse;
 use crate::Health;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -59,6 +60,9 @@ pub struct DnsReport {
     /// With `--like-glibc`: how conntrack's counters in this network namespace grew over the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<ConntrackReport>,
+    /// What UDP queries were sent from; shown when not a socket per query (`--reuse-sockets`).
+    #[serde(skip_serializing_if = "SocketUse::is_per_query")]
+    pub udp_sockets: SocketUse,
     /// `ok` when no endpoint or Service address is at fault (not-ready endpoints aside), for
     /// this name and every other one asked.
     pub verdict: Health,

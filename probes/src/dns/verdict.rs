@@ -893,6 +893,7 @@ mod tests {
                 services: vec![],
                 findings,
                 conntrack: None,
+                udp_sockets: Default::default(),
                 other_names: vec![],
             }
         };

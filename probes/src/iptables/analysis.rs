@@ -100,21 +100,24 @@ pub fn analyse<R: BufRead>(mut reader: R) -> Result<Vec<Analysis>, String> {
     let mut pending_header: Option<(u64, Header)> = None;
     // Consecutive rules nearly always share a chain: remember the last one.
     let mut last_chain: Option<(usize, usize)> = None;
-    // Bloat repeats a chain's rules in cycles (every sync appends the same rules in order): the
-    // rule after the last one matched is the likely next line, checked with one comparison.
-    let mut predicted: Option<(usize, usize, usize)> = None; // (table, chain, distinct rule index)
+    // Bloat repeats a rule (runs of one line) or a chain's rules in cycles (every sync appends
+    // the same rules in order): the last rule matched, then the one after it, are the likely next
+    // line, each checked with one comparison.
+    let mut last_rule: Option<(usize, usize, usize)> = None; // (table, chain, distinct rule index)
     let mut line_no: u64 = 0;
     crate::net::input::for_each_line(&mut reader, MAX_LINE, |bytes| {
         line_no += 1;
         let set = sets.last_mut().expect("there is always a current rule set");
-        if let Some((t, c, i)) = predicted {
-            if let Some(next) = set.tables[t].copy_of(c, i, bytes) {
+        if let Some((t, c, i)) = last_rule {
+            let table = &mut set.tables[t];
+            let next = (i + 1) % table.chains[c].rules.len();
+            if let Some(index) = [i, next].into_iter().find(|&index| table.copy_of(c, index, bytes)) {
                 set.total_rules += 1;
-                predicted = Some((t, c, next));
+                last_rule = Some((t, c, index));
                 return Ok(());
             }
         }
-        predicted = None;
+        last_rule = None;
         let text = std::str::from_utf8(bytes).map_err(|_| format!("line {line_no}: not UTF-8 text"))?;
         let fail = |why: String| format!("line {line_no}: {why}");
         let line = classify(text).map_err(fail)?;
@@ -200,8 +203,7 @@ pub fn analyse<R: BufRead>(mut reader: R) -> Result<Vec<Analysis>, String> {
                 {
                     set.saw_ipv6 = true;
                 }
-                let distinct = table.chains[chain_index].rules.len();
-                predicted = Some((table_index, chain_index, if new { 0 } else { (index + 1) % distinct }));
+                last_rule = Some((table_index, chain_index, index));
             }
             Line::Commit => {
                 if open_table.take().is_none() {
@@ -259,10 +261,10 @@ fn has_ipv6_address(spec: &str) -> bool {
 
 impl Table {
     /// When `line` is exactly `-A CHAIN SPEC` for distinct rule `index` of chain `chain`, counts
-    /// it as one more copy and returns the index of the rule after it (cyclically).
-    fn copy_of(&mut self, chain: usize, index: usize, line: &[u8]) -> Option<usize> {
+    /// it as one more copy.
+    fn copy_of(&mut self, chain: usize, index: usize, line: &[u8]) -> bool {
         let entry = &mut self.chains[chain];
-        let (spec, rule) = entry.rules.get_index_mut(index)?;
+        let Some((spec, rule)) = entry.rules.get_index_mut(index) else { return false };
         let name = entry.name.as_bytes();
         let matches = line.len() == 4 + name.len() + spec.len()
             && line.starts_with(b"-A ")
@@ -270,7 +272,7 @@ impl Table {
             && line[3 + name.len()] == b' '
             && &line[4 + name.len()..] == spec.as_bytes();
         if !matches {
-            return None;
+            return false;
         }
         rule.copies += 1;
         entry.total += 1;
@@ -278,7 +280,7 @@ impl Table {
         if let Some((_, sequence)) = &mut entry.sequence {
             sequence.push(index as u32);
         }
-        Some((index + 1) % entry.rules.len())
+        true
     }
 
     /// Counts one rule of chain `chain`: one more copy of a rule seen before, or a new one whose

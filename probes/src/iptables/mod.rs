@@ -81,7 +81,7 @@ pub fn load(input: &Input, selection: Selection) -> Result<Loaded> {
                 .map_err(|e| Error::invalid(name.clone(), e.to_string()))?;
             let file = std::fs::File::open(path)
                 .map_err(|e| Error::invalid(name.clone(), format!("cannot open: {e}")))?;
-            from_reader(BufReader::with_capacity(1 << 20, file), &name)?
+            from_reader(BufReader::with_capacity(1 << 16, file), &name)?
         }
         Input::Live => load_live(selection)?,
     };

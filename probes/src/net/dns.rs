@@ -70,6 +70,29 @@ pub struct Pacing {
     pub timeout: Duration,
     /// How long past `timeout` a query keeps listening for a late reply.
     pub grace: Duration,
+    /// What each query is sent from.
+    pub sockets: SocketUse,
+}
+
+/// Whether each query gets a socket (and a source port) of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SocketUse {
+    /// A fresh socket per query, as glibc's resolver opens one: a new source port, so a new
+    /// connection-tracking entry and a new DNAT choice behind a Service.
+    #[default]
+    PerQuery,
+    /// At most `concurrency` sockets, each sending its next query once its last one was answered,
+    /// as dnsperf does: a third of the system calls at high rates, and as many connection-tracking
+    /// entries as sockets; behind a Service each socket keeps its backend (for conntrack's UDP
+    /// timeout, 30 s by default).
+    Reused,
+}
+
+impl SocketUse {
+    pub fn is_per_query(&self) -> bool {
+        *self == SocketUse::PerQuery
+    }
 }
 
 /// The DNS exchanges the engine needs, and the one OS counter it reads. `udp_series` blocks (run
@@ -131,6 +154,9 @@ impl Transport for DnsSockets {
         }
         let mut done: Vec<Vec<Exchange<T>>> = Vec::with_capacity(pacing.count as usize);
         let mut in_flight: Vec<InFlight<T>> = Vec::with_capacity(pacing.concurrency as usize);
+        // With reused sockets: those whose every query was answered, ready for the next. A socket
+        // with a query that timed out or failed is closed (a late reply would meet the next query).
+        let mut idle: Vec<std::net::UdpSocket> = Vec::new();
         let mut queries = group.to_vec();
         let mut buf = vec![0u8; 65_535];
         let mut sent = 0u32;
@@ -155,8 +181,12 @@ impl Transport for DnsSockets {
                 let started = Instant::now();
                 // Back to back from one socket: the second send follows the first within
                 // microseconds, as glibc's (its sendmmsg is one system call for both).
-                let opened = connected_udp(server)
-                    .and_then(|s| queries.iter().try_for_each(|q| s.send(q).map(drop)).map(|()| s));
+                let socket = match idle.pop() {
+                    Some(socket) => Ok(socket),
+                    None => connected_udp(server),
+                };
+                let opened =
+                    socket.and_then(|s| queries.iter().try_for_each(|q| s.send(q).map(drop)).map(|()| s));
                 match opened {
                     Ok(socket) => {
                         let results = queries.iter().map(|_| None).collect();
@@ -241,7 +271,13 @@ impl Transport for DnsSockets {
             // Dropping a socket closes it; close(2) also takes it out of any poll set.
             let (finished, waiting): (Vec<_>, Vec<_>) = in_flight.drain(..).partition(InFlight::finished);
             in_flight = waiting;
-            done.extend(finished.into_iter().map(|q| q.results.into_iter().flatten().collect()));
+            for q in finished {
+                let answered = q.results.iter().all(|r| matches!(r, Some(Exchange::Reply(..))));
+                if pacing.sockets == SocketUse::Reused && answered && sent < pacing.count {
+                    idle.push(q.socket);
+                }
+                done.push(q.results.into_iter().flatten().collect());
+            }
         }
         done
     }
