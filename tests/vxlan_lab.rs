@@ -286,20 +286,25 @@ fn the_kernels_word_stands_where_the_counters_cannot_be_read() -> TestResult {
     Ok(())
 }
 
+/// An API in `ns` that lists the lab's three Nodes, then says on its watch, 25 s on, that
+/// k8s-worker-2 was deleted.
+fn api_that_deletes_worker_2(ns: &Netns) -> FakeApi {
+    let nodes: Value = serde_json::from_str(&fixture("nodes-vxlan.json")).unwrap();
+    let worker2 =
+        nodes["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == "k8s-worker-2").unwrap();
+    let deleted = serde_json::json!({"type": "DELETED", "object": worker2}).to_string();
+    FakeApi::start_with_watches(
+        ns,
+        vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))],
+        vec![("/api/v1/nodes", vec![(Duration::from_secs(25), deleted)])],
+    )
+}
+
 #[test]
 fn all_nodes_come_from_the_api_named_and_a_node_without_an_agent_is_named_with_the_fix() -> TestResult {
     let Some(mut c) = cluster("vx-allnodes", 3) else { return Ok(()) };
     // The API lists the three nodes (control plane included); node3's agent is not running.
-    // The API lists three Nodes, then its watch says k8s-worker-2 was deleted.
-    let nodes: Value = serde_json::from_str(&fixture("nodes-vxlan.json"))?;
-    let worker2 =
-        nodes["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == "k8s-worker-2").unwrap();
-    let deleted = serde_json::json!({"type": "DELETED", "object": worker2}).to_string();
-    let api = FakeApi::start_with_watches(
-        &c.nodes[0].0,
-        vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))],
-        vec![("/api/v1/nodes", vec![(Duration::from_secs(25), deleted)])],
-    );
+    let api = api_that_deletes_worker_2(&c.nodes[0].0);
     let stopped = c.agents[2];
     c.lab.kill(stopped);
     let run = |args: &[&str]| {
@@ -489,15 +494,7 @@ fn the_mesh_takes_its_peers_from_the_api_and_names_them() -> TestResult {
     // node1's agent again, now with the mesh, its peers from the API (the Nodes of the lab); the
     // workers' agents with the mesh too (their peers given), so that beacons come to node1.
     // The API lists three Nodes, then its watch says k8s-worker-2 was deleted.
-    let nodes: Value = serde_json::from_str(&fixture("nodes-vxlan.json"))?;
-    let worker2 =
-        nodes["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == "k8s-worker-2").unwrap();
-    let deleted = serde_json::json!({"type": "DELETED", "object": worker2}).to_string();
-    let api = FakeApi::start_with_watches(
-        &c.nodes[0].0,
-        vec![("/api/v1/nodes", 200, fixture("nodes-vxlan.json"))],
-        vec![("/api/v1/nodes", vec![(Duration::from_secs(25), deleted)])],
-    );
+    let api = api_that_deletes_worker_2(&c.nodes[0].0);
     let kubeconfig = api.kubeconfig();
     let (kubeconfig_env, token_env) =
         (format!("KUBECONFIG={}", kubeconfig.display()), format!("NETPROBE_TOKEN={TOKEN}"));

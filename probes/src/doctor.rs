@@ -415,26 +415,19 @@ mod tests {
         rule: Option<&str>,
     ) -> PairReport {
         PairReport {
-            from: Ipv4Addr::new(198, 51, 100, 1),
-            to: Ipv4Addr::new(203, 0, 113, 2),
-            from_node: from.into(),
-            to_node: to.into(),
             sent: 5,
             left_source: if verdict == PairVerdict::BlockedAtSource { 0 } else { 5 },
             arrived: if verdict == PairVerdict::Ok { 5 } else { 0 },
             verdict,
             control_udp: control,
-            delivery: None,
-            delivery_note: None,
-            rtt_ms: None,
             rule: rule.map(str::to_string),
-            drop_reason: None,
-            drop_location: None,
-            evidence: None,
-            diagnosis: "why".into(),
-            mtu: None,
-            source_vxlan_device: None,
-            arrived_on: vec![],
+            ..PairReport::unmeasured(
+                Ipv4Addr::new(198, 51, 100, 1),
+                Ipv4Addr::new(203, 0, 113, 2),
+                from,
+                to,
+                "why".into(),
+            )
         }
     }
 

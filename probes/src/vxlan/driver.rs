@@ -202,28 +202,7 @@ pub(super) const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// A pair that could not be measured: why, and no counts.
 fn untested_pair(from: &Node, to: &Node, why: &Error) -> PairReport {
-    PairReport {
-        from: from.ip,
-        to: to.ip,
-        from_node: from.label.clone(),
-        to_node: to.label.clone(),
-        sent: 0,
-        left_source: 0,
-        arrived: 0,
-        verdict: PairVerdict::Untested,
-        control_udp: ControlUdp::NotMeasured,
-        delivery: None,
-        delivery_note: None,
-        rtt_ms: None,
-        rule: None,
-        drop_reason: None,
-        drop_location: None,
-        evidence: None,
-        diagnosis: format!("not measured: {why}"),
-        mtu: None,
-        source_vxlan_device: None,
-        arrived_on: Vec::new(),
-    }
+    PairReport::unmeasured(from.ip, to.ip, &from.label, &to.label, format!("not measured: {why}"))
 }
 
 /// Calls again while the agent says it is at its limits (429), pausing longer each time, up to

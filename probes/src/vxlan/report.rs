@@ -132,6 +132,41 @@ pub struct PairReport {
     pub arrived_on: Vec<String>,
 }
 
+impl PairReport {
+    /// A pair nothing was measured of: no counts, `untested`, `diagnosis` saying why. What was
+    /// measured goes on top: `PairReport { sent: 5, ..PairReport::unmeasured(..) }`.
+    pub fn unmeasured(
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        from_node: &str,
+        to_node: &str,
+        diagnosis: String,
+    ) -> PairReport {
+        PairReport {
+            from,
+            to,
+            from_node: from_node.to_string(),
+            to_node: to_node.to_string(),
+            sent: 0,
+            left_source: 0,
+            arrived: 0,
+            verdict: PairVerdict::Untested,
+            control_udp: ControlUdp::NotMeasured,
+            delivery: None,
+            delivery_note: None,
+            rtt_ms: None,
+            rule: None,
+            drop_reason: None,
+            drop_location: None,
+            evidence: None,
+            diagnosis,
+            mtu: None,
+            source_vxlan_device: None,
+            arrived_on: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VxlanReport {
     pub probe: &'static str,

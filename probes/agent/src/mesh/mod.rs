@@ -361,26 +361,18 @@ mod tests {
     #[test]
     fn a_diagnosis_names_the_fault_or_lets_the_loss_stand() {
         let pair = |verdict: PairVerdict, arrived: u32, diagnosis: &str| netprobe_probes::vxlan::PairReport {
-            from: "198.51.100.2".parse().unwrap(),
-            to: "198.51.100.1".parse().unwrap(),
-            from_node: "b".into(),
-            to_node: "a".into(),
             sent: 5,
             left_source: 5,
             arrived,
             verdict,
             control_udp: netprobe_probes::vxlan::ControlUdp::Ok,
-            delivery: None,
-            delivery_note: None,
-            rtt_ms: None,
-            rule: None,
-            drop_reason: None,
-            drop_location: None,
-            evidence: None,
-            diagnosis: diagnosis.into(),
-            mtu: None,
-            source_vxlan_device: None,
-            arrived_on: Vec::new(),
+            ..netprobe_probes::vxlan::PairReport::unmeasured(
+                "198.51.100.2".parse().unwrap(),
+                "198.51.100.1".parse().unwrap(),
+                "b",
+                "a",
+                diagnosis.into(),
+            )
         };
         let found =
             Diagnosis::from(Ok(pair(PairVerdict::DroppedAtDestination, 0, "dropped by -A INPUT ...")));
