@@ -59,6 +59,7 @@ pub fn run(mut args: ArpArgs, api: &ApiConfig, format: Format) -> Result<Exit, E
             wait: args.wait,
             source: args.source,
             nodes: args.nodes,
+            unicast: !args.no_unicast,
         })?,
     };
     report.notes.extend(label_note);
@@ -239,6 +240,7 @@ pub fn services_report(args: ArpArgs, api: &ApiConfig) -> Result<ServicesReport,
             } else {
                 args.nodes.iter().filter(|n| n.ip.is_ipv4() == t.vip.is_ipv4()).cloned().collect()
             },
+            unicast: !args.no_unicast,
         })
         .collect();
     let reports = services::probe_each(&configs)?;
@@ -263,9 +265,11 @@ pub fn services_headline(report: &ServicesReport) -> String {
         count(arp::Verdict::Duplicate),
         count(arp::Verdict::NoReply)
     );
-    let changed = count(arp::Verdict::OwnerChanged);
-    if changed > 0 {
-        headline.push_str(&format!(", {changed} owner-changed"));
+    for rarer in [arp::Verdict::OwnerChanged, arp::Verdict::BroadcastOnly] {
+        let n = count(rarer);
+        if n > 0 {
+            headline.push_str(&format!(", {n} {}", rarer.as_str()));
+        }
     }
     if !report.skipped.is_empty() {
         headline.push_str(&format!("; {} skipped", report.skipped.len()));
@@ -350,9 +354,17 @@ fn render_table(report: &ArpReport) -> String {
     let origin = match (&report.interface, &report.capture_file) {
         (Some(interface), _) => {
             let source = report.source_ip.map(|ip| format!(" from {ip}")).unwrap_or_default();
-            format!("{} request(s) on {interface}{source}", report.sent)
+            let unicast = report.responders.iter().filter_map(|r| r.unicast).map(|u| u.sent).max();
+            let then = unicast.map(|n| format!(", then {n} to each responder's MAC,")).unwrap_or_default();
+            format!("{} broadcast request(s){then} on {interface}{source}", report.sent)
         }
-        (None, Some(file)) => format!("{} request(s) in {file}", report.sent),
+        (None, Some(file)) => {
+            let unicast: u32 = report.responders.iter().filter_map(|r| r.unicast).map(|u| u.sent).sum();
+            match unicast {
+                0 => format!("{} request(s) in {file}", report.sent),
+                n => format!("{} broadcast request(s) and {n} to one MAC in {file}", report.sent),
+            }
+        }
         (None, None) => format!("{} request(s)", report.sent),
     };
     text.push_str(&origin);
@@ -367,7 +379,11 @@ fn render_table(report: &ArpReport) -> String {
         if with_nodes {
             header.push("node");
         }
+        let with_unicast = report.responders.iter().any(|r| r.unicast.is_some());
         header.push("replies");
+        if with_unicast {
+            header.push("unicast");
+        }
         if with_announcements {
             header.push("announced");
         }
@@ -382,6 +398,10 @@ fn render_table(report: &ArpReport) -> String {
                 row.push(responder.node.clone().unwrap_or_else(|| "UNKNOWN HOST".into()));
             }
             row.push(responder.replies.to_string());
+            if with_unicast {
+                // Replies to the requests sent to this MAC alone, of those sent.
+                row.push(responder.unicast.map_or("-".into(), |u| format!("{}/{}", u.replies, u.sent)));
+            }
             if with_announcements {
                 row.push(responder.announcements.to_string());
             }
@@ -585,12 +605,40 @@ mod tests {
             tally.observe(ms(round * 200 + 2), &frame(&reply(SP2, VIP, OUR_MAC, US)));
         }
         tally.observe(ms(700), &frame(&request(SP2, VIP, VIP)));
+        // The unicast round: SP1 answers requests to its MAC, SP2 does not.
+        for round in 0..3 {
+            tally.unicast_sent(SP1);
+            tally.unicast_sent(SP2);
+            tally.observe(ms(1400 + round * 200 + 1), &frame(&reply(SP1, VIP, OUR_MAC, US)));
+        }
         let mut report = tally.finish();
         report.interface = Some("eth0".into());
         report.source_ip = Some(std::net::IpAddr::from(US));
         insta::assert_snapshot!(render_table(&report));
         // The same report as scripts read it.
         insta::assert_snapshot!("the_duplicate_table_json", serde_json::to_string_pretty(&report).unwrap());
+    }
+
+    #[test]
+    fn the_broadcast_only_table() {
+        std::env::set_var("NO_COLOR", "1");
+        let mut tally = Tally::live(
+            std::net::IpAddr::from(VIP),
+            vec![],
+            std::net::IpAddr::from(US),
+            Duration::from_secs(1),
+        );
+        for round in 0..3 {
+            tally.request_sent(ms(round * 200));
+            tally.observe(ms(round * 200 + 1), &frame(&reply(SP1, VIP, OUR_MAC, US)));
+        }
+        for _ in 0..3 {
+            tally.unicast_sent(SP1);
+        }
+        let mut report = tally.finish();
+        report.interface = Some("eth0".into());
+        report.source_ip = Some(std::net::IpAddr::from(US));
+        insta::assert_snapshot!(render_table(&report));
     }
 
     #[test]

@@ -214,7 +214,8 @@ pub struct ArpArgs {
     #[arg(short, long)]
     pub interface: Option<String>,
 
-    /// Number of broadcast requests to send.
+    /// Number of broadcast requests to send; as many again go to each MAC that answered, by
+    /// unicast (unless --no-unicast).
     #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
 
@@ -236,6 +237,12 @@ pub struct ArpArgs {
     /// run; a responder whose MAC matches no node is called out.
     #[arg(long = "node", value_name = "NAME=IP", value_parser = parse_node)]
     pub nodes: Vec<Node>,
+
+    /// Skip the unicast round: by default, after the broadcast requests, --count requests (IPv6:
+    /// solicitations) go to each responder's own MAC, as a router or the kernel re-checks a cached
+    /// neighbour, and a MAC that answers broadcast but never unicast is `broadcast-only`.
+    #[arg(long, conflicts_with_all = ["pcap", "watch", "range"])]
+    pub no_unicast: bool,
 
     /// Analyse a capture (pcap or pcapng, from tcpdump -w) instead of probing. Needs no privilege.
     /// The capture's own requests are the probes, so the flags that shape sending do not apply.

@@ -103,7 +103,9 @@ fn vlan_stacks_are_read() {
 #[test]
 fn frames_cut_by_the_snap_length_are_read_as_libpcap_reads_them() {
     let (code, report, _) = run("snaplen50.pcap", "192.0.2.100", &[]);
-    assert_eq!((code, report["verdict"].as_str(), report["sent"].as_u64()), (0, Some("ok"), Some(3)));
+    // arping asks by broadcast once, then by unicast to the MAC that answered.
+    assert_eq!((code, report["verdict"].as_str(), report["sent"].as_u64()), (0, Some("ok"), Some(1)));
+    assert_eq!(report["responders"][0]["unicast"], serde_json::json!({"sent": 2, "replies": 2}));
     for file in ["msnlb.pcap", "msnlb2.pcapng"] {
         let (code, report, stderr) = run(file, "192.168.100.80", &[]);
         assert_eq!((code, report["verdict"].as_str()), (1, Some("no-reply")), "{file}: {stderr}");
@@ -115,8 +117,14 @@ fn frames_cut_by_the_snap_length_are_read_as_libpcap_reads_them() {
 fn interfaces_of_other_link_types_are_skipped_with_a_note() {
     let (code, report, _) = run("multi-linktype.pcapng", "192.0.2.100", &[]);
     assert_eq!((code, report["verdict"].as_str()), (0, Some("ok")), "{report}");
-    assert_eq!(report["sent"], 5, "3 Ethernet requests and 2 from the SLL2 interface");
+    assert_eq!(report["sent"], 3, "1 Ethernet broadcast request and 2 from the SLL2 interface");
+    assert_eq!(
+        report["responders"][0]["unicast"],
+        serde_json::json!({"sent": 2, "replies": 2}),
+        "the Ethernet ones"
+    );
     let notes = report["notes"].to_string();
+    assert!(notes.contains("Linux cooked"), "the SLL2 interface's unicast requests cannot be told: {notes}");
     assert!(notes.contains("10 frame(s) of an interface with link type 228 were skipped"), "{notes}");
 }
 
@@ -234,6 +242,27 @@ fn a_pcapng_whose_first_interface_is_not_ethernet_is_read_from_its_other_interfa
     // "link type 228 is not supported".
     let (code, report, stderr) = run("tun-first.pcapng", "192.0.2.100", &[]);
     assert_eq!((code, report["verdict"].as_str()), (0, Some("ok")), "{stderr}");
-    assert_eq!(report["sent"], 3);
+    assert_eq!(report["sent"], 1, "arping: one broadcast request, then two by unicast");
     assert!(report["notes"].to_string().contains("link type 228 were skipped"), "{report}");
+}
+
+#[test]
+fn the_kernels_unicast_rechecks_are_read_and_unanswered_ones_are_broadcast_only() {
+    // The client's kernel re-checking its entry for the VIP (tests/corpus/README.md, section 6).
+    let (code, report, out) = run("kernel-unicast-recheck-answered.pcap", "192.0.2.100", &[]);
+    assert_eq!(
+        (code, report["verdict"].as_str(), report["sent"].as_u64()),
+        (0, Some("ok"), Some(1)),
+        "{out}"
+    );
+    assert_eq!(report["responders"][0]["unicast"], serde_json::json!({"sent": 5, "replies": 5}), "{out}");
+    let (code, report, out) = run("kernel-unicast-recheck-unanswered.pcap", "192.0.2.100", &[]);
+    assert_eq!((code, report["verdict"].as_str()), (1, Some("broadcast-only")), "{out}");
+    let responder = &report["responders"][0];
+    assert_eq!(
+        (responder["mac"].as_str(), responder["replies"].as_u64()),
+        (Some("00:00:5e:00:53:11"), Some(2)),
+        "{out}"
+    );
+    assert_eq!(responder["unicast"], serde_json::json!({"sent": 6, "replies": 0}), "{out}");
 }

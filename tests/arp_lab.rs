@@ -2,7 +2,7 @@
 //! Each test builds its own namespaces and removes them on Drop.
 
 mod common;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,8 +11,8 @@ use netprobe_lab::fake_api::{fixture, FakeApi};
 use netprobe_lab::{lab_or_skip, Lab, Netns, NsThread};
 use netprobe_probes::net::capture::LiveCapture;
 use netprobe_probes::net::Link;
-use netprobe_probes::wire::arp;
 use netprobe_probes::wire::neighbour::{NeighbourFrame, Op};
+use netprobe_probes::wire::{arp, ndp};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -162,21 +162,37 @@ fn a_silent_vip_is_no_reply() -> TestResult {
     Ok(())
 }
 
-/// Answers ARP requests for the VIP from user space, `delay` late, from a thread inside `ns`.
-fn late_responder(ns: &Netns, vip: Ipv4Addr, delay: Duration) -> NsThread {
+/// A speaker in user space, as MetalLB's is: answers every request for `vip` (ARP, or a Neighbor
+/// Solicitation for an IPv6 VIP) `delay` late from a thread inside `ns`, by its eth0's MAC; with
+/// `unicast` false only those sent to broadcast or a multicast group, never those to its own MAC.
+fn user_space_speaker(ns: &Netns, vip: IpAddr, delay: Duration, unicast: bool) -> NsThread {
     let (thread, ()) = NsThread::start(ns, move |stop, ready| {
         let own = netprobe_probes::net::interface::lookup("eth0").unwrap().mac.unwrap();
-        let mut capture = LiveCapture::open("eth0", "arp").unwrap();
+        let mut capture = LiveCapture::open("eth0", netprobe_probes::arp::capture_filter(vip)).unwrap();
         ready.send(()).unwrap();
-        let mut due: Vec<(Instant, [u8; arp::FRAME_LEN])> = Vec::new();
+        let mut due: Vec<(Instant, Vec<u8>)> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let tick = Instant::now() + Duration::from_millis(10);
             while let Some(frame) = capture.next_before(tick).unwrap() {
                 let Some(req) = NeighbourFrame::from_link(frame.link, &frame.data) else { continue };
-                let (Op::Request, std::net::IpAddr::V4(asker)) = (req.op, req.sender_ip) else { continue };
-                if req.target_ip == vip && !req.is_gratuitous() {
-                    due.push((Instant::now() + delay, arp::reply(own, vip, req.sender_mac, asker)));
+                let group_addressed = frame.data[0] & 1 == 1; // the I/G bit of the destination
+                if req.op != Op::Request
+                    || req.target_ip != vip
+                    || req.is_gratuitous()
+                    || !(unicast || group_addressed)
+                {
+                    continue;
                 }
+                let answer = match (vip, req.sender_ip) {
+                    (IpAddr::V4(vip), IpAddr::V4(asker)) => {
+                        arp::reply(own, vip, req.sender_mac, asker).to_vec()
+                    }
+                    (IpAddr::V6(vip), IpAddr::V6(asker)) => {
+                        ndp::advertisement(own, vip, Some((req.sender_mac, asker)))
+                    }
+                    _ => continue,
+                };
+                due.push((Instant::now() + delay, answer));
             }
             let now = Instant::now();
             for (_, frame) in due.iter().filter(|(at, _)| *at <= now) {
@@ -185,7 +201,7 @@ fn late_responder(ns: &Netns, vip: Ipv4Addr, delay: Duration) -> NsThread {
             due.retain(|(at, _)| *at > now);
         }
     })
-    .expect("late responder started");
+    .expect("user-space speaker started");
     thread
 }
 
@@ -193,7 +209,7 @@ fn late_responder(ns: &Netns, vip: Ipv4Addr, delay: Duration) -> NsThread {
 fn a_responder_300ms_late_is_still_found() -> TestResult {
     const LATE: (&str, &str, &str) = ("late", "192.0.2.13", "02:00:00:00:53:13");
     let Some(seg) = segment("arp-late", &[(SP1, true), (LATE, false)]) else { return Ok(()) };
-    let _late = late_responder(&seg.speakers[1], VIP.parse()?, Duration::from_millis(300));
+    let _late = user_space_speaker(&seg.speakers[1], VIP.parse()?, Duration::from_millis(300), true);
     let run = netprobe_in(&seg.client, &["arp", VIP, "-o", "json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let report = run.json();
@@ -283,10 +299,23 @@ fn a_tcpdump_capture_gives_the_live_verdict() -> TestResult {
         let offline: Value = serde_json::from_slice(&output.stdout)?;
         assert_eq!(offline["verdict"], live["verdict"], "{name}");
         assert_eq!(macs(&offline), macs(&live), "{name}");
-        assert_eq!(offline["sent"], 3, "{name}: the capture holds our three requests");
+        // An Ethernet capture keeps the destinations: three broadcast requests, three to each MAC.
+        // A cooked one (-i any) cannot tell them apart, and says so.
+        let (sent, replies, unicast) = match name {
+            "eth.pcap" => (3, 3, serde_json::json!({"sent": 3, "replies": 3})),
+            _ => (9, 6, Value::Null),
+        };
+        assert_eq!(offline["sent"], sent, "{name}: the capture holds our requests");
         for responder in offline["responders"].as_array().unwrap() {
-            assert_eq!(responder["replies"], 3, "{name}");
+            assert_eq!(
+                (&responder["replies"], &responder["unicast"]),
+                (&Value::from(replies), &unicast),
+                "{name}"
+            );
         }
+        let cooked_note =
+            offline["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("Linux cooked"));
+        assert_eq!(cooked_note, name == "sll2.pcap", "{name}: {}", offline["notes"]);
     }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -727,5 +756,50 @@ fn kube_proxy_ipvs_without_strict_arp_answers_from_every_node() -> TestResult {
     }
     let run = netprobe_in(&s.client, &["arp", VIP, "--node", &nodes[0], "--node", &nodes[1], "-o", "json"]);
     assert_eq!(run.json()["verdict"], "no-reply", "{}", run.stdout);
+    Ok(())
+}
+
+#[test]
+fn a_speaker_that_answers_broadcast_but_not_unicast_is_broadcast_only_in_both_families() -> TestResult {
+    // sp1: a user-space speaker that ignores requests sent to its own MAC (MetalLB issue 2920);
+    // sp2's kernel owns the VIP and answers both (it joins in after the first runs).
+    let Some(seg) = segment6("arp-unicast", &[(SP1, false), (SP2, false)]) else { return Ok(()) };
+    for vip in [VIP, VIP6] {
+        let speaker = user_space_speaker(&seg.speakers[0], vip.parse()?, Duration::ZERO, false);
+        let run = netprobe_in(&seg.client, &["arp", vip, "-o", "json"]);
+        let report = run.json();
+        assert_eq!((run.code, report["verdict"].as_str()), (1, Some("broadcast-only")), "{report}");
+        let responder = &report["responders"][0];
+        assert_eq!(
+            (responder["mac"].as_str(), responder["replies"].as_u64()),
+            (Some(SP1.2), Some(3)),
+            "{report}"
+        );
+        assert_eq!(responder["unicast"], serde_json::json!({"sent": 3, "replies": 0}), "{report}");
+        assert!(report["next_step"].as_str().unwrap().contains("requests to its MAC"), "{report}");
+        // --no-unicast: the broadcast answers alone, as before.
+        let run = netprobe_in(&seg.client, &["arp", vip, "--no-unicast", "-o", "json"]);
+        assert_eq!((run.code, run.json()["verdict"].as_str()), (0, Some("ok")), "{}", run.stdout);
+        drop(speaker);
+
+        // The kernel's own answers unicast requests and solicitations (to the VIP itself) too.
+        let (prefix, flags) = if vip == VIP { ("32", "") } else { ("128", " nodad") };
+        seg.speakers[1].sh(&format!("ip addr add {vip}/{prefix} dev eth0{flags}"))?;
+        let run = netprobe_in(&seg.client, &["arp", vip]);
+        assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("3 broadcast request(s), then 3 to each responder's MAC,"),
+            "{}",
+            run.stdout
+        );
+        let run = netprobe_in(&seg.client, &["arp", vip, "-o", "json"]);
+        let responder = &run.json()["responders"][0];
+        assert_eq!(
+            (responder["mac"].as_str(), responder["unicast"]["replies"].as_u64()),
+            (Some(SP2.2), Some(3)),
+            "{responder}"
+        );
+        seg.speakers[1].sh(&format!("ip addr del {vip}/{prefix} dev eth0"))?;
+    }
     Ok(())
 }

@@ -11,12 +11,21 @@ use crate::{Error, Result};
 
 /// Who has `target`: an ARP request or, for an IPv6 address, a Neighbor Solicitation.
 pub(crate) fn ask(mac: MacAddr, source: IpAddr, target: IpAddr) -> Result<Vec<u8>> {
-    crate::wire::neighbour::ask(mac, source, target).ok_or_else(|| {
-        Error::invalid(
-            format!("{target}"),
-            format!("not of the family of the source address {source}: give addresses of one family"),
-        )
-    })
+    crate::wire::neighbour::ask(mac, source, target).ok_or_else(|| other_family(source, target))
+}
+
+/// Who has `target`, asked of `owner`'s MAC alone (an ARP request or a Neighbor Solicitation by
+/// unicast, as a cached neighbour is re-checked).
+pub(crate) fn ask_unicast(owner: MacAddr, mac: MacAddr, source: IpAddr, target: IpAddr) -> Result<Vec<u8>> {
+    crate::wire::neighbour::ask_unicast(owner, mac, source, target)
+        .ok_or_else(|| other_family(source, target))
+}
+
+fn other_family(source: IpAddr, target: IpAddr) -> Error {
+    Error::invalid(
+        format!("{target}"),
+        format!("not of the family of the source address {source}: give addresses of one family"),
+    )
 }
 
 /// The capture filter for what answers an address: ARP for IPv4, Neighbor Solicitations and

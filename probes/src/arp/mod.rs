@@ -1,9 +1,12 @@
 //! `netprobe arp`: every MAC that answers ARP for an address (a MetalLB layer-2 VIP), live or from
 //! a capture file.
 //!
-//! Live, requests always go out as broadcast (a speaker that only sees unicast re-checks would hide)
-//! and the capture keeps listening until the deadline, so late answerers count too. The same
-//! [`tally::Tally`] reads live frames and capture files, so both give the same verdict.
+//! Live, requests first go out as broadcast (a speaker that only sees unicast re-checks would hide)
+//! and the capture keeps listening until the deadline, so late answerers count too. Then, unless
+//! turned off, as many go to each MAC that answered, by unicast, as a router or the kernel re-checks
+//! a cached neighbour: a speaker that answers broadcast but never unicast lets those entries fail
+//! (MetalLB issue 2920). The same [`tally::Tally`] reads live frames and capture files, so both give
+//! the same verdict.
 
 mod link;
 pub mod range;
@@ -17,8 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use link::capture_filter;
-use link::{ask, drain_with, probe_endpoint};
-pub use report::{ArpReport, NodeAddress, Responder, RttMs, Verdict};
+use link::{ask, ask_unicast, drain_with, probe_endpoint};
+pub use report::{ArpReport, NodeAddress, Responder, RttMs, Unicast, Verdict};
 pub use tally::Tally;
 
 use crate::net::capture::LiveCapture;
@@ -82,6 +85,9 @@ pub struct Config {
     /// `None`: the interface's first IPv4 address.
     pub source: Option<IpAddr>,
     pub nodes: Vec<Node>,
+    /// After the broadcast requests, ask each MAC that answered by unicast (`count` requests each,
+    /// `interval` apart, then `wait`).
+    pub unicast: bool,
 }
 
 impl Config {
@@ -94,6 +100,7 @@ impl Config {
             wait: Duration::from_secs(1),
             source: None,
             nodes: Vec::new(),
+            unicast: true,
         }
     }
 }
@@ -102,7 +109,7 @@ impl Config {
 pub const CAPTURE_MATCH_WINDOW: Duration = Duration::from_secs(1);
 
 /// Probes live: `count` broadcast requests for the target (and one per unresolved node each round),
-/// then listens until `wait` after the last.
+/// then listens until `wait` after the last; then the unicast round to each MAC that answered.
 pub fn probe(config: &Config) -> Result<ArpReport> {
     if config.count == 0 {
         return Err(Error::invalid("--count 0", "send at least one request"));
@@ -127,6 +134,40 @@ pub fn probe_on(
 ) -> Result<ArpReport> {
     let window = config.wait.max(Duration::from_secs(1));
     let mut tally = Tally::live(config.target, config.nodes.clone(), source, window);
+    let last_send = rounds(link, clock, config, &mut tally, |link, tally| {
+        let at = link.send(&ask(mac, source, config.target)?)?;
+        tally.request_sent(at);
+        for node in config.nodes.iter().filter(|n| !tally.nodes().resolved(n.ip)) {
+            link.send(&ask(mac, source, node.ip)?)?;
+        }
+        Ok(())
+    })?;
+    drain(link, &mut tally, until(last_send, config.wait)?)?;
+    // Only now, so a reply to a broadcast request is never read as one to a unicast request: ARP
+    // carries no request ID.
+    let owners = if config.unicast { tally.answered_broadcast() } else { Vec::new() };
+    if !owners.is_empty() {
+        let last_send = rounds(link, clock, config, &mut tally, |link, tally| {
+            for owner in &owners {
+                link.send(&ask_unicast(*owner, mac, source, config.target)?)?;
+                tally.unicast_sent(*owner);
+            }
+            Ok(())
+        })?;
+        drain(link, &mut tally, until(last_send, config.wait)?)?;
+    }
+    Ok(tally.finish())
+}
+
+/// `count` rounds `interval` apart, each `send`ing after the frames due before it are tallied;
+/// returns when the last round was sent.
+fn rounds<L: Link>(
+    link: &mut L,
+    clock: &impl Clock,
+    config: &Config,
+    tally: &mut Tally,
+    mut send: impl FnMut(&mut L, &mut Tally) -> Result<()>,
+) -> Result<Instant> {
     let start = clock.now();
     let mut last_send = start;
     for round in 0..config.count {
@@ -135,17 +176,15 @@ pub fn probe_on(
             .checked_mul(round)
             .and_then(|offset| start.checked_add(offset))
             .ok_or_else(|| Error::invalid("--interval", "too long"))?;
-        drain(link, &mut tally, send_at)?;
+        drain(link, tally, send_at)?;
         last_send = clock.now();
-        let at = link.send(&ask(mac, source, config.target)?)?;
-        tally.request_sent(at);
-        for node in config.nodes.iter().filter(|n| !tally.nodes().resolved(n.ip)) {
-            link.send(&ask(mac, source, node.ip)?)?;
-        }
+        send(link, tally)?;
     }
-    let end = last_send.checked_add(config.wait).ok_or_else(|| Error::invalid("--wait", "too long"))?;
-    drain(link, &mut tally, end)?;
-    Ok(tally.finish())
+    Ok(last_send)
+}
+
+fn until(last_send: Instant, wait: Duration) -> Result<Instant> {
+    last_send.checked_add(wait).ok_or_else(|| Error::invalid("--wait", "too long"))
 }
 
 /// Reads a pcap or pcapng capture (Ethernet, Linux SLL or SLL2, any VLAN tags) of ARP traffic and
@@ -188,6 +227,16 @@ mod tests {
     /// A link where `speakers` answer every request for the VIP after their delay, except the
     /// requests whose index is in `lost`.
     fn segment(clock: &FakeClock, speakers: Vec<(MacAddr, u64)>, lost: Vec<usize>) -> FakeLink {
+        segment_ignoring_unicast(clock, speakers, lost, vec![])
+    }
+
+    /// [`segment`], where the speakers in `broadcast_only` answer only broadcast requests.
+    fn segment_ignoring_unicast(
+        clock: &FakeClock,
+        speakers: Vec<(MacAddr, u64)>,
+        lost: Vec<usize>,
+        broadcast_only: Vec<MacAddr>,
+    ) -> FakeLink {
         let mut asked = 0;
         FakeLink::new(clock).responding(move |at, frame| {
             let Some(req) = NeighbourFrame::from_link(crate::wire::link::LinkType::Ethernet, frame) else {
@@ -200,8 +249,10 @@ mod tests {
             if lost.contains(&(asked - 1)) {
                 return vec![];
             }
+            let broadcast = frame[..6] == MacAddr::BROADCAST.0;
             speakers
                 .iter()
+                .filter(|(mac, _)| broadcast || (frame[..6] == mac.0 && !broadcast_only.contains(mac)))
                 .map(|(mac, delay)| (at + ms(*delay), arp::reply(*mac, VIP, OUR_MAC, US).to_vec()))
                 .collect()
         })
@@ -219,9 +270,61 @@ mod tests {
         assert_eq!((report.verdict, report.sent), (Verdict::Ok, 3));
         assert_eq!(report.responders[0].replies, 3);
         assert_eq!(report.responders[0].rtt_ms, Some(RttMs { min: 1.0, avg: 1.0, max: 1.0 }));
+        assert_eq!(report.responders[0].unicast, Some(Unicast { sent: 3, replies: 3 }));
         let offsets: Vec<Duration> = link.sent.iter().map(|(t, _)| *t).collect();
-        assert_eq!(offsets, vec![ms(0), ms(200), ms(400)], "on schedule");
-        assert_eq!(clock.elapsed(), ms(1400), "listened until --wait after the last request");
+        assert_eq!(
+            offsets,
+            vec![ms(0), ms(200), ms(400), ms(1400), ms(1600), ms(1800)],
+            "on schedule: broadcast, --wait, then the unicast round"
+        );
+        let to: Vec<[u8; 6]> = link.sent.iter().map(|(_, f)| f[..6].try_into().unwrap()).collect();
+        assert_eq!(to, [[MacAddr::BROADCAST.0; 3], [SP1.0; 3]].concat());
+        assert_eq!(clock.elapsed(), ms(2800), "listened until --wait after the last request");
+    }
+
+    #[test]
+    fn a_speaker_that_ignores_unicast_is_broadcast_only_and_without_the_round_it_is_ok() {
+        let clock = FakeClock::new();
+        let mut link = segment_ignoring_unicast(&clock, vec![(SP1, 1)], vec![], vec![SP1]);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
+        assert_eq!(report.verdict, Verdict::BroadcastOnly);
+        assert_eq!(
+            (report.responders[0].replies, report.responders[0].unicast),
+            (3, Some(Unicast { sent: 3, replies: 0 }))
+        );
+        assert!(
+            report.summary.contains(
+                "answered 3 of 3 broadcast request(s) for 192.0.2.100 but none of the 3 sent to its own MAC"
+            ),
+            "{}",
+            report.summary
+        );
+        assert!(report.next_step.unwrap().contains("ucast_solicit"));
+
+        // One unicast answer of three keeps a cached entry alive: ok.
+        let clock = FakeClock::new();
+        let mut link = segment(&clock, vec![(SP1, 1)], vec![3, 4]);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
+        assert_eq!(
+            (report.verdict, report.responders[0].unicast),
+            (Verdict::Ok, Some(Unicast { sent: 3, replies: 1 }))
+        );
+
+        let clock = FakeClock::new();
+        let mut link = segment_ignoring_unicast(&clock, vec![(SP1, 1)], vec![], vec![SP1]);
+        let config = Config { unicast: false, ..config() };
+        let report = probe_on(&mut link, &clock, &config, OUR_MAC, std::net::IpAddr::from(US)).unwrap();
+        assert_eq!((report.verdict, report.responders[0].unicast, link.sent.len()), (Verdict::Ok, None, 3));
+    }
+
+    #[test]
+    fn with_two_owners_the_one_that_ignores_unicast_is_noted() {
+        let clock = FakeClock::new();
+        let mut link = segment_ignoring_unicast(&clock, vec![(SP1, 1), (SP2, 2)], vec![], vec![SP2]);
+        let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
+        assert_eq!(report.verdict, Verdict::Duplicate);
+        assert_eq!(report.responders[0].unicast, Some(Unicast { sent: 3, replies: 3 }));
+        assert_eq!(report.notes, vec!["02:00:00:00:00:12 answered broadcast requests for 192.0.2.100 but none of the 3 sent to its own MAC"]);
     }
 
     #[test]
@@ -272,6 +375,6 @@ mod tests {
         let mut link = FakeLink::new(&clock);
         let report = probe_on(&mut link, &clock, &config(), OUR_MAC, std::net::IpAddr::from(US)).unwrap();
         assert_eq!((report.verdict, report.sent), (Verdict::NoReply, 3));
-        assert_eq!(clock.elapsed(), ms(1400));
+        assert_eq!(clock.elapsed(), ms(1400), "no unicast round: nobody to ask");
     }
 }

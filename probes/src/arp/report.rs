@@ -20,13 +20,18 @@ pub enum Verdict {
     OwnerChanged,
     /// Nothing answered or announced.
     NoReply,
+    /// One MAC answered the broadcast requests and none of those sent to its own MAC: neighbours
+    /// that re-check a cached entry by unicast (routers, switches, the kernel) lose it.
+    BroadcastOnly,
 }
 
 impl Verdict {
     pub fn health(self) -> Health {
         match self {
             Verdict::Ok => Health::Ok,
-            Verdict::Duplicate | Verdict::NoReply | Verdict::OwnerChanged => Health::Fault,
+            Verdict::Duplicate | Verdict::NoReply | Verdict::OwnerChanged | Verdict::BroadcastOnly => {
+                Health::Fault
+            }
         }
     }
 
@@ -36,6 +41,7 @@ impl Verdict {
             Verdict::Duplicate => "duplicate",
             Verdict::NoReply => "no-reply",
             Verdict::OwnerChanged => "owner-changed",
+            Verdict::BroadcastOnly => "broadcast-only",
         }
     }
 }
@@ -105,6 +111,16 @@ pub struct Responder {
     /// Ethernet source addresses that differed from the ARP sender MAC (a proxy, a bridge that
     /// rewrites, or a forged reply). Empty when they always matched.
     pub ethernet_sources: Vec<MacAddr>,
+    /// The requests sent to this MAC alone, after the broadcast ones, and its replies to them;
+    /// `None` when it was not asked (a capture, `--no-unicast`, or it never answered broadcast).
+    pub unicast: Option<Unicast>,
+}
+
+/// Requests (IPv6: solicitations) sent to one responder's MAC by unicast, and its replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Unicast {
+    pub sent: u32,
+    pub replies: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::report::{ArpReport, NodeAddress, OwnerChange, Responder, RttMs, Verdict};
+use super::report::{ArpReport, NodeAddress, OwnerChange, Responder, RttMs, Unicast, Verdict};
 use super::{Node, NodeMacs};
 use crate::wire::neighbour::{NeighbourFrame, Op};
 use crate::wire::MacAddr;
@@ -39,6 +39,22 @@ pub struct Tally {
     /// Address-conflict probes for the target (RFC 5227 ARP probes, IPv6 duplicate address
     /// detection: sender address unspecified), per MAC: a host about to configure it itself.
     conflict_probes: Vec<(MacAddr, u32)>,
+    /// Requests for the target sent to one MAC alone (our unicast round; in a capture, a router's
+    /// or a kernel's re-checks of its cached entry) and their replies, per asker and MAC.
+    unicast: Vec<UnicastAsks>,
+    /// Per asker: the MACs it asked by unicast since its last broadcast request. A reply from one
+    /// of them to it answers those, not a broadcast request: ARP carries no request ID, so the
+    /// kind of request an answer belongs to is the kind its asker sent last.
+    unicast_pending: HashMap<IpAddr, Vec<MacAddr>>,
+    /// A capture whose requests keep no link-layer destination (Linux cooked: `tcpdump -i any`).
+    requests_without_destination: bool,
+}
+
+struct UnicastAsks {
+    asker: IpAddr,
+    mac: MacAddr,
+    sent: u32,
+    replies: u32,
 }
 
 struct ResponderTally {
@@ -75,14 +91,45 @@ impl Tally {
             visible: HashSet::new(),
             responders: Vec::new(),
             conflict_probes: Vec::new(),
+            unicast: Vec::new(),
+            unicast_pending: HashMap::new(),
+            requests_without_destination: false,
         }
     }
 
-    /// Our request for the target left at `at` (live).
+    /// Our broadcast request for the target left at `at` (live).
     pub fn request_sent(&mut self, at: Duration) {
         if let Askers::Us(us) = self.askers {
-            self.requests.entry(us).or_default().push(at);
+            self.broadcast_request(us, at);
         }
+    }
+
+    /// Our request for the target to `owner`'s MAC alone left (live).
+    pub fn unicast_sent(&mut self, owner: MacAddr) {
+        if let Askers::Us(us) = self.askers {
+            self.unicast_request(us, owner);
+        }
+    }
+
+    fn broadcast_request(&mut self, asker: IpAddr, at: Duration) {
+        self.requests.entry(asker).or_default().push(at);
+        self.unicast_pending.remove(&asker);
+    }
+
+    fn unicast_request(&mut self, asker: IpAddr, mac: MacAddr) {
+        match self.unicast.iter_mut().find(|u| u.asker == asker && u.mac == mac) {
+            Some(asks) => asks.sent += 1,
+            None => self.unicast.push(UnicastAsks { asker, mac, sent: 1, replies: 0 }),
+        }
+        let pending = self.unicast_pending.entry(asker).or_default();
+        if !pending.contains(&mac) {
+            pending.push(mac);
+        }
+    }
+
+    /// The MACs that replied to a broadcast request: the ones to ask by unicast.
+    pub fn answered_broadcast(&self) -> Vec<MacAddr> {
+        self.responders.iter().filter(|r| r.replies > 0).map(|r| r.mac).collect()
     }
 
     /// What is known of the `--node` MACs so far.
@@ -105,7 +152,11 @@ impl Tally {
                     && frame.target_ip == self.target
                     && !frame.sender_ip.is_unspecified() =>
             {
-                self.requests.entry(frame.sender_ip).or_default().push(at);
+                self.requests_without_destination |= frame.link_destination.is_none();
+                match frame.sent_to_one_host() {
+                    Some(mac) => self.unicast_request(frame.sender_ip, mac),
+                    None => self.broadcast_request(frame.sender_ip, at),
+                }
             }
             Op::Request if frame.target_ip == self.target && frame.sender_ip.is_unspecified() => {
                 match self.conflict_probes.iter_mut().find(|(mac, _)| *mac == frame.sender_mac) {
@@ -113,9 +164,34 @@ impl Tally {
                     None => self.conflict_probes.push((frame.sender_mac, 1)),
                 }
             }
-            Op::Reply if frame.sender_ip == self.target => self.reply_for_target(at, frame),
+            Op::Reply if frame.sender_ip == self.target => {
+                let asker = frame.target_ip;
+                let answers_unicast =
+                    self.unicast_pending.get(&asker).is_some_and(|macs| macs.contains(&frame.sender_mac));
+                if answers_unicast {
+                    // A claim all the same, but not an answer to a broadcast request.
+                    self.visible.insert(asker);
+                    self.responder_index(at, frame);
+                    if let Some(asks) =
+                        self.unicast.iter_mut().find(|u| u.asker == asker && u.mac == frame.sender_mac)
+                    {
+                        asks.replies += 1;
+                    }
+                } else {
+                    self.reply_for_target(at, frame);
+                }
+            }
             _ => {}
         }
+    }
+
+    /// The requests sent to `mac` alone and its replies to them, over the askers that count;
+    /// `None` when none was sent to it.
+    fn unicast_of(&self, mac: MacAddr) -> Option<Unicast> {
+        self.unicast.iter().filter(|u| u.mac == mac && self.counted(&u.asker)).fold(None, |sum, u| {
+            let Unicast { sent, replies } = sum.unwrap_or(Unicast { sent: 0, replies: 0 });
+            Some(Unicast { sent: sent + u.sent, replies: replies + u.replies })
+        })
     }
 
     /// The responder that `frame` (seen at `at`) is a claim of.
@@ -245,12 +321,14 @@ impl Tally {
                 locally_administered: r.mac.is_locally_administered(),
                 node: nodes.iter().find(|n| n.macs.contains(&r.mac)).map(|n| n.name.clone()),
                 ethernet_sources: r.ethernet_sources.clone(),
+                unicast: self.unicast_of(r.mac),
             })
             .collect();
         let (owner_changes, turn_note) = self.owner_changes();
-        let verdict = match responders.len() {
-            0 => Verdict::NoReply,
-            1 => Verdict::Ok,
+        let verdict = match responders.as_slice() {
+            [] => Verdict::NoReply,
+            [one] if broadcast_only(one) => Verdict::BroadcastOnly,
+            [_] => Verdict::Ok,
             // One after the other, never at once: the address changed hands.
             _ if !owner_changes.is_empty() => Verdict::OwnerChanged,
             _ => Verdict::Duplicate,
@@ -262,11 +340,35 @@ impl Tally {
             .filter(|(a, _)| !self.counted(a))
             .fold((0, 0), |(hosts, requests), (_, r)| (hosts + 1, requests + r.len()));
         let mut notes: Vec<String> = turn_note.into_iter().collect();
+        // With several claimants the verdict is theirs; one that ignores unicast is still said.
+        if responders.len() > 1 && verdict == Verdict::Duplicate {
+            for r in responders.iter().filter(|r| broadcast_only(r)) {
+                let sent = r.unicast.map_or(0, |u| u.sent);
+                notes.push(format!(
+                    "{} answered broadcast requests for {} but none of the {sent} sent to its own MAC",
+                    r.mac, self.target
+                ));
+            }
+        }
         if self.askers == Askers::Anyone && other_requests > 0 {
             notes.push(format!(
                 "{other_requests} request(s) for {} from {other_askers} host(s) whose replies this capture does not show were left out (a switched port or mirror sees other hosts' requests, not the unicast answers)",
                 self.target
             ));
+        }
+        if self.askers == Askers::Anyone && self.requests_without_destination {
+            notes.push(format!(
+                "this capture keeps no link-layer destination (Linux cooked, tcpdump -i any): requests for {} sent to one MAC (a router's or a kernel's re-check of its entry) cannot be told from broadcast ones; capture on the interface (tcpdump -i eth0) to see them",
+                self.target
+            ));
+        }
+        for silent in self.unicast.iter().filter(|u| self.counted(&u.asker)) {
+            if !self.responders.iter().any(|r| r.mac == silent.mac) && silent.replies == 0 {
+                notes.push(format!(
+                    "{} request(s) for {} from {} to {} alone got no answer, and {} claimed it in no other way",
+                    silent.sent, self.target, silent.asker, silent.mac, silent.mac
+                ));
+            }
         }
         if !self.conflict_probes.is_empty() {
             let by: Vec<String> =
@@ -340,6 +442,11 @@ fn matches(requests: &[Duration], replies: &[Duration], window: Duration) -> Vec
     pairs
 }
 
+/// Answered broadcast requests, then none of the requests sent to its own MAC.
+fn broadcast_only(r: &Responder) -> bool {
+    r.replies > 0 && matches!(r.unicast, Some(Unicast { sent, replies: 0 }) if sent > 0)
+}
+
 /// Gratuitous ARP or an ARP announcement for `target`: its owner says so unasked.
 pub fn is_announcement(frame: &NeighbourFrame, target: IpAddr) -> bool {
     frame.sender_ip == target && frame.is_gratuitous() && matches!(frame.op, Op::Request | Op::Reply)
@@ -384,6 +491,20 @@ fn explain(
             };
             (summary, unknown_note)
         }
+        Verdict::BroadcastOnly => {
+            let r = &responders[0];
+            let owner = r.node.as_deref().map(|n| format!(" (node {n})")).unwrap_or_default();
+            let unicast = r.unicast.map_or(0, |u| u.sent);
+            (
+                format!(
+                    "{}{owner} answered {} of {sent} broadcast request(s) for {target} but none of the {unicast} sent to its own MAC",
+                    r.mac, r.replies
+                ),
+                Some(format!(
+                    "Routers, switches and the kernel re-check a cached neighbour with requests to its MAC (Linux: ucast_solicit, 3, before the entry fails): a speaker that answers only broadcast lets their entries for {target} fail, and traffic stops for seconds until a broadcast request is answered again (MetalLB issue 2920). Find what ignores or drops requests to its MAC: the speaker itself (its ARP/NDP responder: upgrade it), a firewall or bridge rule on its node (nft list ruleset, ebtables -L), or a switch ACL; then run netprobe arp {target} again."
+                )),
+            )
+        }
         Verdict::OwnerChanged => {
             let hand_overs: Vec<String> = changes
                 .iter()
@@ -401,14 +522,15 @@ fn explain(
             // Every node answers: the VIP sits on every node (kube-proxy in IPVS mode puts each
             // Service VIP on kube-ipvs0), and the kernel answers ARP for any local address.
             let every_node = nodes.len() >= 2 && nodes.iter().all(|n| responders.iter().any(|r| r.node.as_deref() == Some(n.name.as_str())));
-            let advice = if every_node {
-                format!(
-                    "Every node answers for {target}: kube-proxy in IPVS mode puts each Service VIP on kube-ipvs0 of every node, and without strictARP every node's kernel answers ARP for it. Set strictARP: true in kube-proxy's configuration (kubectl -n kube-system edit configmap kube-proxy, ipvs.strictARP), as MetalLB requires, and restart kube-proxy."
-                )
-            } else {
-                format!(
-                    "With MetalLB in layer-2 mode only the elected speaker may answer: list the speakers (kubectl -n metallb-system get pods -o wide), look for a second MetalLB install or a non-official chart, and for a host with {target} configured by hand."
-                )
+            let ipvs = "kube-proxy in IPVS mode without strictARP (each Service VIP sits on kube-ipvs0 of every node, and every node's kernel answers for it): set strictARP: true in kube-proxy's configuration (kubectl -n kube-system edit configmap kube-proxy, ipvs.strictARP), as MetalLB requires, and restart kube-proxy.";
+            let speakers = format!(
+                "only the elected MetalLB speaker may answer in layer-2 mode: list the speakers (kubectl -n metallb-system get pods -o wide), look for a second MetalLB install or a non-official chart, and for a host with {target} configured by hand."
+            );
+            // Two nodes both answering could be either; three or more all answering is IPVS's mark.
+            let advice = match (every_node, nodes.len()) {
+                (true, 2) => format!("Both nodes answer for {target}: either {ipvs} Or two speakers answer: {speakers}"),
+                (true, _) => format!("Every node answers for {target}: {ipvs}"),
+                (false, _) => format!("Several hosts claim {target}: {speakers}"),
             };
             let next = match unknown_note {
                 Some(note) => format!("{note} {advice}"),
@@ -465,6 +587,36 @@ mod tests {
 
     fn live() -> Tally {
         Tally::live(std::net::IpAddr::from(VIP), vec![], std::net::IpAddr::from(CLIENT), WINDOW)
+    }
+
+    /// A router's neighbour entry for the VIP in a capture on its port: it asks by broadcast, the
+    /// speaker answers; a while later it re-checks the entry by unicast, as Linux does.
+    fn router_recheck(speaker_answers_unicast: bool) -> ArpReport {
+        let mut tally = Tally::capture(std::net::IpAddr::from(VIP), vec![], WINDOW);
+        tally.observe(ms(0), &arp(&request(CLIENT_MAC, CLIENT, VIP)));
+        tally.observe(ms(1), &answer(SP1, VIP));
+        for at in [30_000, 31_000, 32_000] {
+            tally.observe(ms(at), &arp(&crate::wire::arp::unicast_request(SP1, CLIENT_MAC, CLIENT, VIP)));
+            if speaker_answers_unicast {
+                tally.observe(ms(at + 1), &answer(SP1, VIP));
+            }
+        }
+        tally.finish()
+    }
+
+    #[test]
+    fn a_capture_of_unanswered_unicast_rechecks_is_broadcast_only() {
+        let report = router_recheck(false);
+        assert_eq!((report.verdict, report.sent), (Verdict::BroadcastOnly, 1));
+        assert_eq!(report.responders[0].unicast, Some(Unicast { sent: 3, replies: 0 }));
+        let report = router_recheck(true);
+        assert_eq!(
+            (report.verdict, report.responders[0].replies),
+            (Verdict::Ok, 1),
+            "unicast answers are not broadcast ones"
+        );
+        assert_eq!(report.responders[0].unicast, Some(Unicast { sent: 3, replies: 3 }));
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
     }
 
     #[test]
@@ -651,26 +803,31 @@ mod tests {
     }
 
     #[test]
-    fn every_node_answering_points_at_kube_proxy_in_ipvs_mode() {
+    fn every_node_answering_points_at_kube_proxy_in_ipvs_mode_and_two_of_two_at_both_causes() {
         let node = |name: &str, last: u8| Node {
             name: name.into(),
             ip: std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, last)),
         };
-        let mut tally = Tally::live(
-            std::net::IpAddr::from(VIP),
-            vec![node("n1", 11), node("n2", 12)],
-            std::net::IpAddr::from(CLIENT),
-            WINDOW,
-        );
-        tally.request_sent(ms(0));
-        for (mac, ip) in [(SP1, 11), (SP2, 12)] {
-            tally.observe(ms(1), &answer(mac, Ipv4Addr::new(192, 0, 2, ip)));
-            tally.observe(ms(2), &answer(mac, VIP));
-        }
-        let report = tally.finish();
-        assert_eq!(report.verdict, Verdict::Duplicate);
-        let next = report.next_step.unwrap();
-        assert!(next.contains("kube-proxy in IPVS mode") && next.contains("strictARP: true"), "{next}");
+        let answers = |nodes: &[(MacAddr, u8)]| {
+            let listed = nodes.iter().map(|(_, ip)| node(&format!("n{ip}"), *ip)).collect();
+            let mut tally =
+                Tally::live(std::net::IpAddr::from(VIP), listed, std::net::IpAddr::from(CLIENT), WINDOW);
+            tally.request_sent(ms(0));
+            for (mac, ip) in nodes {
+                tally.observe(ms(1), &answer(*mac, Ipv4Addr::new(192, 0, 2, *ip)));
+                tally.observe(ms(2), &answer(*mac, VIP));
+            }
+            let report = tally.finish();
+            assert_eq!(report.verdict, Verdict::Duplicate);
+            report.next_step.unwrap()
+        };
+        let sp3 = MacAddr([0x02, 0, 0, 0, 0, 0x13]);
+        let next = answers(&[(SP1, 11), (SP2, 12), (sp3, 13)]);
+        assert!(next.starts_with("Every node answers") && next.contains("strictARP: true"), "{next}");
+        assert!(!next.contains("second MetalLB install"), "{next}");
+        // Two nodes of two: as likely two speakers as IPVS, so both are named.
+        let next = answers(&[(SP1, 11), (SP2, 12)]);
+        assert!(next.contains("strictARP: true") && next.contains("second MetalLB install"), "{next}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<NeighbourFrame> {
             other => Op::Other(other.0),
         },
         link_source: frame.source,
+        link_destination: frame.destination,
         sender_mac: MacAddr(arp.sender_mac),
         sender_ip: IpAddr::V4(arp.sender_ipv4_addr()),
         target_mac: MacAddr(arp.target_mac),
@@ -38,6 +39,17 @@ pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<NeighbourFrame> {
 /// A broadcast who-has request for `target_ip`, from `source_mac`/`source_ip`.
 pub fn request(source_mac: MacAddr, source_ip: Ipv4Addr, target_ip: Ipv4Addr) -> [u8; FRAME_LEN] {
     frame(MacAddr::BROADCAST, ArpOperation::REQUEST, source_mac, source_ip, MacAddr::ZERO, target_ip)
+}
+
+/// A who-has request for `target_ip` sent to `owner`'s MAC alone, as the kernel re-checks a cached
+/// neighbour (and routers and switches refresh theirs): the target MAC stays zero, as Linux sends it.
+pub fn unicast_request(
+    owner: MacAddr,
+    source_mac: MacAddr,
+    source_ip: Ipv4Addr,
+    target_ip: Ipv4Addr,
+) -> [u8; FRAME_LEN] {
+    frame(owner, ArpOperation::REQUEST, source_mac, source_ip, MacAddr::ZERO, target_ip)
 }
 
 /// A unicast is-at reply saying `sender_ip` is at `sender_mac`, to the host that asked.
@@ -80,6 +92,15 @@ mod tests {
 
     const OURS: MacAddr = MacAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]);
     const SPEAKER: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0x07]);
+
+    #[test]
+    fn a_unicast_request_differs_from_the_broadcast_one_only_in_its_destination() {
+        let (us, vip) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 100));
+        let broadcast = request(OURS, us, vip);
+        let unicast = unicast_request(SPEAKER, OURS, us, vip);
+        assert_eq!(&unicast[..6], &SPEAKER.0);
+        assert_eq!(&unicast[6..], &broadcast[6..], "the target MAC stays zero, as Linux sends it");
+    }
 
     #[test]
     fn request_bytes() {

@@ -35,6 +35,9 @@ pub struct LinkFrame<'a> {
     /// The layer-2 source: Ethernet source address, or the SLL "link-layer address" (the sender for
     /// packets that came in). `None` when a cooked header carries no 6-byte address.
     pub source: Option<MacAddr>,
+    /// The Ethernet destination; `None` in the cooked headers, which keep only one address (the
+    /// sender's): whether a frame went to one host or to broadcast is lost there.
+    pub destination: Option<MacAddr>,
     pub ethertype: u16,
     pub payload: &'a [u8],
     /// The interface the packet was captured on, where the header says (SLL2 does: `tcpdump -i
@@ -49,6 +52,7 @@ mod field {
     /// dst(6) src(6) ethertype(2)
     pub mod ethernet {
         use super::Field;
+        pub const DESTINATION: Field = 0..6;
         pub const SOURCE: Field = 6..12;
         pub const ETHERTYPE: Field = 12..14;
         pub const LEN: usize = 14;
@@ -95,6 +99,7 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
             let header = bytes.get(..ethernet::LEN)?;
             LinkFrame {
                 source: MacAddr::from_slice(&header[ethernet::SOURCE]),
+                destination: MacAddr::from_slice(&header[ethernet::DESTINATION]),
                 ethertype: be16(header, ethernet::ETHERTYPE),
                 payload: &bytes[ethernet::LEN..],
                 ifindex: None,
@@ -106,6 +111,7 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
                 source: (be16(header, sll::ADDRESS_LEN) == 6)
                     .then(|| MacAddr::from_slice(&header[sll::ADDRESS]))
                     .flatten(),
+                destination: None,
                 ethertype: be16(header, sll::PROTOCOL),
                 payload: &bytes[sll::LEN..],
                 ifindex: None,
@@ -118,6 +124,7 @@ pub fn decode(link: LinkType, bytes: &[u8]) -> Option<LinkFrame<'_>> {
                 source: (header[sll2::ADDRESS_LEN] == 6)
                     .then(|| MacAddr::from_slice(&header[sll2::ADDRESS]))
                     .flatten(),
+                destination: None,
                 ethertype: be16(header, sll2::PROTOCOL),
                 payload: &bytes[sll2::LEN..],
                 ifindex: Some(u32::from_be_bytes([ifindex[0], ifindex[1], ifindex[2], ifindex[3]])),

@@ -45,12 +45,33 @@ fn multicast_mac(group: Ipv6Addr) -> MacAddr {
 /// solicited-node group, with our link-layer address so the owner can answer at once.
 pub fn solicitation(source_mac: MacAddr, source_ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
     let group = solicited_node(target);
+    solicitation_to((multicast_mac(group), group), source_mac, source_ip, target)
+}
+
+/// A Neighbor Solicitation for `target` sent to `owner`'s MAC and to the target address itself:
+/// neighbour unreachability detection, as the kernel and routers re-check a cached entry (RFC 4861
+/// 7.3.1).
+pub fn unicast_solicitation(
+    owner: MacAddr,
+    source_mac: MacAddr,
+    source_ip: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Vec<u8> {
+    solicitation_to((owner, target), source_mac, source_ip, target)
+}
+
+fn solicitation_to(
+    (to_mac, to_ip): (MacAddr, Ipv6Addr),
+    source_mac: MacAddr,
+    source_ip: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Vec<u8> {
     let mut body = Vec::with_capacity(24);
     body.extend_from_slice(&target.octets());
     body.extend_from_slice(&[SOURCE_LL, 1]);
     body.extend_from_slice(&source_mac.0);
-    let packet = PacketBuilder::ethernet2(source_mac.0, multicast_mac(group).0)
-        .ipv6(source_ip.octets(), group.octets(), HOP_LIMIT)
+    let packet = PacketBuilder::ethernet2(source_mac.0, to_mac.0)
+        .ipv6(source_ip.octets(), to_ip.octets(), HOP_LIMIT)
         .icmpv6(Icmpv6Type::Unknown { type_u8: NS_TYPE, code_u8: 0, bytes5to8: [0; 4] });
     let mut out = Vec::with_capacity(packet.size(body.len()));
     packet.write(&mut out, &body).expect("a solicitation fits");
@@ -104,6 +125,7 @@ pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<NeighbourFrame> {
         return Some(NeighbourFrame {
             op: Op::Request,
             link_source,
+            link_destination: frame.destination,
             sender_mac: option(SOURCE_LL).or(link_source)?,
             sender_ip: IpAddr::V6(source_ip),
             target_mac: MacAddr::ZERO,
@@ -114,6 +136,7 @@ pub fn from_link(link: LinkType, bytes: &[u8]) -> Option<NeighbourFrame> {
     Some(NeighbourFrame {
         op: Op::Reply,
         link_source,
+        link_destination: frame.destination,
         sender_mac: option(TARGET_LL).or(link_source)?,
         sender_ip: IpAddr::V6(target),
         target_mac: MacAddr::ZERO,
@@ -164,6 +187,16 @@ mod tests {
         assert_eq!((frame.sender_mac, frame.sender_ip), (OURS, IpAddr::V6(ip("2001:db8::1"))));
         assert_eq!(frame.target_ip, IpAddr::V6(ip("2001:db8::100")));
         // (That the kernel takes its checksum is the lab's to show: tests/arp_lab.rs.)
+    }
+
+    #[test]
+    fn a_unicast_solicitation_goes_to_the_owner_and_the_target_itself() {
+        let vip = ip("2001:db8::100");
+        let bytes = unicast_solicitation(SPEAKER, OURS, ip("2001:db8::1"), vip);
+        assert_eq!(&bytes[..6], &SPEAKER.0, "to the owner's MAC");
+        assert_eq!(&bytes[14 + 24..14 + 40], &vip.octets(), "IPv6 destination: the target address");
+        let frame = from_link(LinkType::Ethernet, &bytes).unwrap();
+        assert_eq!((frame.op, frame.sender_mac, frame.target_ip), (Op::Request, OURS, IpAddr::V6(vip)));
     }
 
     #[test]

@@ -67,4 +67,24 @@ mergecap -F pcapng -w multi-linktype.pcapng snaplen50.pcap rawip.pcap any.pcap
 # 5. A pcapng whose first interface is not Ethernet: the raw-IP copy described first.
 mergecap -F pcapng -w tun-first.pcapng rawip.pcap snaplen50.pcap
 rm -f any.pcap rawip.pcap
+# 6. The kernel's own re-check of a cached entry (neighbour unreachability detection): the client
+#    sends UDP to the VIP every 250 ms with its entry's reachable time cut to 1 s, so it re-checks
+#    it with unicast requests to the owner's MAC (ucast_solicit, 3, a second apart). Answered; then
+#    with a bridge rule dropping ARP to the owner's MAC: the entry fails, a broadcast request
+#    answers again, and the cycle repeats (MetalLB issue 2920's stalls).
+ip netns exec "$p-client" sysctl -qw net.ipv4.neigh.eth0.base_reachable_time_ms=1000 net.ipv4.neigh.eth0.delay_first_probe_time=1
+udp_to_vip() { ip netns exec "$p-client" bash -c 'for i in $(seq 40); do echo x > /dev/udp/192.0.2.100/9; sleep 0.25; done'; }
+for answered in yes no; do
+    if [ $answered = no ]; then
+        ip netns exec "$p-sw" nft add table bridge unicast_arp
+        ip netns exec "$p-sw" nft add chain bridge unicast_arp forward '{ type filter hook forward priority 0; }'
+        ip netns exec "$p-sw" nft add rule bridge unicast_arp forward ether type arp ether daddr 00:00:5e:00:53:11 drop
+    fi
+    ip netns exec "$p-client" ip neigh flush dev eth0
+    capture "kernel-recheck-$answered.pcap"
+    udp_to_vip
+    stop
+done
+mv kernel-recheck-yes.pcap kernel-unicast-recheck-answered.pcap
+mv kernel-recheck-no.pcap kernel-unicast-recheck-unanswered.pcap
 ls -l ./*.pcap ./*.pcapng
