@@ -79,16 +79,20 @@ not measure the pair: the reason is given, exit 3).\n\n\
 The default VNI 16777200 is far from flannel's 1, Calico's 4096 and Cilium's cluster identities, so a \
 node's own VTEP drops the probes without learning anything from them.";
 
-const DOCTOR_LONG: &str = "Walk the chain incident 2 taught, from the symptom to the cause, and say it in \
+const DOCTOR_LONG: &str = "Start from what the cluster already knows, walk to the cause, and say it in \
 one sentence with the fix.\n\n\
 Reads the cluster (Nodes, the DNS Service and its EndpointSlices, LoadBalancer Services: --kubeconfig, \
 else KUBECONFIG, else ~/.kube/config, else the in-cluster service account) and runs, in order, what \
-applies from this node: 1. dns: every endpoint of --dns-service and the Service, as `netprobe dns` does; \
-2. vxlan: when DNS endpoints on other nodes fail, VXLAN between this node and theirs, both directions, \
-through the agents (`netprobe agent`, token in NETPROBE_TOKEN), as `netprobe vxlan` does; 3. arp: every \
-LoadBalancer VIP on this host's segments, as `netprobe arp --all-services` does (needs CAP_NET_RAW); \
-4. iptables: this node's rules, live, as `netprobe iptables` does (needs root). A step that does not \
-apply is skipped with why; one that could not run says what stopped it.\n\n\
+applies from this node: 1. mesh: what the agents' always-on mesh last judged of every pair of nodes, \
+as `netprobe vxlan --all-nodes --from-mesh` reads it (skipped when the agents run no mesh); 2. dns: \
+every endpoint of --dns-service and the Service, as `netprobe dns` does; 3. vxlan: probed now through \
+the agents (token in NETPROBE_TOKEN): the pairs of this node, the nodes the mesh saw failing or could \
+not see and the nodes whose DNS pods fail, both directions; every pair (`--all-nodes`) with --mtu or \
+when there is no mesh to read; 4. arp: every LoadBalancer VIP on this host's segments, as `netprobe arp \
+--all-services` does (needs CAP_NET_RAW); 5. iptables: this node's rules, live (needs root); 6. \
+conntrack: this node's connection tracking table, as `netprobe conntrack` does. A step that does not \
+apply is skipped with why; one that could not run says what stopped it. The first cause is the one \
+nearest the network (a failing pair, with the DNS failure it explains), the rest follow as `also`.\n\n\
 It changes nothing anywhere: fixes are printed, never applied. The verdict is fault when any step found \
 one (even if another could not run), could-not-run when a needed step could not run, else ok.";
 
@@ -113,6 +117,20 @@ The cleanup keeps the first copy of each rule in order and rewrites only chains 
 alone unless --dedupe-stateful. Nothing here changes a rule except --self-test (a scratch chain, \
 removed again) and --apply, which re-reads the chains right before, refuses if they changed, applies \
 one restore per table and reads them back.";
+
+const CONNTRACK_LONG: &str =
+    "How full this node's connection tracking table is, whether it drops new flows, \
+and who fills it.\n\n\
+A full table drops the first packet of every new flow of every kind (DNS stalls, random resets, \
+\"nf_conntrack: table full, dropping packet\" in the kernel log). Reads, for this network namespace: \
+the entries against the limit (/proc/sys/net/netfilter/nf_conntrack_count and _max), the kernel's \
+counters twice --window apart (/proc/net/stat/nf_conntrack: drop, early_drop, insert_failed), the \
+kernel log's \"table full\" messages (/dev/kmsg; those naming another namespace, a pod's own table, \
+are left out) and the entries by source, destination and protocol (/proc/net/nf_conntrack). Verdicts: \
+`full` (at the limit, or flows dropped or evicted during the window), `near-full` (90% or more), \
+`insert-failures` (inserts raced during the window), `was-full` (room now, a \"table full\" message \
+within a day), `ok`, `not-loaded`; exit 1 on the first four. Changes nothing. Root reads the entries \
+and the kernel log; without it those are notes.";
 
 const DNS_LONG: &str = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
 Service's addresses the same question, all at once, and say which endpoint fails and why.\n\n\
@@ -149,7 +167,10 @@ pub enum Command {
     /// Count and explain iptables rule bloat (duplicate rules), and print a cleanup script.
     #[command(long_about = IPTABLES_LONG)]
     Iptables(IptablesArgs),
-    /// Walk from the symptom to the cause: DNS, then VXLAN to the failing pods' nodes, the VIPs, iptables.
+    /// How full this node's connection tracking table is, whether it drops new flows, and who fills it.
+    #[command(long_about = CONNTRACK_LONG)]
+    Conntrack(ConntrackArgs),
+    /// Walk to the cause: the agents' mesh, DNS, VXLAN, the VIPs, the node's rules and conntrack table.
     #[command(long_about = DOCTOR_LONG)]
     Doctor(DoctorArgs),
     /// Rebuild the three incidents in network namespaces on this machine and diagnose them live.
@@ -318,7 +339,8 @@ fn parse_tcp_target(text: &str) -> Result<SocketAddr, String> {
 export NETPROBE_TOKEN=...            # the agents' token\n  \
 netprobe vxlan 198.51.100.1 203.0.113.2\n  \
 netprobe vxlan node1 node2 node3 -o json\n  \
-kubectl netprobe vxlan --all-nodes    # every Node of the cluster, agents from deploy/kubernetes/")]
+kubectl netprobe vxlan --all-nodes    # every Node of the cluster, agents from deploy/kubernetes/\n  \
+kubectl netprobe vxlan --all-nodes --from-mesh   # what the agents' always-on mesh knows, no probe sent")]
 #[command(group(clap::ArgGroup::new("targets").required(true).args(["nodes", "all_nodes"])))]
 pub struct VxlanArgs {
     /// Agent addresses of the nodes (NAME=IP to name one): two test both directions, more test
@@ -368,6 +390,13 @@ pub struct VxlanArgs {
     /// ICMP fragmentation-needed or the path is a black hole. About 4 rounds more per pair.
     #[arg(long)]
     pub mtu: bool,
+
+    /// Send no probe: read what the agents' always-on mesh (--mesh-every) last judged of every
+    /// pair that ends at each of them (one call per agent), and list the pairs that lose beacons
+    /// with their diagnosed cause. An agent without a mesh, silent or stalled leaves its pairs
+    /// unknown (exit 3 when nothing fails).
+    #[arg(long, conflicts_with_all = ["mtu", "count", "timeout", "port", "vni"])]
+    pub from_mesh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -424,8 +453,8 @@ pub struct DoctorArgs {
     #[arg(long, default_value_t = 8472)]
     pub vxlan_port: u16,
 
-    /// Let the vxlan step also find each direction's path MTU and compare the pod network's MTU
-    /// with it (as `netprobe vxlan --mtu`).
+    /// Let the vxlan step probe every pair of nodes and find each direction's path MTU, comparing
+    /// the pod network's MTU with it (as `netprobe vxlan --all-nodes --mtu`).
     #[arg(long)]
     pub mtu: bool,
 
@@ -510,6 +539,20 @@ fn parse_mesh_period(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(period)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+sudo netprobe conntrack\n  \
+sudo netprobe conntrack --window 10s --top 10 -o json")]
+pub struct ConntrackArgs {
+    /// How long to watch the drop, early-drop and insert-failure counters (at most 1m).
+    #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, MINUTE))]
+    pub window: Duration,
+
+    /// How many sources, destinations and protocols to list.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub top: u16,
 }
 
 #[derive(Debug, Args)]

@@ -277,8 +277,9 @@ fn doctor(lab: &mut Lab) -> Result<bool, Error> {
         std::env::current_exe().map_err(|e| Error::could_not_run("finding this binary", e.to_string()))?;
     let exe = exe.to_str().unwrap_or("netprobe").to_string();
     let token = demo_token();
-    let overlay = Overlay::build(lab, Options { agents: Some(&exe), token: &token, agent_env: &[] })
-        .map_err(lab_error)?;
+    let overlay =
+        Overlay::build(lab, Options { agents: Some(&exe), token: &token, agent_env: &[], agent_args: &[] })
+            .map_err(lab_error)?;
     overlay.drop_vxlan().map_err(lab_error)?;
     let kubeconfig = overlay.api.kubeconfig();
     let kubeconfig = kubeconfig.to_str().unwrap_or_default();

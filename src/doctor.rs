@@ -73,8 +73,30 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     let nodes = k8s::blocking(k8s::nodes(api))?;
     let me = this_node(args.node.as_deref(), &nodes)?;
     let (namespace, service) = &args.dns_service;
+    let agent_port = args.agent_port.to_string();
+    let agent_port_args: Vec<&str> = if args.agent_port != netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT {
+        vec!["--agent-port", &agent_port]
+    } else {
+        vec![]
+    };
 
-    // 1. DNS, as `netprobe dns` from this node.
+    // 1. What the agents' always-on mesh already knows of every pair, no probe sent.
+    let mut mesh_command = vec!["vxlan", "--all-nodes", "--from-mesh"];
+    mesh_command.extend(&agent_port_args);
+    let mesh: Outcome<_> = parsed(&mesh_command, |c| match c {
+        Command::Vxlan(a) => Some(a),
+        _ => None,
+    })
+    .and_then(|a| crate::vxlan::mesh_report_for(&a, Some(&nodes), api))
+    .into();
+    let mesh = match mesh {
+        Outcome::Ran(report) if report.no_mesh_anywhere() => Outcome::Skipped(
+            "the agents run no mesh (--mesh-every): the vxlan step probes every pair instead".into(),
+        ),
+        other => other,
+    };
+
+    // 2. DNS, as `netprobe dns` from this node.
     let mut dns_command = vec!["dns", "--node", &me.name];
     if (namespace.as_str(), service.as_str()) != ("kube-system", "kube-dns") {
         dns_command.extend(["--namespace", namespace, "--service", service]);
@@ -86,19 +108,29 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
     .and_then(|a| crate::dns::report(a, api))
     .into();
 
-    // 2. VXLAN to the nodes whose DNS pods fail, both directions, through the agents.
-    let remote: Vec<String> = match dns.ran() {
+    // 3. VXLAN, probed now through the agents: every pair with --mtu or without a mesh to read;
+    // else the pairs of the nodes the mesh saw failing (or could not see), this node and the nodes
+    // whose DNS pods fail, both directions.
+    let mut of_interest: Vec<String> = match dns.ran() {
         Some(report) => doctor::remote_failures(report, &me.name).into_iter().map(|f| f.node).collect(),
         None => Vec::new(),
     };
-    // Named NAME=IP, so the step's pairs carry the nodes' names, and shown as run.
-    let mut chosen: Vec<ClusterNode> = vec![me.clone()];
-    chosen.extend(nodes.iter().filter(|n| remote.contains(&n.name)).cloned());
-    let mut vxlan_command = vec!["vxlan".to_string()];
-    vxlan_command.extend(chosen.iter().filter_map(|n| n.internal_ip.map(|ip| format!("{}={ip}", n.name))));
-    if args.agent_port != netprobe_probes::vxlan::api::DEFAULT_AGENT_PORT {
-        vxlan_command.extend(["--agent-port".to_string(), args.agent_port.to_string()]);
+    if let Some(report) = mesh.ran() {
+        of_interest.extend(report.failing_pairs.iter().flat_map(|p| [p.from.clone(), p.to.clone()]));
+        of_interest.extend(report.unknown.iter().map(|u| u.node.clone()));
     }
+    let every_pair = args.mtu || mesh.ran().is_none();
+    let mut chosen: Vec<ClusterNode> = vec![me.clone()];
+    chosen.extend(nodes.iter().filter(|n| n.name != me.name && of_interest.contains(&n.name)).cloned());
+    // Named NAME=IP, so the step's pairs carry the nodes' names, and shown as run.
+    let mut vxlan_command = vec!["vxlan".to_string()];
+    if every_pair {
+        vxlan_command.push("--all-nodes".into());
+    } else {
+        vxlan_command
+            .extend(chosen.iter().filter_map(|n| n.internal_ip.map(|ip| format!("{}={ip}", n.name))));
+    }
+    vxlan_command.extend(agent_port_args.iter().map(|a| a.to_string()));
     if args.vxlan_port != 8472 {
         vxlan_command.extend(["--port".to_string(), args.vxlan_port.to_string()]);
     }
@@ -106,22 +138,18 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
         vxlan_command.push("--mtu".to_string());
     }
     let vxlan_command: Vec<&str> = vxlan_command.iter().map(String::as_str).collect();
-    let vxlan = if dns.ran().is_none() {
-        Outcome::Skipped("the DNS step did not run".into())
-    } else if remote.is_empty() {
-        Outcome::Skipped("no DNS endpoint on another node fails".into())
-    } else if chosen.len() < 2 {
-        Outcome::CouldNotRun(format!("the API lists no Node named {}", remote.join(", ")))
+    let vxlan = if !every_pair && chosen.len() < 2 {
+        Outcome::Skipped("the mesh sees every pair ok and no DNS endpoint on another node fails".into())
     } else {
         parsed(&vxlan_command, |c| match c {
             Command::Vxlan(a) => Some(a),
             _ => None,
         })
-        .and_then(|a| crate::vxlan::report_for(&a, None, api))
+        .and_then(|a| crate::vxlan::report_for(&a, every_pair.then_some(nodes.as_slice()), api))
         .into()
     };
 
-    // 3. The LoadBalancer VIPs on this host's segments.
+    // 4. The LoadBalancer VIPs on this host's segments.
     let arp = if let Err(e) = privilege::require_net_raw("probing the VIPs") {
         Outcome::Skipped(e.to_string())
     } else {
@@ -133,7 +161,7 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
         .into()
     };
 
-    // 4. This node's iptables, live.
+    // 5. This node's firewall: its iptables, live, and its connection tracking table.
     let iptables = if !privilege::may_read_firewall() {
         Outcome::Skipped("reading the live rules needs root (CAP_NET_ADMIN)".into())
     } else {
@@ -144,22 +172,32 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
         .and_then(|a| crate::iptables::report(&a))
         .into()
     };
+    let conntrack: Outcome<_> = parsed(&CONNTRACK_COMMAND, |c| match c {
+        Command::Conntrack(a) => Some(a),
+        _ => None,
+    })
+    .and_then(|a| crate::conntrack::report(&a))
+    .into();
 
     let mut causes = doctor::diagnose(&Evidence {
         this_node: &me.name,
         dns_namespace: namespace,
+        mesh: &mesh,
         dns: &dns,
         vxlan: &vxlan,
         arp: &arp,
         iptables: &iptables,
+        conntrack: &conntrack,
     })
     .into_iter();
     let first = causes.next();
     let steps = vec![
+        step("mesh", &mesh, shown(&mesh_command), mesh_step),
         step("dns", &dns, shown(&dns_command), dns_step),
         step("vxlan", &vxlan, shown(&vxlan_command), vxlan_step),
         step("arp", &arp, shown(&ARP_COMMAND), arp_step),
         step("iptables", &iptables, shown(&IPTABLES_COMMAND), iptables_step),
+        step("conntrack", &conntrack, shown(&CONNTRACK_COMMAND), conntrack_step),
     ];
     Ok(DoctorReport {
         probe: "doctor",
@@ -174,6 +212,7 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
 
 const ARP_COMMAND: [&str; 2] = ["arp", "--all-services"];
 const IPTABLES_COMMAND: [&str; 1] = ["iptables"];
+const CONNTRACK_COMMAND: [&str; 1] = ["conntrack"];
 
 /// A step's command as the report shows it: exactly the arguments it was parsed from and ran.
 fn shown(args: &[&str]) -> String {
@@ -335,6 +374,41 @@ fn arp_step(report: &arp::services::ServicesReport, command: String) -> Step {
     }
 }
 
+fn mesh_step(report: &netprobe_probes::vxlan::MeshReport, command: String) -> Step {
+    Step {
+        probe: "mesh",
+        status: doctor::status_of(report.verdict),
+        result: report.failing_pairs.first().map_or_else(
+            || if report.unknown.is_empty() { "ok".into() } else { "unknown".into() },
+            |p| p.verdict.clone(),
+        ),
+        summary: report.summary.clone(),
+        details: report
+            .failing_pairs
+            .iter()
+            .map(|p| {
+                let cause = p.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+                format!("{} -> {}: {} ({} of {} beacons){cause}", p.from, p.to, p.verdict, p.arrived, p.sent)
+            })
+            .chain(report.unknown.iter().map(|u| format!("unknown {}: {}", u.node, u.reason)))
+            .collect(),
+        command,
+        report: serde_json::to_value(report).ok(),
+    }
+}
+
+fn conntrack_step(report: &netprobe_probes::conntrack::ConntrackReport, command: String) -> Step {
+    Step {
+        probe: "conntrack",
+        status: doctor::status_of(report.health()),
+        result: report.verdict.as_str().into(),
+        summary: report.summary.clone(),
+        details: report.kernel_log.last.iter().map(|l| format!("kernel: {l}")).collect(),
+        command,
+        report: serde_json::to_value(report).ok(),
+    }
+}
+
 fn iptables_step(report: &netprobe_probes::iptables::IptablesReport, command: String) -> Step {
     Step {
         probe: "iptables",
@@ -363,7 +437,7 @@ fn render_table(report: &DoctorReport) -> String {
         .map(|s| format!("{} {}", s.probe, s.result))
         .collect();
     let headline = if chain.is_empty() {
-        "nothing wrong found on the way from DNS to the nodes' rules".to_string()
+        "nothing wrong found from the mesh and DNS to the node's rules and connection table".to_string()
     } else {
         chain.join(" -> ")
     };

@@ -3,6 +3,7 @@
 
 mod arp;
 mod cli;
+mod conntrack;
 mod demo;
 mod dns;
 mod doctor;
@@ -76,6 +77,7 @@ fn main() -> ExitCode {
         Command::Dns(args) => dns::run(args, &api, format),
         Command::Doctor(args) => doctor::run(args, &api, format),
         Command::Iptables(args) => iptables::run(args, format),
+        Command::Conntrack(args) => conntrack::run(args, format),
     };
     match result {
         Ok(exit) => exit.into(),

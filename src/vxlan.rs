@@ -4,7 +4,7 @@ use netprobe_agent::client::Reach;
 use netprobe_agent::mesh::{self, MeshConfig, Peers};
 use netprobe_agent::server::{self as agent, AgentConfig};
 use netprobe_k8s::{self as k8s, ApiConfig};
-use netprobe_probes::vxlan::{self, Config, PairVerdict, VxlanReport};
+use netprobe_probes::vxlan::{self, Config, MeshReport, PairVerdict, UntestedNode, VxlanReport};
 use netprobe_probes::{Error, Health};
 
 use crate::cli::{AgentArgs, VxlanArgs};
@@ -89,6 +89,11 @@ pub fn agent(args: AgentArgs, api: &ApiConfig) -> Result<Exit, Error> {
 
 pub fn run(args: VxlanArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
     let cluster = if args.all_nodes { Some(k8s::blocking(k8s::nodes(api))?) } else { None };
+    if args.from_mesh {
+        let report = mesh_report_for(&args, cluster.as_deref(), api)?;
+        output::report(format, &report, render_mesh);
+        return Ok(Exit::from_health(report.verdict));
+    }
     let report = report_for(&args, cluster.as_deref(), api)?;
     output::report(format, &report, render_table);
     Ok(Exit::from_health(report.verdict))
@@ -101,6 +106,30 @@ pub fn report_for(
     cluster: Option<&[k8s::ClusterNode]>,
     api: &ApiConfig,
 ) -> Result<VxlanReport, Error> {
+    let (config, untested, reach) = plan(args, cluster, api)?;
+    let mut report = netprobe_agent::drive(config, reach)?;
+    // Nodes the API gave without an address come first: they were never asked.
+    report.untested.splice(0..0, untested);
+    report.verdict = VxlanReport::health_of(&report.pairs, &report.untested);
+    Ok(report)
+}
+
+/// `--from-mesh`: what the agents' mesh last judged, over the same nodes and doors.
+pub fn mesh_report_for(
+    args: &VxlanArgs,
+    cluster: Option<&[k8s::ClusterNode]>,
+    api: &ApiConfig,
+) -> Result<MeshReport, Error> {
+    let (config, untested, reach) = plan(args, cluster, api)?;
+    netprobe_agent::client::read_mesh(config, untested, reach)
+}
+
+/// The nodes (and those the API gave without an address), the token and the door to the agents.
+fn plan(
+    args: &VxlanArgs,
+    cluster: Option<&[k8s::ClusterNode]>,
+    api: &ApiConfig,
+) -> Result<(Config, Vec<UntestedNode>, Reach), Error> {
     if args.agent_port == 0 {
         return Err(Error::invalid("--agent-port 0", "give the agents' port, e.g. 9473"));
     }
@@ -119,23 +148,50 @@ pub fn report_for(
     } else {
         Reach::Direct
     };
-    let mut report = netprobe_agent::drive(
-        Config {
-            nodes,
-            token,
-            port: args.port,
-            vni: args.vni,
-            count: args.count,
-            timeout: args.timeout,
-            skip_unanswering: cluster.is_some(),
-            mtu: args.mtu,
-        },
-        reach,
-    )?;
-    // Nodes the API gave without an address come first: they were never asked.
-    report.untested.splice(0..0, untested);
-    report.verdict = VxlanReport::health_of(&report.pairs, &report.untested);
-    Ok(report)
+    let config = Config {
+        nodes,
+        token,
+        port: args.port,
+        vni: args.vni,
+        count: args.count,
+        timeout: args.timeout,
+        skip_unanswering: cluster.is_some(),
+        mtu: args.mtu,
+    };
+    Ok((config, untested, reach))
+}
+
+/// `--from-mesh`: the verdict, the failing pairs with their cause, the nodes whose pairs are unknown.
+pub fn render_mesh(report: &MeshReport) -> String {
+    let word = match report.verdict {
+        Health::Ok => "ok",
+        Health::Fault => "fault",
+        Health::CouldNotRun => "incomplete",
+    };
+    let mut text = format!("{}  {}\n", output::verdict(word, report.verdict), report.summary);
+    text.push_str(&format!(
+        "{} pair(s): {} ok, {} failing, {} untested\n",
+        report.pairs, report.ok, report.failing, report.untested
+    ));
+    if !report.failing_pairs.is_empty() {
+        let mut table = output::table(&["from", "to", "verdict", "beacons", "cause"]);
+        for p in &report.failing_pairs {
+            table.add_row(vec![
+                p.from.clone(),
+                p.to.clone(),
+                p.verdict.clone(),
+                format!("{}/{}", p.arrived, p.sent),
+                p.cause.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&table.to_string());
+        text.push('\n');
+    }
+    for u in &report.unknown {
+        text.push_str(&format!("\nunknown {}: {}\n", u.node, u.reason));
+    }
+    text
 }
 
 /// Up to this many nodes the table is a from-by-to matrix; above, a list of the directions that
@@ -276,6 +332,30 @@ mod tests {
     use netprobe_probes::vxlan::judge::{report, Evidence, Overlay};
     use netprobe_probes::vxlan::{PairReport, DEFAULT_VNI};
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_mesh_table() {
+        use netprobe_probes::vxlan::api::{MeshPair, MeshState};
+        std::env::set_var("NO_COLOR", "1");
+        let pair = |from: &str, to: &str, verdict: &str, arrived: u64, cause: Option<&str>| MeshPair {
+            from: from.into(),
+            to: to.into(),
+            verdict: verdict.into(),
+            sent: 2,
+            arrived,
+            cause: cause.map(String::from),
+        };
+        let state = |pairs| Ok(MeshState { period_ms: 1000, evaluated_at: Some(1000.0), pairs });
+        let report = netprobe_probes::vxlan::mesh_state::judge(
+            vec![
+                ("node-b".into(), state(vec![pair("node-a", "node-b", "ok", 2, None), pair("node-c", "node-b", "lost-in-network", 0, Some("UDP 8472 from 192.0.2.3 to 203.0.113.2 is dropped in the network while other UDP passes: allow UDP 8472 between nodes in the security group, NACL or firewall"))])),
+                ("node-c".into(), Err("agent node-c at 192.0.2.3:9473: this agent runs no mesh (--mesh-every)".into())),
+            ],
+            vec![],
+            1000.5,
+        );
+        insta::assert_snapshot!(render_mesh(&report));
+    }
 
     /// A pair on UDP 8472 judged from its agents' answers.
     fn judged(from: Ipv4Addr, to: Ipv4Addr, sent: &SendResponse, arrived: &CollectResponse) -> PairReport {

@@ -195,8 +195,16 @@ fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool
     let dir = repo().join("deploy/prometheus");
 
     // What an agent's /metrics holds once it has judged a good pair and a bad one, served a
-    // request, ended an evaluation.
-    let metrics = Metrics::default();
+    // request, ended an evaluation, and read a conntrack table (this host's may not be loaded).
+    let metrics = Metrics::reading_conntrack_with(|| {
+        use netprobe_agent::metrics::conntrack::Reading;
+        use netprobe_probes::net::conntrack::{ConntrackStats, TableSize};
+        Some(Reading {
+            size: TableSize { entries: 1, max: 262_144 },
+            stats: Some(ConntrackStats::default()),
+            table_full: Some((0, None)),
+        })
+    });
     let judged =
         Outcome::Judged { verdict: "ok", up: true, sent: 5, arrived: 5, jitter_s: Some(0.0001), cause: None };
     metrics.record_pair("a", "b", judged);

@@ -59,9 +59,15 @@ fn the_readme_fits_a_newcomers_first_ten_minutes() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let lines = readme.lines().count();
     assert!(lines <= 300, "README.md has {lines} lines: move detail to docs/");
-    for guide in
-        ["docs/arp.md", "docs/vxlan.md", "docs/dns.md", "docs/iptables.md", "docs/doctor.md", "docs/agent.md"]
-    {
+    for guide in [
+        "docs/arp.md",
+        "docs/vxlan.md",
+        "docs/dns.md",
+        "docs/iptables.md",
+        "docs/doctor.md",
+        "docs/agent.md",
+        "docs/conntrack.md",
+    ] {
         assert!(readme.contains(guide), "the README points to {guide}");
     }
 }

@@ -16,13 +16,22 @@ fn overlay(test: &str, agents: bool) -> Option<(Lab, Overlay)> {
 }
 
 fn overlay_with(test: &str, agents: bool, agent_env: &[&str]) -> Option<(Lab, Overlay)> {
+    overlay_with_args(test, agents, agent_env, &[])
+}
+
+fn overlay_with_args(
+    test: &str,
+    agents: bool,
+    agent_env: &[&str],
+    agent_args: &[&str],
+) -> Option<(Lab, Overlay)> {
     if !on_path("dnsmasq") {
         skip(test, "dnsmasq is not installed (apt-get install dnsmasq-base)");
         return None;
     }
     let mut lab = lab_or_skip(test)?;
     let exe = env!("CARGO_BIN_EXE_netprobe");
-    let options = Options { agents: agents.then_some(exe), token: TOKEN, agent_env };
+    let options = Options { agents: agents.then_some(exe), token: TOKEN, agent_env, agent_args };
     let overlay = Overlay::build(&mut lab, options).unwrap();
     Some((lab, overlay))
 }
@@ -60,14 +69,23 @@ fn doctor_walks_from_dns_to_the_dropped_vxlan_port_and_back_to_ok() -> TestResul
         return Ok(());
     };
 
-    // Healthy: every step that applies passes; the tunnel is not needed to explain anything.
+    // Healthy: every step that applies passes. The agents run no mesh, so the vxlan step probes
+    // every pair of the three nodes instead of reading it.
     let (code, out, err) = doctor(&overlay, &["-o", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let report: Value = serde_json::from_str(&out)?;
     assert_eq!(report["verdict"], "ok");
     assert_eq!(report["node"], "node-a", "found by its InternalIP on this host");
+    assert_eq!(step(&report, "mesh")["status"], "skipped", "{}", step(&report, "mesh"));
     assert_eq!(step(&report, "dns")["status"], "ok");
-    assert_eq!(step(&report, "vxlan")["status"], "skipped");
+    let vxlan = step(&report, "vxlan");
+    assert_eq!(
+        (&vxlan["status"], &vxlan["command"]),
+        (&Value::from("ok"), &Value::from("netprobe vxlan --all-nodes")),
+        "{vxlan}"
+    );
+    assert_eq!(vxlan["pairs"].as_array().unwrap().len(), 6, "{vxlan}");
+    assert_eq!(step(&report, "conntrack")["status"], "ok", "{}", step(&report, "conntrack"));
     assert_eq!(step(&report, "arp")["status"], "ok", "{}", step(&report, "arp"));
     assert_eq!(step(&report, "arp")["vips"][0]["target"], LB_VIP);
     assert_eq!(step(&report, "iptables")["status"], "ok");
@@ -84,7 +102,7 @@ fn doctor_walks_from_dns_to_the_dropped_vxlan_port_and_back_to_ok() -> TestResul
     let failing: Vec<&Value> =
         dns["endpoints"].as_array().unwrap().iter().filter(|e| e["verdict"] != "ok").collect();
     assert_eq!(failing.len(), 1, "{dns}");
-    assert_eq!(failing[0]["address"], overlay.nodes[1].dns_ip);
+    assert_eq!(failing[0]["address"].as_str(), overlay.nodes[1].dns_ip.as_deref());
     assert_eq!(failing[0]["node"], "node-b");
     let vxlan = step(&report, "vxlan");
     assert_eq!(vxlan["status"], "fault", "{vxlan}");
@@ -105,13 +123,82 @@ fn doctor_walks_from_dns_to_the_dropped_vxlan_port_and_back_to_ok() -> TestResul
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("FAULT  dns failing -> vxlan lost-in-network (from node node-a)"), "{out}");
     assert!(out.contains("\ncause: DNS fails for pods on node-b"), "{out}");
-    assert!(out.contains("2. vxlan     LOST-IN-NETWORK"), "{out}");
+    assert!(out.contains("3. vxlan     LOST-IN-NETWORK"), "{out}");
     assert!(out.contains("\nfix:   allow UDP 8472 between nodes"), "{out}");
 
     // The security group is fixed: ok again.
     overlay.allow_vxlan()?;
     let (code, out, err) = doctor(&overlay, &["-o", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    Ok(())
+}
+
+/// Polls `netprobe vxlan --all-nodes --from-mesh` on node-a until `done` says so (at most 60 s).
+fn mesh_until(overlay: &Overlay, done: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let output = overlay.nodes[0]
+            .ns
+            .command(env!("CARGO_BIN_EXE_netprobe"))
+            .args(["vxlan", "--all-nodes", "--from-mesh", "-o", "json", "--kubeconfig"])
+            .arg(overlay.api.kubeconfig())
+            .env("NETPROBE_TOKEN", &overlay.token)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        if done(&report) {
+            return report;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the mesh never got there: {report}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_broken_pair_whose_pods_run_no_dns_is_found_from_the_mesh_and_mtu_covers_every_pair() -> TestResult {
+    let test = "a_broken_pair_whose_pods_run_no_dns_is_found_from_the_mesh_and_mtu_covers_every_pair";
+    let peers = "--peers=198.51.100.1,203.0.113.2,192.0.2.3";
+    let Some((_lab, overlay)) = overlay_with_args(test, true, &[], &["--mesh-every", "1s", peers]) else {
+        return Ok(());
+    };
+    // Every pair judged ok by the mesh: doctor reads it, and probes nothing it does not need.
+    mesh_until(&overlay, |m| m["verdict"] == "ok" && m["pairs"] == 6);
+    let (code, out, err) = doctor(&overlay, &["-o", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(step(&report, "mesh")["status"], "ok", "{}", step(&report, "mesh"));
+    assert_eq!(step(&report, "vxlan")["status"], "skipped", "{}", step(&report, "vxlan"));
+
+    // VXLAN between node-b and node-c dies; no DNS pod runs on node-c, so DNS stays ok.
+    overlay.drop_vxlan_between("node-b", "node-c")?;
+    mesh_until(&overlay, |m| m["failing"] == 2);
+    let (code, out, err) = doctor(&overlay, &["-o", "json"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(step(&report, "dns")["status"], "ok", "{}", step(&report, "dns"));
+    assert_eq!(step(&report, "mesh")["status"], "fault", "{}", step(&report, "mesh"));
+    let vxlan = step(&report, "vxlan");
+    assert_eq!(
+        vxlan["command"], "netprobe vxlan node-a=198.51.100.1 node-b=203.0.113.2 node-c=192.0.2.3",
+        "{vxlan}"
+    );
+    assert_eq!(vxlan["result"], "lost-in-network", "{vxlan}");
+    assert_eq!(
+        report["cause"],
+        "VXLAN (UDP 8472) between node-b and node-c (both directions) is lost in the network while other UDP passes",
+        "{report}"
+    );
+    assert_eq!(report["fix"], "allow UDP 8472 between nodes in the security group, NACL or firewall");
+
+    // --mtu: every pair, each with its path MTU.
+    overlay.allow_vxlan()?;
+    let (_, out, err) = doctor(&overlay, &["--mtu", "-o", "json"]);
+    let report: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out} {err}"))?;
+    let vxlan = step(&report, "vxlan");
+    assert_eq!(vxlan["command"], "netprobe vxlan --all-nodes --mtu", "{vxlan}");
+    let pairs = vxlan["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 6, "{vxlan}");
+    assert!(pairs.iter().all(|p| p["mtu"]["path_mtu"].is_u64()), "{vxlan}");
     Ok(())
 }
 

@@ -1,15 +1,18 @@
-//! `netprobe doctor`'s reasoning: from what each probe found, in the order incident 2 taught
-//! (DNS through the Service -> the failing CoreDNS pods' nodes -> VXLAN to those nodes -> the
-//! network), the cause in one sentence and its fix. Pure: the binary runs each probe as its own
-//! subcommand would and hands the reports here.
+//! `netprobe doctor`'s reasoning: from what each probe found, the causes in one sentence each with
+//! its fix, starting from what the cluster already knows: the pairs of nodes whose VXLAN fails (the
+//! agents' mesh, and the pairs probed now), each with the DNS failure it explains (incident 2: DNS
+//! through the Service -> the failing CoreDNS pods' nodes -> VXLAN to those nodes); then DNS's own
+//! causes, the VIPs, and the node's firewall (its rules, its connection tracking table). Pure: the
+//! binary runs each probe as its own subcommand would and hands the reports here.
 
 use serde::Serialize;
 
 use crate::arp::services::ServicesReport;
+use crate::conntrack::ConntrackReport;
 use crate::dns::{DnsReport, EndpointReport, FindingKind};
 use crate::iptables::{IptablesReport, Verdict as IptablesVerdict};
 use crate::net::drop_trace::reason;
-use crate::vxlan::{ControlUdp, PairReport, PairVerdict, VxlanReport, DEPLOY_HINT};
+use crate::vxlan::{ControlUdp, MeshReport, PairReport, PairVerdict, VxlanReport, DEPLOY_HINT};
 use crate::{arp, Health};
 
 /// What became of one step.
@@ -48,10 +51,13 @@ pub struct Evidence<'a> {
     pub this_node: &'a str,
     /// The DNS Service's namespace (for the `kubectl logs` of a fix).
     pub dns_namespace: &'a str,
+    /// What the agents' always-on mesh last judged of every pair.
+    pub mesh: &'a Outcome<MeshReport>,
     pub dns: &'a Outcome<DnsReport>,
     pub vxlan: &'a Outcome<VxlanReport>,
     pub arp: &'a Outcome<ServicesReport>,
     pub iptables: &'a Outcome<IptablesReport>,
+    pub conntrack: &'a Outcome<ConntrackReport>,
 }
 
 /// One cause and what to do about it.
@@ -111,14 +117,15 @@ pub fn verdict(statuses: impl IntoIterator<Item = StepStatus>) -> Health {
     }))
 }
 
-/// Every cause the steps support, the one nearest the symptom first: the DNS chain, then the
-/// VIPs, then the node's rules.
+/// Every cause the steps support, in the order the cluster knows them: the failing pairs of nodes
+/// (each with the DNS failure it explains), DNS's own causes, then the VIPs, then the node's rules
+/// and its connection tracking table.
 pub fn diagnose(e: &Evidence) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    if let Outcome::Ran(dns) = e.dns {
-        if dns.health() == Health::Fault {
-            causes.extend(dns_causes(e, dns));
-        }
+    let dns = e.dns.ran().filter(|dns| dns.health() == Health::Fault);
+    let failures = dns.map(|dns| remote_failures(dns, e.this_node)).unwrap_or_default();
+    let mut causes = pair_causes(e, &failures);
+    if let Some(dns) = dns {
+        causes.extend(dns_causes(e, dns, &failures));
     }
     if let Outcome::Ran(arp) = e.arp {
         for vip in arp.vips.iter().filter(|v| v.report.verdict != arp::Verdict::Ok) {
@@ -148,20 +155,99 @@ pub fn diagnose(e: &Evidence) -> Vec<Cause> {
             }),
         }
     }
+    if let Outcome::Ran(table) = e.conntrack {
+        if table.health() == Health::Fault {
+            causes.push(Cause {
+                cause: format!("{}'s connection tracking table: {}", e.this_node, table.summary),
+                fix: table.next_step.clone().unwrap_or_else(|| "netprobe conntrack on the node".into()),
+            });
+        }
+    }
     causes
 }
 
-/// Why DNS fails: the overlay to the failing endpoints' nodes, the pods themselves, or the path
-/// to the Service.
-fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
+/// The failing pairs, one cause per two nodes (both directions together), this node's first: the
+/// ones probed now with where they die, then those only the agents' mesh saw failing. A pair that
+/// explains a DNS failure says so.
+fn pair_causes(e: &Evidence, failures: &[RemoteFailure]) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let remote = remote_failures(dns, e.this_node);
-    for failure in &remote {
+    let faulty: Vec<&PairReport> = match e.vxlan {
+        Outcome::Ran(vxlan) => vxlan.pairs.iter().filter(|p| p.verdict.health() == Health::Fault).collect(),
+        _ => Vec::new(),
+    };
+    let mut done: Vec<(&str, &str)> = Vec::new();
+    let mut ordered = faulty.clone();
+    // This node's pairs first, from it first: a lost query explains the silence before a lost reply.
+    ordered.sort_by_key(|p| {
+        (p.from_node != e.this_node && p.to_node != e.this_node, p.from_node != e.this_node)
+    });
+    for pair in ordered {
+        let (a, b) = (pair.from_node.as_str(), pair.to_node.as_str());
+        if done.iter().any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a)) {
+            continue;
+        }
+        done.push((a, b));
+        let both = faulty.iter().any(|p| p.from_node == b && p.to_node == a);
+        let other = if a == e.this_node { b } else { a };
+        let symptom = failures
+            .iter()
+            .find(|f| f.node == other && (a == e.this_node || b == e.this_node))
+            .map(|f| format!("DNS fails for pods on {} ({})", f.node, endpoints_text(&f.endpoints)));
+        let port = e.vxlan.ran().map_or(8472, |v| v.port);
+        causes.push(pair_cause(pair, both, port, symptom));
+    }
+    if let Outcome::Ran(mesh) = e.mesh {
+        for seen in &mesh.failing_pairs {
+            if faulty.iter().any(|p| p.from_node == seen.from && p.to_node == seen.to) {
+                continue;
+            }
+            let probed_ok = e.vxlan.ran().is_some_and(|v| {
+                v.pairs
+                    .iter()
+                    .any(|p| p.from_node == seen.from && p.to_node == seen.to && p.verdict == PairVerdict::Ok)
+            });
+            let cause = seen.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+            let now = if probed_ok { "; probed now, it passed: the loss comes and goes" } else { "" };
+            causes.push(Cause {
+                cause: format!(
+                    "the agents' mesh: VXLAN beacons from {} to {} are {} ({} of {} arrived in its last evaluation){cause}{now}",
+                    seen.from, seen.to, seen.verdict, seen.arrived, seen.sent
+                ),
+                fix: format!(
+                    "netprobe vxlan {} {} (by their agents' addresses) shows where the probes die; a loss that comes and goes is congestion, a rate limit or a stateful device on the path",
+                    seen.from, seen.to
+                ),
+            });
+        }
+    }
+    causes
+}
+
+/// One pair's cause (`both`: the other direction fails too), with the DNS failure it explains.
+fn pair_cause(pair: &PairReport, both: bool, port: u16, symptom: Option<String>) -> Cause {
+    let direction = if both {
+        format!("between {} and {} (both directions)", pair.from_node, pair.to_node)
+    } else {
+        format!("from {} to {}", pair.from_node, pair.to_node)
+    };
+    let (how, fix) = pair_words(pair, port);
+    let cause = match symptom {
+        Some(symptom) => format!("{symptom} because VXLAN (UDP {port}) {direction} {how}"),
+        None => format!("VXLAN (UDP {port}) {direction} {how}"),
+    };
+    Cause { cause, fix }
+}
+
+/// Why DNS fails: the overlay to the failing endpoints' nodes (unless a failing pair already said
+/// so), the pods themselves, or the path to the Service.
+fn dns_causes(e: &Evidence, dns: &DnsReport, remote: &[RemoteFailure]) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for failure in remote {
         let pods = endpoints_text(&failure.endpoints);
         let symptom = format!("DNS fails for pods on {} ({pods})", failure.node);
-        causes.push(match e.vxlan {
+        causes.extend(match e.vxlan {
             Outcome::Ran(vxlan) => tunnel_cause(e.this_node, &failure.node, &symptom, vxlan, e.dns_namespace, failure),
-            Outcome::CouldNotRun(why) => Cause {
+            Outcome::CouldNotRun(why) => Some(Cause {
                 cause: format!(
                     "{symptom}; whether VXLAN between {} and {} carries could not be checked: {why}",
                     e.this_node, failure.node
@@ -171,11 +257,11 @@ fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
                 } else {
                     format!("run the agents on both nodes ({DEPLOY_HINT}), then run netprobe doctor again")
                 },
-            },
-            Outcome::Skipped(why) => Cause {
+            }),
+            Outcome::Skipped(why) => Some(Cause {
                 cause: format!("{symptom}; VXLAN was not checked: {why}"),
                 fix: "netprobe vxlan --all-nodes, with an agent on every node".into(),
-            },
+            }),
         });
     }
     let local: Vec<&EndpointReport> = dns
@@ -216,7 +302,8 @@ fn dns_causes(e: &Evidence, dns: &DnsReport) -> Vec<Cause> {
     causes
 }
 
-/// The cause for DNS failing on `node` given what VXLAN between this node and it did.
+/// The cause for DNS failing on `node` given what VXLAN between this node and it did; `None` when
+/// a direction failed (that pair's cause already names this failure).
 fn tunnel_cause(
     this: &str,
     node: &str,
@@ -224,83 +311,13 @@ fn tunnel_cause(
     vxlan: &VxlanReport,
     namespace: &str,
     failure: &RemoteFailure,
-) -> Cause {
+) -> Option<Cause> {
     let between = |p: &&PairReport| {
         (p.from_node == this && p.to_node == node) || (p.from_node == node && p.to_node == this)
     };
     let pairs: Vec<&PairReport> = vxlan.pairs.iter().filter(between).collect();
-    // The direction the queries take first: a lost query explains the silence before a lost reply.
-    let failing: Vec<&PairReport> =
-        pairs.iter().copied().filter(|p| p.verdict.health() == Health::Fault).collect();
-    if let Some(pair) = failing.iter().find(|p| p.from_node == this).or(failing.first()) {
-        let both = failing.len() == 2;
-        let direction = if both {
-            format!("between {this} and {node} (both directions)")
-        } else {
-            format!("from {} to {}", pair.from_node, pair.to_node)
-        };
-        let port = vxlan.port;
-        let (how, fix) = match pair.verdict {
-            PairVerdict::LostInNetwork if pair.control_udp == ControlUdp::Ok => (
-                "is lost in the network while other UDP passes".to_string(),
-                format!("allow UDP {port} between nodes in the security group, NACL or firewall"),
-            ),
-            PairVerdict::LostInNetwork => (
-                "is lost in the network, and so is other UDP".to_string(),
-                format!("allow UDP (at least {port}) between nodes in the security group, NACL or firewall, and check the route between them"),
-            ),
-            PairVerdict::BlockedAtSource => (
-                format!("never leaves {}", pair.from_node),
-                match &pair.rule {
-                    Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.from_node),
-                    None => format!("check {}'s OUTPUT firewall (iptables/nft) and routes", pair.from_node),
-                },
-            ),
-            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some(reason::UDP_CSUM) => (
-                format!("reaches {} with a bad UDP checksum and its kernel drops it", pair.to_node),
-                "turn off checksum offload on the nodes' vxlan devices (ethtool -K flannel.1 tx-checksum-ip-generic off, or the CNI's option) and look for a device on the path that rewrites UDP".to_string(),
-            ),
-            PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some(reason::IP_RPFILTER) => (
-                format!("reaches {} by another interface than its route back, and its reverse-path filter drops it", pair.to_node),
-                format!("make the routes between the nodes symmetric, or set rp_filter to 2 (loose) on {}: {}", pair.to_node, pair.diagnosis),
-            ),
-            PairVerdict::Rejected => (
-                "is rejected (an ICMP error came back)".to_string(),
-                match &pair.rule {
-                    Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.to_node),
-                    None => format!("allow UDP {port} between nodes in the firewall that rejects it: {}", pair.diagnosis),
-                },
-            ),
-            PairVerdict::VtepPortMismatch => (
-                "goes to a port where no VXLAN device listens".to_string(),
-                format!("give every node's VXLAN device the same port: {}", pair.diagnosis),
-            ),
-            PairVerdict::PathMtuTooSmall => (
-                match &pair.mtu {
-                    Some(m) => format!(
-                        "carries small packets, but not the pod network's: {}",
-                        m.finding
-                    ),
-                    None => "carries small packets, but not the pod network's".to_string(),
-                },
-                match pair.mtu.as_ref().and_then(|m| m.inner_mtu) {
-                    Some(inner) => format!("set the CNI's MTU to {inner} or less (flannel: the net-conf's MTU; Calico: veth_mtu/vxlanMTU), or raise the MTU of the path"),
-                    None => "lower the CNI's MTU below what the path carries, or raise the MTU of the path".to_string(),
-                },
-            ),
-            PairVerdict::DroppedAtDestination => (
-                format!("reaches {} and its firewall drops it", pair.to_node),
-                match &pair.rule {
-                    Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.to_node),
-                    None => format!("check {}'s INPUT firewall for UDP {port}", pair.to_node),
-                },
-            ),
-            _ => (
-                format!("loses {} of {} probes", pair.sent - pair.arrived.min(pair.sent), pair.sent),
-                "look for congestion, rate limits or MTU trouble on the path between the nodes".to_string(),
-            ),
-        };
-        return Cause { cause: format!("{symptom} because VXLAN (UDP {port}) {direction} {how}"), fix };
+    if pairs.iter().any(|p| p.verdict.health() == Health::Fault) {
+        return None;
     }
     let untested: Vec<String> = pairs
         .iter()
@@ -315,18 +332,82 @@ fn tunnel_cause(
         )
         .collect();
     if pairs.is_empty() || !untested.is_empty() {
-        return Cause {
+        return Some(Cause {
             cause: format!(
                 "{symptom}; whether VXLAN between {this} and {node} carries could not be checked: {}",
                 untested.join("; ")
             ),
             fix: DEPLOY_HINT.to_string(),
-        };
+        });
     }
     // The tunnel carries: the pods or their node are the place to look.
-    Cause {
+    Some(Cause {
         cause: format!("{symptom} while VXLAN between {this} and {node} passes both ways: the pods or {node} itself, not the tunnel"),
         fix: pod_fix(&failure.endpoints, namespace),
+    })
+}
+
+/// How a failing pair loses its probes, and the fix, in words.
+fn pair_words(pair: &PairReport, port: u16) -> (String, String) {
+    match pair.verdict {
+        PairVerdict::LostInNetwork if pair.control_udp == ControlUdp::Ok => (
+            "is lost in the network while other UDP passes".to_string(),
+            format!("allow UDP {port} between nodes in the security group, NACL or firewall"),
+        ),
+        PairVerdict::LostInNetwork => (
+            "is lost in the network, and so is other UDP".to_string(),
+            format!("allow UDP (at least {port}) between nodes in the security group, NACL or firewall, and check the route between them"),
+        ),
+        PairVerdict::BlockedAtSource => (
+            format!("never leaves {}", pair.from_node),
+            match &pair.rule {
+                Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.from_node),
+                None => format!("check {}'s OUTPUT firewall (iptables/nft) and routes", pair.from_node),
+            },
+        ),
+        PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some(reason::UDP_CSUM) => (
+            format!("reaches {} with a bad UDP checksum and its kernel drops it", pair.to_node),
+            "turn off checksum offload on the nodes' vxlan devices (ethtool -K flannel.1 tx-checksum-ip-generic off, or the CNI's option) and look for a device on the path that rewrites UDP".to_string(),
+        ),
+        PairVerdict::DroppedAtDestination if pair.drop_reason.as_deref() == Some(reason::IP_RPFILTER) => (
+            format!("reaches {} by another interface than its route back, and its reverse-path filter drops it", pair.to_node),
+            format!("make the routes between the nodes symmetric, or set rp_filter to 2 (loose) on {}: {}", pair.to_node, pair.diagnosis),
+        ),
+        PairVerdict::Rejected => (
+            "is rejected (an ICMP error came back)".to_string(),
+            match &pair.rule {
+                Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.to_node),
+                None => format!("allow UDP {port} between nodes in the firewall that rejects it: {}", pair.diagnosis),
+            },
+        ),
+        PairVerdict::VtepPortMismatch => (
+            "goes to a port where no VXLAN device listens".to_string(),
+            format!("give every node's VXLAN device the same port: {}", pair.diagnosis),
+        ),
+        PairVerdict::PathMtuTooSmall => (
+            match &pair.mtu {
+                Some(m) => format!(
+                    "carries small packets, but not the pod network's: {}",
+                    m.finding
+                ),
+                None => "carries small packets, but not the pod network's".to_string(),
+            },
+            match pair.mtu.as_ref().and_then(|m| m.inner_mtu) {
+                Some(inner) => format!("set the CNI's MTU to {inner} or less (flannel: the net-conf's MTU; Calico: veth_mtu/vxlanMTU), or raise the MTU of the path"),
+                None => "lower the CNI's MTU below what the path carries, or raise the MTU of the path".to_string(),
+            },
+        ),
+        PairVerdict::DroppedAtDestination => (
+            format!("reaches {} and its firewall drops it", pair.to_node),
+            match &pair.rule {
+                Some(rule) => format!("remove or narrow this rule on {}: {rule}", pair.to_node),
+                None => format!("check {}'s INPUT firewall for UDP {port}", pair.to_node),
+            },
+        ),
+        _ => (
+            format!("loses {} of {} probes", pair.sent - pair.arrived.min(pair.sent), pair.sent),
+            "look for congestion, rate limits or MTU trouble on the path between the nodes".to_string(),
+        ),
     }
 }
 
@@ -437,14 +518,124 @@ mod tests {
     }
 
     fn causes(dns: &Outcome<DnsReport>, vxlan: &Outcome<VxlanReport>) -> Vec<Cause> {
+        causes_with(&Outcome::Skipped("no mesh".into()), dns, vxlan, &Outcome::Skipped("not root".into()))
+    }
+
+    fn causes_with(
+        mesh: &Outcome<MeshReport>,
+        dns: &Outcome<DnsReport>,
+        vxlan: &Outcome<VxlanReport>,
+        conntrack: &Outcome<ConntrackReport>,
+    ) -> Vec<Cause> {
         diagnose(&Evidence {
             this_node: "node-a",
             dns_namespace: "kube-system",
+            mesh,
             dns,
             vxlan,
             arp: &Outcome::Skipped("no VIP".into()),
             iptables: &Outcome::Skipped("not root".into()),
+            conntrack,
         })
+    }
+
+    fn mesh(failing: Vec<crate::vxlan::api::MeshPair>) -> Outcome<MeshReport> {
+        let answers = vec![(
+            "node-a".to_string(),
+            Ok(crate::vxlan::api::MeshState {
+                period_ms: 10_000,
+                evaluated_at: Some(1000.0),
+                pairs: failing,
+            }),
+        )];
+        Outcome::Ran(crate::vxlan::mesh_state::judge(answers, vec![], 1000.0))
+    }
+
+    #[test]
+    fn failing_pairs_come_first_without_a_dns_symptom_and_the_mesh_adds_what_it_alone_saw() {
+        let healthy_dns =
+            Outcome::Ran(dns(vec![endpoint("10.244.0.10", "node-a", EndpointVerdict::Ok)], vec![]));
+        let probed = Outcome::Ran(vxlan(vec![
+            pair("node-b", "node-c", PairVerdict::Rejected, ControlUdp::Ok, None),
+            pair("node-c", "node-b", PairVerdict::Ok, ControlUdp::Ok, None),
+            pair("node-a", "node-b", PairVerdict::Ok, ControlUdp::Ok, None),
+        ]));
+        let seen = |from: &str, to: &str, verdict: &str, cause: Option<&str>| crate::vxlan::api::MeshPair {
+            from: from.into(),
+            to: to.into(),
+            verdict: verdict.into(),
+            sent: 10,
+            arrived: 7,
+            cause: cause.map(String::from),
+        };
+        let mesh = mesh(vec![
+            seen("node-b", "node-c", "rejected", None),
+            seen(
+                "node-d",
+                "node-a",
+                "partial-loss",
+                Some("the diagnosis' probes got through (5 of 5): the loss comes and goes"),
+            ),
+            seen("node-a", "node-b", "partial-loss", None),
+        ]);
+        let conntrack = Outcome::Skipped("not root".into());
+        let found = causes_with(&mesh, &healthy_dns, &probed, &conntrack);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(
+            found[0].cause,
+            "VXLAN (UDP 8472) from node-b to node-c is rejected (an ICMP error came back)"
+        );
+        // The mesh's, in its order; the pair probed too is not said twice.
+        assert!(
+            found[1]
+                .cause
+                .starts_with("the agents' mesh: VXLAN beacons from node-a to node-b are partial-loss"),
+            "{}",
+            found[1].cause
+        );
+        assert!(
+            found[1].cause.ends_with("; probed now, it passed: the loss comes and goes"),
+            "{}",
+            found[1].cause
+        );
+        assert_eq!(
+            found[2].cause,
+            "the agents' mesh: VXLAN beacons from node-d to node-a are partial-loss (7 of 10 arrived in its last evaluation): the diagnosis' probes got through (5 of 5): the loss comes and goes"
+        );
+    }
+
+    #[test]
+    fn a_full_conntrack_table_is_a_cause_with_its_fix() {
+        use crate::conntrack::{judge, Evidence as TableEvidence};
+        use crate::net::conntrack::{ConntrackStats, EntryTally, TableSize};
+        let stats = ConntrackStats { drop: 4, early_drop: 0, insert_failed: 0, clash_resolved: Some(0) };
+        let table = judge(TableEvidence {
+            size: Some(TableSize { entries: 262_144, max: 262_144 }),
+            now: stats,
+            during: stats,
+            window: std::time::Duration::from_secs(1),
+            kernel_log: Ok((vec![], 0)),
+            netns: None,
+            host_netns: true,
+            entries: Ok(EntryTally::default()),
+            top: 5,
+        });
+        let ok_dns = Outcome::Ran(dns(vec![endpoint("10.244.0.10", "node-a", EndpointVerdict::Ok)], vec![]));
+        let found = causes_with(
+            &Outcome::Skipped("no mesh".into()),
+            &ok_dns,
+            &Outcome::Skipped("-".into()),
+            &Outcome::Ran(table),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].cause.starts_with(
+                "node-a's connection tracking table: the connection tracking table is full: 262144 of 262144"
+            ),
+            "{}",
+            found[0].cause
+        );
+        assert!(found[0].fix.contains("nf_conntrack_max"), "{}", found[0].fix);
     }
 
     fn incident_two_dns() -> Outcome<DnsReport> {

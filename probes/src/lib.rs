@@ -14,6 +14,7 @@
 
 pub mod arp;
 pub mod cluster;
+pub mod conntrack;
 pub mod dns;
 pub mod doctor;
 pub mod error;

@@ -42,6 +42,15 @@ pub fn drive(config: vxlan::Config, reach: Reach) -> Result<VxlanReport> {
     vxlan::run(config, |config| HttpAgents::reaching(config, reach))
 }
 
+/// `netprobe vxlan --from-mesh`: what each of `config.nodes`' agents' mesh last judged, over HTTP.
+pub fn read_mesh(
+    config: vxlan::Config,
+    untested: Vec<vxlan::UntestedNode>,
+    reach: Reach,
+) -> Result<vxlan::MeshReport> {
+    vxlan::mesh_state::read(config, untested, |config| HttpAgents::reaching(config, reach))
+}
+
 /// Which node's agent runs a command for a caller outside the cluster.
 #[derive(Clone, Debug)]
 pub enum OnNode {
@@ -255,6 +264,10 @@ impl AgentApi for HttpAgents {
     }
     async fn beacons(&self, agent: &AgentAddr, to: std::net::Ipv4Addr) -> Result<BeaconStatus> {
         self.call::<(), _>(agent, &route::beacons(to), None).await
+    }
+
+    async fn mesh(&self, agent: &AgentAddr) -> Result<MeshState> {
+        self.call::<(), _>(agent, route::MESH, None).await
     }
 }
 

@@ -19,8 +19,13 @@ use crate::{Netns, NsThread};
 /// each after its delay, as the API streams them (a chunk a line), then nothing until it ends.
 pub struct FakeApi {
     pub address: SocketAddr,
+    /// This instance's number in the process: two stand-ins on one port (in two namespaces, as
+    /// concurrent tests run them) keep kubeconfigs of their own.
+    instance: u64,
     _thread: NsThread,
 }
+
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What the stand-in serves, and where.
 #[derive(Default)]
@@ -74,7 +79,8 @@ impl FakeApi {
             }
         })
         .expect("fake API server started");
-        FakeApi { address, _thread: thread }
+        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        FakeApi { address, instance, _thread: thread }
     }
 
     /// A kubeconfig pointing at this server (context "lab", a bearer token); removed with it.
@@ -102,8 +108,9 @@ pub fn write_kubeconfig(path: &Path, server: &str) {
 impl FakeApi {
     fn kubeconfig_path(&self) -> PathBuf {
         std::env::temp_dir().join(format!(
-            "netprobe-kubeconfig-{}-{}",
+            "netprobe-kubeconfig-{}-{}-{}",
             std::process::id(),
+            self.instance,
             self.address.port()
         ))
     }

@@ -14,6 +14,7 @@
 //! client.sh("ping -c1 -W1 192.0.2.1").unwrap();
 //! ```
 
+pub mod conntrack;
 pub mod dns_relay;
 pub mod dns_responder;
 pub mod dns_servers;

@@ -1,7 +1,8 @@
 //! Incident 2 as it was built: two nodes on their own subnets behind a router (whose FORWARD chain
 //! plays the security group), pod networks routed between the nodes over flannel-style kernel
 //! vxlan devices (VNI 1, UDP 8472, static FDB and neighbour entries as flannel writes them), a DNS
-//! server in each node's pod network standing in for CoreDNS, the kube-dns Service's VIP by DNAT on
+//! server in each node's pod network standing in for CoreDNS; a third node whose pods run no DNS
+//! (so a broken pair of nodes can hide from a DNS-first look), the kube-dns Service's VIP by DNAT on
 //! each node (as kube-proxy's iptables mode does), a LoadBalancer VIP on node-a's segment, netprobe
 //! agents on both nodes, and the stand-in API describing it all (tests/fixtures/k8s/*-overlay.json).
 //!
@@ -13,9 +14,15 @@ use std::time::Duration;
 use crate::fake_api::FakeApi;
 use crate::{dns_servers, Lab, LabError, Netns, NsThread, Result};
 
-/// (name, node IP, pod network prefix) of each node; the API fixtures say the same.
-pub const NODES: [(&str, &str, &str); 2] =
-    [("node-a", "198.51.100.1", "10.244.0"), ("node-b", "203.0.113.2", "10.244.1")];
+/// (name, node IP, pod network prefix) of each node; the API fixtures say the same. The first two
+/// run a CoreDNS stand-in in their pod network; node-c runs no pod.
+pub const NODES: [(&str, &str, &str); 3] = [
+    ("node-a", "198.51.100.1", "10.244.0"),
+    ("node-b", "203.0.113.2", "10.244.1"),
+    ("node-c", "192.0.2.3", "10.244.2"),
+];
+/// The nodes with a DNS pod (the first this many of [`NODES`]).
+const DNS_NODES: usize = 2;
 /// The kube-dns Service's ClusterIP.
 pub const DNS_SERVICE_IP: &str = "10.96.0.10";
 /// The LoadBalancer VIP on node-a's segment (the router answers ARP for it).
@@ -47,8 +54,8 @@ pub struct OverlayNode {
     pub name: &'static str,
     pub ip: &'static str,
     pub ns: Netns,
-    /// The CoreDNS stand-in's address in this node's pod network.
-    pub dns_ip: String,
+    /// The CoreDNS stand-in's address in this node's pod network (`None`: node-c, no pod).
+    pub dns_ip: Option<String>,
 }
 
 /// The built lab. Declared fields drop in order: the API and responders before the namespaces.
@@ -68,6 +75,8 @@ pub struct Options<'a> {
     pub token: &'a str,
     /// More of the agents' environment (`NAME=VALUE`): a KUBECONFIG, for the commands they run.
     pub agent_env: &'a [&'a str],
+    /// More of the agents' arguments (`--mesh-every 1s`, peers).
+    pub agent_args: &'a [&'a str],
 }
 
 impl Overlay {
@@ -93,6 +102,10 @@ impl Overlay {
                  ip addr add {pods}.0/32 dev flannel.1 && ip link set flannel.1 up",
                 mac = vtep_mac(i)
             ))?;
+            if i >= DNS_NODES {
+                nodes.push(OverlayNode { name, ip, ns, dns_ip: None });
+                continue;
+            }
             // The pod: its own namespace on a veth, as a CNI bridge plugin would give it.
             let pod = lab.host(&format!("pod{}", i + 1))?;
             let dns_ip = format!("{pods}.10");
@@ -101,11 +114,12 @@ impl Overlay {
             let address: Ipv4Addr =
                 dns_ip.parse().map_err(|_| LabError(format!("{dns_ip}: not an address")))?;
             responders.extend(dns_servers::stand_in(lab, &pod, address, NAME, ANSWER)?);
-            nodes.push(OverlayNode { name, ip, ns, dns_ip });
+            nodes.push(OverlayNode { name, ip, ns, dns_ip: Some(dns_ip) });
         }
-        // Each node reaches the other's pods over the tunnel, and kube-proxy's DNAT spreads the
+        // Each DNS node reaches the other's pods over the tunnel, and kube-proxy's DNAT spreads the
         // Service over both pods.
-        for (i, node) in nodes.iter().enumerate() {
+        let dns_ips: Vec<String> = nodes.iter().filter_map(|n| n.dns_ip.clone()).collect();
+        for (i, node) in nodes.iter().enumerate().take(DNS_NODES) {
             let (j, peer) = (1 - i, &nodes[1 - i]);
             let peer_pods = NODES[j].2;
             node.ns.sh(&format!(
@@ -120,8 +134,8 @@ impl Overlay {
                 node.ns.sh(&format!(
                     "iptables -t nat -A OUTPUT -d {DNS_SERVICE_IP} -p {proto} --dport 53 -m statistic --mode random --probability 0.5 -j DNAT --to-destination {a} && \
                      iptables -t nat -A OUTPUT -d {DNS_SERVICE_IP} -p {proto} --dport 53 -j DNAT --to-destination {b}",
-                    a = nodes[0].dns_ip,
-                    b = nodes[1].dns_ip
+                    a = dns_ips[0],
+                    b = dns_ips[1]
                 ))?;
             }
         }
@@ -134,6 +148,7 @@ impl Overlay {
                     .into_iter()
                     .chain(options.agent_env.iter().copied())
                     .chain([exe, "agent", "--listen", listen.as_str()])
+                    .chain(options.agent_args.iter().copied())
                     .collect();
                 lab.spawn(&node.ns, &argv)?;
             }
@@ -149,6 +164,20 @@ impl Overlay {
     /// The security group drops VXLAN (UDP 8472) between the nodes.
     pub fn drop_vxlan(&self) -> Result<()> {
         self.router.sh("iptables -A FORWARD -p udp --dport 8472 -j DROP").map(|_| ())
+    }
+
+    /// The security group drops VXLAN between two nodes only (both directions).
+    pub fn drop_vxlan_between(&self, a: &str, b: &str) -> Result<()> {
+        let ip = |name: &str| {
+            NODES.iter().find(|n| n.0 == name).map(|n| n.1).ok_or_else(|| LabError(format!("no node {name}")))
+        };
+        let (a, b) = (ip(a)?, ip(b)?);
+        self.router
+            .sh(&format!(
+                "iptables -A FORWARD -s {a} -d {b} -p udp --dport 8472 -j DROP && \
+                 iptables -A FORWARD -s {b} -d {a} -p udp --dport 8472 -j DROP"
+            ))
+            .map(|_| ())
     }
 
     /// The security group allows everything again.

@@ -557,7 +557,12 @@ mod tests {
 
         fn conntrack(&self) -> std::result::Result<ConntrackStats, String> {
             let grown = self.conntrack_grows.fetch_add(1, Ordering::Relaxed) as u64;
-            Ok(ConntrackStats { insert_failed: 3 * grown, drop: 3 * grown, clash_resolved: Some(0) })
+            Ok(ConntrackStats {
+                insert_failed: 3 * grown,
+                drop: 3 * grown,
+                early_drop: 0,
+                clash_resolved: Some(0),
+            })
         }
 
         async fn tcp<T: Send>(

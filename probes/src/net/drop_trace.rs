@@ -16,7 +16,7 @@
 //! of its own mounts it in a mount namespace of its own and keeps only a descriptor of it: the
 //! mount is seen by nobody else and goes away with the agent.
 
-#![allow(unsafe_code)] // unshare(2), mount(2) and clock_gettime(2); each with a SAFETY comment.
+#![allow(unsafe_code)] // unshare(2) and mount(2); each with a SAFETY comment.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -326,10 +326,7 @@ pub fn drops_of(trace: &str, what: &Watched, since: f64) -> Vec<KernelDrop> {
 
 /// CLOCK_MONOTONIC in seconds: the clock of a tracefs instance with trace_clock `mono`.
 fn monotonic_seconds() -> f64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into `now`, which lives for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+    super::monotonic_now().as_secs_f64()
 }
 
 /// Where tracefs is, or a private mount of it: (its root, the descriptor that keeps the mount).

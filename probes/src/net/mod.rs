@@ -73,6 +73,17 @@ pub fn now_since_epoch() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
+/// The kernel's CLOCK_MONOTONIC, which stamps what it logs (tracefs with trace_clock `mono`,
+/// /dev/kmsg records): how long ago the kernel wrote something. (std's `Instant` reads the same
+/// clock but does not show its value.)
+#[allow(unsafe_code)] // clock_gettime(2): no safe wrapper gives the value.
+pub fn monotonic_now() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into `now`, which lives for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0))
+}
+
 /// A tokio runtime for one probe: one thread (`workers` None) or a pool of `workers`.
 pub fn runtime(op: &str, workers: Option<usize>) -> crate::Result<tokio::runtime::Runtime> {
     let mut builder = match workers {

@@ -25,6 +25,8 @@ pub mod route {
     /// `GET /v1/beacons/{to}`: the always-on mesh's control channel (the pattern; [`beacons`]
     /// gives one receiver's path).
     pub const BEACONS: &str = "/v1/beacons/{to}";
+    /// `GET /v1/mesh`: what the always-on mesh last judged of every pair that ends at this agent.
+    pub const MESH: &str = "/v1/mesh";
     /// Open to anyone: the kubelet's readiness probe, and Prometheus.
     pub const HEALTHZ: &str = "/healthz";
     pub const METRICS: &str = "/metrics";
@@ -355,6 +357,38 @@ pub struct BeaconStatus {
     pub sent: u64,
     /// How often one goes, in milliseconds.
     pub period_ms: u64,
+}
+
+/// `GET /v1/mesh`: the always-on mesh's last evaluation at one agent, every pair that ends at its
+/// node (`to`), as its `/metrics` shows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeshState {
+    /// The mesh's period: a beacon to each peer this often, an evaluation twice as often.
+    pub period_ms: u64,
+    /// When the last evaluation ended (Unix time); `None` before the first.
+    pub evaluated_at: Option<f64>,
+    pub pairs: Vec<MeshPair>,
+}
+
+/// One pair as the mesh judged it: the beacons' verdict (`ok`, `partial-loss`, `no-arrivals`,
+/// `untested`) or the diagnosis' once it named the cause (`lost-in-network`, `rejected`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshPair {
+    pub from: String,
+    pub to: String,
+    pub verdict: String,
+    /// Beacons sent and arrived in the last evaluation.
+    pub sent: u64,
+    pub arrived: u64,
+    /// A bad pair's diagnosed cause, in the diagnosis' words.
+    pub cause: Option<String>,
+}
+
+impl MeshPair {
+    /// Neither ok nor untested: the path loses beacons.
+    pub fn is_failing(&self) -> bool {
+        !matches!(self.verdict.as_str(), "ok" | "untested")
+    }
 }
 
 /// `POST /v1/run`: the arguments of a netprobe command (without the program's name) to run on the

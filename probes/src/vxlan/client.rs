@@ -73,6 +73,8 @@ pub trait AgentApi: Send + Sync + 'static {
         agent: &AgentAddr,
         to: std::net::Ipv4Addr,
     ) -> impl Future<Output = Result<BeaconStatus>> + Send;
+    /// What the agent's always-on mesh last judged of the pairs that end at it.
+    fn mesh(&self, agent: &AgentAddr) -> impl Future<Output = Result<MeshState>> + Send;
 }
 
 /// A `-many` request: the route it goes to and the call that sends it, so one round's code
@@ -148,6 +150,8 @@ pub mod fake {
         pub collect: Script<CollectRequest, CollectResponse>,
         /// What each agent's mesh says it sent to an address (none by default: no mesh runs).
         pub beacons: Script<std::net::Ipv4Addr, BeaconStatus>,
+        /// What each agent's mesh says (by default: no mesh runs).
+        pub mesh: Script<(), MeshState>,
         /// Agents (by label) whose calls never answer.
         pub hung: HashSet<String>,
         /// Agents (by label) that are not there: every call is unreachable.
@@ -200,6 +204,9 @@ pub mod fake {
                         format!("{} {}", agent.who(), route::BEACONS),
                         "no mesh runs here",
                     ))
+                }),
+                mesh: Box::new(|agent, _| {
+                    Err(Error::could_not_run(format!("{} {}", agent.who(), route::MESH), "no mesh runs here"))
                 }),
                 hung: HashSet::new(),
                 gone: HashSet::new(),
@@ -324,6 +331,11 @@ pub mod fake {
         async fn beacons(&self, agent: &AgentAddr, to: std::net::Ipv4Addr) -> Result<BeaconStatus> {
             self.reach(agent, route::BEACONS).await?;
             (self.beacons)(agent, &to)
+        }
+
+        async fn mesh(&self, agent: &AgentAddr) -> Result<MeshState> {
+            self.reach(agent, route::MESH).await?;
+            (self.mesh)(agent, &())
         }
 
         async fn expectation(&self, agent: &AgentAddr, probe_id: u64) -> Result<ExpectationInfo> {

@@ -14,6 +14,7 @@ pub mod batch;
 pub mod client;
 mod driver;
 pub mod judge;
+pub mod mesh_state;
 pub mod mtu;
 mod mtu_rounds;
 mod nodes;
@@ -22,6 +23,7 @@ pub mod rules;
 
 pub use client::{AgentAddr, AgentApi};
 pub use driver::{probe, probe_within, run, Config};
+pub use mesh_state::MeshReport;
 pub use nodes::{nodes_from_cluster, parse_node, Node, DEPLOY_HINT};
 pub use report::*;
 

@@ -26,6 +26,11 @@ impl BeaconLedger {
         BeaconLedger { epoch: nanos ^ std::process::id().rotate_left(16), period, sent: Mutex::default() }
     }
 
+    /// How often a beacon goes to each peer (the mesh's period).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
     pub fn epoch(&self) -> u32 {
         self.epoch
     }

@@ -130,6 +130,7 @@ pub fn router(agent: Agent) -> Router {
         .route(route::COLLECT_MANY, post(collect_many).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route(route::EXPECTATION, get(expectation))
         .route(route::BEACONS, get(beacons))
+        .route(route::MESH, get(mesh))
         .route(route::RUN, post(run::run))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorise));
     Router::new()
@@ -184,6 +185,14 @@ async fn beacons(
 ) -> Response {
     match &agent.beacons {
         Some(ledger) => Json(ledger.status(to)).into_response(),
+        None => refuse(StatusCode::NOT_FOUND, "this agent runs no mesh (--mesh-every)"),
+    }
+}
+
+/// The mesh's last evaluation of every pair that ends here.
+async fn mesh(State(agent): State<Agent>) -> Response {
+    match &agent.beacons {
+        Some(ledger) => Json(agent.metrics.mesh_state(ledger.period())).into_response(),
         None => refuse(StatusCode::NOT_FOUND, "this agent runs no mesh (--mesh-every)"),
     }
 }

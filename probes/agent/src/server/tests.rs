@@ -362,3 +362,49 @@ async fn send_many_sends_only_to_the_agents_that_expect_it() {
         {"probe_id":1,"to":"203.0.113.2","control_port":40000}]}"#;
     assert_eq!(call(&app, "/v1/send-many", Some(TOKEN), twice.into()).await.0, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_mesh_route_answers_the_last_evaluation_and_404_without_a_mesh() {
+    let get = |app: Router| async move {
+        let request = HttpRequest::get(route::MESH).header("authorization", format!("Bearer {TOKEN}"));
+        let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null))
+    };
+    let handles = || Handles {
+        io: Arc::new(FakeIo { heard: Ok(5), left: 5 }),
+        counters: Arc::new(FakeCounters(Mutex::new(vec![filter(0, 0)].into()))),
+        node: Arc::new(FakeNode),
+        peers: Arc::new(FakePeers),
+        drops: Arc::new(NoTrace("not traced in unit tests".into())),
+    };
+    let (status, body) = get(router(Agent::new(TOKEN.into(), 9473, handles()))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("runs no mesh"), "{body}");
+
+    let ledger = Arc::new(crate::mesh::BeaconLedger::new(Duration::from_secs(10)));
+    let agent = Agent::new(TOKEN.into(), 9473, handles()).with_beacons(ledger);
+    let metrics = agent.metrics();
+    let lossy = crate::metrics::Outcome::Judged {
+        verdict: "partial-loss",
+        up: false,
+        sent: 10,
+        arrived: 7,
+        jitter_s: None,
+        cause: Some("the diagnosis' probes got through (5 of 5): the loss comes and goes".into()),
+    };
+    metrics.record_pair("node-b", "node-a", lossy);
+    metrics.record_pair("node-c", "node-a", crate::metrics::Outcome::Untested);
+    metrics.record_round(Duration::from_millis(3), std::time::SystemTime::now());
+    let (status, body) = get(router(agent)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["period_ms"], 10_000);
+    assert!(body["evaluated_at"].as_f64().unwrap() > 1.7e9, "{body}");
+    assert_eq!(
+        body["pairs"][0],
+        serde_json::json!({"from": "node-b", "to": "node-a", "verdict": "partial-loss", "sent": 10, "arrived": 7,
+            "cause": "the diagnosis' probes got through (5 of 5): the loss comes and goes"})
+    );
+    assert_eq!(body["pairs"][1]["verdict"], "untested");
+}

@@ -1,12 +1,15 @@
 //! What an agent exposes on `GET /metrics`: the verdict of every pair whose beacons arrive at this
 //! node (`from` the peer, `to` this node), the beacons behind it, their jitter, a bad pair's
-//! diagnosed cause, its evaluations, and the requests it served. The exposition format is
+//! diagnosed cause, its evaluations, and the requests it served; and the node's connection
+//! tracking table, read at each scrape (conntrack.rs). The exposition format is
 //! prometheus-client's (OpenMetrics text), never hand-written.
 //!
 //! Series: 5 per peer (`pair_up`, `pair_verdict`, `probes_sent`, `probes_arrived`,
 //! `pair_jitter_seconds`) and one more for a bad pair's cause, so a node of a 1,000-node cluster
 //! exports about 5,000 and the cluster 5 million. `--mesh-series failing` keeps only the pairs
 //! that are not ok, beside 3 per node (`netprobe_vxlan_peers{to,state}`) that count the rest.
+
+pub mod conntrack;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -121,10 +124,21 @@ struct Current {
     verdict: &'static str,
     cause: Option<String>,
     state: &'static str,
+    /// Beacons sent and arrived in the evaluation that judged it.
+    sent: u64,
+    arrived: u64,
 }
 
 impl Default for Metrics {
+    /// The metrics with this node's conntrack table, read at every scrape.
     fn default() -> Self {
+        Metrics::reading_conntrack_with(conntrack::Reading::now)
+    }
+}
+
+impl Metrics {
+    /// The metrics with the conntrack table read by `read` at every scrape (a test's reading).
+    pub fn reading_conntrack_with(read: fn() -> Option<conntrack::Reading>) -> Self {
         let mut registry = Registry::default();
         let pair_up = Family::<Pair, Gauge>::default();
         let pair_verdict = Family::<PairWithVerdict, Gauge>::default();
@@ -188,6 +202,7 @@ impl Default for Metrics {
             "Requests the agent answered, by endpoint and status code",
             requests.clone(),
         );
+        registry.register_collector(Box::new(conntrack::ConntrackCollector { read }));
         Metrics {
             registry,
             pair_up,
@@ -254,7 +269,13 @@ impl Metrics {
             }
             self.pair_verdict.get_or_create(&self.with_verdict(&pair, verdict)).set(1);
             if let Some(cause) = &cause {
-                let now = Current { verdict, cause: Some(cause.clone()), state: outcome.state() };
+                let now = Current {
+                    verdict,
+                    cause: Some(cause.clone()),
+                    state: outcome.state(),
+                    sent: 0,
+                    arrived: 0,
+                };
                 self.cause.get_or_create(&self.with_cause(&pair, &now)).set(1);
             }
         }
@@ -263,7 +284,34 @@ impl Metrics {
             Outcome::Judged { cause: Some(c), .. } if !quiet => Some(c.chars().take(CAUSE_MAX).collect()),
             _ => None,
         };
-        current.insert(pair, Current { verdict: outcome.verdict(), cause, state });
+        let (sent, arrived) = match &outcome {
+            Outcome::Judged { sent, arrived, .. } => (*sent, *arrived),
+            Outcome::Untested => (0, 0),
+        };
+        current.insert(pair, Current { verdict: outcome.verdict(), cause, state, sent, arrived });
+    }
+
+    /// What the last evaluation judged of every pair (`GET /v1/mesh`), in order.
+    pub fn mesh_state(&self, period: Duration) -> netprobe_probes::vxlan::api::MeshState {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pairs: Vec<_> = current
+            .iter()
+            .map(|(pair, c)| netprobe_probes::vxlan::api::MeshPair {
+                from: pair.from.clone(),
+                to: pair.to.clone(),
+                verdict: c.verdict.to_string(),
+                sent: c.sent,
+                arrived: c.arrived,
+                cause: c.cause.clone(),
+            })
+            .collect();
+        pairs.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        let at = self.last_round.get();
+        netprobe_probes::vxlan::api::MeshState {
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            evaluated_at: (at > 0.0).then_some(at),
+            pairs,
+        }
     }
 
     /// A peer that is no longer a peer (gone from the API): its series go.
