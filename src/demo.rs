@@ -272,7 +272,7 @@ fn iptables(lab: &mut Lab) -> Result<bool, Error> {
 }
 
 fn doctor(lab: &mut Lab) -> Result<bool, Error> {
-    step("doctor: incident 2 end to end: node-a and node-b behind a security group that drops UDP 8472, pods routed over flannel.1 (VXLAN), a CoreDNS stand-in on each node, the kube-dns Service by DNAT, agents on both nodes, and the API describing it");
+    step("doctor: incident 2 end to end: node-a, node-b and node-c behind a security group that drops UDP 8472, pods routed over flannel.1 (VXLAN), a CoreDNS stand-in on node-a and node-b, the kube-dns Service by DNAT, agents on every node, and the API describing it");
     let exe =
         std::env::current_exe().map_err(|e| Error::could_not_run("finding this binary", e.to_string()))?;
     let exe = exe.to_str().unwrap_or("netprobe").to_string();

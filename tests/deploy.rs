@@ -205,8 +205,15 @@ fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool
             table_full: Some((0, None)),
         })
     });
-    let judged =
-        Outcome::Judged { verdict: "ok", up: true, sent: 5, arrived: 5, jitter_s: Some(0.0001), cause: None };
+    let judged = Outcome::Judged {
+        verdict: "ok",
+        up: true,
+        sent: 5,
+        arrived: 5,
+        period: (5, 5),
+        jitter_s: Some(0.0001),
+        cause: None,
+    };
     metrics.record_pair("a", "b", judged);
     let cause = Some("dropped at b by -A INPUT -p udp --dport 8472 -j DROP".to_string());
     let bad = Outcome::Judged {
@@ -214,6 +221,7 @@ fn the_alerts_and_the_dashboard_ask_only_for_what_the_agent_exposes_and_promtool
         up: false,
         sent: 5,
         arrived: 0,
+        period: (5, 0),
         jitter_s: None,
         cause,
     };

@@ -181,6 +181,10 @@ fn pair_causes(e: &Evidence, failures: &[RemoteFailure]) -> Vec<Cause> {
     ordered.sort_by_key(|p| {
         (p.from_node != e.this_node && p.to_node != e.this_node, p.from_node != e.this_node)
     });
+    let port = e.vxlan.ran().map_or(8472, |v| v.port);
+    // (directions, how, fix) of the pairs that explain no DNS failure: those that fail alike are
+    // one cause, so a security group that drops every pair is said once.
+    let mut alike: Vec<(Vec<String>, String, String)> = Vec::new();
     for pair in ordered {
         let (a, b) = (pair.from_node.as_str(), pair.to_node.as_str());
         if done.iter().any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a)) {
@@ -188,13 +192,28 @@ fn pair_causes(e: &Evidence, failures: &[RemoteFailure]) -> Vec<Cause> {
         }
         done.push((a, b));
         let both = faulty.iter().any(|p| p.from_node == b && p.to_node == a);
+        let direction =
+            if both { format!("between {a} and {b} (both directions)") } else { format!("from {a} to {b}") };
+        let (how, fix) = pair_words(pair, port);
         let other = if a == e.this_node { b } else { a };
-        let symptom = failures
-            .iter()
-            .find(|f| f.node == other && (a == e.this_node || b == e.this_node))
-            .map(|f| format!("DNS fails for pods on {} ({})", f.node, endpoints_text(&f.endpoints)));
-        let port = e.vxlan.ran().map_or(8472, |v| v.port);
-        causes.push(pair_cause(pair, both, port, symptom));
+        let explains = failures.iter().find(|f| f.node == other && (a == e.this_node || b == e.this_node));
+        match explains {
+            Some(f) => causes.push(Cause {
+                cause: format!(
+                    "DNS fails for pods on {} ({}) because VXLAN (UDP {port}) {direction} {how}",
+                    f.node,
+                    endpoints_text(&f.endpoints)
+                ),
+                fix,
+            }),
+            None => match alike.iter_mut().find(|(_, h, f)| *h == how && *f == fix) {
+                Some((directions, _, _)) => directions.push(direction),
+                None => alike.push((vec![direction], how, fix)),
+            },
+        }
+    }
+    for (directions, how, fix) in alike {
+        causes.push(Cause { cause: format!("VXLAN (UDP {port}) {} {how}", listed(&directions)), fix });
     }
     if let Outcome::Ran(mesh) = e.mesh {
         for seen in &mesh.failing_pairs {
@@ -210,7 +229,7 @@ fn pair_causes(e: &Evidence, failures: &[RemoteFailure]) -> Vec<Cause> {
             let now = if probed_ok { "; probed now, it passed: the loss comes and goes" } else { "" };
             causes.push(Cause {
                 cause: format!(
-                    "the agents' mesh: VXLAN beacons from {} to {} are {} ({} of {} arrived in its last evaluation){cause}{now}",
+                    "the agents' mesh: VXLAN beacons from {} to {} are {} ({} of {} arrived over its last period){cause}{now}",
                     seen.from, seen.to, seen.verdict, seen.arrived, seen.sent
                 ),
                 fix: format!(
@@ -223,19 +242,22 @@ fn pair_causes(e: &Evidence, failures: &[RemoteFailure]) -> Vec<Cause> {
     causes
 }
 
-/// One pair's cause (`both`: the other direction fails too), with the DNS failure it explains.
-fn pair_cause(pair: &PairReport, both: bool, port: u16, symptom: Option<String>) -> Cause {
-    let direction = if both {
-        format!("between {} and {} (both directions)", pair.from_node, pair.to_node)
-    } else {
-        format!("from {} to {}", pair.from_node, pair.to_node)
+/// Up to three items joined as a sentence says them, the rest counted.
+fn listed(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let shown = &items[..items.len().min(SHOWN)];
+    let mut text = match shown {
+        [one] => one.clone(),
+        [first, second] if items.len() == 2 => format!("{first} and {second}"),
+        _ => shown.join(", "),
     };
-    let (how, fix) = pair_words(pair, port);
-    let cause = match symptom {
-        Some(symptom) => format!("{symptom} because VXLAN (UDP {port}) {direction} {how}"),
-        None => format!("VXLAN (UDP {port}) {direction} {how}"),
-    };
-    Cause { cause, fix }
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more pair(s) of nodes", items.len() - SHOWN));
+    } else if items.len() == SHOWN {
+        let (head, last) = shown.split_at(SHOWN - 1);
+        text = format!("{}, and {}", head.join(", "), last[0]);
+    }
+    text
 }
 
 /// Why DNS fails: the overlay to the failing endpoints' nodes (unless a failing pair already said
@@ -600,8 +622,31 @@ mod tests {
         );
         assert_eq!(
             found[2].cause,
-            "the agents' mesh: VXLAN beacons from node-d to node-a are partial-loss (7 of 10 arrived in its last evaluation): the diagnosis' probes got through (5 of 5): the loss comes and goes"
+            "the agents' mesh: VXLAN beacons from node-d to node-a are partial-loss (7 of 10 arrived over its last period): the diagnosis' probes got through (5 of 5): the loss comes and goes"
         );
+    }
+
+    #[test]
+    fn pairs_that_fail_alike_are_one_cause_and_the_one_behind_dns_its_own() {
+        let lost = |from: &str, to: &str| pair(from, to, PairVerdict::LostInNetwork, ControlUdp::Ok, None);
+        let vxlan = Outcome::Ran(vxlan(vec![
+            lost("node-a", "node-b"),
+            lost("node-a", "node-c"),
+            lost("node-b", "node-a"),
+            lost("node-b", "node-c"),
+            lost("node-c", "node-a"),
+            lost("node-c", "node-b"),
+        ]));
+        let found = causes(&incident_two_dns(), &vxlan);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].cause.starts_with("DNS fails for pods on node-b"), "{}", found[0].cause);
+        assert_eq!(
+            found[1].cause,
+            "VXLAN (UDP 8472) between node-a and node-c (both directions) and between node-b and node-c (both directions) is lost in the network while other UDP passes"
+        );
+        let items: Vec<String> = (1..=5).map(|i| format!("p{i}")).collect();
+        assert_eq!(listed(&items[..3]), "p1, p2, and p3");
+        assert_eq!(listed(&items), "p1, p2, p3 and 2 more pair(s) of nodes");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Incident 2 as it was built: two nodes on their own subnets behind a router (whose FORWARD chain
+//! Incident 2 as it was built: nodes on their own subnets behind a router (whose FORWARD chain
 //! plays the security group), pod networks routed between the nodes over flannel-style kernel
 //! vxlan devices (VNI 1, UDP 8472, static FDB and neighbour entries as flannel writes them), a DNS
 //! server in each node's pod network standing in for CoreDNS; a third node whose pods run no DNS

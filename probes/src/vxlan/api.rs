@@ -377,7 +377,7 @@ pub struct MeshPair {
     pub from: String,
     pub to: String,
     pub verdict: String,
-    /// Beacons sent and arrived in the last evaluation.
+    /// Beacons sent and arrived over the period the verdict rests on.
     pub sent: u64,
     pub arrived: u64,
     /// A bad pair's diagnosed cause, in the diagnosis' words.

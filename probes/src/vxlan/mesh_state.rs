@@ -112,9 +112,7 @@ pub fn judge(
                     None
                 }
             },
-            Err(why) if why.contains(NO_MESH) => {
-                Some(format!("its agent runs {NO_MESH} (--mesh-every)"))
-            }
+            Err(why) if why.contains(NO_MESH) => Some(format!("its agent runs {NO_MESH} (--mesh-every)")),
             Err(why) => Some(why),
         };
         if let Some(reason) = why {

@@ -48,6 +48,8 @@ pub struct Evaluation {
     pub reason: Option<String>,
     pub sent: u64,
     pub arrived: u64,
+    /// Beacons sent and arrived over the last period: what the verdict rests on.
+    pub period: (u64, u64),
     pub jitter_s: Option<f64>,
 }
 
@@ -166,6 +168,7 @@ impl PeerWatch {
             reason: self.reason.clone(),
             sent: new_sent,
             arrived: new_arrived.min(new_sent),
+            period: (window_sent, window_arrived.min(window_sent)),
             jitter_s: counts.and_then(|c| c.jitter_s),
         }
     }
@@ -179,6 +182,7 @@ impl PeerWatch {
             reason: self.reason.clone(),
             sent: 0,
             arrived: 0,
+            period: (0, 0),
             jitter_s: None,
         }
     }

@@ -189,6 +189,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
                         up: false,
                         sent: evaluation.sent,
                         arrived: evaluation.arrived,
+                        period: evaluation.period,
                         jitter_s: evaluation.jitter_s,
                         cause: cause.map(|c| c.words.clone()),
                     }
@@ -202,6 +203,7 @@ pub async fn run<A: AgentApi, F: NodeFacts>(
                         up: true,
                         sent: evaluation.sent,
                         arrived: evaluation.arrived,
+                        period: evaluation.period,
                         jitter_s: evaluation.jitter_s,
                         cause: None,
                     }

@@ -72,6 +72,8 @@ pub enum Outcome {
         up: bool,
         sent: u64,
         arrived: u64,
+        /// Beacons sent and arrived over the period the verdict rests on.
+        period: (u64, u64),
         jitter_s: Option<f64>,
         cause: Option<String>,
     },
@@ -124,7 +126,7 @@ struct Current {
     verdict: &'static str,
     cause: Option<String>,
     state: &'static str,
-    /// Beacons sent and arrived in the evaluation that judged it.
+    /// Beacons sent and arrived over the period its verdict rests on.
     sent: u64,
     arrived: u64,
 }
@@ -285,7 +287,7 @@ impl Metrics {
             _ => None,
         };
         let (sent, arrived) = match &outcome {
-            Outcome::Judged { sent, arrived, .. } => (*sent, *arrived),
+            Outcome::Judged { period, .. } => *period,
             Outcome::Untested => (0, 0),
         };
         current.insert(pair, Current { verdict: outcome.verdict(), cause, state, sent, arrived });
@@ -390,6 +392,7 @@ mod tests {
             up: verdict == "ok",
             sent,
             arrived,
+            period: (sent, arrived),
             jitter_s: Some(0.0002),
             cause: cause.map(String::from),
         }

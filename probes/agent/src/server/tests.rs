@@ -389,8 +389,9 @@ async fn the_mesh_route_answers_the_last_evaluation_and_404_without_a_mesh() {
     let lossy = crate::metrics::Outcome::Judged {
         verdict: "partial-loss",
         up: false,
-        sent: 10,
-        arrived: 7,
+        sent: 5,
+        arrived: 3,
+        period: (10, 7),
         jitter_s: None,
         cause: Some("the diagnosis' probes got through (5 of 5): the loss comes and goes".into()),
     };
