@@ -123,3 +123,44 @@ fn a_full_table_is_full_with_who_fills_it_the_kernels_words_and_its_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn unanswered_udp_to_a_dead_upstream_fills_the_table_and_the_kernel_evicts_it() {
+    // DNS queries to an upstream that never answers: each an unanswered entry for 30 s (here 10
+    // minutes), which the kernel evicts to make room when the table is full (early_drop) rather
+    // than drop the new flow.
+    let Some(mut lab) = lab_or_skip("conntrack-udp") else { return };
+    let node = lab.host("node").unwrap();
+    node.sh(
+        "ip link set lo up && ip link add eth0 type veth peer name peer0 && ip addr add 192.0.2.1/24 dev eth0 && \
+         ip link set eth0 up && ip link set peer0 up && \
+         ip neigh add 192.0.2.254 lladdr 02:00:00:00:00:fe dev eth0 nud permanent && \
+         ip route add 198.51.100.0/24 via 192.0.2.254 && \
+         nft add table inet np_conntrack && nft add chain inet np_conntrack out '{ type filter hook output priority 0; }' && \
+         nft add rule inet np_conntrack out ct state new counter && \
+         sysctl -qw net.netfilter.nf_conntrack_udp_timeout=600",
+    )
+    .unwrap();
+    let max: u32 = node.sh("cat /proc/sys/net/netfilter/nf_conntrack_max").unwrap().trim().parse().unwrap();
+    let upstream = std::net::Ipv4Addr::new(198, 51, 100, 53);
+    let sent = conntrack::unanswered_udp(&node, upstream, max).unwrap();
+    assert_eq!(sent, max, "every query left");
+    // More queries while netprobe watches: the table is full, the kernel evicts old ones.
+    let (thread, ()) = NsThread::start(&node, move |stop, ready| {
+        ready.send(()).unwrap();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let _ = socket.send_to(b"q", (upstream, 53));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .unwrap();
+    let (code, report) = conntrack_json(&node, &["--window", "2s"]);
+    drop(thread);
+    assert_eq!((code, report["verdict"].as_str()), (1, Some("full")), "{report}");
+    assert!(report["during_window"]["early_drop"].as_u64().unwrap() > 0, "evicted to make room: {report}");
+    assert_eq!(report["during_window"]["drop"], 0, "an unanswered entry was always there to evict: {report}");
+    assert_eq!(report["top_destinations"][0]["name"], "198.51.100.53", "{report}");
+    assert_eq!(report["unreplied"], report["entries_listed"], "none ever answered: {report}");
+    assert_eq!(report["protocols"][0]["name"], "udp", "{report}");
+}

@@ -63,3 +63,25 @@ fn reset_on_close(stream: &TcpStream) {
         );
     }
 }
+
+/// Sends `flows` UDP datagrams from one socket in `ns`, each to a new destination port of
+/// `upstream` (and the addresses after it, 64,000 ports each: a DNS server that never answers,
+/// say), which `ns` must route somewhere: each is a new, unanswered entry, the kind the kernel
+/// evicts first when the table is full. Returns how many the kernel took.
+pub fn unanswered_udp(ns: &Netns, upstream: Ipv4Addr, flows: u32) -> Result<u32> {
+    let ns = ns.clone();
+    std::thread::spawn(move || -> Result<u32> {
+        ns.enter_current_thread()?;
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| LabError(format!("a UDP socket: {e}")))?;
+        let mut sent = 0;
+        for i in 0..flows {
+            let port = 1024 + (i % 64_000) as u16;
+            let to = Ipv4Addr::from(u32::from(upstream) + i / 64_000);
+            sent += u32::from(socket.send_to(b"q", (to, port)).is_ok());
+        }
+        Ok(sent)
+    })
+    .join()
+    .map_err(|_| LabError("the sending thread panicked".into()))?
+}
