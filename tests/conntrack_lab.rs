@@ -36,8 +36,8 @@ fn a_full_table_is_full_with_who_fills_it_the_kernels_words_and_its_metrics() {
     let Some(mut lab) = lab_or_skip("conntrack-full") else { return };
     let node = lab.host("node").unwrap();
     // The kernel names a namespace by its inode, and a new namespace may get a gone one's: a
-    // "table full" logged about that inode earlier (another test, another lab) is read as this
-    // namespace's, and the report says why it may not be.
+    // "table full" logged about that inode earlier (another test, another lab) is shown with a
+    // note, never judged by, in a namespace that is not the host's.
     let inode = std::fs::metadata(format!("/run/netns/{}", node.name))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap();
@@ -48,17 +48,11 @@ fn a_full_table_is_full_with_who_fills_it_the_kernels_words_and_its_metrics() {
         |log: &str| log.lines().filter(|l| l.contains(&format!("table full in netns {inode},"))).count();
     let unnamed =
         |log: &str| log.lines().filter(|l| l.contains("nf_conntrack: table full, dropping packet")).count();
-    // Empty: ok (not-loaded on a host where nothing loaded conntrack yet), or was-full when the
-    // kernel log already holds a message about this inode.
+    // Empty: ok (not-loaded on a host where nothing loaded conntrack yet).
     let (code, report) = conntrack_json(&node, &["--window", "200ms"]);
-    let log = dmesg();
-    match report["verdict"].as_str() {
-        Some("ok" | "not-loaded") => assert_eq!((code, named(&log)), (0, 0), "{report}"),
-        Some("was-full") => {
-            assert!(named(&log) + unnamed(&log) > 0, "{report}");
-            assert!(report["notes"].to_string().contains("reuse"), "{report}");
-        }
-        _ => panic!("{report}"),
+    assert!(matches!(report["verdict"].as_str(), Some("ok" | "not-loaded")) && code == 0, "{report}");
+    if named(&dmesg()) > 0 {
+        assert!(report["notes"].to_string().contains("can reuse"), "{report}");
     }
 
     let max: u32 = node.sh("cat /proc/sys/net/netfilter/nf_conntrack_max").unwrap().trim().parse().unwrap();

@@ -59,12 +59,12 @@ pub fn judge(e: Evidence) -> ConntrackReport {
                 messages.iter().partition(|m| m.netns.is_none() || m.netns == e.netns);
             if !others.is_empty() {
                 notes.push(format!(
-                    "{} \"table full\" message(s) in the kernel log are about other network namespaces (pods' own tables), not this one",
+                    "{} \"table full\" message(s) in the kernel log are about other network namespaces (a pod's own table, say), not this one",
                     others.len()
                 ));
             }
             if !e.host_netns && ours.iter().any(|m| m.netns.is_some()) {
-                notes.push("this is not the host's network namespace, and the kernel names namespaces by inode, which a new namespace can reuse: a \"table full\" message older than this namespace is about another".into());
+                notes.push("this is not the host's network namespace, and the kernel names namespaces by inode, which a new namespace can reuse: its \"table full\" lines may be about a gone one, so they are shown, not judged by".into());
             }
             if ours.iter().any(|m| m.netns.is_none()) {
                 notes.push("this kernel's \"table full\" messages do not name the namespace: they may be about another one (a pod's own table)".into());
@@ -124,14 +124,34 @@ pub fn judge(e: Evidence) -> ConntrackReport {
     let percent = if size.max == 0 { 0.0 } else { size.entries as f64 * 100.0 / size.max as f64 };
     let used = format!("{} of {} entries ({percent:.1}%)", size.entries, size.max);
     let during = &e.during;
-    let recent_full = log.last_ago_s.filter(|ago| *ago <= RECENT.as_secs_f64());
+    let since = counters(&e.now);
+    // Evidence of a full table before the window: in the host's namespace, the kernel's recent
+    // "table full" lines (its counters run since boot, months maybe); in a child namespace (a
+    // pod's), its own counters, which began with it (an inode the kernel's lines name may have
+    // been a gone namespace's).
+    let was_full = if e.host_netns {
+        log.last_ago_s.filter(|ago| *ago <= RECENT.as_secs_f64()).map(|last| {
+            format!(
+                "the kernel logged \"table full, dropping packet\" {} time(s), the last {} ago",
+                log.table_full,
+                ago(last)
+            )
+        })
+    } else {
+        (since.drop > 0 || since.early_drop > 0).then(|| {
+            format!(
+                "since this network namespace was made {} new flow(s) were dropped and {} evicted",
+                since.drop, since.early_drop
+            )
+        })
+    };
     let verdict = if size.entries >= size.max || during.drop > 0 || during.early_drop > 0 {
         Verdict::Full
     } else if percent >= NEAR_FULL_PERCENT {
         Verdict::NearFull
     } else if during.insert_failed > 0 {
         Verdict::InsertFailures
-    } else if recent_full.is_some() {
+    } else if was_full.is_some() {
         Verdict::WasFull
     } else {
         Verdict::Ok
@@ -147,19 +167,11 @@ pub fn judge(e: Evidence) -> ConntrackReport {
             "{} insert(s) failed in {window_s} s: packets of new flows lost to the conntrack insert race (kubernetes#56903); {used}",
             during.insert_failed
         ),
-        Verdict::WasFull => format!(
-            "{used} now, but the kernel logged \"table full, dropping packet\" {} time(s), the last {} ago",
-            log.table_full,
-            ago(recent_full.unwrap_or_default())
-        ),
+        Verdict::WasFull => format!("{used} now, but {}", was_full.clone().unwrap_or_default()),
         _ => format!("{used}; {lost}"),
     };
-    let since = counters(&e.now);
-    if since.drop > 0 || since.early_drop > 0 {
-        notes.push(format!(
-            "since the counters started (boot, or the namespace's creation): {} new flow(s) dropped, {} evicted",
-            since.drop, since.early_drop
-        ));
+    if e.host_netns && (since.drop > 0 || since.early_drop > 0) {
+        notes.push(format!("since boot: {} new flow(s) dropped, {} evicted", since.drop, since.early_drop));
     }
     let who = fillers(&top_sources, &top_destinations, unreplied, entries_listed);
     let next_step = match verdict {
@@ -286,6 +298,30 @@ mod tests {
         let mut e = evidence(100, stats(0, 0, 0));
         e.kernel_log = Ok((vec![message(1, Some(7))], 100_000 * 1_000_000));
         assert_eq!(judge(e).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn in_a_child_namespace_its_own_counters_say_was_full_and_the_log_alone_does_not() {
+        let child = |stats: ConntrackStats, messages: Vec<TableFullMessage>| {
+            let mut e = evidence(100, ConntrackStats::default());
+            e.now = stats;
+            e.host_netns = false;
+            e.kernel_log = Ok((messages, 10_000 * 1_000_000));
+            judge(e)
+        };
+        // A line naming this inode, ten minutes ago: perhaps a gone namespace's. Shown, not judged.
+        let report = child(ConntrackStats::default(), vec![message(9_400, Some(7))]);
+        assert_eq!((report.verdict, report.kernel_log.table_full), (Verdict::Ok, 1));
+        assert!(report.notes.iter().any(|n| n.contains("can reuse")), "{:?}", report.notes);
+        let report = child(stats(5, 2, 0), vec![]);
+        assert_eq!(report.verdict, Verdict::WasFull);
+        assert!(
+            report.summary.ends_with(
+                "now, but since this network namespace was made 5 new flow(s) were dropped and 2 evicted"
+            ),
+            "{}",
+            report.summary
+        );
     }
 
     #[test]
