@@ -129,7 +129,7 @@ kernel log's \"table full\" messages (/dev/kmsg; those naming another namespace,
 are left out) and the entries by source, destination and protocol (/proc/net/nf_conntrack). Verdicts: \
 `full` (at the limit, or flows dropped or evicted during the window), `near-full` (90% or more), \
 `insert-failures` (inserts raced during the window), `was-full` (room now, but in the host's namespace a \
-\"table full\" message within a day, in a pod's its own counters since it was made), `ok`, `not-loaded`; exit 1 on the first four. Changes nothing. Root reads the entries \
+\"table full\" message within a day, in a pod's its own counters since it was made), `ok`, `not-loaded`; exit 1 on the first four. Changes nothing. With --node, that Node's agent reads its table. Root reads the entries \
 and the kernel log; without it those are notes.";
 
 const DNS_LONG: &str = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \
@@ -544,8 +544,15 @@ fn parse_mesh_period(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
 sudo netprobe conntrack\n  \
-sudo netprobe conntrack --window 10s --top 10 -o json")]
+sudo netprobe conntrack --window 10s --top 10 -o json\n  \
+kubectl netprobe conntrack --node node-b     # node-b's table, read by its agent, through the API server")]
 pub struct ConntrackArgs {
+    /// Read this Node's table instead of this host's: its agent reads it and this prints what it
+    /// found, reached through the API server (as `kubectl port-forward` is; needs the Role of
+    /// deploy/kubernetes/user-role.yaml and NETPROBE_TOKEN).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+
     /// How long to watch the drop, early-drop and insert-failure counters (at most 1m).
     #[arg(long, default_value = "1s", value_parser = |s: &str| parse_duration_max(s, MINUTE))]
     pub window: Duration,

@@ -1,5 +1,7 @@
 //! `netprobe conntrack`: flags to a config, the reading, and its report as a table or JSON.
 
+use netprobe_agent::client::OnNode;
+use netprobe_k8s::ApiConfig;
 use netprobe_probes::conntrack::{self, Config, ConntrackReport, Count};
 use netprobe_probes::Error;
 
@@ -7,7 +9,18 @@ use crate::cli::ConntrackArgs;
 use crate::exit::Exit;
 use crate::output::{self, Format};
 
-pub fn run(args: ConntrackArgs, format: Format) -> Result<Exit, Error> {
+pub fn run(args: ConntrackArgs, api: &ApiConfig, format: Format) -> Result<Exit, Error> {
+    if let Some(node) = &args.node {
+        // The same command, less --node, run by that node's agent on its own table.
+        let argv = vec![
+            "conntrack".to_string(),
+            "--window".into(),
+            format!("{}ms", args.window.as_millis()),
+            "--top".into(),
+            args.top.to_string(),
+        ];
+        return crate::remote::run(api, OnNode::Named(node.clone()), argv, format);
+    }
     let report = report(&args)?;
     output::report(format, &report, render_table);
     Ok(Exit::from_health(report.health()))

@@ -138,7 +138,9 @@ fn report(args: DoctorArgs, api: &ApiConfig) -> Result<DoctorReport, Error> {
         vxlan_command.push("--mtu".to_string());
     }
     let vxlan_command: Vec<&str> = vxlan_command.iter().map(String::as_str).collect();
-    let vxlan = if !every_pair && chosen.len() < 2 {
+    let vxlan = if nodes.len() < 2 {
+        Outcome::Skipped("the cluster has one node: no pair of nodes to probe".into())
+    } else if !every_pair && chosen.len() < 2 {
         Outcome::Skipped("the mesh sees every pair ok and no DNS endpoint on another node fails".into())
     } else {
         parsed(&vxlan_command, |c| match c {

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         Command::Dns(args) => dns::run(args, &api, format),
         Command::Doctor(args) => doctor::run(args, &api, format),
         Command::Iptables(args) => iptables::run(args, format),
-        Command::Conntrack(args) => conntrack::run(args, format),
+        Command::Conntrack(args) => conntrack::run(args, &api, format),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -327,6 +327,21 @@ fn doctor_and_arp_from_a_laptop_that_reaches_only_the_api_server() -> TestResult
     }
     overlay.allow_vxlan()?;
 
+    // node-b's connection tracking table from the laptop: read by node-b's agent, in node-b.
+    let (code, out, err) = on_laptop(
+        &laptop,
+        &laptop_kubeconfig,
+        &["conntrack", "--node", "node-b", "--window", "200ms", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    let node_b = overlay.nodes[1].ns.sh("cat /proc/sys/net/netfilter/nf_conntrack_count")?;
+    let here: u64 = node_b.trim().parse()?;
+    let there = report["entries"].as_u64().unwrap();
+    // node-b's own table (its agent and DNS pod's flows), not the laptop's, which has none.
+    assert!(there > 0 && there.abs_diff(here) < 50, "node-b has {here}, the report {there}: {report}");
+    assert!(err.contains("ran on node node-b"), "{err}");
+
     // The VIPs from the laptop: probed by the agent of the node on their segment.
     let (code, out, err) = on_laptop(&laptop, &laptop_kubeconfig, &["arp", "--all-services", "-o", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");

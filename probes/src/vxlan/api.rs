@@ -409,7 +409,7 @@ pub struct RunAnswer {
 }
 
 /// The subcommands an agent runs for a caller: those that look at a node from the node.
-pub const RUN_SUBCOMMANDS: [&str; 4] = ["doctor", "arp", "dns", "iptables"];
+pub const RUN_SUBCOMMANDS: [&str; 5] = ["doctor", "arp", "dns", "iptables", "conntrack"];
 /// Flags an agent refuses in a command it runs: each would read a file of the node (a capture, a
 /// rule dump, a kubeconfig) or a secret, which a caller through the API server has no business
 /// reading.
