@@ -133,3 +133,17 @@ while :; do
     if (( now - healed_at > 120000 )); then echo "heal: not seen within 120 s (pair_up $value)"; break; fi
     sleep 0.5
 done
+
+# 4. Reading what the mesh knows: `netprobe vxlan --from-mesh` over every agent (one call each),
+#    from the switch's namespace, three times; the median wall time and what it read.
+nodes=$(for i in $(seq 1 "$n"); do printf '198.51.100.%s ' "$i"; done)
+times=()
+for run in 1 2 3; do
+    t0=$(now_ms)
+    # shellcheck disable=SC2086
+    out=$(NETPROBE_TOKEN=$token ip netns exec "$tag-sw" "$bin" vxlan --from-mesh -o json $nodes || true)
+    times+=($(( $(now_ms) - t0 )))
+done
+read -r pairs failing unknown < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["pairs"], r["failing"], len(r["unknown"]))' "$out")
+median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)
+echo "vxlan --from-mesh over $n agents: $(secs "$median") s (median of 3: ${times[*]} ms), $pairs pairs read, $failing failing, $unknown node(s) unknown"
