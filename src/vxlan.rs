@@ -345,7 +345,7 @@ mod tests {
             arrived,
             cause: cause.map(String::from),
         };
-        let state = |pairs| Ok(MeshState { period_ms: 1000, evaluated_at: Some(1000.0), pairs });
+        let state = |pairs| Ok(MeshState { period_ms: 1000, evaluated_at: Some(1000.0), ok: 0, pairs });
         let report = netprobe_probes::vxlan::mesh_state::judge(
             vec![
                 ("node-b".into(), state(vec![pair("node-a", "node-b", "ok", 2, None), pair("node-c", "node-b", "lost-in-network", 0, Some("UDP 8472 from 192.0.2.3 to 203.0.113.2 is dropped in the network while other UDP passes: allow UDP 8472 between nodes in the security group, NACL or firewall"))])),

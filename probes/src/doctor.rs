@@ -567,6 +567,7 @@ mod tests {
             Ok(crate::vxlan::api::MeshState {
                 period_ms: 10_000,
                 evaluated_at: Some(1000.0),
+                ok: 0,
                 pairs: failing,
             }),
         )];

@@ -359,14 +359,18 @@ pub struct BeaconStatus {
     pub period_ms: u64,
 }
 
-/// `GET /v1/mesh`: the always-on mesh's last evaluation at one agent, every pair that ends at its
-/// node (`to`), as its `/metrics` shows them.
+/// `GET /v1/mesh`: the always-on mesh's last evaluation at one agent, of the pairs that end at its
+/// node (`to`): how many are ok, and each that is not. The answer grows with what is wrong, not
+/// with the cluster (a healthy agent of a 1,000-node cluster answers a count, not 999 pairs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeshState {
     /// The mesh's period: a beacon to each peer this often, an evaluation twice as often.
     pub period_ms: u64,
     /// When the last evaluation ended (Unix time); `None` before the first.
     pub evaluated_at: Option<f64>,
+    /// The pairs judged ok.
+    pub ok: u64,
+    /// Every pair that is not ok (failing or untested).
     pub pairs: Vec<MeshPair>,
 }
 

@@ -98,6 +98,7 @@ pub fn judge(
     now: f64,
 ) -> MeshReport {
     let mut pairs: Vec<MeshPair> = Vec::new();
+    let mut counted_ok = 0;
     for (node, answer) in answers {
         let why = match answer {
             Ok(state) => match state.evaluated_at {
@@ -108,6 +109,7 @@ pub fn judge(
                     state.period_ms / 1000
                 )),
                 Some(_) => {
+                    counted_ok += state.ok;
                     pairs.extend(state.pairs);
                     None
                 }
@@ -122,7 +124,7 @@ pub fn judge(
     unknown.sort_by(|a, b| a.node.cmp(&b.node));
     pairs.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     let count = |f: &dyn Fn(&MeshPair) -> bool| pairs.iter().filter(|p| f(p)).count() as u64;
-    let ok = count(&|p| p.verdict == "ok");
+    let ok = counted_ok + count(&|p| p.verdict == "ok");
     let untested = count(&|p| p.verdict == "untested");
     let failing_pairs: Vec<MeshPair> = pairs.iter().filter(|p| p.is_failing()).cloned().collect();
     let failing = failing_pairs.len() as u64;
@@ -135,7 +137,7 @@ pub fn judge(
     };
     let mut summary = match failing {
         0 => format!("the agents' mesh: all {ok} pair(s) it judged are ok"),
-        n => format!("the agents' mesh: {n} of {} pair(s) lose beacons", pairs.len()),
+        n => format!("the agents' mesh: {n} of {} pair(s) lose beacons", counted_ok + pairs.len() as u64),
     };
     if untested > 0 {
         summary.push_str(&format!("; {untested} untested"));
@@ -147,7 +149,7 @@ pub fn judge(
         probe: "vxlan-mesh",
         verdict,
         summary,
-        pairs: pairs.len() as u64,
+        pairs: counted_ok + pairs.len() as u64,
         ok,
         failing,
         untested,
@@ -165,7 +167,7 @@ mod tests {
     }
 
     fn state(at: Option<f64>, pairs: Vec<MeshPair>) -> std::result::Result<MeshState, String> {
-        Ok(MeshState { period_ms: 10_000, evaluated_at: at, pairs })
+        Ok(MeshState { period_ms: 10_000, evaluated_at: at, ok: 0, pairs })
     }
 
     #[test]

@@ -293,11 +293,14 @@ impl Metrics {
         current.insert(pair, Current { verdict: outcome.verdict(), cause, state, sent, arrived });
     }
 
-    /// What the last evaluation judged of every pair (`GET /v1/mesh`), in order.
+    /// What the last evaluation judged (`GET /v1/mesh`): the ok pairs counted, the others listed
+    /// in order.
     pub fn mesh_state(&self, period: Duration) -> netprobe_probes::vxlan::api::MeshState {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = current.values().filter(|c| c.verdict == "ok").count() as u64;
         let mut pairs: Vec<_> = current
             .iter()
+            .filter(|(_, c)| c.verdict != "ok")
             .map(|(pair, c)| netprobe_probes::vxlan::api::MeshPair {
                 from: pair.from.clone(),
                 to: pair.to.clone(),
@@ -312,6 +315,7 @@ impl Metrics {
         netprobe_probes::vxlan::api::MeshState {
             period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
             evaluated_at: (at > 0.0).then_some(at),
+            ok,
             pairs,
         }
     }

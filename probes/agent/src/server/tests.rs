@@ -397,10 +397,20 @@ async fn the_mesh_route_answers_the_last_evaluation_and_404_without_a_mesh() {
     };
     metrics.record_pair("node-b", "node-a", lossy);
     metrics.record_pair("node-c", "node-a", crate::metrics::Outcome::Untested);
+    let fine = crate::metrics::Outcome::Judged {
+        verdict: "ok",
+        up: true,
+        sent: 5,
+        arrived: 5,
+        period: (10, 10),
+        jitter_s: None,
+        cause: None,
+    };
+    metrics.record_pair("node-d", "node-a", fine);
     metrics.record_round(Duration::from_millis(3), std::time::SystemTime::now());
     let (status, body) = get(router(agent)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["period_ms"], 10_000);
+    assert_eq!((&body["period_ms"], &body["ok"]), (&serde_json::json!(10_000), &serde_json::json!(1)));
     assert!(body["evaluated_at"].as_f64().unwrap() > 1.7e9, "{body}");
     assert_eq!(
         body["pairs"][0],
@@ -408,4 +418,5 @@ async fn the_mesh_route_answers_the_last_evaluation_and_404_without_a_mesh() {
             "cause": "the diagnosis' probes got through (5 of 5): the loss comes and goes"})
     );
     assert_eq!(body["pairs"][1]["verdict"], "untested");
+    assert_eq!(body["pairs"].as_array().unwrap().len(), 2, "ok pairs are counted, not listed: {body}");
 }
