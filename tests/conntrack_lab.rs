@@ -78,11 +78,13 @@ fn a_full_table_is_full_with_who_fills_it_the_kernels_words_and_its_metrics() {
     );
     assert!(report["during_window"]["drop"].as_u64().unwrap() > 0, "the trickle's first packets: {report}");
     assert_eq!(report["top_sources"][0]["name"], "127.0.0.1", "{report}");
-    assert_eq!(
-        report["top_sources"][0]["entries"], report["entries"],
-        "every entry is the filler's: {report}"
-    );
-    assert_eq!(report["top_destinations"][0]["entries"], 2000, "{report}");
+    // The list is read while the table lives (the kernel walks its buckets as it writes the file),
+    // so it may miss a few entries that come and go: nearly all are the filler's.
+    let (filler, entries) =
+        (report["top_sources"][0]["entries"].as_u64().unwrap(), report["entries"].as_u64().unwrap());
+    assert!(filler <= entries && filler + 1000 >= entries, "the filler's {filler} of {entries}: {report}");
+    let per_destination = report["top_destinations"][0]["entries"].as_u64().unwrap();
+    assert!((1900..=2000).contains(&per_destination), "{report}");
     assert_eq!(report["protocols"][0]["name"], "tcp", "{report}");
     let next = report["next_step"].as_str().unwrap();
     assert!(next.contains("nf_conntrack_max") && next.contains("most entries come from 127.0.0.1"), "{next}");
@@ -154,7 +156,9 @@ fn unanswered_udp_to_a_dead_upstream_fills_the_table_and_the_kernel_evicts_it() 
     assert_eq!((code, report["verdict"].as_str()), (1, Some("full")), "{report}");
     assert!(report["during_window"]["early_drop"].as_u64().unwrap() > 0, "evicted to make room: {report}");
     assert_eq!(report["during_window"]["drop"], 0, "an unanswered entry was always there to evict: {report}");
-    assert_eq!(report["top_destinations"][0]["name"], "198.51.100.53", "{report}");
+    // The upstream and the addresses after it (64,000 ports each), nearly tied: one of them.
+    let top = report["top_destinations"][0]["name"].as_str().unwrap();
+    assert!(["198.51.100.53", "198.51.100.54", "198.51.100.55", "198.51.100.56"].contains(&top), "{report}");
     assert_eq!(report["unreplied"], report["entries_listed"], "none ever answered: {report}");
     assert_eq!(report["protocols"][0]["name"], "udp", "{report}");
 }
