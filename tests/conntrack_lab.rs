@@ -70,19 +70,27 @@ fn a_full_table_is_full_with_who_fills_it_the_kernels_words_and_its_metrics() {
     assert!(made >= max - 100, "{made} connections for a limit of {max}");
     let _trickle = trickle(&node);
     let (code, report) = conntrack_json(&node, &["--window", "2s", "--top", "3"]);
-    assert_eq!((code, report["verdict"].as_str()), (1, Some("full")), "{report}");
-    assert_eq!(
-        (report["entries"].as_u64(), report["max"].as_u64()),
-        (Some(u64::from(max)), Some(u64::from(max))),
-        "{report}"
-    );
-    assert!(report["during_window"]["drop"].as_u64().unwrap() > 0, "the trickle's first packets: {report}");
+    // The filler's connections end in a reset: closing TCP entries, which the kernel's garbage
+    // collector evicts above 95% of the limit (so a table of closing connections does not stay
+    // full, and the trickle gets a few entries in; one of established connections would). So
+    // the table is full or close to it when netprobe reads it; the filler's last connection was
+    // dropped either way.
+    let (entries, limit) = (report["entries"].as_u64().unwrap(), report["max"].as_u64().unwrap());
+    assert_eq!(limit, u64::from(max), "{report}");
+    match report["verdict"].as_str() {
+        Some("full") => {
+            assert!(entries == limit || report["during_window"]["drop"].as_u64().unwrap() > 0, "{report}")
+        }
+        Some("near-full") => assert!(entries * 100 >= limit * 95, "{report}"),
+        _ => panic!("{report}"),
+    }
+    assert_eq!(code, 1, "{report}");
+    assert!(report["since_start"]["drop"].as_u64().unwrap() >= 1, "the filler's last connection: {report}");
     assert_eq!(report["top_sources"][0]["name"], "127.0.0.1", "{report}");
     // The list is read while the table lives (the kernel walks its buckets as it writes the file),
     // so it may miss a few entries that come and go: nearly all are the filler's.
-    let (filler, entries) =
-        (report["top_sources"][0]["entries"].as_u64().unwrap(), report["entries"].as_u64().unwrap());
-    assert!(filler <= entries && filler + 1000 >= entries, "the filler's {filler} of {entries}: {report}");
+    let filler = report["top_sources"][0]["entries"].as_u64().unwrap();
+    assert!(filler.abs_diff(entries) < 2000, "the filler's {filler} of {entries}: {report}");
     let per_destination = report["top_destinations"][0]["entries"].as_u64().unwrap();
     assert!((1900..=2000).contains(&per_destination), "{report}");
     assert_eq!(report["protocols"][0]["name"], "tcp", "{report}");
@@ -113,7 +121,7 @@ fn a_full_table_is_full_with_who_fills_it_the_kernels_words_and_its_metrics() {
         line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
     };
     assert_eq!(value("netprobe_conntrack_max"), u64::from(max));
-    assert!(value("netprobe_conntrack_entries") >= u64::from(max) - 100, "{metrics}");
+    assert!(value("netprobe_conntrack_entries") * 100 >= u64::from(max) * 95, "{metrics}");
     assert!(
         value("netprobe_conntrack_drop_total") >= report["since_start"]["drop"].as_u64().unwrap(),
         "{metrics}"

@@ -1,8 +1,9 @@
 //! Filling a namespace's connection tracking table, as a busy node's fills: TCP connections over
-//! loopback, each a handshake the kernel tracks and marks assured (so it never evicts them to make
-//! room), closed with a reset so no socket lingers, the entries kept for minutes. When the table is
-//! full, the next connection's first packet is dropped: the kernel counts it in `drop` and logs
-//! "nf_conntrack: table full, dropping packet".
+//! loopback, each a handshake the kernel tracks and marks assured (so a new flow cannot evict it to
+//! make room), closed with a reset so no socket lingers, the entries kept for minutes. When the
+//! table is full, the next connection's first packet is dropped: the kernel counts it in `drop` and
+//! logs "nf_conntrack: table full, dropping packet". (Its garbage collector does evict closing TCP
+//! entries, slowly, once the table is over 95% full: the table then hovers just under the limit.)
 //!
 //! The limit is the host's (nf_conntrack_max is read-only in a child namespace, 262,144 by default),
 //! the count the namespace's own: filling it takes that many entries (about 80 MiB of kernel
