@@ -97,103 +97,44 @@ pub fn judge(e: Evidence) -> ConntrackReport {
         }
     };
 
-    let Some(size) = e.size else {
-        return ConntrackReport {
-            probe: "conntrack",
-            verdict: Verdict::NotLoaded,
-            summary:
-                "conntrack is not loaded in this network namespace: no flow is tracked, so no table can fill"
-                    .into(),
-            next_step: None,
-            entries: None,
-            max: None,
-            used_percent: None,
-            window_s,
-            during_window: counters(&e.during),
-            since_start: counters(&e.now),
-            kernel_log: log,
-            top_sources,
-            top_destinations,
-            protocols,
-            entries_listed,
-            unreplied,
-            notes,
-        };
-    };
-
-    let percent = if size.max == 0 { 0.0 } else { size.entries as f64 * 100.0 / size.max as f64 };
-    let used = format!("{} of {} entries ({percent:.1}%)", size.entries, size.max);
-    let during = &e.during;
     let since = counters(&e.now);
-    // Evidence of a full table before the window: in the host's namespace, the kernel's recent
-    // "table full" lines (its counters run since boot, months maybe); in a child namespace (a
-    // pod's), its own counters, which began with it (an inode the kernel's lines name may have
-    // been a gone namespace's).
-    let was_full = if e.host_netns {
-        log.last_ago_s.filter(|ago| *ago <= RECENT.as_secs_f64()).map(|last| {
-            format!(
-                "the kernel logged \"table full, dropping packet\" {} time(s), the last {} ago",
-                log.table_full,
-                ago(last)
-            )
-        })
-    } else {
-        (since.drop > 0 || since.early_drop > 0).then(|| {
-            format!(
-                "since this network namespace was made {} new flow(s) were dropped and {} evicted",
-                since.drop, since.early_drop
-            )
-        })
-    };
-    let verdict = if size.entries >= size.max || during.drop > 0 || during.early_drop > 0 {
-        Verdict::Full
-    } else if percent >= NEAR_FULL_PERCENT {
-        Verdict::NearFull
-    } else if during.insert_failed > 0 {
-        Verdict::InsertFailures
-    } else if was_full.is_some() {
-        Verdict::WasFull
-    } else {
-        Verdict::Ok
-    };
-    let lost = format!(
-        "in {window_s} s {} new flow(s) dropped, {} evicted, {} insert(s) failed",
-        during.drop, during.early_drop, during.insert_failed
-    );
-    let summary = match verdict {
-        Verdict::Full => format!("the connection tracking table is full: {used}; {lost}"),
-        Verdict::NearFull => format!("the connection tracking table is near full: {used}; new flows are dropped at {}", size.max),
-        Verdict::InsertFailures => format!(
-            "{} insert(s) failed in {window_s} s: packets of new flows lost to the conntrack insert race (kubernetes#56903); {used}",
-            during.insert_failed
-        ),
-        Verdict::WasFull => format!("{used} now, but {}", was_full.clone().unwrap_or_default()),
-        _ => format!("{used}; {lost}"),
-    };
     if e.host_netns && (since.drop > 0 || since.early_drop > 0) {
         notes.push(format!("since boot: {} new flow(s) dropped, {} evicted", since.drop, since.early_drop));
     }
     let who = fillers(&top_sources, &top_destinations, unreplied, entries_listed);
-    let next_step = match verdict {
-        Verdict::Full | Verdict::NearFull | Verdict::WasFull => Some(format!(
-            "Raise the limit (sysctl -w net.netfilter.nf_conntrack_max={}; kube-proxy sets it when it starts from conntrack.maxPerCore times the cores and overrides a sysctl, so change its configuration), make idle flows go sooner (net.netfilter.nf_conntrack_udp_timeout, nf_conntrack_tcp_timeout_established), and find what fills it: {who}.",
-            size.max.saturating_mul(2).max(131_072)
-        )),
-        Verdict::InsertFailures => Some(
-            "Two packets of one new flow raced to insert its entry (glibc sends A and AAAA queries from one socket at once): netprobe dns --like-glibc shows it on DNS; use single-request-reopen in the pods' resolv.conf (dnsConfig options), NodeLocal DNSCache, or a kernel with clash resolution (5.x and later resolve most).".to_string(),
+    let named = matches!(&e.kernel_log, Ok((messages, _)) if messages.iter().any(|m| m.netns.is_some() && m.netns == e.netns));
+    let (verdict, summary, next_step, used_percent) = match e.size {
+        None => (
+            Verdict::NotLoaded,
+            "conntrack is not loaded in this network namespace: no flow is tracked, so no table can fill"
+                .into(),
+            None,
+            None,
         ),
-        _ => None,
+        Some(size) => {
+            let table = Table {
+                size,
+                during: &e.during,
+                since,
+                window_s,
+                host_netns: e.host_netns,
+                named,
+                log: &log,
+            };
+            let (verdict, summary, percent) = table.judge();
+            (verdict, summary, next_step(verdict, size, &who), Some((percent * 10.0).round() / 10.0))
+        }
     };
     ConntrackReport {
         probe: "conntrack",
         verdict,
         summary,
         next_step,
-        entries: Some(size.entries),
-        max: Some(size.max),
-        used_percent: Some((percent * 10.0).round() / 10.0),
+        entries: e.size.map(|s| s.entries),
+        max: e.size.map(|s| s.max),
+        used_percent,
         window_s,
-        during_window: counters(during),
+        during_window: counters(&e.during),
         since_start: since,
         kernel_log: log,
         top_sources,
@@ -202,6 +143,92 @@ pub fn judge(e: Evidence) -> ConntrackReport {
         entries_listed,
         unreplied,
         notes,
+    }
+}
+
+/// A loaded table and what was seen of it, for its verdict.
+struct Table<'a> {
+    size: TableSize,
+    during: &'a ConntrackStats,
+    since: Counters,
+    window_s: f64,
+    host_netns: bool,
+    /// Whether a "table full" line names this namespace (not only lines that name none).
+    named: bool,
+    log: &'a KernelLog,
+}
+
+impl Table<'_> {
+    /// The verdict, its sentence, and the share of the limit in use.
+    fn judge(&self) -> (Verdict, String, f64) {
+        let (size, during, since, window_s) = (self.size, self.during, self.since, self.window_s);
+        let percent = if size.max == 0 { 0.0 } else { size.entries as f64 * 100.0 / size.max as f64 };
+        let used = format!("{} of {} entries ({percent:.1}%)", size.entries, size.max);
+        let dropped_since = since.drop > 0 || since.early_drop > 0;
+        // Evidence of a full table before the window. In the host's namespace, the kernel's recent
+        // "table full" lines (its counters run since boot, months maybe), when they name it or its
+        // counters show drops too (lines that name no namespace may be a pod's). In a child
+        // namespace (a pod's), its own counters, which began with it (an inode the kernel's lines
+        // name may have been a gone namespace's).
+        let was_full = if self.host_netns {
+            let recent = self.log.last_ago_s.filter(|ago| *ago <= RECENT.as_secs_f64());
+            recent.filter(|_| self.named || dropped_since).map(|last| {
+                format!(
+                    "the kernel logged \"table full, dropping packet\" {} time(s), the last {} ago",
+                    self.log.table_full,
+                    ago(last)
+                )
+            })
+        } else {
+            dropped_since.then(|| {
+                format!(
+                    "since this network namespace was made {} new flow(s) were dropped and {} evicted",
+                    since.drop, since.early_drop
+                )
+            })
+        };
+        let lost = format!(
+            "in {window_s} s {} new flow(s) dropped, {} evicted, {} insert(s) failed",
+            during.drop, during.early_drop, during.insert_failed
+        );
+        let (verdict, summary) = if size.entries >= size.max || during.drop > 0 || during.early_drop > 0 {
+            (Verdict::Full, format!("the connection tracking table is full: {used}; {lost}"))
+        } else if percent >= NEAR_FULL_PERCENT {
+            (
+                Verdict::NearFull,
+                format!(
+                    "the connection tracking table is near full: {used}; new flows are dropped at {}",
+                    size.max
+                ),
+            )
+        } else if during.insert_failed > 0 {
+            (
+                Verdict::InsertFailures,
+                format!(
+                    "{} insert(s) failed in {window_s} s: packets of new flows lost to the conntrack insert race (kubernetes#56903); {used}",
+                    during.insert_failed
+                ),
+            )
+        } else if let Some(was) = was_full {
+            (Verdict::WasFull, format!("{used} now, but {was}"))
+        } else {
+            (Verdict::Ok, format!("{used}; {lost}"))
+        };
+        (verdict, summary, percent)
+    }
+}
+
+/// Where to look next for a verdict about a table of `size`.
+fn next_step(verdict: Verdict, size: TableSize, who: &str) -> Option<String> {
+    match verdict {
+        Verdict::Full | Verdict::NearFull | Verdict::WasFull => Some(format!(
+            "Raise the limit (sysctl -w net.netfilter.nf_conntrack_max={}; kube-proxy sets it when it starts from conntrack.maxPerCore times the cores and overrides a sysctl, so change its configuration), make idle flows go sooner (net.netfilter.nf_conntrack_udp_timeout, nf_conntrack_tcp_timeout_established), and find what fills it: {who}.",
+            size.max.saturating_mul(2).max(131_072)
+        )),
+        Verdict::InsertFailures => Some(
+            "Two packets of one new flow raced to insert its entry (glibc sends A and AAAA queries from one socket at once): netprobe dns --like-glibc shows it on DNS; use single-request-reopen in the pods' resolv.conf (dnsConfig options), NodeLocal DNSCache, or a kernel with clash resolution (5.x and later resolve most).".to_string(),
+        ),
+        _ => None,
     }
 }
 
@@ -291,6 +318,14 @@ mod tests {
         assert_eq!(report.kernel_log.last_ago_s, Some(600.0));
         assert!(report.summary.contains("2 time(s), the last 10 min ago"), "{}", report.summary);
         assert!(report.notes.iter().any(|n| n.contains("do not name the namespace")), "{:?}", report.notes);
+        // Lines that name no namespace (older kernels) may be a pod's table: they count when this
+        // namespace's own counters show drops too.
+        let report = with_log(vec![message(9_400, None)]);
+        assert_eq!((report.verdict, report.kernel_log.table_full), (Verdict::Ok, 1), "{report:?}");
+        let mut e = evidence(100, ConntrackStats::default());
+        e.now = stats(3, 0, 0);
+        e.kernel_log = Ok((vec![message(9_400, None)], 10_000 * 1_000_000));
+        assert_eq!(judge(e).verdict, Verdict::WasFull);
         // Another namespace's (a pod's) table, or a day and more ago: not this table's fault now.
         let report = with_log(vec![message(9_400, Some(8))]);
         assert_eq!((report.verdict, report.kernel_log.table_full), (Verdict::Ok, 0));
