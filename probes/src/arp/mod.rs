@@ -309,6 +309,10 @@ mod tests {
             (report.verdict, report.responders[0].unicast),
             (Verdict::Ok, Some(Unicast { sent: 3, replies: 1 }))
         );
+        assert_eq!(
+            report.notes,
+            vec!["02:00:00:00:00:11 answered 1 of the 3 request(s) for 192.0.2.100 sent to its own MAC"]
+        );
 
         let clock = FakeClock::new();
         let mut link = segment_ignoring_unicast(&clock, vec![(SP1, 1)], vec![], vec![SP1]);

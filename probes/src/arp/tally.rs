@@ -350,6 +350,17 @@ impl Tally {
                 ));
             }
         }
+        // Some requests to a MAC unanswered is not a verdict (one answer keeps a cached entry), but
+        // it is said: the numbers in the table show it too.
+        for r in &responders {
+            if let Some(Unicast { sent, replies }) = r.unicast.filter(|u| u.replies > 0 && u.replies < u.sent)
+            {
+                notes.push(format!(
+                    "{} answered {replies} of the {sent} request(s) for {} sent to its own MAC",
+                    r.mac, self.target
+                ));
+            }
+        }
         if self.askers == Askers::Anyone && other_requests > 0 {
             notes.push(format!(
                 "{other_requests} request(s) for {} from {other_askers} host(s) whose replies this capture does not show were left out (a switched port or mirror sees other hosts' requests, not the unicast answers)",
