@@ -129,7 +129,7 @@ kernel log's \"table full\" messages (/dev/kmsg; those naming another namespace,
 are left out) and the entries by source, destination and protocol (/proc/net/nf_conntrack). Verdicts: \
 `full` (at the limit, or flows dropped or evicted during the window), `near-full` (90% or more), \
 `insert-failures` (inserts raced during the window), `was-full` (room now, but in the host's namespace a \
-\"table full\" message within a day, in a pod's its own counters since it was made), `ok`, `not-loaded`; exit 1 on the first four. Changes nothing. With --node, that Node's agent reads its table. Root reads the entries \
+\"table full\" message within a day, in a pod's its own counters since it was made), `ok`, `not-loaded`; exit 1 on the first four. It changes nothing (listing the entries lets the kernel reap expired ones it walks). With --node, that Node's agent reads its table. Root reads the entries \
 and the kernel log; without it those are notes.";
 
 const DNS_LONG: &str = "Ask every DNS endpoint behind the cluster's DNS Service (each CoreDNS pod) and the \

@@ -56,7 +56,7 @@ pub fn judge(e: Evidence) -> ConntrackReport {
         Ok((messages, now_us)) => {
             log.readable = true;
             let (ours, others): (Vec<&TableFullMessage>, Vec<&TableFullMessage>) =
-                messages.iter().partition(|m| m.netns.is_none() || m.netns == e.netns);
+                messages.iter().partition(|m| m.may_be_about(e.netns));
             if !others.is_empty() {
                 notes.push(format!(
                     "{} \"table full\" message(s) in the kernel log are about other network namespaces (a pod's own table, say), not this one",

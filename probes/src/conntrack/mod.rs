@@ -2,9 +2,10 @@
 //! flows (a full table drops the first packet of every new flow of every kind: DNS stalls, random
 //! resets), whether inserts race, what the kernel logged, and who fills it.
 //!
-//! It reads only (counters, the table's size, its entries, the kernel log) and changes nothing.
-//! The counters are read twice, `window` apart, so "dropping now" is measured, not inferred from
-//! totals since boot.
+//! It reads only (counters, the table's size, its entries, the kernel log). One thing happens by
+//! the kernel's hand: listing the entries makes it reap each expired one it walks (gone in all but
+//! the count already); the docs say so. The counters are read twice, `window` apart, so "dropping
+//! now" is measured, not inferred from totals since boot.
 
 mod judge;
 mod report;
@@ -33,8 +34,10 @@ impl Default for Config {
 
 /// Reads this network namespace's table and judges it.
 pub fn run(config: &Config) -> Result<ConntrackReport> {
-    let size = conntrack::table_size()
-        .map_err(|why| Error::could_not_run("reading the conntrack table's size", why))?;
+    let table_size = || {
+        conntrack::table_size().map_err(|why| Error::could_not_run("reading the conntrack table's size", why))
+    };
+    let size = table_size()?;
     let read_stats = || match (size, conntrack::read()) {
         (_, Ok(stats)) => Ok(stats),
         // Not loaded: no counters either, and nothing to judge by them.
@@ -45,8 +48,7 @@ pub fn run(config: &Config) -> Result<ConntrackReport> {
     std::thread::sleep(config.window);
     let now = read_stats()?;
     // The size after the window, beside the counters it is judged with.
-    let size = conntrack::table_size()
-        .map_err(|why| Error::could_not_run("reading the conntrack table's size", why))?;
+    let size = table_size()?;
     Ok(judge(Evidence {
         size,
         during: now.since(&before),

@@ -203,6 +203,13 @@ impl TableFullMessage {
     }
 }
 
+impl TableFullMessage {
+    /// Whether this line may be about the namespace `netns`: it names it, or names none.
+    pub fn may_be_about(&self, netns: Option<u64>) -> bool {
+        self.netns.is_none() || self.netns == netns
+    }
+}
+
 /// Every "table full" message in the kernel's log buffer (as `dmesg` shows it), and the kernel's
 /// monotonic clock now in microseconds, to tell how long ago each was. Reading /dev/kmsg needs
 /// root where kernel.dmesg_restrict is 1.

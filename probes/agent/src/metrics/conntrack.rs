@@ -26,7 +26,7 @@ impl Reading {
         let size = conntrack::table_size().ok()??;
         let ours = conntrack::this_netns();
         let table_full = conntrack::table_full_messages().ok().map(|(messages, now_us)| {
-            let ours: Vec<_> = messages.iter().filter(|m| m.netns.is_none() || m.netns == ours).collect();
+            let ours: Vec<_> = messages.iter().filter(|m| m.may_be_about(ours)).collect();
             let last = ours.iter().map(|m| m.at_us).max().map(|at_us| {
                 // The kernel stamps its log with the monotonic clock: now, minus how long ago.
                 let ago = now_us.saturating_sub(at_us) as f64 / 1e6;
