@@ -380,10 +380,13 @@ fn mesh_step(report: &netprobe_probes::vxlan::MeshReport, command: String) -> St
     Step {
         probe: "mesh",
         status: doctor::status_of(report.verdict),
-        result: report.failing_pairs.first().map_or_else(
-            || if report.unknown.is_empty() { "ok".into() } else { "unknown".into() },
-            |p| p.verdict.clone(),
-        ),
+        // The step's word never says ok while its numbers say some pairs are not known to be.
+        result: match (report.failing_pairs.first(), report.unknown.is_empty(), report.untested) {
+            (Some(p), _, _) => p.verdict.clone(),
+            (None, false, _) => "unknown".into(),
+            (None, true, 0) => "ok".into(),
+            (None, true, _) => "untested".into(),
+        },
         summary: report.summary.clone(),
         details: report
             .failing_pairs
